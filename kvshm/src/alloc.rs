@@ -1,0 +1,393 @@
+//! The allocator: size-class blocks carved from chunks, multi-chunk spans, and growth.
+//!
+//! Ground truth is the block tags and the chunk map; free lists and counts are hints that are
+//! rebuilt from them when a lock owner dies (`rebuild_class`, `rebuild_spans`). Rules that make
+//! that work:
+//! - a tag changes FREE <-> non-FREE only under the class lock (or the span lock for spans);
+//! - whoever reserves a block records it in its log (`record`) *before* tagging it, so a
+//!   reserved block is always findable from a log;
+//! - a free chunk (map entry 0) is all zeroes; freeing a span punches (or writes) it back to
+//!   zero before its map entries are cleared.
+//!
+//! Lock order: stripe -> class -> span -> grow (an OFD byte lock, see `Store::grow`).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::crash_point;
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::session::Session;
+use crate::sync::lock;
+
+const R: Ordering = Ordering::Relaxed;
+const REL: Ordering = Ordering::Release;
+
+impl Session<'_> {
+    /// Take a lock word in the segment as this client, recovering a dead owner if need be.
+    pub(crate) fn lock_word(&self, w: &AtomicU32) -> Result<()> {
+        lock::lock(w, self.me, |owner| self.probe_and_recover(owner))
+    }
+
+    fn next_gen(&self) -> u32 {
+        self.st.mem.header().gen_counter.fetch_add(1, R) as u32
+    }
+
+    fn chunk_offset(&self, idx: u64) -> u64 {
+        self.st.chunk_base + idx * CHUNK_SIZE
+    }
+
+    /// Chunk index of a block offset, if inside the chunk area.
+    pub(crate) fn chunk_of(&self, off: u64) -> Option<u64> {
+        let idx = off.checked_sub(self.st.chunk_base)? >> CHUNK_SHIFT;
+        (idx < self.st.mem.chunk_map().len() as u64).then_some(idx)
+    }
+
+    /// Reserve a block of at least `size` bytes. `record(offset)` is called before the block
+    /// is tagged RESERVED by this client, under the allocator lock.
+    pub(crate) fn alloc(&self, size: u64, record: impl FnOnce(u64)) -> Result<u64> {
+        match class_for(size) {
+            Some(c) => self.alloc_class(c, record),
+            None => self.alloc_span(size.div_ceil(CHUNK_SIZE), record),
+        }
+    }
+
+    fn alloc_class(&self, c: usize, record: impl FnOnce(u64)) -> Result<u64> {
+        let cls = &self.st.mem.header().classes[c];
+        self.lock_word(&cls.lock)?;
+        let r = self.alloc_class_locked(c, record);
+        lock::unlock(&cls.lock);
+        r
+    }
+
+    fn alloc_class_locked(&self, c: usize, record: impl FnOnce(u64)) -> Result<u64> {
+        let cls = &self.st.mem.header().classes[c];
+        let mut head = cls.head.load(R);
+        if head == 0 {
+            head = self.refill_class(c)?;
+        }
+        let words = self.st.mem.words(head, 2)?;
+        let tag = Tag::from_word(words[0].load(R));
+        if tag.state != TAG_FREE || self.chunk_class(head) != Some(c) {
+            // A free list that points at a non-free block: rebuild from the tags and retry.
+            log::error!("free list of class {c} is damaged at {head:#x}; rebuilding it");
+            self.rebuild_class(c)?;
+            return self.alloc_class_locked(c, record);
+        }
+        let next = words[1].load(R);
+        record(head);
+        crash_point!("alloc.recorded");
+        words[0].store(Tag::reserved(self.me, self.next_gen()).word(), REL);
+        crash_point!("alloc.tagged");
+        cls.head.store(next, REL);
+        cls.free_count.fetch_sub(1, R);
+        Ok(head)
+    }
+
+    /// Class of the chunk holding `off`, if it is a class chunk.
+    fn chunk_class(&self, off: u64) -> Option<usize> {
+        let e = self.st.mem.chunk_map()[self.chunk_of(off)? as usize].load(R);
+        (CHUNK_CLASS_BASE..CHUNK_CLASS_BASE + NUM_CLASSES as u32)
+            .contains(&e)
+            .then(|| (e - CHUNK_CLASS_BASE) as usize)
+    }
+
+    /// Claim a free chunk for class `c` and carve it onto the (empty) free list.
+    fn refill_class(&self, c: usize) -> Result<u64> {
+        let e = CHUNK_CLASS_BASE + c as u32;
+        let idx = self.st.claim_chunks(1, e, e)?;
+        crash_point!("alloc.chunk_claimed");
+        let size = CLASS_SIZES[c] as u64;
+        let base = self.chunk_offset(idx);
+        let n = CHUNK_SIZE / size;
+        // The chunk is zero: every block is already FREE(0). Link them in address order.
+        let mut head = 0;
+        for b in (0..n).rev() {
+            let off = base + b * size;
+            self.st.mem.word(off + 8)?.store(head, R);
+            head = off;
+        }
+        let cls = &self.st.mem.header().classes[c];
+        cls.head.store(head, REL);
+        cls.free_count.fetch_add(n, R);
+        cls.chunks.fetch_add(1, R);
+        Ok(head)
+    }
+
+    fn alloc_span(&self, k: u64, record: impl FnOnce(u64)) -> Result<u64> {
+        if k > CHUNK_SPAN_LEN_MASK as u64 {
+            return Err(Error::StoreFull {
+                hint: "allocation larger than the store",
+            });
+        }
+        let h = self.st.mem.header();
+        self.lock_word(&h.span_lock)?;
+        let r = (|| {
+            let idx = self
+                .st
+                .claim_chunks(k, CHUNK_SPAN_HEAD | k as u32, CHUNK_SPAN_CONT)?;
+            let off = self.chunk_offset(idx);
+            record(off);
+            crash_point!("span.recorded");
+            self.st
+                .mem
+                .word(off)?
+                .store(Tag::reserved(self.me, self.next_gen()).word(), REL);
+            h.span_chunks.fetch_add(k, R);
+            Ok(off)
+        })();
+        lock::unlock(&h.span_lock);
+        r
+    }
+
+    /// Free `block` if its tag still equals `expect`. Returns whether it was freed.
+    pub(crate) fn free_block(&self, block: u64, expect: u64) -> Result<bool> {
+        let idx = self
+            .chunk_of(block)
+            .ok_or_else(|| Error::corrupt(block, "free outside chunks"))?;
+        let e = self.st.mem.chunk_map()[idx as usize].load(R);
+        if e & CHUNK_SPAN_HEAD != 0 {
+            if self.chunk_offset(idx) != block {
+                return Err(Error::corrupt(
+                    block,
+                    "free of a span at a non-chunk offset",
+                ));
+            }
+            return self.free_span(idx, expect);
+        }
+        let Some(c) = self.chunk_class(block) else {
+            return Err(Error::corrupt(
+                block,
+                format!("free in a chunk with map entry {e:#x}"),
+            ));
+        };
+        let size = CLASS_SIZES[c] as u64;
+        if (block - self.chunk_offset(idx)) % size != 0 {
+            return Err(Error::corrupt(block, "free of a misaligned block"));
+        }
+        let cls = &self.st.mem.header().classes[c];
+        self.lock_word(&cls.lock)?;
+        let r = (|| {
+            let words = self.st.mem.words(block, 2)?;
+            let generation = Tag::from_word(expect).generation;
+            if words[0]
+                .compare_exchange(expect, Tag::free(generation).word(), REL, R)
+                .is_err()
+            {
+                return Ok(false);
+            }
+            crash_point!("free.tagged");
+            words[1].store(cls.head.load(R), R);
+            cls.head.store(block, REL);
+            cls.free_count.fetch_add(1, R);
+            Ok(true)
+        })();
+        lock::unlock(&cls.lock);
+        r
+    }
+
+    fn free_span(&self, idx: u64, expect: u64) -> Result<bool> {
+        let h = self.st.mem.header();
+        self.lock_word(&h.span_lock)?;
+        let r = (|| {
+            let off = self.chunk_offset(idx);
+            let tag = self.st.mem.word(off)?;
+            if tag
+                .compare_exchange(expect, Tag::free(0).word(), REL, R)
+                .is_err()
+            {
+                return Ok(false);
+            }
+            crash_point!("span.free_tagged");
+            self.release_span(idx)?;
+            Ok(true)
+        })();
+        lock::unlock(&h.span_lock);
+        r
+    }
+
+    /// Zero a span (its tag already FREE) and clear its map entries, head first.
+    fn release_span(&self, idx: u64) -> Result<()> {
+        let map = self.st.mem.chunk_map();
+        let k = (map[idx as usize].load(R) & CHUNK_SPAN_LEN_MASK) as u64;
+        if k == 0 || idx + k > map.len() as u64 {
+            return Err(Error::corrupt(self.chunk_offset(idx), "span length"));
+        }
+        self.zero_chunks(idx, k)?;
+        map[idx as usize].store(CHUNK_FREE, REL);
+        crash_point!("span.head_cleared");
+        for j in 1..k {
+            map[(idx + j) as usize].store(CHUNK_FREE, REL);
+        }
+        self.st.mem.header().span_chunks.fetch_sub(k, R);
+        Ok(())
+    }
+
+    fn zero_chunks(&self, idx: u64, k: u64) -> Result<()> {
+        let off = self.chunk_offset(idx);
+        let len = k * CHUNK_SIZE;
+        let words = self.st.mem.words(off, len / 8)?;
+        if !crate::segment::punch_hole(&self.st.file, off, len) {
+            for w in words {
+                w.store(0, R);
+            }
+        }
+        // Punching a hole leaves the pages allocated-on-demand again: re-back them so a later
+        // touch cannot SIGBUS when memory is short (the store stays non-sparse).
+        crate::segment::allocate_range(&self.st.file, off, len)?;
+        Ok(())
+    }
+
+    /// Rebuild the free list of class `c` from the block tags (caller holds the class lock).
+    pub(crate) fn rebuild_class(&self, c: usize) -> Result<()> {
+        let cls = &self.st.mem.header().classes[c];
+        let size = CLASS_SIZES[c] as u64;
+        let map = self.st.mem.chunk_map();
+        let (mut head, mut free, mut chunks) = (0u64, 0u64, 0u64);
+        for (i, e) in map.iter().enumerate().rev() {
+            if e.load(R) != CHUNK_CLASS_BASE + c as u32 {
+                continue;
+            }
+            chunks += 1;
+            let base = self.chunk_offset(i as u64);
+            for b in (0..CHUNK_SIZE / size).rev() {
+                let words = self.st.mem.words(base + b * size, 2)?;
+                if Tag::from_word(words[0].load(R)).state == TAG_FREE {
+                    words[1].store(head, R);
+                    head = base + b * size;
+                    free += 1;
+                }
+            }
+        }
+        cls.head.store(head, REL);
+        cls.free_count.store(free, R);
+        cls.chunks.store(chunks, R);
+        Ok(())
+    }
+
+    /// Repair spans after the span-lock owner died (caller holds the span lock): release
+    /// spans whose tag is FREE and orphaned continuation entries.
+    pub(crate) fn rebuild_spans(&self) -> Result<()> {
+        let map = self.st.mem.chunk_map();
+        let mut i = 0u64;
+        let mut covered_until = 0u64;
+        let mut held = 0u64;
+        while i < map.len() as u64 {
+            let e = map[i as usize].load(R);
+            if e & CHUNK_SPAN_HEAD != 0 {
+                let k = (e & CHUNK_SPAN_LEN_MASK) as u64;
+                let tag = Tag::from_word(self.st.mem.word(self.chunk_offset(i))?.load(R));
+                if tag.state == TAG_FREE {
+                    // Clear only the entries that are still ours (CONT) after the head.
+                    self.zero_chunks(i, 1)?;
+                    map[i as usize].store(CHUNK_FREE, REL);
+                    let mut j = i + 1;
+                    while j < (i + k).min(map.len() as u64)
+                        && map[j as usize].load(R) == CHUNK_SPAN_CONT
+                    {
+                        self.zero_chunks(j, 1)?;
+                        map[j as usize].store(CHUNK_FREE, REL);
+                        j += 1;
+                    }
+                    i = j;
+                    continue;
+                }
+                held += k;
+                covered_until = i + k;
+            } else if e == CHUNK_SPAN_CONT && i >= covered_until {
+                self.zero_chunks(i, 1)?;
+                map[i as usize].store(CHUNK_FREE, REL);
+            }
+            i += 1;
+        }
+        self.st.mem.header().span_chunks.store(held, R);
+        Ok(())
+    }
+
+    /// A word inside the segment as `&AtomicU64` (checked).
+    pub(crate) fn word(&self, off: u64) -> Result<&AtomicU64> {
+        self.st.mem.word(off)
+    }
+}
+
+impl crate::store::Store {
+    /// Find `k` consecutive free chunks inside the committed length (growing it if needed)
+    /// and set their map entries: `head` on the first, `cont` on the others.
+    pub(crate) fn claim_chunks(&self, k: u64, head: u32, cont: u32) -> Result<u64> {
+        let map = self.mem.chunk_map();
+        let total = map.len() as u64;
+        let h = self.mem.header();
+        loop {
+            let committed_chunks =
+                (self.mem.committed().saturating_sub(self.chunk_base)) / CHUNK_SIZE;
+            let limit = committed_chunks.min(total);
+            let hint = if k == 1 {
+                h.chunk_hint.load(R).min(limit)
+            } else {
+                0
+            };
+            let mut found = None;
+            let mut run = 0u64;
+            for i in (hint..limit).chain(0..hint) {
+                if i == 0 || (i == hint && hint != 0) {
+                    run = 0;
+                }
+                if map[i as usize].load(R) == CHUNK_FREE {
+                    run += 1;
+                    if run == k {
+                        found = Some(i + 1 - k);
+                        break;
+                    }
+                } else {
+                    run = 0;
+                }
+            }
+            if let Some(start) = found {
+                if self.claim_range(start, k, head, cont) {
+                    if k == 1 {
+                        h.chunk_hint.store(start + 1, R);
+                    }
+                    return Ok(start);
+                }
+                continue; // lost a race for one of the chunks
+            }
+            // Need more committed chunks: at least `k` past the current end.
+            if limit + k > total {
+                // Not enough room even after growing to the maximum: a span may still fit in a
+                // gap after growth to the reserve, so grow to the end first if we can.
+                if committed_chunks < total {
+                    self.grow(self.reserve)?;
+                    continue;
+                }
+                return Err(Error::StoreFull {
+                    hint: "store reached its maximum size",
+                });
+            }
+            self.grow(self.chunk_base + (limit + k) * CHUNK_SIZE)?;
+        }
+    }
+
+    fn claim_range(&self, start: u64, k: u64, head: u32, cont: u32) -> bool {
+        let map = self.mem.chunk_map();
+        for j in 1..k {
+            let e = &map[(start + j) as usize];
+            if e.compare_exchange(CHUNK_FREE, cont, Ordering::AcqRel, R)
+                .is_err()
+            {
+                for back in 1..j {
+                    map[(start + back) as usize].store(CHUNK_FREE, REL);
+                }
+                return false;
+            }
+        }
+        if map[start as usize]
+            .compare_exchange(CHUNK_FREE, head, Ordering::AcqRel, R)
+            .is_err()
+        {
+            for back in 1..k {
+                map[(start + back) as usize].store(CHUNK_FREE, REL);
+            }
+            return false;
+        }
+        true
+    }
+}

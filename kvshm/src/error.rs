@@ -1,0 +1,91 @@
+//! The one error type of the library.
+
+use std::fmt;
+use std::io;
+
+/// Everything that can go wrong. A missing key is never an error (`Ok(None)` / `Ok(false)`).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key is longer than the store's `max_key_len`.
+    KeyTooLong { len: usize, max: usize },
+    /// The value is longer than the store's `max_value_len`.
+    ValueTooLong { len: usize, max: usize },
+    /// The store reached its maximum size or the memory backing it ran out. Nothing already
+    /// stored was lost; removing keys makes room again.
+    StoreFull { hint: &'static str },
+    /// No store of that name exists (or it is still being created).
+    NotFound { path: String },
+    /// A store of that name already exists (on create).
+    AlreadyExists { path: String },
+    /// Another host already serves this store.
+    HostRunning { pid: u64 },
+    /// The segment was made by an incompatible build or is not a kvshm segment at all.
+    Incompatible { what: String },
+    /// The segment holds a value that cannot be right; `offset` is where it was read.
+    Corrupt { offset: u64, what: String },
+    /// The store file may not be opened by this user, or is not a plain file we own.
+    PermissionDenied { path: String },
+    /// A read-only client could not get a consistent read (a writer holds the stripe and may
+    /// have died; a writable client or the host recovers it).
+    Busy,
+    /// A bad argument (bad store name, bad configuration, a batch too large).
+    InvalidArgument(String),
+    /// Any other operating-system error.
+    Io(io::Error),
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::KeyTooLong { len, max } => {
+                write!(f, "key of {len} bytes exceeds the limit of {max}")
+            }
+            Error::ValueTooLong { len, max } => {
+                write!(f, "value of {len} bytes exceeds the limit of {max}")
+            }
+            Error::StoreFull { hint } => write!(f, "store is full ({hint})"),
+            Error::NotFound { path } => write!(f, "store not found: {path}"),
+            Error::AlreadyExists { path } => write!(f, "store already exists: {path}"),
+            Error::HostRunning { pid } => write!(f, "store is already hosted by pid {pid}"),
+            Error::Incompatible { what } => write!(f, "incompatible store: {what}"),
+            Error::Corrupt { offset, what } => {
+                write!(f, "corrupt store at offset {offset:#x}: {what}")
+            }
+            Error::PermissionDenied { path } => write!(f, "permission denied: {path}"),
+            Error::Busy => write!(
+                f,
+                "stripe busy: no consistent read-only view (writer stalled or dead)"
+            ),
+            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl Error {
+    pub(crate) fn corrupt(offset: u64, what: impl Into<String>) -> Error {
+        Error::Corrupt {
+            offset,
+            what: what.into(),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `Host`: creates, owns and releases a store. Also a client (it derefs to `Client`).
+
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use crate::client::{default_dir, Client};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::segment;
+use crate::store::{now_unix, Store};
+
+/// The owner of a store. The store lives until [`Host::release`]; dropping a `Host` (or its
+/// process dying) leaves the data in place for the next host (`Host::open_existing`), and
+/// clients keep working meanwhile. Only one host holds a store at a time.
+///
+/// ```no_run
+/// let host = kvshm::Host::create("orders", &kvshm::Config::default())?;
+/// host.put(b"k", b"v")?; // a host is also a client
+/// // ... other processes: kvshm::Client::open("orders")
+/// host.release()?;
+/// # Ok::<(), kvshm::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Host {
+    client: Client,
+}
+
+impl Host {
+    /// Create and format store `name` (in `cfg`'s directory) and become its host. Fails with
+    /// `AlreadyExists` if the store file exists.
+    pub fn create(name: &str, cfg: &Config) -> Result<Host> {
+        let st = Store::format(name, cfg)?;
+        let path = st.path.clone();
+        Host::adopt(st).inspect_err(|_| {
+            let _ = segment::remove_file(&path);
+        })
+    }
+
+    /// Become the host of an existing store in [`default_dir`] (after a host restart):
+    /// validates it, recovers clients that died meanwhile, and keeps all data.
+    pub fn open_existing(name: &str) -> Result<Host> {
+        Host::open_existing_in(default_dir(), name)
+    }
+
+    /// [`Host::open_existing`] in `dir`.
+    pub fn open_existing_in(dir: impl AsRef<Path>, name: &str) -> Result<Host> {
+        let path = segment::store_path(dir.as_ref(), name)?;
+        let host = Host::adopt(Store::attach(&path, true)?)?;
+        let n = host.client.recover_dead_clients()?;
+        if n > 0 {
+            log::warn!(
+                "recovered {n} dead client(s) while adopting {}",
+                path.display()
+            );
+        }
+        Ok(host)
+    }
+
+    fn adopt(st: Store) -> Result<Host> {
+        if !segment::ofd_try_lock(&st.file, segment::HOST_LOCK_BYTE)? {
+            let pid = st.mem.header().host_pid.load(Ordering::Relaxed);
+            return Err(Error::HostRunning { pid });
+        }
+        let h = st.mem.header();
+        h.host_pid.store(segment::pid(), Ordering::Relaxed);
+        h.host_start_unix.store(now_unix(), Ordering::Relaxed);
+        let client = Client::from_store(st)?;
+        log::info!("hosting {}", client.path().display());
+        Ok(Host { client })
+    }
+
+    /// The host's own client handle.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Remove the store for good. Attached clients keep their mapping until they detach, but
+    /// nobody can attach any more.
+    pub fn release(self) -> Result<()> {
+        let path: PathBuf = self.client.path().to_path_buf();
+        segment::remove_file(&path)?;
+        log::info!("released {}", path.display());
+        Ok(())
+    }
+
+    /// Remove the store file of `name` in `dir` without attaching (e.g. a store whose host is
+    /// gone). Refuses while a host holds it.
+    pub fn release_by_name(dir: impl AsRef<Path>, name: &str) -> Result<()> {
+        let path = segment::store_path(dir.as_ref(), name)?;
+        let file = segment::open_file(&path, true)?;
+        if !segment::ofd_try_lock(&file, segment::HOST_LOCK_BYTE)? {
+            return Err(Error::HostRunning { pid: 0 });
+        }
+        segment::remove_file(&path)
+    }
+}
+
+impl Deref for Host {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.client
+            .st
+            .mem
+            .header()
+            .host_pid
+            .store(0, Ordering::Relaxed);
+    }
+}

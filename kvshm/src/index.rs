@@ -1,0 +1,225 @@
+//! Index writes: insert/update/remove in a stripe's open-addressing table, and table rebuilds
+//! (doubling, or dropping tombstones). All run under the stripe lock with `seq` odd, inside a
+//! transaction whose undo log covers every in-place write. Reads are in `store.rs`.
+
+use std::sync::atomic::Ordering;
+
+use crate::crash_point;
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::session::Txn;
+use crate::store::{copy_in, Store};
+
+const R: Ordering = Ordering::Relaxed;
+const REL: Ordering = Ordering::Release;
+
+/// Where a key is, or would go, in a table.
+struct Found {
+    /// (slot index, record offset) of the key.
+    hit: Option<(u64, u64)>,
+    /// First reusable slot on the probe path (tombstone or empty).
+    free: Option<u64>,
+}
+
+/// Smallest table (log2) that holds `n` keys at most half full.
+fn log2_for(n: u64) -> u32 {
+    let want = (n.max(1) * 2).next_power_of_two();
+    want.trailing_zeros().max(TABLE_MIN_LOG2)
+}
+
+/// Fill a freshly reserved record block.
+pub(crate) fn write_record(st: &Store, rec: u64, key: &[u8], value: &[u8]) -> Result<()> {
+    let size = record_size(key.len() as u64, value.len() as u64);
+    let words = st.mem.words(rec + 8, (size - 8) / 8)?;
+    words[0].store(key.len() as u64 | (value.len() as u64) << 32, R);
+    words[1].store(0, R); // meta: no expiry, reference bit clear
+    let kw = (pad8(key.len() as u64) / 8) as usize;
+    copy_in(&words[2..2 + kw], key);
+    copy_in(&words[2 + kw..], value);
+    Ok(())
+}
+
+impl Txn<'_, '_> {
+    fn find(&self, table_word: u64, hash: u64, key: &[u8]) -> Result<Found> {
+        let st = self.session().st;
+        let Some((slots, log2)) = st.table_slots(table_word)? else {
+            return Ok(Found {
+                hit: None,
+                free: None,
+            });
+        };
+        let mask = (1u64 << log2) - 1;
+        let mut i = hash & mask;
+        let mut free = None;
+        for _ in 0..=mask {
+            let rec = slots[(2 * i + 1) as usize].load(R);
+            if rec == SLOT_EMPTY {
+                return Ok(Found {
+                    hit: None,
+                    free: free.or(Some(i)),
+                });
+            }
+            if rec == SLOT_TOMBSTONE {
+                free.get_or_insert(i);
+            } else if slots[(2 * i) as usize].load(R) == hash && st.record_key_eq(rec, key)? {
+                return Ok(Found {
+                    hit: Some((i, rec)),
+                    free,
+                });
+            }
+            i = (i + 1) & mask;
+        }
+        Ok(Found { hit: None, free })
+    }
+
+    /// Make sure stripe `s` can take `adds` more keys without passing 3/4 load (counting
+    /// tombstones), rebuilding its table if not.
+    pub(crate) fn ensure_room(&self, s: usize, adds: u64) -> Result<()> {
+        let stripe = self.session().st.mem.stripe(s);
+        let tw = stripe.table.load(R);
+        let count = stripe.count.load(R);
+        let tombs = stripe.tombstones.load(R);
+        if tw == 0 {
+            return self.rebuild_table(s, log2_for(count + adds));
+        }
+        let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
+        if (count + tombs + adds) * 4 > (3u64 << log2) {
+            return self.rebuild_table(s, log2_for(count + adds).max(log2));
+        }
+        Ok(())
+    }
+
+    /// Replace stripe `s`'s table by a fresh one of `2^log2` slots holding the same keys.
+    fn rebuild_table(&self, s: usize, log2: u32) -> Result<()> {
+        if log2 > TABLE_MAX_LOG2 {
+            return Err(Error::StoreFull {
+                hint: "stripe index at its maximum size",
+            });
+        }
+        let sess = self.session();
+        let st = sess.st;
+        let stripe = st.mem.stripe(s);
+        let nt = self.alloc(table_size(log2))?;
+        st.mem.word(nt + 8)?.store(log2 as u64, R);
+        let new_slots = st.mem.words(nt + TABLE_HEADER_SIZE, 2u64 << log2)?;
+        for w in new_slots {
+            w.store(0, R);
+        }
+        let mask = (1u64 << log2) - 1;
+        let old = stripe.table.load(R);
+        if let Some((slots, _)) = st.table_slots(old)? {
+            for pair in slots.chunks_exact(2) {
+                let (hash, rec) = (pair[0].load(R), pair[1].load(R));
+                if rec == SLOT_EMPTY || rec == SLOT_TOMBSTONE {
+                    continue;
+                }
+                let mut i = hash & mask;
+                while new_slots[(2 * i + 1) as usize].load(R) != SLOT_EMPTY {
+                    i = (i + 1) & mask;
+                }
+                new_slots[(2 * i) as usize].store(hash, R);
+                new_slots[(2 * i + 1) as usize].store(rec, R);
+            }
+            self.defer_free(old & TABLE_OFFSET_MASK)?;
+        }
+        crash_point!("table.filled");
+        stripe
+            .table
+            .store(nt | (log2 as u64) << TABLE_LOG2_SHIFT, REL);
+        stripe.tombstones.store(0, REL);
+        crash_point!("table.published");
+        Ok(())
+    }
+
+    /// Insert or replace `key` -> record `rec` in stripe `s`. Returns true for a replace.
+    pub(crate) fn index_put(
+        &self,
+        s: usize,
+        hash: u64,
+        key: &[u8],
+        rec: u64,
+        value_len: usize,
+    ) -> Result<bool> {
+        self.ensure_room(s, 1)?;
+        let st = self.session().st;
+        let stripe = st.mem.stripe(s);
+        let tw = stripe.table.load(R);
+        let toff = tw & TABLE_OFFSET_MASK;
+        let slot_off = |i: u64| toff + TABLE_HEADER_SIZE + i * TABLE_SLOT_SIZE;
+        let f = self.find(tw, hash, key)?;
+        let vb = stripe.value_bytes.load(R);
+        if let Some((i, old)) = f.hit {
+            let (_, old_len) = st.record_lens(old)?;
+            self.set(s, slot_off(i) + 8, rec)?;
+            crash_point!("put.replaced");
+            stripe
+                .value_bytes
+                .store(vb - old_len as u64 + value_len as u64, REL);
+            self.defer_free(old)?;
+            return Ok(true);
+        }
+        let i = f
+            .free
+            .ok_or_else(|| Error::corrupt(toff, "index table has no free slot"))?;
+        let was_tomb = st.mem.word(slot_off(i) + 8)?.load(R) == SLOT_TOMBSTONE;
+        self.set(s, slot_off(i), hash)?;
+        self.set(s, slot_off(i) + 8, rec)?;
+        crash_point!("put.inserted");
+        stripe.count.store(stripe.count.load(R) + 1, REL);
+        if was_tomb {
+            stripe.tombstones.store(stripe.tombstones.load(R) - 1, REL);
+        }
+        stripe.value_bytes.store(vb + value_len as u64, REL);
+        Ok(false)
+    }
+
+    /// Remove `key` from stripe `s`. Returns whether it was there.
+    pub(crate) fn index_remove(&self, s: usize, hash: u64, key: &[u8]) -> Result<bool> {
+        let st = self.session().st;
+        let stripe = st.mem.stripe(s);
+        let tw = stripe.table.load(R);
+        let Some((i, rec)) = self.find(tw, hash, key)?.hit else {
+            return Ok(false);
+        };
+        let toff = tw & TABLE_OFFSET_MASK;
+        let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
+        let next = (i + 1) & ((1u64 << log2) - 1);
+        let next_rec = st
+            .mem
+            .word(toff + TABLE_HEADER_SIZE + next * TABLE_SLOT_SIZE + 8)?
+            .load(R);
+        // No probe path runs through slot i if the next slot was never used.
+        let mark = if next_rec == SLOT_EMPTY {
+            SLOT_EMPTY
+        } else {
+            SLOT_TOMBSTONE
+        };
+        let (_, vlen) = st.record_lens(rec)?;
+        self.set(s, toff + TABLE_HEADER_SIZE + i * TABLE_SLOT_SIZE + 8, mark)?;
+        crash_point!("remove.unlinked");
+        stripe.count.store(stripe.count.load(R) - 1, REL);
+        if mark == SLOT_TOMBSTONE {
+            stripe.tombstones.store(stripe.tombstones.load(R) + 1, REL);
+        }
+        stripe
+            .value_bytes
+            .store(stripe.value_bytes.load(R) - vlen as u64, REL);
+        self.defer_free(rec)?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_stay_at_most_half_full_after_sizing() {
+        assert_eq!(log2_for(0), TABLE_MIN_LOG2);
+        assert_eq!(log2_for(4), TABLE_MIN_LOG2);
+        assert_eq!(log2_for(5), 4);
+        for n in [1u64, 7, 100, 12_345] {
+            assert!(n * 2 <= 1 << log2_for(n));
+        }
+    }
+}

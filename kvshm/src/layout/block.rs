@@ -1,0 +1,129 @@
+//! Blocks, their tags, records, index tables and chunk-map entries.
+//!
+//! Every block starts with a 64-bit tag `state | owner << 2 | generation << 32`, changed only
+//! under the lock of the block's class (or the span lock) or by a single CAS:
+//! FREE(g) -> RESERVED(owner, g') -> LIVE(g') -> FREE(g'). Generations come from a global
+//! counter, so a stale "free this block if it is still LIVE(g)" never frees a reused block.
+//! All-zero is FREE(0): a freshly grown (zero-filled) chunk is a valid chunk of free blocks.
+
+/// Tag state: on a free list (or in an uncarved, zero-filled chunk).
+pub const TAG_FREE: u64 = 0;
+/// Tag state: taken by client `owner`, not yet reachable from the index.
+pub const TAG_RESERVED: u64 = 1;
+/// Tag state: reachable from the index (a record, a table, a slot page or a log extension).
+pub const TAG_LIVE: u64 = 2;
+
+const STATE_MASK: u64 = 0b11;
+const OWNER_SHIFT: u32 = 2;
+const OWNER_MASK: u64 = (1 << 30) - 1;
+const GEN_SHIFT: u32 = 32;
+
+/// A decoded block tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tag {
+    pub state: u64,
+    pub owner: u32,
+    pub generation: u32,
+}
+
+impl Tag {
+    /// Encode.
+    pub const fn word(self) -> u64 {
+        self.state
+            | ((self.owner as u64 & OWNER_MASK) << OWNER_SHIFT)
+            | ((self.generation as u64) << GEN_SHIFT)
+    }
+    /// Decode (never fails: unknown states are reported by `verify`).
+    pub const fn from_word(w: u64) -> Tag {
+        Tag {
+            state: w & STATE_MASK,
+            owner: ((w >> OWNER_SHIFT) & OWNER_MASK) as u32,
+            generation: (w >> GEN_SHIFT) as u32,
+        }
+    }
+    pub const fn free(generation: u32) -> Tag {
+        Tag {
+            state: TAG_FREE,
+            owner: 0,
+            generation,
+        }
+    }
+    pub const fn reserved(owner: u32, generation: u32) -> Tag {
+        Tag {
+            state: TAG_RESERVED,
+            owner,
+            generation,
+        }
+    }
+    pub const fn live(generation: u32) -> Tag {
+        Tag {
+            state: TAG_LIVE,
+            owner: 0,
+            generation,
+        }
+    }
+}
+
+/// Record = `[tag][key_len u32 | value_len u32 << 32][meta][key, padded to 8][value, padded]`.
+///
+/// `meta` is zero today; it is kept for a later cache mode (bits 0..48 expiry in seconds since
+/// the store's epoch, bit 63 a reference bit) so TTL/eviction need no layout break.
+pub const RECORD_HEADER_SIZE: u64 = 24;
+/// Offset of the length word in a record.
+pub const RECORD_LENS_OFFSET: u64 = 8;
+/// Offset of the meta word in a record.
+pub const RECORD_META_OFFSET: u64 = 16;
+
+/// Total bytes of a record with these lengths.
+pub const fn record_size(key_len: u64, value_len: u64) -> u64 {
+    RECORD_HEADER_SIZE + super::pad8(key_len) + super::pad8(value_len)
+}
+
+/// Index table = `[tag][log2 capacity][capacity x (hash u64, record offset u64)]`.
+pub const TABLE_HEADER_SIZE: u64 = 16;
+/// Bytes per table slot.
+pub const TABLE_SLOT_SIZE: u64 = 16;
+/// Record-offset value of a never-used table slot.
+pub const SLOT_EMPTY: u64 = 0;
+/// Record-offset value of a removed entry.
+pub const SLOT_TOMBSTONE: u64 = 1;
+/// Capacity of a stripe's first table.
+pub const TABLE_MIN_LOG2: u32 = 3;
+/// Largest table a stripe may grow to.
+pub const TABLE_MAX_LOG2: u32 = 40;
+
+/// Bytes of a table with `1 << log2` slots.
+pub const fn table_size(log2: u32) -> u64 {
+    TABLE_HEADER_SIZE + TABLE_SLOT_SIZE * (1u64 << log2)
+}
+
+/// Chunk-map entry of a free (and zero-filled) chunk.
+pub const CHUNK_FREE: u32 = 0;
+/// Chunk-map entries `1..=NUM_CLASSES` mean "carved into class `entry - 1`".
+pub const CHUNK_CLASS_BASE: u32 = 1;
+/// Chunk-map entry of the first chunk of a span: `CHUNK_SPAN_HEAD | length in chunks`.
+pub const CHUNK_SPAN_HEAD: u32 = 0x8000_0000;
+/// Chunk-map entry of a following chunk of a span.
+pub const CHUNK_SPAN_CONT: u32 = 0x4000_0000;
+/// Chunk-map entry of every chunk of client-slot page `p`: `CHUNK_SLOT_PAGE | p`.
+pub const CHUNK_SLOT_PAGE: u32 = 0x2000_0000;
+/// Mask of the length of a span head entry.
+pub const CHUNK_SPAN_LEN_MASK: u32 = 0x3fff_ffff;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_round_trips() {
+        for t in [
+            Tag::free(0),
+            Tag::reserved(5, 77),
+            Tag::live(u32::MAX),
+            Tag::reserved((1 << 30) - 1, 1),
+        ] {
+            assert_eq!(Tag::from_word(t.word()), t);
+        }
+        assert_eq!(Tag::from_word(0), Tag::free(0));
+    }
+}

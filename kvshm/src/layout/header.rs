@@ -1,0 +1,120 @@
+//! The 4 KiB segment header: identity, configuration, growth, allocator roots, totals.
+//!
+//! Identity and configuration words (the first cache line) are written once by the creating
+//! host before `magic` is published with `Release`; an attacher reads `magic` with `Acquire`
+//! and may then read them with `Relaxed`. Everything else is either under one of the lock words
+//! here (see each field) or a monotonic counter whose racy read only ever yields a stale value.
+
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+use super::{CACHE_LINE, NUM_CLASSES};
+
+/// Size of the header region.
+pub const HEADER_SIZE: u64 = 4096;
+/// Geometric client-slot pages: page `p` holds `SLOT_PAGE0_SLOTS << p` slots.
+pub const MAX_SLOT_PAGES: usize = 24;
+
+/// Per size class allocator root, guarded by `lock`.
+///
+/// `head` is the first free block (0 = empty); each free block keeps the next one in its second
+/// word. The list and counts are hints: a recoverer that finds `lock` owned by a dead client
+/// rebuilds them from the block tags (`docs/ARCHITECTURE.md`, "Allocator").
+#[repr(C)]
+#[derive(Debug)]
+pub struct ClassHeader {
+    /// Lock word (see `sync::lock`).
+    pub lock: AtomicU32,
+    pub _pad: AtomicU32,
+    /// Offset of the first free block, 0 when empty.
+    pub head: AtomicU64,
+    /// Number of blocks on the free list.
+    pub free_count: AtomicU64,
+    /// Number of chunks carved into this class.
+    pub chunks: AtomicU64,
+}
+const _: () = assert!(size_of::<ClassHeader>() == 32);
+
+/// The segment header at offset 0.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Header {
+    // ---- line 0: identity and configuration, immutable after format ----
+    /// [`super::MAGIC`], stored last (Release) when formatting completes.
+    pub magic: AtomicU64,
+    /// [`super::LAYOUT_VERSION`].
+    pub layout_version: AtomicU32,
+    /// Size of this header, a cheap extra compatibility check.
+    pub header_size: AtomicU32,
+    /// [`super::layout_signature`].
+    pub layout_signature: AtomicU64,
+    /// Seed of the XXH3 key hash, random per store.
+    pub hash_seed: AtomicU64,
+    pub max_key_len: AtomicU32,
+    pub max_value_len: AtomicU32,
+    pub stripe_count: AtomicU32,
+    /// log2 of `stripe_count`.
+    pub stripe_shift: AtomicU32,
+    /// Maximum length of the file and of every mapping (max store size).
+    pub reserve_len: AtomicU64,
+    pub stripes_offset: AtomicU64,
+    pub chunk_map_offset: AtomicU64,
+    /// Number of chunk-map entries (chunks that fit in the reserve).
+    pub chunk_count: AtomicU64,
+    pub slot_page0_offset: AtomicU64,
+    /// Offset of chunk 0; chunk `i` starts at `chunk_base + i * CHUNK_SIZE`.
+    pub chunk_base: AtomicU64,
+    pub created_unix: AtomicU64,
+    pub _pad0: [AtomicU64; 3],
+
+    // ---- line 1: growth and global locks ----
+    /// Bytes of the file that are allocated and may be touched. Monotonic; Release after the
+    /// `fallocate` that backs it, Acquire by readers that bounds-check against it.
+    pub committed_len: AtomicU64,
+    /// Completed growth steps.
+    pub growth_count: AtomicU64,
+    /// Unused (growth is serialised by an OFD byte lock, see `segment::GROW_LOCK_BYTE`).
+    pub _unused0: AtomicU32,
+    /// Serialises span allocation/free and the chunk map entries of spans.
+    pub span_lock: AtomicU32,
+    /// Unused (slot pages are created under `segment::SLOT_PAGE_LOCK_BYTE`).
+    pub _unused1: AtomicU32,
+    pub _pad1: AtomicU32,
+    /// Where the next free chunk search starts (hint, any value is safe).
+    pub chunk_hint: AtomicU64,
+    /// Chunks currently held by spans.
+    pub span_chunks: AtomicU64,
+    /// Source of block generations (wrapping, 32 bits used).
+    pub gen_counter: AtomicU64,
+    /// Source of client ids (for logs and stats).
+    pub next_client_id: AtomicU64,
+    /// Dead clients recovered so far.
+    pub recoveries: AtomicU64,
+    /// Pid of the hosting process (diagnostics only; liveness is the host OFD lock).
+    pub host_pid: AtomicU64,
+    pub host_start_unix: AtomicU64,
+    pub _unused2: AtomicU64,
+    /// Set by a client that asks the host for a snapshot; cleared by the host.
+    pub snapshot_request: AtomicU64,
+    pub _pad2: [AtomicU64; 3],
+
+    // ---- line 2: totals ----
+    /// Counters of the `Stats` totals that belong to no live client any more.
+    pub folded: [AtomicU64; super::COUNTERS],
+    pub _pad3: [AtomicU64; 16 - super::COUNTERS],
+
+    // ---- client slot pages ----
+    /// Offset of each slot page (page 0 is fixed at format time), 0 when not yet created.
+    pub slot_pages: [AtomicU64; MAX_SLOT_PAGES],
+    /// Room for the future (TTL/eviction clock, metrics roots); zero.
+    pub _reserved: [AtomicU64; 8],
+
+    // ---- allocator roots ----
+    pub classes: [ClassHeader; NUM_CLASSES],
+}
+
+const _: () = assert!(offset_of!(Header, committed_len) == CACHE_LINE);
+const _: () = assert!(offset_of!(Header, folded) == 2 * CACHE_LINE);
+const _: () = assert!(offset_of!(Header, slot_pages) == 3 * CACHE_LINE);
+const _: () = assert!(offset_of!(Header, classes) % CACHE_LINE == 0);
+const _: () = assert!(size_of::<Header>() as u64 <= HEADER_SIZE);

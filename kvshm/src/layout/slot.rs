@@ -1,0 +1,104 @@
+//! Client slots: one per attached writer, with its counters and its transaction log.
+//!
+//! A slot is owned by whoever holds the OFD byte lock on byte `SLOT_LOCK_BASE + index` of the
+//! segment file (see `segment`). Only the owner writes the slot; a recoverer writes it only
+//! after taking that byte lock from a dead owner. `stats()` readers sum the counters racily.
+//!
+//! The log (state, undo entries, new blocks, deferred frees) is written *before* the change it
+//! describes, each entry before the count that makes it visible (Release stores, program
+//! order survives SIGKILL), so a recoverer can roll an ACTIVE transaction back or finish a
+//! COMMITTED one. See `txn.rs`.
+
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::AtomicU64;
+
+/// Bytes per slot.
+pub const SLOT_SIZE: u64 = 8192;
+/// Slots in page 0 (page `p` holds `SLOT_PAGE0_SLOTS << p`).
+pub const SLOT_PAGE0_SLOTS: u64 = 16;
+/// Log entries of each kind kept inside the slot; bigger batches use an extension block.
+pub const INLINE_LOG_CAP: usize = 160;
+/// Number of per-client counters (see [`Counter`]).
+pub const COUNTERS: usize = 8;
+
+/// Slot state: nobody attached.
+pub const SLOT_FREE: u64 = 0;
+/// Slot state: attached (alive if its byte lock is held, dead otherwise).
+pub const SLOT_ALIVE: u64 = 1;
+
+/// Transaction state: nothing in progress, the log is stale.
+pub const TXN_IDLE: u64 = 0;
+/// Transaction state: changes may be half done; recovery rolls back with the undo entries.
+pub const TXN_ACTIVE: u64 = 1;
+/// Transaction state: all changes are done; recovery finishes tags, unlocks and frees.
+pub const TXN_COMMITTED: u64 = 2;
+
+/// Per-client counters, index into `Slot::counters` and `Header::folded`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    Gets = 0,
+    Hits = 1,
+    Puts = 2,
+    Removes = 3,
+    BytesIn = 4,
+    BytesOut = 5,
+    Retries = 6,
+    Recoveries = 7,
+}
+
+/// Undo entry: restore `old` at `target & OFFSET_MASK`, if stripe `target >> 48` is still
+/// locked by the dead owner.
+#[repr(C)]
+#[derive(Debug)]
+pub struct UndoEntry {
+    pub target: AtomicU64,
+    pub old: AtomicU64,
+}
+/// Bits of `UndoEntry::target` holding the stripe number.
+pub const UNDO_STRIPE_SHIFT: u32 = 48;
+
+/// Deferred free: free `block` if its tag still equals `expect`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct FreeEntry {
+    pub block: AtomicU64,
+    pub expect: AtomicU64,
+}
+
+/// A client slot.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Slot {
+    /// [`SLOT_FREE`] or [`SLOT_ALIVE`].
+    pub state: AtomicU64,
+    /// Unique id of the current (or last) attachment, for logs.
+    pub client_id: AtomicU64,
+    /// Diagnostics only: liveness is the byte lock, never the pid.
+    pub pid: AtomicU64,
+    pub start_unix: AtomicU64,
+    pub counters: [AtomicU64; COUNTERS],
+    /// [`TXN_IDLE`], [`TXN_ACTIVE`] or [`TXN_COMMITTED`].
+    pub txn_state: AtomicU64,
+    pub n_undo: AtomicU64,
+    pub n_new: AtomicU64,
+    pub n_free: AtomicU64,
+    /// Offset of a log extension block (0 = the inline arrays are in use).
+    pub log_ext: AtomicU64,
+    /// Stripe a waiter of this client is blocked on + 1 (diagnostics for `stats`).
+    pub waiting_on: AtomicU64,
+    pub _pad0: [AtomicU64; 14],
+    pub undo: [UndoEntry; INLINE_LOG_CAP],
+    pub new_blocks: [AtomicU64; INLINE_LOG_CAP],
+    pub frees: [FreeEntry; INLINE_LOG_CAP],
+    pub _pad1: [AtomicU64; 192],
+}
+const _: () = assert!(size_of::<Slot>() as u64 == SLOT_SIZE);
+const _: () = assert!(offset_of!(Slot, undo) == 256);
+
+/// A log extension block: `[tag][capacity]` then `undo[cap]`, `new[cap]`, `frees[cap]`.
+pub const LOG_EXT_HEADER_SIZE: u64 = 16;
+/// Bytes of a log extension with `cap` entries of each kind.
+pub const fn log_ext_size(cap: u64) -> u64 {
+    LOG_EXT_HEADER_SIZE + cap * (16 + 8 + 16)
+}

@@ -1,0 +1,51 @@
+//! A shared-memory key-value store: co-located processes put, get and remove directly in a
+//! growable mapped segment, with no server on the data path.
+//!
+//! ```no_run
+//! use kvshm::{Config, Host, Client};
+//! // The owner (normally the `kvhost` daemon):
+//! let host = Host::create("demo", &Config::default())?;
+//! // Any process of the same user:
+//! let client = Client::open("demo")?;
+//! client.put(b"user:1", b"alice")?;
+//! assert_eq!(client.get(b"user:1")?, Some(b"alice".to_vec()));
+//! client.put_many(&[(&b"a"[..], &b"1"[..]), (&b"b"[..], &b"2"[..])])?; // all or nothing
+//! host.release()?; // removes the store for good
+//! # Ok::<(), kvshm::Error>(())
+//! ```
+//!
+//! What it does not do: persistence across reboot by itself (the host writes snapshots),
+//! network access, sharing between users, or sharing between different layouts/architectures
+//! (a store made by an incompatible build is refused with `Error::Incompatible`).
+//!
+//! Crash safety: a client killed at any instruction never deadlocks the others, never
+//! corrupts the store and never loses an acknowledged write; see `docs/ARCHITECTURE.md`.
+#![deny(unsafe_code)]
+
+mod alloc;
+mod client;
+mod config;
+#[doc(hidden)]
+pub mod crash;
+mod error;
+mod host;
+mod index;
+pub mod layout;
+mod mem;
+mod segment;
+mod session;
+mod stats;
+mod store;
+mod sync;
+mod verify;
+
+pub use client::{default_dir, Client};
+pub use config::{Config, MAX_KEY_LIMIT, MAX_VALUE_LIMIT};
+pub use error::{Error, Result};
+pub use host::Host;
+pub use segment::{store_path, validate_name, DEFAULT_DIR};
+pub use stats::{ClientInfo, Stats};
+pub use verify::Report;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! # Safety
+//! The only place where the mapping's address becomes references. Every accessor hands out
+//! `&AtomicU64`/`&AtomicU32`/`&[AtomicU64]` or `&T` of a layout type made only of atomics, so
+//! concurrent writes from other processes are atomic accesses, never data races. Invariants:
+//! - `base` points at a mapping of `map_len` bytes that lives as long as `Mem`;
+//! - fixed regions (header, stripes, chunk map, slot page 0) were checked at attach to lie
+//!   inside the committed length, which never shrinks;
+//! - any other offset (read from the segment, hence untrusted) is checked by [`Mem::words`]
+//!   against the committed length and alignment before it is dereferenced.
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use memmap2::MmapRaw;
+
+use crate::error::{Error, Result};
+use crate::layout::{Header, Slot, Stripe};
+
+/// Typed, bounds-checked view of a mapped segment.
+#[derive(Debug)]
+pub struct Mem {
+    map: MmapRaw,
+    /// Process-local copy of `Header::committed_len` (monotonic, so a stale copy is only ever
+    /// too small: a failed check re-reads the header).
+    committed: AtomicU64,
+    stripes_offset: u64,
+    stripe_count: u64,
+    chunk_map_offset: u64,
+    chunk_count: u64,
+}
+
+impl Mem {
+    /// Wrap a mapping whose header passed `Mem::check_fixed_regions`.
+    pub(crate) fn new(map: MmapRaw) -> Mem {
+        Mem {
+            map,
+            committed: AtomicU64::new(crate::layout::HEADER_SIZE),
+            stripes_offset: 0,
+            stripe_count: 0,
+            chunk_map_offset: 0,
+            chunk_count: 0,
+        }
+    }
+
+    /// Length of the mapping (the reserve).
+    pub fn map_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// The header. Sound because attach refuses files shorter than the header.
+    pub fn header(&self) -> &Header {
+        debug_assert!(self.map.len() >= std::mem::size_of::<Header>());
+        // SAFETY: the mapping starts at a page-aligned address, is at least HEADER_SIZE long
+        // (checked before `Mem` is built) and outlives `&self`; `Header` is all atomics.
+        unsafe { &*(self.map.as_ptr() as *const Header) }
+    }
+
+    /// Record the fixed regions after validating them against the committed length.
+    pub(crate) fn set_regions(
+        &mut self,
+        committed: u64,
+        stripes_offset: u64,
+        stripe_count: u64,
+        chunk_map_offset: u64,
+        chunk_count: u64,
+    ) -> Result<()> {
+        let end_stripes = stripes_offset + stripe_count * crate::layout::STRIPE_SIZE;
+        let end_map = chunk_map_offset + chunk_count * 4;
+        if committed > self.map_len()
+            || end_stripes > committed
+            || end_map > committed
+            || stripes_offset % 128 != 0
+            || chunk_map_offset % 8 != 0
+        {
+            return Err(Error::corrupt(
+                0,
+                "fixed regions lie outside the committed segment",
+            ));
+        }
+        self.committed.store(committed, Ordering::Relaxed);
+        self.stripes_offset = stripes_offset;
+        self.stripe_count = stripe_count;
+        self.chunk_map_offset = chunk_map_offset;
+        self.chunk_count = chunk_count;
+        Ok(())
+    }
+
+    /// Current committed length (refreshed from the header).
+    pub fn committed(&self) -> u64 {
+        let c = self
+            .header()
+            .committed_len
+            .load(Ordering::Acquire)
+            .min(self.map_len());
+        self.committed.fetch_max(c, Ordering::Relaxed);
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn in_bounds(&self, off: u64, len: u64) -> bool {
+        let end = match off.checked_add(len) {
+            Some(e) => e,
+            None => return false,
+        };
+        end <= self.committed.load(Ordering::Relaxed) || end <= self.committed()
+    }
+
+    /// `n` words at `off`, bounds- and alignment-checked. The only way to reach bytes at an
+    /// offset that was read from the segment.
+    #[inline]
+    pub fn words(&self, off: u64, n: u64) -> Result<&[AtomicU64]> {
+        let len = n
+            .checked_mul(8)
+            .ok_or_else(|| Error::corrupt(off, "length overflow"))?;
+        if off % 8 != 0 || off < crate::layout::HEADER_SIZE || !self.in_bounds(off, len) {
+            return Err(Error::corrupt(
+                off,
+                format!("range of {len} bytes outside the segment"),
+            ));
+        }
+        // SAFETY: `off..off+len` lies inside the committed part of the mapping (checked above;
+        // committed <= map_len), is 8-aligned (the mapping is page aligned), and the slice of
+        // atomics lives no longer than `&self`, i.e. the mapping.
+        Ok(unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(off as usize) as *const AtomicU64,
+                n as usize,
+            )
+        })
+    }
+
+    /// One word at `off` (checked).
+    #[inline]
+    pub fn word(&self, off: u64) -> Result<&AtomicU64> {
+        Ok(&self.words(off, 1)?[0])
+    }
+
+    /// Stripe `i` (`i < stripe_count`, checked by the caller's masking; asserted here).
+    #[inline]
+    pub fn stripe(&self, i: usize) -> &Stripe {
+        assert!((i as u64) < self.stripe_count, "stripe {i} out of range");
+        let off = self.stripes_offset + i as u64 * crate::layout::STRIPE_SIZE;
+        // SAFETY: the stripe array was checked to lie in the committed segment at attach;
+        // `i` is in range (asserted); 128-byte aligned; `Stripe` is all atomics.
+        unsafe { &*(self.map.as_ptr().add(off as usize) as *const Stripe) }
+    }
+
+    /// Number of stripes.
+    pub fn stripe_count(&self) -> usize {
+        self.stripe_count as usize
+    }
+
+    /// The chunk map.
+    pub fn chunk_map(&self) -> &[AtomicU32] {
+        // SAFETY: checked at attach to lie in the committed segment, 8-aligned; lives as long
+        // as `&self`.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(self.chunk_map_offset as usize) as *const AtomicU32,
+                self.chunk_count as usize,
+            )
+        }
+    }
+
+    /// The slot at `off` (an offset computed from the slot-page table; checked).
+    pub fn slot_at(&self, off: u64) -> Result<&Slot> {
+        let w = self.words(off, crate::layout::SLOT_SIZE / 8)?;
+        // SAFETY: `w` covers SLOT_SIZE bytes inside the mapping, 8-aligned; `Slot` is all
+        // atomics with alignment 8.
+        Ok(unsafe { &*(w.as_ptr() as *const Slot) })
+    }
+}

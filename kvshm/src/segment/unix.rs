@@ -1,0 +1,287 @@
+//! # Safety
+//! This module makes raw system calls (`fallocate`, `fcntl` OFD locks, `futex`) and creates the
+//! shared mapping. Invariants: every pointer passed to the kernel comes from a live reference
+//! (`&AtomicU32`, a stack `flock`/`timespec`), every file descriptor is owned by a `File` that
+//! outlives the call, and the mapping is created once with the reserve length and never moved.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::path::Path;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Error, Result};
+
+fn path_err(e: io::Error, path: &Path) -> Error {
+    let p = path.display().to_string();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Error::NotFound { path: p },
+        Some(libc::EEXIST) => Error::AlreadyExists { path: p },
+        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path: p },
+        // O_NOFOLLOW on a symlink.
+        Some(libc::ELOOP) => Error::PermissionDenied {
+            path: format!("{p} (is a symbolic link)"),
+        },
+        _ => Error::Io(e),
+    }
+}
+
+fn open_raw(path: &Path, flags: libc::c_int, mode: u32) -> Result<File> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidArgument("path contains a NUL byte".into()))?;
+    // SAFETY: `c` is a valid NUL-terminated string that lives across the call.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOFOLLOW, mode) };
+    if fd < 0 {
+        return Err(path_err(io::Error::last_os_error(), path));
+    }
+    // SAFETY: `fd` was just returned by open() and is owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Create the store file exclusively with exactly `mode` (the umask is not applied).
+pub fn create_file(path: &Path, mode: u32) -> Result<File> {
+    let f = open_raw(path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, mode)?;
+    // SAFETY: the descriptor is owned by `f`, alive for the call.
+    if unsafe { libc::fchmod(f.as_raw_fd(), mode as libc::mode_t) } != 0 {
+        return Err(Error::Io(io::Error::last_os_error()));
+    }
+    Ok(f)
+}
+
+/// Open an existing store file; refuse symlinks, non-regular files and files owned by another
+/// user (root may open any).
+pub fn open_file(path: &Path, writable: bool) -> Result<File> {
+    let flags = if writable {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    };
+    let f = open_raw(path, flags | libc::O_NONBLOCK, 0)?;
+    let md = f.metadata()?;
+    if !md.file_type().is_file() {
+        return Err(Error::PermissionDenied {
+            path: format!("{} (not a regular file)", path.display()),
+        });
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 && md.uid() != euid {
+        return Err(Error::PermissionDenied {
+            path: format!("{} (owned by uid {}, not {euid})", path.display(), md.uid()),
+        });
+    }
+    Ok(f)
+}
+
+/// Remove the store file.
+pub fn remove_file(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).map_err(|e| path_err(e, path))
+}
+
+/// Make sure bytes `0..len` of the file are allocated (never sparse: memory exhaustion must be
+/// an error here, not a SIGBUS later).
+pub fn allocate(file: &File, len: u64) -> Result<()> {
+    loop {
+        // SAFETY: plain syscall on an fd owned by `file`.
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::ENOMEM) => Err(Error::StoreFull {
+                hint: "no memory or space left for the store file; free memory, raise the tmpfs \
+                       size, or host the store on another --dir",
+            }),
+            _ => Err(Error::Io(e)),
+        };
+    }
+}
+
+/// Make sure bytes `off..off+len` of the file are allocated (after a hole was punched).
+pub fn allocate_range(file: &File, off: u64, len: u64) -> Result<()> {
+    // SAFETY: plain syscall on an fd owned by `file`.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Error::StoreFull {
+            hint: "no memory left to back a freed span",
+        })
+    }
+}
+
+/// Give the pages of `off..off+len` back to the system; they read as zero afterwards.
+/// Returns false where the file system cannot punch holes (the caller zeroes by hand).
+pub fn punch_hole(file: &File, off: u64, len: u64) -> bool {
+    // SAFETY: plain syscall on an fd owned by `file`.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    r == 0
+}
+
+fn flock_for(byte: u64, kind: libc::c_short) -> libc::flock {
+    // SAFETY: flock is plain old data; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = byte as libc::off_t;
+    fl.l_len = 1;
+    fl
+}
+
+/// Try to take the OFD write lock on one byte through this open file description. `Ok(false)`
+/// when another description holds it. Dropped by the kernel when the description is closed,
+/// i.e. the instant the owning process dies.
+pub fn ofd_try_lock(file: &File, byte: u64) -> Result<bool> {
+    let mut fl = flock_for(byte, libc::F_WRLCK as libc::c_short);
+    // SAFETY: `fl` is a valid flock on the stack; fd owned by `file`.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(Error::Io(e)),
+    }
+}
+
+/// Take the OFD write lock on one byte, waiting while another description holds it.
+pub fn ofd_lock_wait(file: &File, byte: u64) -> Result<()> {
+    loop {
+        let mut fl = flock_for(byte, libc::F_WRLCK as libc::c_short);
+        // SAFETY: as in `ofd_try_lock`.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLKW, &mut fl) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(Error::Io(e));
+        }
+    }
+}
+
+/// Release a byte taken with [`ofd_try_lock`].
+pub fn ofd_unlock(file: &File, byte: u64) {
+    let mut fl = flock_for(byte, libc::F_UNLCK as libc::c_short);
+    // SAFETY: as in `ofd_try_lock`. Unlocking cannot fail for a valid fd.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+}
+
+/// Whether some open file description holds a lock on `byte`, and the holder's pid when the
+/// kernel reports one (-1 for OFD locks). Works on read-only descriptors and writes nothing.
+pub fn ofd_is_locked(file: &File, byte: u64) -> Result<bool> {
+    let mut fl = flock_for(byte, libc::F_RDLCK as libc::c_short);
+    // SAFETY: as in `ofd_try_lock`.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    if r != 0 {
+        return Err(Error::Io(io::Error::last_os_error()));
+    }
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Map `len` bytes of the file (the reserve; pages past the file's end are touched only after
+/// growth made them valid).
+pub fn map(file: &File, len: u64, writable: bool) -> Result<MmapRaw> {
+    let len = usize::try_from(len).map_err(|_| Error::InvalidArgument("reserve too big".into()))?;
+    let opts = {
+        let mut o = MmapOptions::new();
+        o.len(len);
+        o
+    };
+    let m = if writable {
+        opts.map_raw(file)
+    } else {
+        opts.map_raw_read_only(file)
+    };
+    m.map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOMEM) => Error::StoreFull {
+            hint: "no address space for the mapping",
+        },
+        _ => Error::Io(e),
+    })
+}
+
+/// Wait while `*word == expected`, at most `timeout`. A shared (not process-private) futex:
+/// the word lives in the segment and waiters of every process share the queue.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a live, aligned u32; `ts` lives on the stack across the call. A
+    // spurious or early return is harmless: callers re-check the word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wake up to `n` waiters of `word` in any process.
+pub fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: `word` is a live, aligned u32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            0usize,
+            0usize,
+            0u32,
+        );
+    }
+}
+
+/// This process's id.
+pub fn pid() -> u64 {
+    std::process::id() as u64
+}
+
+/// Random 64 bits for the hash seed (no extra crate: the kernel's getrandom).
+pub fn random_u64() -> u64 {
+    let mut v = 0u64;
+    // SAFETY: writes at most 8 bytes into `v`, which lives across the call.
+    let r = unsafe { libc::getrandom((&mut v as *mut u64).cast(), 8, 0) };
+    if r == 8 {
+        v
+    } else {
+        // Fallback: time and pid mixed; the seed only needs to differ between stores.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ (pid() << 32) ^ 0x9e37_79b9_7f4a_7c15
+    }
+}
+
+/// Raise SIGKILL on ourselves (crash points).
+#[cfg(feature = "crash-points")]
+pub fn kill_self() -> ! {
+    // SAFETY: raise has no preconditions; SIGKILL does not return.
+    unsafe { libc::raise(libc::SIGKILL) };
+    unreachable!("SIGKILL returned")
+}

@@ -1,0 +1,138 @@
+//! Store metrics: `Client::stats`.
+
+use std::sync::atomic::Ordering;
+
+use crate::client::{slot_list, Client};
+use crate::layout::*;
+use crate::segment;
+
+const R: Ordering = Ordering::Relaxed;
+
+/// One attached client, as seen in `Stats`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub pid: u64,
+    pub slot: u32,
+    /// Whether the client's liveness lock is held (false: dead, awaiting recovery).
+    pub alive: bool,
+    pub gets: u64,
+    pub puts: u64,
+    pub removes: u64,
+    /// Stripe the client is waiting to lock, if any.
+    pub waiting_on_stripe: Option<u32>,
+}
+
+/// A snapshot of a store's metrics. Counters are summed racily (each is exact, the set is not
+/// one instant).
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub keys: u64,
+    pub value_bytes: u64,
+    /// Bytes of the store file backed by memory.
+    pub committed_bytes: u64,
+    /// Committed bytes holding metadata, records, tables or slots.
+    pub used_bytes: u64,
+    /// Committed bytes available without growing (free blocks and free chunks).
+    pub free_bytes: u64,
+    /// The size the store may grow to.
+    pub max_bytes: u64,
+    pub gets: u64,
+    pub hits: u64,
+    pub puts: u64,
+    pub removes: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Reads that fell back to the stripe lock.
+    pub retries: u64,
+    pub clients: Vec<ClientInfo>,
+    pub recoveries: u64,
+    pub growths: u64,
+    pub stripes: u32,
+    pub max_stripe_keys: u64,
+    pub max_key_len: usize,
+    pub max_value_len: usize,
+    /// Pid of the live host, if one holds the store.
+    pub host_pid: Option<u64>,
+    pub host_start_unix: u64,
+    pub created_unix: u64,
+}
+
+impl Client {
+    /// Current metrics.
+    pub fn stats(&self) -> Stats {
+        let st = &self.st;
+        let h = st.mem.header();
+        let mut s = Stats {
+            committed_bytes: st.mem.committed(),
+            max_bytes: st.reserve,
+            stripes: st.mem.stripe_count() as u32,
+            max_key_len: st.max_key,
+            max_value_len: st.max_value,
+            recoveries: h.recoveries.load(R),
+            growths: h.growth_count.load(R),
+            created_unix: h.created_unix.load(R),
+            host_start_unix: h.host_start_unix.load(R),
+            ..Stats::default()
+        };
+        for i in 0..st.mem.stripe_count() {
+            let stripe = st.mem.stripe(i);
+            let n = stripe.count.load(R);
+            s.keys += n;
+            s.max_stripe_keys = s.max_stripe_keys.max(n);
+            s.value_bytes += stripe.value_bytes.load(R);
+        }
+        let mut totals = [0u64; COUNTERS];
+        for (i, t) in totals.iter_mut().enumerate() {
+            *t = h.folded[i].load(R);
+        }
+        for (idx, off) in slot_list(st) {
+            let Ok(slot) = st.mem.slot_at(off) else {
+                continue;
+            };
+            if slot.state.load(R) != SLOT_ALIVE {
+                continue;
+            }
+            let c = |k: Counter| slot.counters[k as usize].load(R);
+            for (i, t) in totals.iter_mut().enumerate() {
+                *t += slot.counters[i].load(R);
+            }
+            let waiting = slot.waiting_on.load(R);
+            s.clients.push(ClientInfo {
+                id: slot.client_id.load(R),
+                pid: slot.pid.load(R),
+                slot: idx,
+                alive: segment::ofd_is_locked(&st.file, segment::SLOT_LOCK_BASE + idx as u64)
+                    .unwrap_or(false),
+                gets: c(Counter::Gets),
+                puts: c(Counter::Puts),
+                removes: c(Counter::Removes),
+                waiting_on_stripe: waiting.checked_sub(1).map(|w| w as u32),
+            });
+        }
+        s.gets = totals[Counter::Gets as usize];
+        s.hits = totals[Counter::Hits as usize];
+        s.puts = totals[Counter::Puts as usize];
+        s.removes = totals[Counter::Removes as usize];
+        s.bytes_in = totals[Counter::BytesIn as usize];
+        s.bytes_out = totals[Counter::BytesOut as usize];
+        s.retries = totals[Counter::Retries as usize];
+        let mut free = 0u64;
+        for (c, cls) in h.classes.iter().enumerate() {
+            free += cls.free_count.load(R) * CLASS_SIZES[c] as u64;
+        }
+        let committed_chunks = s.committed_bytes.saturating_sub(st.chunk_base) / CHUNK_SIZE;
+        let map = st.mem.chunk_map();
+        let free_chunks = map
+            .iter()
+            .take(committed_chunks as usize)
+            .filter(|e| e.load(R) == CHUNK_FREE)
+            .count() as u64;
+        s.free_bytes = (free + free_chunks * CHUNK_SIZE).min(s.committed_bytes);
+        s.used_bytes = s.committed_bytes - s.free_bytes;
+        if segment::ofd_is_locked(&st.file, segment::HOST_LOCK_BYTE).unwrap_or(false) {
+            s.host_pid = Some(h.host_pid.load(R));
+        }
+        s
+    }
+}

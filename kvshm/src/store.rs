@@ -1,0 +1,543 @@
+//! An attached segment: format, attach and validation, hashing, and the lock-free read path.
+//!
+//! Readers never write to the segment. A read loads the stripe's `seq` (Acquire), retries while
+//! it is odd, probes the table and copies the key and value out word by word (Relaxed atomic
+//! loads), then `fence(Acquire)` and re-reads `seq`: if it moved, everything read may be torn
+//! and the attempt is discarded. Offsets read during an attempt are bounds-checked, so a torn
+//! offset yields an error that is discarded too; only an error seen with an unchanged `seq` is
+//! reported (it is real corruption).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+use crate::config::{Config, Geometry};
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::mem::Mem;
+use crate::segment;
+
+/// Optimistic read attempts before a writable client falls back to the stripe lock.
+pub(crate) const OPTIMISTIC_READS: u32 = 64;
+
+/// An attached segment (one open file description and one mapping).
+#[derive(Debug)]
+pub(crate) struct Store {
+    pub mem: Mem,
+    pub file: File,
+    pub path: PathBuf,
+    pub seed: u64,
+    pub max_key: usize,
+    pub max_value: usize,
+    pub stripe_shift: u32,
+    pub chunk_base: u64,
+    pub reserve: u64,
+    grow_mutex: std::sync::Mutex<()>,
+    pub(crate) slot_page_mutex: std::sync::Mutex<()>,
+}
+
+/// Outcome of one optimistic read attempt.
+pub(crate) enum Attempt<T> {
+    Done(Result<T>),
+    /// The stripe changed under us (or a writer holds it): try again.
+    Retry,
+}
+
+fn header_u64(buf: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(buf[off..off + 8].try_into().expect("8 bytes"))
+}
+fn header_u32(buf: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(buf[off..off + 4].try_into().expect("4 bytes"))
+}
+
+impl Store {
+    /// Create and format a new store file. The file is removed again if formatting fails.
+    pub fn format(name: &str, cfg: &Config) -> Result<Store> {
+        cfg.validate()?;
+        let path = segment::store_path(&cfg.dir, name)?;
+        let geo = Geometry::new(cfg.stripes, cfg.max_size)?;
+        let file = segment::create_file(&path, cfg.mode)?;
+        let made = (|| {
+            let committed = geo.initial_committed(cfg.initial_size);
+            segment::allocate(&file, committed)?;
+            let map = segment::map(&file, geo.reserve, true)?;
+            let mut mem = Mem::new(map);
+            let h = mem.header();
+            let r = Ordering::Relaxed;
+            h.layout_version.store(LAYOUT_VERSION, r);
+            h.header_size.store(HEADER_SIZE as u32, r);
+            h.layout_signature.store(layout_signature(), r);
+            h.hash_seed.store(segment::random_u64(), r);
+            h.max_key_len.store(cfg.max_key_len as u32, r);
+            h.max_value_len.store(cfg.max_value_len as u32, r);
+            h.stripe_count.store(cfg.stripes, r);
+            h.stripe_shift.store(cfg.stripes.trailing_zeros(), r);
+            h.reserve_len.store(geo.reserve, r);
+            h.stripes_offset.store(geo.stripes_offset, r);
+            h.chunk_map_offset.store(geo.chunk_map_offset, r);
+            h.chunk_count.store(geo.chunk_count, r);
+            h.slot_page0_offset.store(geo.slot_page0_offset, r);
+            h.chunk_base.store(geo.chunk_base, r);
+            h.created_unix.store(now_unix(), r);
+            h.committed_len.store(committed, r);
+            h.slot_pages[0].store(geo.slot_page0_offset, r);
+            // Everything else (stripes, chunk map, slots, allocator roots) is zero = valid.
+            h.magic.store(MAGIC, Ordering::Release);
+            mem.set_regions(
+                committed,
+                geo.stripes_offset,
+                cfg.stripes as u64,
+                geo.chunk_map_offset,
+                geo.chunk_count,
+            )?;
+            Ok(mem)
+        })();
+        match made {
+            Ok(mem) => Store::from_parts(mem, file, path),
+            Err(e) => {
+                let _ = segment::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Attach to an existing store file, validating everything before mapping it.
+    pub fn attach(path: &Path, writable: bool) -> Result<Store> {
+        let file = segment::open_file(path, writable)?;
+        let file_len = file.metadata()?.len();
+        let incompatible = |what: String| Err(Error::Incompatible { what });
+        if file_len < HEADER_SIZE {
+            return incompatible(format!("file is {file_len} bytes, shorter than a header"));
+        }
+        let mut buf = vec![0u8; HEADER_SIZE as usize];
+        file.read_exact_at(&mut buf, 0)?;
+        use core::mem::offset_of as off;
+        let magic = header_u64(&buf, off!(Header, magic));
+        if magic == 0 {
+            return incompatible("not formatted (creation interrupted?)".into());
+        }
+        if magic != MAGIC {
+            return incompatible("not a kvshm store (bad magic)".into());
+        }
+        let version = header_u32(&buf, off!(Header, layout_version));
+        if version != LAYOUT_VERSION {
+            return incompatible(format!(
+                "layout version {version}, this build reads {LAYOUT_VERSION}"
+            ));
+        }
+        if header_u64(&buf, off!(Header, layout_signature)) != layout_signature()
+            || header_u32(&buf, off!(Header, header_size)) as u64 != HEADER_SIZE
+        {
+            return incompatible("layout signature differs (built with another layout)".into());
+        }
+        let reserve = header_u64(&buf, off!(Header, reserve_len));
+        let committed = header_u64(&buf, off!(Header, committed_len));
+        let stripes = header_u32(&buf, off!(Header, stripe_count));
+        let shift = header_u32(&buf, off!(Header, stripe_shift));
+        let max_key = header_u32(&buf, off!(Header, max_key_len)) as usize;
+        let max_value = header_u32(&buf, off!(Header, max_value_len)) as usize;
+        let geo = Geometry::new(stripes, reserve).ok();
+        let corrupt = |what: &str| Err(Error::corrupt(0, what));
+        if !stripes.is_power_of_two() || stripes > MAX_STRIPES || 1u32 << shift != stripes {
+            return corrupt("bad stripe count");
+        }
+        if reserve > MAX_RESERVE || committed > reserve || committed > file_len {
+            return corrupt("committed length beyond the reserve or the file (truncated?)");
+        }
+        if max_key == 0
+            || max_key > crate::config::MAX_KEY_LIMIT
+            || max_value > crate::config::MAX_VALUE_LIMIT
+        {
+            return corrupt("bad key/value limits");
+        }
+        let geo = match geo {
+            Some(g) => g,
+            None => return corrupt("bad geometry"),
+        };
+        if header_u64(&buf, off!(Header, stripes_offset)) != geo.stripes_offset
+            || header_u64(&buf, off!(Header, chunk_map_offset)) != geo.chunk_map_offset
+            || header_u64(&buf, off!(Header, chunk_count)) != geo.chunk_count
+            || header_u64(&buf, off!(Header, chunk_base)) != geo.chunk_base
+            || header_u64(&buf, off!(Header, slot_page0_offset)) != geo.slot_page0_offset
+            || committed < geo.min_committed()
+        {
+            return corrupt("region offsets do not match the geometry");
+        }
+        let map = segment::map(&file, reserve, writable)?;
+        let mut mem = Mem::new(map);
+        mem.set_regions(
+            committed,
+            geo.stripes_offset,
+            stripes as u64,
+            geo.chunk_map_offset,
+            geo.chunk_count,
+        )?;
+        Store::from_parts(mem, file, path.to_path_buf())
+    }
+
+    fn from_parts(mem: Mem, file: File, path: PathBuf) -> Result<Store> {
+        let h = mem.header();
+        let r = Ordering::Relaxed;
+        Ok(Store {
+            seed: h.hash_seed.load(r),
+            max_key: h.max_key_len.load(r) as usize,
+            max_value: h.max_value_len.load(r) as usize,
+            stripe_shift: h.stripe_shift.load(r),
+            chunk_base: h.chunk_base.load(r),
+            reserve: h.reserve_len.load(r),
+            mem,
+            file,
+            path,
+            grow_mutex: std::sync::Mutex::new(()),
+            slot_page_mutex: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// Grow the committed length to at least `min` (about 1.5x at a time, in whole chunks),
+    /// backed by real allocation of the file, then publish it. Serialised across processes by
+    /// an OFD byte lock (released by the kernel if the holder dies; the steps are idempotent)
+    /// and within the process by `grow_mutex` (OFD locks do not exclude their own description).
+    pub fn grow(&self, min: u64) -> Result<()> {
+        if self.mem.committed() >= min {
+            return Ok(());
+        }
+        if min > self.reserve {
+            return Err(Error::StoreFull {
+                hint: "store reached its maximum size",
+            });
+        }
+        let _local = self.grow_mutex.lock().unwrap_or_else(|p| p.into_inner());
+        segment::ofd_lock_wait(&self.file, segment::GROW_LOCK_BYTE)?;
+        let r = (|| {
+            let h = self.mem.header();
+            let cur = h.committed_len.load(Ordering::Acquire);
+            if cur >= min {
+                return Ok(());
+            }
+            let step = (cur + cur / 2).max(min).div_ceil(CHUNK_SIZE) * CHUNK_SIZE;
+            let mut new = step.min(self.reserve);
+            if segment::allocate(&self.file, new).is_err() {
+                // The generous step may not fit where the minimum still does.
+                new = min;
+                segment::allocate(&self.file, new)?;
+            }
+            crate::crash_point!("grow.allocated");
+            h.committed_len.store(new, Ordering::Release);
+            h.growth_count.fetch_add(1, Ordering::Relaxed);
+            log::debug!("store grew from {cur} to {new} bytes");
+            Ok(())
+        })();
+        segment::ofd_unlock(&self.file, segment::GROW_LOCK_BYTE);
+        r
+    }
+
+    #[inline]
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed)
+    }
+
+    #[inline]
+    pub fn stripe_of(&self, hash: u64) -> usize {
+        if self.stripe_shift == 0 {
+            0
+        } else {
+            (hash >> (64 - self.stripe_shift)) as usize
+        }
+    }
+
+    pub fn check_limits(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        if key.len() > self.max_key {
+            return Err(Error::KeyTooLong {
+                len: key.len(),
+                max: self.max_key,
+            });
+        }
+        if let Some(v) = value {
+            if v.len() > self.max_value {
+                return Err(Error::ValueTooLong {
+                    len: v.len(),
+                    max: self.max_value,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Offset of client slot `idx`, if its page exists.
+    pub fn slot_offset(&self, idx: u32) -> Option<u64> {
+        let (page, first) = slot_page_of(idx);
+        let base = self
+            .mem
+            .header()
+            .slot_pages
+            .get(page)?
+            .load(Ordering::Acquire);
+        if base == 0 {
+            return None;
+        }
+        Some(base + (idx as u64 - first) * SLOT_SIZE)
+    }
+
+    /// Offset of a stripe field, for undo entries.
+    pub fn stripe_field_offset(&self, stripe: usize, field: &AtomicU64) -> u64 {
+        let st = self.mem.stripe(stripe) as *const Stripe as usize;
+        let f = field as *const AtomicU64 as usize;
+        debug_assert!(f >= st && f < st + STRIPE_SIZE as usize);
+        self.mem.header().stripes_offset.load(Ordering::Relaxed)
+            + stripe as u64 * STRIPE_SIZE
+            + (f - st) as u64
+    }
+
+    // ---- records and tables (shared by readers and writers) ----
+
+    /// Decode and check a table word: (slots offset, log2 capacity).
+    #[inline]
+    pub fn table_slots(&self, table_word: u64) -> Result<Option<(&[AtomicU64], u32)>> {
+        if table_word == 0 {
+            return Ok(None);
+        }
+        let off = table_word & TABLE_OFFSET_MASK;
+        let log2 = (table_word >> TABLE_LOG2_SHIFT) as u32;
+        if !(TABLE_MIN_LOG2..=TABLE_MAX_LOG2).contains(&log2) {
+            return Err(Error::corrupt(off, format!("table capacity 2^{log2}")));
+        }
+        let slots = self.mem.words(off + TABLE_HEADER_SIZE, 2u64 << log2)?;
+        Ok(Some((slots, log2)))
+    }
+
+    /// Lengths of the record at `off`, checked against the store limits.
+    #[inline]
+    pub fn record_lens(&self, off: u64) -> Result<(usize, usize)> {
+        let lens = self
+            .mem
+            .word(off + RECORD_LENS_OFFSET)?
+            .load(Ordering::Relaxed);
+        let (k, v) = ((lens & 0xffff_ffff) as usize, (lens >> 32) as usize);
+        if k > self.max_key || v > self.max_value {
+            return Err(Error::corrupt(
+                off,
+                format!("record lengths {k}/{v} over the limits"),
+            ));
+        }
+        Ok((k, v))
+    }
+
+    /// Whether the record at `off` holds `key`.
+    #[inline]
+    pub fn record_key_eq(&self, off: u64, key: &[u8]) -> Result<bool> {
+        let (klen, _) = self.record_lens(off)?;
+        if klen != key.len() {
+            return Ok(false);
+        }
+        let words = self
+            .mem
+            .words(off + RECORD_HEADER_SIZE, pad8(klen as u64) / 8)?;
+        Ok(words_eq(words, key))
+    }
+
+    /// Copy the key of the record at `off` into `out`.
+    pub fn read_key(&self, off: u64, out: &mut Vec<u8>) -> Result<()> {
+        let (klen, _) = self.record_lens(off)?;
+        let words = self
+            .mem
+            .words(off + RECORD_HEADER_SIZE, pad8(klen as u64) / 8)?;
+        copy_out(words, klen, out);
+        Ok(())
+    }
+
+    /// Copy the value of the record at `off` into `out`.
+    #[inline]
+    pub fn read_value(&self, off: u64, out: &mut Vec<u8>) -> Result<()> {
+        let (klen, vlen) = self.record_lens(off)?;
+        let start = off + RECORD_HEADER_SIZE + pad8(klen as u64);
+        let words = self.mem.words(start, pad8(vlen as u64) / 8)?;
+        copy_out(words, vlen, out);
+        Ok(())
+    }
+
+    /// Find `key` in a table; `Some(record offset)` when present.
+    #[inline]
+    pub fn probe(&self, table_word: u64, hash: u64, key: &[u8]) -> Result<Option<u64>> {
+        let Some((slots, log2)) = self.table_slots(table_word)? else {
+            return Ok(None);
+        };
+        let mask = (1u64 << log2) - 1;
+        let mut i = hash & mask;
+        for _ in 0..=mask {
+            let rec = slots[(2 * i + 1) as usize].load(Ordering::Relaxed);
+            if rec == SLOT_EMPTY {
+                return Ok(None);
+            }
+            if rec != SLOT_TOMBSTONE
+                && slots[(2 * i) as usize].load(Ordering::Relaxed) == hash
+                && self.record_key_eq(rec, key)?
+            {
+                return Ok(Some(rec));
+            }
+            i = (i + 1) & mask;
+        }
+        Ok(None)
+    }
+
+    /// One optimistic (lock-free, write-free) attempt to run `f` against a consistent view of
+    /// stripe `s`.
+    #[inline]
+    pub fn attempt<T>(&self, s: usize, f: impl FnOnce() -> Result<T>) -> Attempt<T> {
+        let st = self.mem.stripe(s);
+        let s1 = st.seq.load(Ordering::Acquire);
+        if s1 & 1 == 1 {
+            return Attempt::Retry;
+        }
+        let r = f();
+        fence(Ordering::Acquire);
+        if st.seq.load(Ordering::Relaxed) != s1 {
+            return Attempt::Retry;
+        }
+        Attempt::Done(r)
+    }
+
+    /// Lock-free read of `key` from stripe `s` into `out`. `None` when no consistent view was
+    /// had in [`OPTIMISTIC_READS`] attempts.
+    #[inline]
+    pub fn read_optimistic(
+        &self,
+        s: usize,
+        hash: u64,
+        key: &[u8],
+        out: &mut Vec<u8>,
+        tries: u32,
+    ) -> Option<Result<bool>> {
+        let st = self.mem.stripe(s);
+        for i in 0..tries {
+            let r = self.attempt(s, || {
+                let tw = st.table.load(Ordering::Relaxed);
+                match self.probe(tw, hash, key)? {
+                    Some(rec) => self.read_value(rec, out).map(|_| true),
+                    None => Ok(false),
+                }
+            });
+            match r {
+                Attempt::Done(r) => return Some(r),
+                Attempt::Retry if i > 8 => std::thread::yield_now(),
+                Attempt::Retry => std::hint::spin_loop(),
+            }
+        }
+        None
+    }
+
+    /// Every (record offset) of stripe `s` as seen by the caller's consistent view.
+    pub fn stripe_records(&self, s: usize) -> Result<Vec<u64>> {
+        let st = self.mem.stripe(s);
+        let tw = st.table.load(Ordering::Relaxed);
+        let mut out = Vec::new();
+        if let Some((slots, _)) = self.table_slots(tw)? {
+            for pair in slots.chunks_exact(2) {
+                let rec = pair[1].load(Ordering::Relaxed);
+                if rec != SLOT_EMPTY && rec != SLOT_TOMBSTONE {
+                    out.push(rec);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Which slot page holds slot `idx`, and the index of that page's first slot.
+pub(crate) fn slot_page_of(idx: u32) -> (usize, u64) {
+    let q = idx as u64 / SLOT_PAGE0_SLOTS + 1;
+    let page = 63 - q.leading_zeros() as usize;
+    (page, SLOT_PAGE0_SLOTS * ((1u64 << page) - 1))
+}
+
+/// Compare little-endian words against bytes padded with zeros.
+#[inline]
+pub(crate) fn words_eq(words: &[AtomicU64], bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    for (w, c) in words.iter().zip(&mut chunks) {
+        if w.load(Ordering::Relaxed) != u64::from_le_bytes(c.try_into().expect("8 bytes")) {
+            return false;
+        }
+    }
+    let rest = chunks.remainder();
+    if rest.is_empty() {
+        return true;
+    }
+    let mut last = [0u8; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    words.last().map(|w| w.load(Ordering::Relaxed)) == Some(u64::from_le_bytes(last))
+}
+
+/// Copy `len` bytes held in `words` into `out` (replacing its contents).
+#[inline]
+pub(crate) fn copy_out(words: &[AtomicU64], len: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(words.len() * 8, 0);
+    for (w, c) in words.iter().zip(out.chunks_exact_mut(8)) {
+        c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    }
+    out.truncate(len);
+}
+
+/// Store bytes into words, zero-padding the last one.
+#[inline]
+pub(crate) fn copy_in(words: &[AtomicU64], bytes: &[u8]) {
+    let mut chunks = bytes.chunks_exact(8);
+    for (w, c) in words.iter().zip(&mut chunks) {
+        w.store(
+            u64::from_le_bytes(c.try_into().expect("8 bytes")),
+            Ordering::Relaxed,
+        );
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        if let Some(w) = words.get(bytes.len() / 8) {
+            w.store(u64::from_le_bytes(last), Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_pages_are_geometric() {
+        assert_eq!(slot_page_of(0), (0, 0));
+        assert_eq!(slot_page_of(15), (0, 0));
+        assert_eq!(slot_page_of(16), (1, 16));
+        assert_eq!(slot_page_of(47), (1, 16));
+        assert_eq!(slot_page_of(48), (2, 48));
+        assert_eq!(slot_page_of(111), (2, 48));
+        assert_eq!(slot_page_of(112), (3, 112));
+    }
+
+    #[test]
+    fn word_copies_round_trip() {
+        for len in [0usize, 1, 7, 8, 9, 100] {
+            let bytes: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(31) | 1).collect();
+            let words: Vec<AtomicU64> = (0..pad8(len as u64) / 8)
+                .map(|_| AtomicU64::new(0))
+                .collect();
+            copy_in(&words, &bytes);
+            assert!(words_eq(&words, &bytes));
+            let mut out = Vec::new();
+            copy_out(&words, len, &mut out);
+            assert_eq!(out, bytes);
+            if len > 0 {
+                let mut other = bytes.clone();
+                other[len - 1] ^= 0x80;
+                assert!(!words_eq(&words, &other));
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! In-process tests over the real segment. Two `Client`s in one process have separate open
+//! file descriptions, so liveness and locking behave as across processes; the cross-process
+//! suite (real child processes, SIGKILL) is in the workspace's `tests/` crate.
+
+use crate::{Client, Config, Error, Host};
+
+/// A store that is removed even when the test fails.
+pub(crate) struct TestStore {
+    pub name: String,
+    pub host: Option<Host>,
+}
+
+impl TestStore {
+    pub fn new(tag: &str, cfg: Config) -> TestStore {
+        let name = format!(
+            "unit-{tag}-{}-{}",
+            std::process::id(),
+            crate::segment::random_u64() % 1_000_000
+        );
+        let host = Host::create(&name, &cfg.dir(dir())).expect("create store");
+        TestStore {
+            name,
+            host: Some(host),
+        }
+    }
+    pub fn client(&self) -> Client {
+        Client::open_in(dir(), &self.name).expect("attach")
+    }
+    pub fn host(&self) -> &Host {
+        self.host.as_ref().unwrap()
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some(h) = self.host.take() {
+            let _ = h.release();
+        }
+        let _ = std::fs::remove_file(dir().join(format!("kvshm.{}", self.name)));
+    }
+}
+
+fn dir() -> std::path::PathBuf {
+    crate::default_dir()
+}
+
+#[test]
+fn put_get_remove_round_trip() {
+    let t = TestStore::new("basic", Config::default());
+    let a = t.client();
+    let b = t.client();
+    assert_eq!(a.get(b"missing").unwrap(), None);
+    a.put(b"k1", b"v1").unwrap();
+    assert_eq!(b.get(b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
+    b.put(b"k1", b"a much longer value than before").unwrap();
+    assert_eq!(
+        a.get(b"k1").unwrap().as_deref(),
+        Some(&b"a much longer value than before"[..])
+    );
+    assert_eq!(a.len(), 1);
+    assert!(b.remove(b"k1").unwrap());
+    assert!(!a.remove(b"k1").unwrap());
+    assert_eq!(a.get(b"k1").unwrap(), None);
+    assert_eq!(a.len(), 0);
+    assert!(a.verify().unwrap().is_ok());
+}
+
+#[test]
+fn binary_and_empty_keys_and_values() {
+    let t = TestStore::new("binary", Config::default());
+    let c = t.client();
+    let key: Vec<u8> = (0..=255u8).collect();
+    let val: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+    c.put(&key, &val).unwrap();
+    c.put(b"", b"").unwrap();
+    assert_eq!(c.get(&key).unwrap().unwrap(), val);
+    assert_eq!(c.get(b"").unwrap().unwrap(), b"");
+    assert!(c.contains(b"").unwrap());
+}
+
+#[test]
+fn limits_give_distinct_errors() {
+    let t = TestStore::new("limits", Config::default().max_key_len(8).max_value_len(16));
+    let c = t.client();
+    assert!(matches!(
+        c.put(b"123456789", b"v"),
+        Err(Error::KeyTooLong { len: 9, max: 8 })
+    ));
+    assert!(matches!(
+        c.put(b"k", &[0u8; 17]),
+        Err(Error::ValueTooLong { len: 17, max: 16 })
+    ));
+    assert!(matches!(c.get(b"123456789"), Err(Error::KeyTooLong { .. })));
+    c.put(b"12345678", &[1u8; 16]).unwrap();
+}
+
+#[test]
+fn many_keys_grow_the_store_and_stay_reachable() {
+    let t = TestStore::new("grow", Config::default().stripes(64));
+    let c = t.client();
+    let before = c.stats().committed_bytes;
+    for i in 0..50_000u32 {
+        c.put(format!("key-{i}").as_bytes(), &i.to_le_bytes().repeat(25))
+            .unwrap();
+    }
+    let other = t.client();
+    for i in (0..50_000u32).step_by(7) {
+        assert_eq!(
+            other.get(format!("key-{i}").as_bytes()).unwrap().unwrap(),
+            i.to_le_bytes().repeat(25)
+        );
+    }
+    let s = c.stats();
+    assert_eq!(s.keys, 50_000);
+    assert!(s.committed_bytes > before);
+    assert!(s.growths > 0);
+}
+
+#[test]
+fn store_full_keeps_earlier_keys() {
+    let t = TestStore::new(
+        "full",
+        Config::default()
+            .max_size(8 << 20)
+            .initial_size(1)
+            .stripes(16),
+    );
+    let c = t.client();
+    let mut n = 0u32;
+    let err = loop {
+        match c.put(&n.to_le_bytes(), &[7u8; 1000]) {
+            Ok(()) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::StoreFull { .. }), "{err}");
+    for i in 0..n {
+        assert_eq!(c.get(&i.to_le_bytes()).unwrap().unwrap(), [7u8; 1000]);
+    }
+    assert!(c.remove(&0u32.to_le_bytes()).unwrap());
+    c.put(&0u32.to_le_bytes(), &[8u8; 1000]).unwrap();
+}
+
+#[test]
+fn churn_reuses_blocks() {
+    let t = TestStore::new("churn", Config::default());
+    let c = t.client();
+    for round in 0..20u32 {
+        for i in 0..2000u32 {
+            c.put(&i.to_le_bytes(), &round.to_le_bytes().repeat(30))
+                .unwrap();
+        }
+        for i in 0..2000u32 {
+            assert!(c.remove(&i.to_le_bytes()).unwrap());
+        }
+    }
+    let warm = c.stats().committed_bytes;
+    for round in 0..20u32 {
+        for i in 0..2000u32 {
+            c.put(&i.to_le_bytes(), &round.to_le_bytes().repeat(30))
+                .unwrap();
+        }
+        for i in 0..2000u32 {
+            c.remove(&i.to_le_bytes()).unwrap();
+        }
+    }
+    assert_eq!(c.stats().committed_bytes, warm);
+}
+
+#[test]
+fn big_values_use_spans_and_are_freed() {
+    let t = TestStore::new("spans", Config::default().max_value_len(4 << 20));
+    let c = t.client();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    c.put(b"big", &big).unwrap();
+    assert_eq!(c.get(b"big").unwrap().unwrap(), big);
+    let used = c.stats().used_bytes;
+    c.put(b"big", b"small now").unwrap();
+    assert!(c.stats().used_bytes < used - 2_000_000);
+    for _ in 0..10 {
+        c.put(b"big", &big).unwrap();
+    }
+    assert_eq!(c.get(b"big").unwrap().unwrap(), big);
+}
+
+#[test]
+fn batches_are_atomic() {
+    let t = TestStore::new("batch", Config::default().max_value_len(100));
+    let c = t.client();
+    let items: Vec<(Vec<u8>, Vec<u8>)> = (0..1000u32)
+        .map(|i| (i.to_le_bytes().to_vec(), vec![i as u8; 50]))
+        .collect();
+    c.put_many(&items).unwrap();
+    assert_eq!(c.len(), 1000);
+    let got = c
+        .get_many(&[1u32.to_le_bytes(), 5000u32.to_le_bytes()])
+        .unwrap();
+    assert_eq!(got, vec![Some(vec![1u8; 50]), None]);
+    // One bad value: nothing from the batch lands.
+    let bad = vec![
+        (b"new1".to_vec(), vec![1u8; 10]),
+        (b"new2".to_vec(), vec![1u8; 101]),
+    ];
+    assert!(matches!(c.put_many(&bad), Err(Error::ValueTooLong { .. })));
+    assert_eq!(c.get(b"new1").unwrap(), None);
+    let keys: Vec<[u8; 4]> = (0..1000u32).step_by(2).map(|i| i.to_le_bytes()).collect();
+    assert_eq!(c.remove_many(&keys).unwrap(), 500);
+    assert_eq!(c.remove_many(&keys).unwrap(), 0);
+    assert_eq!(c.len(), 500);
+    assert!(c.verify().unwrap().is_ok());
+}
+
+#[test]
+fn second_host_is_refused_and_release_removes() {
+    let t = TestStore::new("hosts", Config::default());
+    let again = Host::open_existing_in(dir(), &t.name);
+    assert!(matches!(again, Err(Error::HostRunning { .. })), "{again:?}");
+    let dup = Host::create(&t.name, &Config::default().dir(dir()));
+    assert!(matches!(dup, Err(Error::AlreadyExists { .. })));
+    assert!(matches!(
+        Client::open_in(dir(), "no-such-store-xyz"),
+        Err(Error::NotFound { .. })
+    ));
+    let _ = t.host();
+}
+
+#[test]
+fn read_only_client_reads_and_cannot_write() {
+    let t = TestStore::new("ro", Config::default());
+    t.host().put(b"a", b"1").unwrap();
+    let ro = Client::open_read_only_in(dir(), &t.name).unwrap();
+    assert_eq!(ro.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    assert!(matches!(ro.put(b"b", b"2"), Err(Error::InvalidArgument(_))));
+    assert_eq!(ro.keys(b"").unwrap(), vec![b"a".to_vec()]);
+}
+
+#[test]
+fn many_clients_get_slots_beyond_the_first_page() {
+    let t = TestStore::new("slots", Config::default());
+    let clients: Vec<Client> = (0..40).map(|_| t.client()).collect();
+    for (i, c) in clients.iter().enumerate() {
+        c.put(&(i as u32).to_le_bytes(), b"x").unwrap();
+    }
+    assert_eq!(t.host().stats().clients.len(), 41);
+    drop(clients);
+    assert_eq!(t.host().stats().clients.len(), 1);
+    assert_eq!(t.host().stats().puts, 40);
+}
