@@ -102,8 +102,9 @@ impl Client {
                 id: slot.client_id.load(R),
                 pid: slot.pid.load(R),
                 slot: idx,
-                alive: segment::ofd_is_locked(&st.file, segment::SLOT_LOCK_BASE + idx as u64)
-                    .unwrap_or(false),
+                alive: self.session().is_ok_and(|me| me.me == idx)
+                    || segment::ofd_is_locked(&st.file, segment::SLOT_LOCK_BASE + idx as u64)
+                        .unwrap_or(false),
                 gets: c(Counter::Gets),
                 puts: c(Counter::Puts),
                 removes: c(Counter::Removes),

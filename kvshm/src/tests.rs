@@ -246,3 +246,41 @@ fn many_clients_get_slots_beyond_the_first_page() {
     assert_eq!(t.host().stats().clients.len(), 1);
     assert_eq!(t.host().stats().puts, 40);
 }
+
+#[test]
+fn verify_reports_damage() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let t = TestStore::new("damage", Config::default().stripes(4));
+    let c = t.client();
+    for i in 0..100u32 {
+        c.put(&i.to_le_bytes(), b"value").unwrap();
+    }
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:?}", r.problems);
+    assert_eq!(r.keys, 100);
+    // A wrong count is found...
+    let stripe = c.st.mem.stripe(0);
+    stripe.count.fetch_add(1, Relaxed);
+    let r = c.verify().unwrap();
+    assert!(
+        r.problems.iter().any(|p| p.contains("stripe 0: counted")),
+        "{:?}",
+        r.problems
+    );
+    stripe.count.fetch_sub(1, Relaxed);
+    // ...and so is a leaked block (LIVE but unreachable).
+    let sess = c.session().unwrap();
+    let txn = sess.begin(4).unwrap();
+    let b = txn.alloc(100).unwrap();
+    txn.commit();
+    txn.finish().unwrap();
+    let r = c.verify().unwrap();
+    assert!(
+        r.problems.iter().any(|p| p.contains("leak")),
+        "{:?}",
+        r.problems
+    );
+    let tag = c.st.mem.word(b).unwrap().load(Relaxed);
+    assert!(sess.free_block(b, tag).unwrap());
+    assert!(c.verify().unwrap().is_ok());
+}

@@ -1,14 +1,37 @@
-//! `verify()`: a full integrity check.
-use crate::client::Client;
+//! `verify()`: a full integrity check of index, records, allocator and slots.
+//!
+//! A writable client first recovers dead clients, then takes every stripe lock (ascending),
+//! every class lock and the span lock, so it sees a quiescent store (writers wait meanwhile;
+//! readers go on). A read-only client cannot lock: it checks without locks and repeats up to
+//! three times until a run is clean, so a report from it may include changes in flight.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use crate::client::{slot_list, Client};
+use crate::error::Result;
+use crate::layout::*;
+use crate::segment;
+use crate::store::Store;
+use crate::sync::lock;
+
+const R: Ordering = Ordering::Relaxed;
 
 /// What `verify` found: empty `problems` means healthy.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
+    /// Keys seen in the index.
     pub keys: u64,
+    /// Blocks checked (records, tables, free blocks).
+    pub blocks: u64,
+    /// Dead clients recovered before checking.
+    pub recovered: usize,
+    /// Everything that is wrong, one line each, with the offset where it was seen.
     pub problems: Vec<String>,
 }
 
 impl Report {
+    /// True when nothing is wrong.
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
@@ -16,7 +39,353 @@ impl Report {
 
 impl Client {
     /// Check the whole store; see [`Report`].
-    pub fn verify(&self) -> crate::Result<Report> {
-        Ok(Report::default())
+    pub fn verify(&self) -> Result<Report> {
+        let Ok(sess) = self.session() else {
+            let mut last = Report::default();
+            for _ in 0..3 {
+                last = check(&self.st, None);
+                if last.is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            return Ok(last);
+        };
+        let recovered = self.recover_dead_clients()?;
+        let h = self.st.mem.header();
+        let n = self.st.mem.stripe_count();
+        let mut stripes_locked = 0;
+        let mut classes_locked = 0;
+        let mut span_locked = false;
+        let r = (|| -> Result<Report> {
+            for s in 0..n {
+                sess.lock_stripe(s)?;
+                stripes_locked += 1;
+            }
+            for cls in &h.classes {
+                sess.lock_word(&cls.lock)?;
+                classes_locked += 1;
+            }
+            sess.lock_word(&h.span_lock)?;
+            span_locked = true;
+            Ok(check(&self.st, Some(sess.me)))
+        })();
+        if span_locked {
+            lock::unlock(&h.span_lock);
+        }
+        for cls in &h.classes[..classes_locked] {
+            lock::unlock(&cls.lock);
+        }
+        for s in 0..stripes_locked {
+            lock::unlock(&self.st.mem.stripe(s).lock);
+        }
+        let mut report = r?;
+        report.recovered = recovered;
+        Ok(report)
     }
+}
+
+struct Checker<'a> {
+    st: &'a Store,
+    /// Our own slot: its byte lock is ours, which `F_OFD_GETLK` does not report.
+    me: Option<u32>,
+    report: Report,
+    referenced: HashSet<u64>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, off: u64, what: impl std::fmt::Display) {
+        if self.report.problems.len() < 1000 {
+            self.report.problems.push(format!("at {off:#x}: {what}"));
+        }
+    }
+
+    fn tag(&self, off: u64) -> Option<Tag> {
+        self.st
+            .mem
+            .word(off)
+            .ok()
+            .map(|w| Tag::from_word(w.load(R)))
+    }
+
+    fn owner_alive(&self, slot: u32) -> bool {
+        self.me == Some(slot)
+            || segment::ofd_is_locked(&self.st.file, segment::SLOT_LOCK_BASE + slot as u64)
+                .unwrap_or(true)
+    }
+
+    fn check_stripe(&mut self, s: usize) {
+        let st = self.st;
+        let stripe = st.mem.stripe(s);
+        let tw = stripe.table.load(R);
+        let (count, tombs, vbytes) = (
+            stripe.count.load(R),
+            stripe.tombstones.load(R),
+            stripe.value_bytes.load(R),
+        );
+        let soff = st.stripe_field_offset(s, &stripe.table);
+        let slots = match st.table_slots(tw) {
+            Ok(Some((slots, log2))) => {
+                let toff = tw & TABLE_OFFSET_MASK;
+                self.referenced.insert(toff);
+                match self.tag(toff) {
+                    Some(t) if t.state == TAG_LIVE => {}
+                    t => self.problem(toff, format!("stripe {s}: table block tag {t:?}")),
+                }
+                if st.mem.word(toff + 8).map(|w| w.load(R)).ok() != Some(log2 as u64) {
+                    self.problem(
+                        toff,
+                        format!("stripe {s}: table header disagrees with 2^{log2}"),
+                    );
+                }
+                slots
+            }
+            Ok(None) => {
+                if count != 0 || vbytes != 0 {
+                    self.problem(soff, format!("stripe {s}: no table but count {count}"));
+                }
+                return;
+            }
+            Err(e) => {
+                self.problem(soff, format!("stripe {s}: {e}"));
+                return;
+            }
+        };
+        let (mut live, mut tomb, mut vb) = (0u64, 0u64, 0u64);
+        for (i, pair) in slots.chunks_exact(2).enumerate() {
+            let (hash, rec) = (pair[0].load(R), pair[1].load(R));
+            if rec == SLOT_EMPTY {
+                continue;
+            }
+            if rec == SLOT_TOMBSTONE {
+                tomb += 1;
+                continue;
+            }
+            live += 1;
+            self.report.blocks += 1;
+            if !self.referenced.insert(rec) {
+                self.problem(rec, format!("stripe {s} slot {i}: record referenced twice"));
+            }
+            match self.tag(rec) {
+                Some(t) if t.state == TAG_LIVE => {}
+                t => self.problem(rec, format!("stripe {s} slot {i}: record tag {t:?}")),
+            }
+            let mut key = Vec::new();
+            let lens = st
+                .record_lens(rec)
+                .and_then(|l| st.read_key(rec, &mut key).map(|_| l));
+            let (_, vlen) = match lens {
+                Ok(l) => l,
+                Err(e) => {
+                    self.problem(rec, format!("stripe {s} slot {i}: {e}"));
+                    continue;
+                }
+            };
+            vb += vlen as u64;
+            let h = st.hash(&key);
+            if h != hash {
+                self.problem(
+                    rec,
+                    format!("stripe {s} slot {i}: stored hash differs from key's"),
+                );
+            } else if st.stripe_of(h) != s {
+                self.problem(
+                    rec,
+                    format!("key hashes to stripe {}, found in {s}", st.stripe_of(h)),
+                );
+            } else if st.probe(tw, h, &key).ok().flatten() != Some(rec) {
+                self.problem(
+                    rec,
+                    format!("stripe {s} slot {i}: key unreachable or duplicated"),
+                );
+            }
+        }
+        if (live, tomb, vb) != (count, tombs, vbytes) {
+            self.problem(
+                soff,
+                format!(
+                    "stripe {s}: counted {live} keys/{tomb} tombstones/{vb} value bytes, \
+                     stripe says {count}/{tombs}/{vbytes}"
+                ),
+            );
+        }
+        self.report.keys += live;
+    }
+
+    fn check_blocks(&mut self) {
+        let st = self.st;
+        let h = st.mem.header();
+        let map = st.mem.chunk_map();
+        let committed = st.mem.committed();
+        let chunk_off = |i: usize| st.chunk_base + i as u64 * CHUNK_SIZE;
+        let mut free_tags = vec![0u64; NUM_CLASSES];
+        let mut span_chunks = 0u64;
+        let mut i = 0;
+        while i < map.len() {
+            let e = map[i].load(R);
+            let off = chunk_off(i);
+            if e != CHUNK_FREE && off + CHUNK_SIZE > committed {
+                self.problem(off, format!("chunk {i} in use beyond the committed length"));
+                break;
+            }
+            if (CHUNK_CLASS_BASE..CHUNK_CLASS_BASE + NUM_CLASSES as u32).contains(&e) {
+                let c = (e - CHUNK_CLASS_BASE) as usize;
+                let size = CLASS_SIZES[c] as u64;
+                for b in 0..CHUNK_SIZE / size {
+                    let boff = off + b * size;
+                    self.check_tag(boff, &mut free_tags[c]);
+                }
+            } else if e & CHUNK_SPAN_HEAD != 0 {
+                let k = (e & CHUNK_SPAN_LEN_MASK) as usize;
+                if k == 0 || i + k > map.len() {
+                    self.problem(off, format!("span of {k} chunks"));
+                    break;
+                }
+                for j in 1..k {
+                    if map[i + j].load(R) != CHUNK_SPAN_CONT {
+                        self.problem(chunk_off(i + j), "span continuation missing");
+                    }
+                }
+                let mut dummy = 0;
+                if self.tag(off).map(|t| t.state) == Some(TAG_FREE) {
+                    self.problem(off, "free span still holds chunks");
+                } else {
+                    self.check_tag(off, &mut dummy);
+                }
+                span_chunks += k as u64;
+                i += k;
+                continue;
+            } else if e == CHUNK_SPAN_CONT {
+                self.problem(off, "span continuation without a head");
+            } else if e & CHUNK_SLOT_PAGE != 0 {
+                let p = (e & !CHUNK_SLOT_PAGE) as usize;
+                let first = h.slot_pages.get(p).map(|w| w.load(R));
+                if first.is_none_or(|f| f == 0 || f > off) {
+                    self.problem(off, format!("chunk of unpublished slot page {p}"));
+                }
+            } else if e != CHUNK_FREE {
+                self.problem(off, format!("unknown chunk map entry {e:#x}"));
+            }
+            i += 1;
+        }
+        if span_chunks != h.span_chunks.load(R) {
+            self.problem(
+                0,
+                format!(
+                    "span chunks {span_chunks}, header says {}",
+                    h.span_chunks.load(R)
+                ),
+            );
+        }
+        for (c, cls) in h.classes.iter().enumerate() {
+            let size = CLASS_SIZES[c] as u64;
+            let want = cls.free_count.load(R);
+            let mut b = cls.head.load(R);
+            let mut n = 0u64;
+            while b != 0 && n <= want {
+                let chunk = b
+                    .checked_sub(st.chunk_base)
+                    .map(|d| (d >> CHUNK_SHIFT) as usize);
+                let ok_chunk = chunk
+                    .and_then(|i| map.get(i))
+                    .is_some_and(|e| e.load(R) == CHUNK_CLASS_BASE + c as u32);
+                if !ok_chunk || (b - chunk_off(chunk.unwrap_or(0))) % size != 0 {
+                    self.problem(b, format!("class {c}: free list points outside its chunks"));
+                    break;
+                }
+                if self.tag(b).map(|t| t.state) != Some(TAG_FREE) {
+                    self.problem(b, format!("class {c}: free list holds a non-free block"));
+                    break;
+                }
+                n += 1;
+                b = st.mem.word(b + 8).map(|w| w.load(R)).unwrap_or(0);
+            }
+            if b != 0 {
+                self.problem(
+                    b,
+                    format!("class {c}: free list longer than its count {want}"),
+                );
+            } else if n != want || n != free_tags[c] {
+                self.problem(
+                    0,
+                    format!(
+                        "class {c}: list has {n} blocks, count says {want}, tags say {}",
+                        free_tags[c]
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Check one allocated or free block's tag against the references and the slots.
+    fn check_tag(&mut self, off: u64, free: &mut u64) {
+        let Some(t) = self.tag(off) else {
+            self.problem(off, "block outside the segment");
+            return;
+        };
+        match t.state {
+            TAG_FREE => *free += 1,
+            TAG_LIVE => {
+                if !self.referenced.contains(&off) {
+                    self.problem(
+                        off,
+                        format!(
+                            "live block not referenced by the index (leak), gen {}",
+                            t.generation
+                        ),
+                    );
+                }
+            }
+            TAG_RESERVED => {
+                if !self.owner_alive(t.owner) {
+                    self.problem(
+                        off,
+                        format!("block reserved by dead client slot {}", t.owner),
+                    );
+                }
+            }
+            s => self.problem(off, format!("unknown tag state {s}")),
+        }
+    }
+
+    fn check_slots(&mut self) {
+        for (idx, off) in slot_list(self.st) {
+            let Ok(slot) = self.st.mem.slot_at(off) else {
+                self.problem(off, format!("slot {idx} outside the segment"));
+                continue;
+            };
+            let state = slot.state.load(R);
+            if state == SLOT_ALIVE && !self.owner_alive(idx) {
+                self.problem(off, format!("slot {idx}: dead client not recovered"));
+            } else if state != SLOT_ALIVE && state != SLOT_FREE {
+                self.problem(off, format!("slot {idx}: unknown state {state}"));
+            }
+        }
+    }
+}
+
+fn check(st: &Store, me: Option<u32>) -> Report {
+    let mut c = Checker {
+        st,
+        me,
+        report: Report::default(),
+        referenced: HashSet::new(),
+    };
+    let h = st.mem.header();
+    if h.committed_len.load(R) > st.reserve {
+        c.problem(0, "committed length beyond the reserve");
+    }
+    for s in 0..st.mem.stripe_count() {
+        let seq = st.mem.stripe(s).seq.load(R);
+        if seq & 1 == 1 && st.mem.stripe(s).lock.load(R) == 0 {
+            c.problem(
+                0,
+                format!("stripe {s}: odd seq {seq} without a lock holder"),
+            );
+        }
+        c.check_stripe(s);
+    }
+    c.check_blocks();
+    c.check_slots();
+    c.report
 }
