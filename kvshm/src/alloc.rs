@@ -141,6 +141,11 @@ impl Session<'_> {
 
     /// Free `block` if its tag still equals `expect`. Returns whether it was freed.
     pub(crate) fn free_block(&self, block: u64, expect: u64) -> Result<bool> {
+        // Generations are unique, so a tag that differs now can never become `expect` again:
+        // the block was already freed (e.g. by a recoverer's rebuild), nothing to do.
+        if self.word(block)?.load(R) != expect {
+            return Ok(false);
+        }
         let idx = self
             .chunk_of(block)
             .ok_or_else(|| Error::corrupt(block, "free outside chunks"))?;

@@ -551,6 +551,7 @@ impl Client {
     pub fn recover_dead_clients(&self) -> Result<usize> {
         let sess = self.session()?;
         let _g = self.guard();
+        repair_slot_pages(&self.st)?;
         let mut n = 0;
         for (idx, off) in slot_list(&self.st) {
             if idx == sess.me {
@@ -655,31 +656,21 @@ fn claim_slot(st: &Store) -> Result<SlotRef> {
     }
 }
 
-/// Add the next client-slot page. Runs under an OFD byte lock (no client identity needed);
-/// a page whose creator died after claiming its chunks is found by its map entries and
-/// published by the next creator.
+/// Add the next client-slot page (or publish one whose creator died; see
+/// [`repair_slot_pages`]).
 fn grow_slot_pages(st: &Store) -> Result<()> {
-    let _local = st.slot_page_mutex.lock().unwrap_or_else(|p| p.into_inner());
-    segment::ofd_lock_wait(&st.file, segment::SLOT_PAGE_LOCK_BYTE)?;
-    let r = (|| {
-        let h = st.mem.header();
+    with_slot_page_lock(st, |h| {
+        if publish_orphan_pages(st)? {
+            return Ok(());
+        }
         let Some(p) = (1..MAX_SLOT_PAGES).find(|&p| h.slot_pages[p].load(ACQ) == 0) else {
             return Err(Error::InvalidArgument(
                 "all client slot pages are in use".into(),
             ));
         };
-        if h.slot_pages[p - 1].load(ACQ) == 0 {
-            return Ok(()); // not our turn: an earlier page is missing (cannot happen)
-        }
         let entry = CHUNK_SLOT_PAGE | p as u32;
-        let map = st.mem.chunk_map();
-        let idx = match map.iter().position(|e| e.load(ACQ) == entry) {
-            Some(i) => i as u64,
-            None => {
-                let k = ((SLOT_PAGE0_SLOTS << p) * SLOT_SIZE).div_ceil(CHUNK_SIZE);
-                st.claim_chunks(k, entry, entry)?
-            }
-        };
+        let k = ((SLOT_PAGE0_SLOTS << p) * SLOT_SIZE).div_ceil(CHUNK_SIZE);
+        let idx = st.claim_chunks(k, entry, entry)?;
         crash_point!("slots.page_claimed");
         h.slot_pages[p].store(st.chunk_base + idx * CHUNK_SIZE, REL);
         log::debug!(
@@ -687,11 +678,39 @@ fn grow_slot_pages(st: &Store) -> Result<()> {
             SLOT_PAGE0_SLOTS << p
         );
         Ok(())
-    })();
+    })
+}
+
+/// Publish slot pages whose creator died after claiming their chunks. Slot pages are created
+/// under an OFD byte lock (no client identity needed); the chunk map entries name the page.
+pub(crate) fn repair_slot_pages(st: &Store) -> Result<bool> {
+    with_slot_page_lock(st, |_| publish_orphan_pages(st))
+}
+
+fn with_slot_page_lock<T>(st: &Store, f: impl FnOnce(&Header) -> Result<T>) -> Result<T> {
+    let _local = st.slot_page_mutex.lock().unwrap_or_else(|p| p.into_inner());
+    segment::ofd_lock_wait(&st.file, segment::SLOT_PAGE_LOCK_BYTE)?;
+    let r = f(st.mem.header());
     segment::ofd_unlock(&st.file, segment::SLOT_PAGE_LOCK_BYTE);
     r
 }
 
+/// Caller holds the slot-page lock. Returns whether a page was published.
+fn publish_orphan_pages(st: &Store) -> Result<bool> {
+    let h = st.mem.header();
+    let Some(p) = (1..MAX_SLOT_PAGES).find(|&p| h.slot_pages[p].load(ACQ) == 0) else {
+        return Ok(false);
+    };
+    let entry = CHUNK_SLOT_PAGE | p as u32;
+    match st.mem.chunk_map().iter().position(|e| e.load(ACQ) == entry) {
+        Some(i) => {
+            h.slot_pages[p].store(st.chunk_base + i as u64 * CHUNK_SIZE, REL);
+            log::warn!("published client slot page {p} left behind by a dead client");
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
 #[cfg(test)]
 mod tests {
     #[test]

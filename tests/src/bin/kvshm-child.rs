@@ -1,0 +1,202 @@
+//! The process the cross-process tests start (and kill): `kvshm-child <cmd> <dir> <name> ...`.
+//!
+//! Prints one line per acknowledged operation (flushed), so a parent that SIGKILLs it knows
+//! exactly which writes were acknowledged before the kill.
+#![forbid(unsafe_code)]
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use kvshm::Client;
+use kvshm_tests::{check_pattern, pattern, Rng};
+
+fn out(line: impl std::fmt::Display) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        eprintln!("usage: kvshm-child <cmd> <dir> <name> [args]");
+        std::process::exit(2);
+    }
+    let (cmd, dir, name, rest) = (&args[1], &args[2], &args[3], &args[4..]);
+    let open = || Client::open_in(dir, name).expect("attach");
+    match cmd.as_str() {
+        "put" => {
+            open()
+                .put(rest[0].as_bytes(), rest[1].as_bytes())
+                .expect("put");
+            out("ok");
+        }
+        "get" => match open().get(rest[0].as_bytes()).expect("get") {
+            Some(v) => out(String::from_utf8_lossy(&v)),
+            None => out("<none>"),
+        },
+        "remove" => out(open().remove(rest[0].as_bytes()).expect("remove")),
+        "len" => out(open().len()),
+        "hold" => {
+            let _c = open();
+            out("attached");
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        "crash" => crash_scenario(dir, name, &rest[0]),
+        "writer" => writer(open(), rest[0].parse().expect("id"), &rest[1]),
+        "reader" => reader(
+            open(),
+            rest[0].parse().expect("secs"),
+            rest[1].parse().expect("writers"),
+        ),
+        other => {
+            eprintln!("unknown command {other}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Run one scenario that is expected to reach the crash point named in `KVSHM_CRASH_AT`
+/// and die there. Exit code 3 means it finished without reaching it.
+fn crash_scenario(dir: &str, name: &str, scenario: &str) {
+    let c = Client::open_in(dir, name).expect("attach");
+    match scenario {
+        "put-insert" => {
+            c.put(b"crash-new", b"new-value").unwrap();
+            out("ack");
+        }
+        "put-update" => {
+            c.put(b"crash-key", b"new-value-that-is-longer").unwrap();
+            out("ack");
+        }
+        "remove" => {
+            c.remove(b"crash-key").unwrap();
+            out("ack");
+        }
+        "put-many" => {
+            let items: Vec<(Vec<u8>, Vec<u8>)> = (0..40)
+                .map(|i| (format!("batch-{i}").into_bytes(), b"new".to_vec()))
+                .collect();
+            c.put_many(&items).unwrap();
+            out("ack");
+        }
+        "remove-many" => {
+            let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("batch-{i}").into_bytes()).collect();
+            c.remove_many(&keys).unwrap();
+            out("ack");
+        }
+        "fill" => {
+            for i in 0..3000u32 {
+                let len = (i as usize * 37) % 3000;
+                c.put(format!("fill-{i}").as_bytes(), &vec![(i % 251) as u8; len])
+                    .unwrap();
+                out(format!("ack fill-{i}"));
+            }
+        }
+        "big" => {
+            for i in 0..3u8 {
+                c.put(b"big", &vec![i + 1; 600_000]).unwrap();
+                out(format!("ack big {}", i + 1));
+            }
+        }
+        "many-clients" => {
+            let cs: Vec<Client> = (0..40)
+                .map(|_| Client::open_in(dir, name).unwrap())
+                .collect();
+            out(format!("ack {}", cs.len()));
+        }
+        "recover" => {
+            let n = c.recover_dead_clients().unwrap();
+            out(format!("ack recovered {n}"));
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+    std::process::exit(3);
+}
+
+/// A storm writer: random puts, removes and batches over its own keys (logged to `ack_path`
+/// as intent lines followed by `OK`), plus contended writes to shared keys.
+fn writer(c: Client, id: u64, ack_path: &str) {
+    let mut ack = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ack_path)
+        .expect("ack file");
+    let mut rng =
+        Rng::new(id ^ std::process::id() as u64 ^ (Instant::now().elapsed().as_nanos() as u64));
+    let mut line = |s: String| {
+        ack.write_all(s.as_bytes()).expect("ack write");
+    };
+    loop {
+        let ver = (id << 48) | (rng.next() & ((1 << 48) - 1));
+        match rng.below(10) {
+            0..=3 => {
+                let k = format!("w{id}-{}", rng.below(200));
+                line(format!("P {k} {ver}\n"));
+                c.put(k.as_bytes(), &pattern(ver)).expect("put");
+                line("OK\n".into());
+            }
+            4 => {
+                let k = format!("w{id}-{}", rng.below(200));
+                line(format!("D {k}\n"));
+                c.remove(k.as_bytes()).expect("remove");
+                line("OK\n".into());
+            }
+            5 => {
+                let n = 1 + rng.below(8);
+                let items: Vec<(String, u64)> = (0..n)
+                    .map(|j| {
+                        (
+                            format!("w{id}-{}", rng.below(200)),
+                            ver.wrapping_add(j) & !(0xffff << 48) | id << 48,
+                        )
+                    })
+                    .collect();
+                let mut s = String::from("M");
+                for (k, v) in &items {
+                    s += &format!(" {k} {v}");
+                }
+                line(s + "\n");
+                let kv: Vec<(Vec<u8>, Vec<u8>)> = items
+                    .iter()
+                    .map(|(k, v)| (k.clone().into_bytes(), pattern(*v)))
+                    .collect();
+                c.put_many(&kv).expect("put_many");
+                line("OK\n".into());
+            }
+            6..=8 => {
+                let k = format!("shared-{}", rng.below(50));
+                c.put(k.as_bytes(), &pattern(ver)).expect("put shared");
+            }
+            _ => {
+                let k = format!("shared-{}", rng.below(50));
+                c.remove(k.as_bytes()).expect("remove shared");
+            }
+        }
+    }
+}
+
+/// Read shared and own keys for `secs`, failing (exit 1) on any torn value.
+fn reader(c: Client, secs: u64, writers: u64) {
+    let mut rng = Rng::new(std::process::id() as u64);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let (mut reads, mut hits) = (0u64, 0u64);
+    let mut buf = Vec::new();
+    while Instant::now() < end {
+        let k = if rng.below(2) == 0 {
+            format!("shared-{}", rng.below(50))
+        } else {
+            format!("w{}-{}", rng.below(writers), rng.below(200))
+        };
+        reads += 1;
+        if c.get_into(k.as_bytes(), &mut buf).expect("get") {
+            hits += 1;
+            if check_pattern(&buf).is_none() {
+                out(format!("TORN {k} len {}", buf.len()));
+                std::process::exit(1);
+            }
+        }
+    }
+    out(format!("reads {reads} hits {hits}"));
+}

@@ -1,0 +1,184 @@
+//! Helpers for tests that run real processes against a store.
+//!
+//! Every test gets its own uniquely named store; [`TestStore`] removes it, and kills every
+//! child it started, even when the test fails (`Drop`).
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use kvshm;
+use kvshm::{Config, Host};
+
+/// Tiny deterministic PRNG (xorshift64*), so tests need no extra crate.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The value a writer stores for version `ver`: the word `ver` repeated `1 + ver % 40` times.
+/// A reader that sees words that differ has seen a torn value.
+pub fn pattern(ver: u64) -> Vec<u8> {
+    ver.to_le_bytes().repeat(1 + (ver % 40) as usize)
+}
+
+/// Whether `v` is a whole `pattern(..)`; returns its version.
+pub fn check_pattern(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() % 8 != 0 {
+        return None;
+    }
+    let w = u64::from_le_bytes(v[..8].try_into().ok()?);
+    (pattern(w) == v).then_some(w)
+}
+
+/// A child process that is killed and reaped when dropped.
+#[derive(Debug)]
+pub struct ChildGuard {
+    pub child: Child,
+}
+
+impl ChildGuard {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+    /// Wait for the child to end, failing the test after `limit` (a hang is a bug).
+    pub fn wait_limit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            if start.elapsed() > limit {
+                self.kill();
+                panic!(
+                    "child {} still running after {limit:?} (deadlock?)",
+                    self.child.id()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    /// Lines the child printed (after it ended).
+    pub fn stdout_lines(&mut self) -> Vec<String> {
+        match self.child.stdout.take() {
+            Some(out) => BufReader::new(out).lines().map_while(Result::ok).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Signal that ended a process, if a signal did.
+pub fn killed_by(st: &ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    st.signal()
+}
+
+/// A uniquely named store hosted by this test process, removed on drop.
+#[derive(Debug)]
+pub struct TestStore {
+    pub name: String,
+    pub dir: PathBuf,
+    pub host: Option<Host>,
+    pub child_bin: PathBuf,
+}
+
+static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl TestStore {
+    /// Create a store for test `tag`; `child_bin` is `env!("CARGO_BIN_EXE_kvshm-child")`.
+    pub fn new(tag: &str, cfg: Config, child_bin: &str) -> TestStore {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("t-{tag}-{}-{n}", std::process::id());
+        let dir = kvshm::default_dir();
+        let _ = std::fs::remove_file(dir.join(format!("kvshm.{name}")));
+        let host = Host::create(&name, &cfg.dir(&dir)).expect("create test store");
+        TestStore {
+            name,
+            dir,
+            host: Some(host),
+            child_bin: PathBuf::from(child_bin),
+        }
+    }
+
+    pub fn host(&self) -> &Host {
+        self.host.as_ref().expect("host")
+    }
+
+    /// Start `kvshm-child <cmd> <dir> <name> args...` with extra environment.
+    pub fn spawn(&self, cmd: &str, args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
+        let mut c = Command::new(&self.child_bin);
+        c.arg(cmd).arg(&self.dir).arg(&self.name).args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        ChildGuard {
+            child: c.spawn().expect("spawn kvshm-child"),
+        }
+    }
+
+    /// Run a child to completion and return its stdout lines (panics on failure).
+    pub fn run(&self, cmd: &str, args: &[&str]) -> Vec<String> {
+        let mut c = self.spawn(cmd, args, &[]);
+        let st = c.wait_limit(Duration::from_secs(60));
+        let lines = c.stdout_lines();
+        assert!(
+            st.success(),
+            "kvshm-child {cmd} {args:?} failed: {st:?} {lines:?}"
+        );
+        lines
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(format!("kvshm.{}", self.name))
+    }
+
+    /// Assert the store verifies clean (recovering dead clients first); returns the report.
+    pub fn assert_verified(&self) -> kvshm::Report {
+        let r = self.host().verify().expect("verify");
+        assert!(r.is_ok(), "verify found problems: {:#?}", r.problems);
+        r
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some(h) = self.host.take() {
+            let _ = h.release();
+        }
+        let _ = std::fs::remove_file(self.path());
+    }
+}
+
+/// Path helper for children.
+pub fn store_dir(arg: &str) -> &Path {
+    Path::new(arg)
+}

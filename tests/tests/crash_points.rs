@@ -1,0 +1,240 @@
+//! Every named crash point: a child is SIGKILLed there, then the store must verify clean
+//! (after recovery), keep every acknowledged write, hold each interrupted operation either
+//! entirely or not at all, and stay fully usable.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kvshm::Config;
+use kvshm_tests::{killed_by, TestStore};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
+
+/// (crash point, scenario that reaches it)
+const MATRIX: &[(&str, &str)] = &[
+    ("alloc.recorded", "put-insert"),
+    ("alloc.tagged", "put-insert"),
+    ("alloc.chunk_claimed", "fill"),
+    ("span.recorded", "big"),
+    ("span.free_tagged", "big"),
+    ("span.head_cleared", "big"),
+    ("free.tagged", "put-update"),
+    ("grow.allocated", "fill"),
+    ("slots.page_claimed", "many-clients"),
+    ("put.prepared", "put-update"),
+    ("put.locked", "put-update"),
+    ("put.replaced", "put-update"),
+    ("put.inserted", "put-insert"),
+    ("put.unlocked", "put-update"),
+    ("remove.unlinked", "remove"),
+    ("remove.unlocked", "remove"),
+    ("table.filled", "fill"),
+    ("table.published", "fill"),
+    ("txn.committed", "put-update"),
+    ("txn.freeing", "put-update"),
+    ("put_many.prepared", "put-many"),
+    ("put_many.applied_one@10", "put-many"),
+    ("remove_many.applied_one@5", "remove-many"),
+    ("many.locked", "put-many"),
+    ("many.unlocked_one@2", "put-many"),
+];
+
+fn setup(t: &TestStore) {
+    let h = t.host();
+    for i in 0..300u32 {
+        h.put(
+            format!("pre-{i}").as_bytes(),
+            format!("value-{i}").as_bytes(),
+        )
+        .unwrap();
+    }
+    h.put(b"crash-key", b"old").unwrap();
+    for i in 0..20 {
+        h.put(format!("batch-{i}").as_bytes(), b"old").unwrap();
+    }
+    h.put(b"big", &vec![9u8; 600_000]).unwrap();
+}
+
+fn check_after(t: &TestStore, scenario: &str, acked: &[String]) {
+    let h = t.host();
+    for i in 0..300u32 {
+        assert_eq!(
+            h.get(format!("pre-{i}").as_bytes()).unwrap(),
+            Some(format!("value-{i}").into_bytes()),
+            "pre-{i} lost"
+        );
+    }
+    let ck = h.get(b"crash-key").unwrap();
+    match scenario {
+        "put-insert" => {
+            let n = h.get(b"crash-new").unwrap();
+            assert!(
+                n.is_none() || n.as_deref() == Some(b"new-value"),
+                "crash-new torn: {n:?}"
+            );
+            if !acked.is_empty() {
+                assert!(n.is_some(), "acknowledged insert lost");
+            }
+        }
+        "put-update" => {
+            assert!(
+                ck.as_deref() == Some(b"old") || ck.as_deref() == Some(b"new-value-that-is-longer"),
+                "crash-key torn: {ck:?}"
+            );
+            if !acked.is_empty() {
+                assert_eq!(
+                    ck.as_deref(),
+                    Some(&b"new-value-that-is-longer"[..]),
+                    "ack lost"
+                );
+            }
+        }
+        "remove" => assert!(ck.is_none() || ck.as_deref() == Some(b"old"), "{ck:?}"),
+        "put-many" | "remove-many" => {
+            let vals: Vec<Option<Vec<u8>>> = (0..40)
+                .map(|i| h.get(format!("batch-{i}").as_bytes()).unwrap())
+                .collect();
+            let before = |i: usize| if i < 20 { Some(b"old".to_vec()) } else { None };
+            let after = |_: usize| match scenario {
+                "put-many" => Some(b"new".to_vec()),
+                _ => None,
+            };
+            let all_before = (0..40).all(|i| vals[i] == before(i));
+            let all_after = (0..40).all(|i| vals[i] == after(i));
+            assert!(all_before || all_after, "batch half applied: {vals:?}");
+        }
+        "fill" => {
+            for line in acked {
+                let k = line.trim_start_matches("ack ");
+                let i: usize = k.trim_start_matches("fill-").parse().unwrap();
+                let v = h
+                    .get(k.as_bytes())
+                    .unwrap()
+                    .expect("acknowledged fill key lost");
+                assert_eq!(v, vec![(i % 251) as u8; (i * 37) % 3000]);
+            }
+        }
+        "big" => {
+            let v = h.get(b"big").unwrap().unwrap();
+            assert_eq!(v.len(), 600_000);
+            assert!(v.iter().all(|&b| b == v[0]), "big value torn");
+            if let Some(last) = acked.last() {
+                let n: u8 = last.rsplit(' ').next().unwrap().parse().unwrap();
+                assert!(v[0] >= n, "acknowledged big value {n} lost (have {})", v[0]);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn run_point(point: &str, scenario: &str) {
+    eprintln!("crash point {point} (scenario {scenario})");
+    let t = TestStore::new("crash", Config::default().stripes(4).initial_size(0), CHILD);
+    setup(&t);
+    let mut c = t.spawn("crash", &[scenario], &[("KVSHM_CRASH_AT", point)]);
+    let st = c.wait_limit(Duration::from_secs(60));
+    let acked = c.stdout_lines();
+    assert_eq!(
+        killed_by(&st),
+        Some(libc::SIGKILL),
+        "{point}: scenario {scenario} did not reach it ({st:?})"
+    );
+    let report = t.assert_verified();
+    assert!(report.recovered >= 1, "{point}: dead child not recovered");
+    check_after(&t, scenario, &acked);
+    // Fully usable afterwards, from this process and a new one.
+    t.host().put(b"crash-key", b"after").unwrap();
+    assert_eq!(t.run("get", &["crash-key"]), vec!["after"]);
+    t.host()
+        .remove_many(&(0..40).map(|i| format!("batch-{i}")).collect::<Vec<_>>())
+        .unwrap();
+    t.assert_verified();
+}
+
+#[test]
+fn every_crash_point_is_survived() {
+    let listed: Vec<&str> = MATRIX
+        .iter()
+        .map(|(p, _)| p.split('@').next().unwrap())
+        .collect();
+    let mut missing: Vec<&str> = kvshm::crash::CRASH_POINTS
+        .iter()
+        .copied()
+        .filter(|p| !listed.contains(p) && !p.starts_with("recover."))
+        .collect();
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "crash points without a test: {missing:?}"
+    );
+    for (point, scenario) in MATRIX {
+        run_point(point, scenario);
+    }
+}
+
+#[test]
+fn a_recoverer_killed_mid_recovery_is_recovered_in_turn() {
+    for stage in [
+        "recover.class_rebuilt",
+        "recover.undone",
+        "recover.blocks_done",
+    ] {
+        for victim in [
+            "put.locked",
+            "put.replaced",
+            "txn.committed",
+            "alloc.tagged",
+            "many.unlocked_one@2",
+        ] {
+            let t = TestStore::new("rec", Config::default().stripes(4), CHILD);
+            setup(&t);
+            let scenario = if victim.starts_with("many") {
+                "put-many"
+            } else {
+                "put-update"
+            };
+            let mut v = t.spawn("crash", &[scenario], &[("KVSHM_CRASH_AT", victim)]);
+            assert_eq!(
+                killed_by(&v.wait_limit(Duration::from_secs(60))),
+                Some(libc::SIGKILL)
+            );
+            let mut r = t.spawn("crash", &["recover"], &[("KVSHM_CRASH_AT", stage)]);
+            let st = r.wait_limit(Duration::from_secs(60));
+            let lines = r.stdout_lines();
+            // Not every victim reaches every recovery stage (e.g. nothing to undo).
+            assert!(
+                killed_by(&st) == Some(libc::SIGKILL) || st.code() == Some(3),
+                "{st:?} {lines:?}"
+            );
+            t.assert_verified();
+            check_after(&t, scenario, &[]);
+        }
+    }
+}
+
+#[test]
+fn a_killed_lock_holder_does_not_block_others() {
+    // The child dies holding the stripe lock of crash-key; a writer in another process that
+    // needs the same stripe must recover it and go on.
+    let t = TestStore::new("lockheld", Config::default().stripes(1), CHILD);
+    setup(&t);
+    let mut c = t.spawn(
+        "crash",
+        &["put-update"],
+        &[("KVSHM_CRASH_AT", "put.replaced")],
+    );
+    assert_eq!(
+        killed_by(&c.wait_limit(Duration::from_secs(60))),
+        Some(libc::SIGKILL)
+    );
+    let mut w = t.spawn("put", &["crash-key", "from-another-process"], &[]);
+    assert!(w.wait_limit(Duration::from_secs(30)).success());
+    assert_eq!(
+        t.host().get(b"crash-key").unwrap().as_deref(),
+        Some(&b"from-another-process"[..])
+    );
+    let mut tally: HashMap<&str, u64> = HashMap::new();
+    *tally.entry("recoveries").or_default() += t.host().stats().recoveries;
+    assert!(tally["recoveries"] >= 1);
+    t.assert_verified();
+}

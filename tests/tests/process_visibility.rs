@@ -1,0 +1,99 @@
+//! Visibility, updates, removal and reuse across real processes.
+
+use kvshm::Config;
+use kvshm_tests::TestStore;
+
+const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
+
+#[test]
+fn a_put_in_one_process_is_seen_by_others_at_once() {
+    let t = TestStore::new("vis", Config::default(), CHILD);
+    t.run("put", &["color", "blue"]);
+    assert_eq!(
+        t.host().get(b"color").unwrap().as_deref(),
+        Some(&b"blue"[..])
+    );
+    assert_eq!(t.run("get", &["color"]), vec!["blue"]);
+    t.host().put(b"color", b"green").unwrap();
+    assert_eq!(t.run("get", &["color"]), vec!["green"]);
+}
+
+#[test]
+fn updates_from_many_processes_never_duplicate_a_key() {
+    let t = TestStore::new("dup", Config::default(), CHILD);
+    for i in 0..10 {
+        t.run("put", &["same", &format!("value-{i}")]);
+    }
+    assert_eq!(t.run("len", &[]), vec!["1"]);
+    assert_eq!(t.host().len(), 1);
+    assert_eq!(t.run("get", &["same"]), vec!["value-9"]);
+    t.assert_verified();
+}
+
+#[test]
+fn a_removed_key_is_gone_everywhere_and_its_slot_is_reused() {
+    let t = TestStore::new("rm", Config::default(), CHILD);
+    t.host().put(b"gone", b"soon").unwrap();
+    assert_eq!(t.run("remove", &["gone"]), vec!["true"]);
+    assert_eq!(t.host().get(b"gone").unwrap(), None);
+    assert_eq!(t.run("get", &["gone"]), vec!["<none>"]);
+    assert_eq!(t.run("remove", &["gone"]), vec!["false"]);
+    // A new key on the reused block/slot is visible in another process.
+    t.host().put(b"fresh", b"soon").unwrap();
+    assert_eq!(t.run("get", &["fresh"]), vec!["soon"]);
+    t.assert_verified();
+}
+
+#[test]
+fn growth_is_seen_by_attached_processes_without_reattaching() {
+    let t = TestStore::new("growvis", Config::default().initial_size(0), CHILD);
+    let mut holder = t.spawn("hold", &[], &[]);
+    let early = t.host().stats().committed_bytes;
+    for i in 0..30_000u32 {
+        t.host()
+            .put(format!("k{i}").as_bytes(), &[b'x'; 200])
+            .unwrap();
+    }
+    assert!(t.host().stats().committed_bytes > early);
+    assert_eq!(t.run("get", &["k29999"]), vec!["x".repeat(200)]);
+    assert_eq!(t.run("len", &[]), vec!["30000"]);
+    holder.kill();
+    t.assert_verified();
+}
+
+#[test]
+fn attaching_to_missing_foreign_or_truncated_segments_fails_cleanly() {
+    use kvshm::{Client, Error};
+    let dir = kvshm::default_dir();
+    let name = format!("t-foreign-{}", std::process::id());
+    let path = dir.join(format!("kvshm.{name}"));
+    assert!(matches!(
+        Client::open_in(&dir, &name),
+        Err(Error::NotFound { .. })
+    ));
+    std::fs::write(&path, vec![0xabu8; 8192]).unwrap();
+    let r = Client::open_in(&dir, &name);
+    assert!(matches!(r, Err(Error::Incompatible { .. })), "{r:?}");
+    std::fs::write(&path, b"short").unwrap();
+    assert!(matches!(
+        Client::open_in(&dir, &name),
+        Err(Error::Incompatible { .. })
+    ));
+    std::fs::remove_file(&path).unwrap();
+    // A real store, truncated: refused, never a SIGBUS.
+    let t = TestStore::new("trunc", Config::default(), CHILD);
+    t.host().put(b"a", b"b").unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(t.path())
+        .unwrap();
+    f.set_len(600 << 10).unwrap();
+    let r = Client::open_in(&dir, &t.name);
+    assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+    // A symlink planted at a store path is refused.
+    let link = format!("t-link-{}", std::process::id());
+    std::os::unix::fs::symlink(t.path(), dir.join(format!("kvshm.{link}"))).unwrap();
+    let r = Client::open_in(&dir, &link);
+    std::fs::remove_file(dir.join(format!("kvshm.{link}"))).unwrap();
+    assert!(matches!(r, Err(Error::PermissionDenied { .. })), "{r:?}");
+}
