@@ -42,6 +42,12 @@ impl Mem {
         }
     }
 
+    /// Address of `off` in the mapping (computing it is safe; dereferencing is not).
+    #[inline]
+    fn at(&self, off: u64) -> *const u8 {
+        self.map.as_ptr().wrapping_add(off as usize)
+    }
+
     /// Length of the mapping (the reserve).
     pub fn map_len(&self) -> u64 {
         self.map.len() as u64
@@ -121,12 +127,7 @@ impl Mem {
         // SAFETY: `off..off+len` lies inside the committed part of the mapping (checked above;
         // committed <= map_len), is 8-aligned (the mapping is page aligned), and the slice of
         // atomics lives no longer than `&self`, i.e. the mapping.
-        Ok(unsafe {
-            std::slice::from_raw_parts(
-                self.map.as_ptr().add(off as usize) as *const AtomicU64,
-                n as usize,
-            )
-        })
+        Ok(unsafe { std::slice::from_raw_parts(self.at(off) as *const AtomicU64, n as usize) })
     }
 
     /// One word at `off` (checked).
@@ -142,7 +143,7 @@ impl Mem {
         let off = self.stripes_offset + i as u64 * crate::layout::STRIPE_SIZE;
         // SAFETY: the stripe array was checked to lie in the committed segment at attach;
         // `i` is in range (asserted); 128-byte aligned; `Stripe` is all atomics.
-        unsafe { &*(self.map.as_ptr().add(off as usize) as *const Stripe) }
+        unsafe { &*(self.at(off) as *const Stripe) }
     }
 
     /// Number of stripes.
@@ -156,7 +157,7 @@ impl Mem {
         // as `&self`.
         unsafe {
             std::slice::from_raw_parts(
-                self.map.as_ptr().add(self.chunk_map_offset as usize) as *const AtomicU32,
+                self.at(self.chunk_map_offset) as *const AtomicU32,
                 self.chunk_count as usize,
             )
         }

@@ -129,7 +129,7 @@ fn writer(c: Client, id: u64, ack_path: &str) {
         ack.write_all(s.as_bytes()).expect("ack write");
     };
     loop {
-        let ver = (id << 48) | (rng.next() & ((1 << 48) - 1));
+        let ver = (id << 48) | (rng.next_u64() & ((1 << 48) - 1));
         match rng.below(10) {
             0..=3 => {
                 let k = format!("w{id}-{}", rng.below(200));

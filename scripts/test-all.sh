@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test of the project, as CI runs it: formatting, lints, unit + cross-process + crash
+# tests (debug and release), benchmark build and a smoke run of the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests (debug)"
+cargo test --workspace
+echo "== tests (release)"
+cargo test --workspace --release
+echo "== benchmarks build"
+cargo bench --workspace --no-run
+echo "== demo"
+cargo run --release -p kvshm --example demo
+leftover=$(ls /dev/shm | grep -E '^kvshm\.(t-|unit-|bench-|demo-)' || true)
+if [ -n "$leftover" ]; then
+  echo "tests left stores behind in /dev/shm: $leftover" >&2
+  exit 1
+fi
+echo "== all tests passed"
