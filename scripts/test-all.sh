@@ -12,6 +12,8 @@ echo "== tests (debug)"
 cargo test --workspace
 echo "== tests (release)"
 cargo test --workspace --release
+echo "== loom model checks (lock word, seqlock, transaction states)"
+RUSTFLAGS="--cfg kvshm_loom" CARGO_TARGET_DIR=target/loom cargo test -p kvshm --release --lib loom
 echo "== benchmarks build"
 cargo bench --workspace --no-run
 echo "== demo"

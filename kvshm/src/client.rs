@@ -1,7 +1,7 @@
 //! `Client`: attach to a hosted store and run data operations directly on shared memory.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use crate::layout::*;
 use crate::segment;
 use crate::session::Session;
 use crate::store::{Attempt, Store, OPTIMISTIC_READS};
-use crate::sync::lock;
+use crate::sync::{lock, seqlock};
 
 const R: Ordering = Ordering::Relaxed;
 const REL: Ordering = Ordering::Release;
@@ -213,18 +213,9 @@ impl Client {
         }
         let start = Instant::now();
         while start.elapsed() < READ_ONLY_PATIENCE {
-            let seqs: Vec<u64> = stripes
-                .iter()
-                .map(|&s| self.st.mem.stripe(s).seq.load(ACQ))
-                .collect();
-            if seqs.iter().all(|q| q & 1 == 0) {
+            if let Some(seqs) = self.read_begin_all(stripes) {
                 let r = f();
-                fence(ACQ);
-                if stripes
-                    .iter()
-                    .zip(&seqs)
-                    .all(|(&s, &q)| self.st.mem.stripe(s).seq.load(R) == q)
-                {
+                if self.read_validate_all(stripes, &seqs) {
                     return r;
                 }
             }
@@ -260,21 +251,12 @@ impl Client {
         };
         let mut result = None;
         for _ in 0..OPTIMISTIC_READS {
-            let seqs: Vec<u64> = stripes
-                .iter()
-                .map(|&s| self.st.mem.stripe(s).seq.load(ACQ))
-                .collect();
-            if seqs.iter().any(|q| q & 1 == 1) {
+            let Some(seqs) = self.read_begin_all(&stripes) else {
                 std::thread::yield_now();
                 continue;
-            }
+            };
             let r = read_all();
-            fence(ACQ);
-            if stripes
-                .iter()
-                .zip(&seqs)
-                .all(|(&s, &q)| self.st.mem.stripe(s).seq.load(R) == q)
-            {
+            if self.read_validate_all(&stripes, &seqs) {
                 result = Some(r?);
                 break;
             }
@@ -287,6 +269,21 @@ impl Client {
         self.count(Counter::Gets, keys.len() as u64);
         self.count(Counter::Hits, hits);
         Ok(out)
+    }
+
+    /// Seqlock snapshot of several stripes (all even), or `None`.
+    fn read_begin_all(&self, stripes: &[usize]) -> Option<Vec<u64>> {
+        stripes
+            .iter()
+            .map(|&s| seqlock::read_begin(&self.st.mem.stripe(s).seq))
+            .collect()
+    }
+
+    fn read_validate_all(&self, stripes: &[usize], seqs: &[u64]) -> bool {
+        stripes
+            .iter()
+            .zip(seqs)
+            .all(|(&s, &q)| seqlock::read_validate(&self.st.mem.stripe(s).seq, q))
     }
 
     /// Number of keys (sum of the stripes' counts; exact when no write is in flight).

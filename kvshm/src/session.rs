@@ -14,14 +14,14 @@
 //! only while holding the dead slot's OFD byte, so exactly one recoverer works at a time.
 
 use std::cell::Cell;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::crash_point;
 use crate::error::{Error, Result};
 use crate::layout::*;
 use crate::segment;
 use crate::store::Store;
-use crate::sync::lock;
+use crate::sync::{lock, seqlock};
 
 const R: Ordering = Ordering::Relaxed;
 const REL: Ordering = Ordering::Release;
@@ -188,12 +188,8 @@ impl<'a> Session<'a> {
             // 2. Stripes: roll an ACTIVE transaction back, then make seq even and unlock.
             if state == TXN_ACTIVE {
                 for &s in &stripes {
-                    let seq = &self.st.mem.stripe(s).seq;
-                    if seq.load(R) & 1 == 0 {
-                        seq.store(seq.load(R) + 1, R);
-                    }
+                    self.seq_odd(s);
                 }
-                fence(REL);
                 for i in (0..n_undo).rev() {
                     let target = log.undo[2 * i].load(R);
                     let stripe = (target >> UNDO_STRIPE_SHIFT) as usize;
@@ -256,9 +252,8 @@ impl<'a> Session<'a> {
     fn release_stripes(&self, stripes: &[usize]) {
         for &s in stripes {
             let st = self.st.mem.stripe(s);
-            let seq = st.seq.load(R);
-            if seq & 1 == 1 {
-                st.seq.store(seq + 1, REL);
+            if st.seq.load(R) & 1 == 1 {
+                self.seq_even(s);
             }
             lock::unlock_all(&st.lock);
         }
@@ -282,16 +277,13 @@ impl<'a> Session<'a> {
     /// Make the stripe's seq odd (caller holds its lock): readers will retry.
     #[inline]
     pub(crate) fn seq_odd(&self, s: usize) {
-        let seq = &self.st.mem.stripe(s).seq;
-        seq.store(seq.load(R) | 1, R);
-        fence(REL);
+        seqlock::write_begin(&self.st.mem.stripe(s).seq);
     }
 
     /// Make the stripe's seq even again, publishing everything written meanwhile.
     #[inline]
     pub(crate) fn seq_even(&self, s: usize) {
-        let seq = &self.st.mem.stripe(s).seq;
-        seq.store((seq.load(R) | 1) + 1, REL);
+        seqlock::write_end(&self.st.mem.stripe(s).seq);
     }
 }
 

@@ -10,13 +10,14 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{Config, Geometry};
 use crate::error::{Error, Result};
 use crate::layout::*;
 use crate::mem::Mem;
 use crate::segment;
+use crate::sync::seqlock;
 
 /// Optimistic read attempts before a writable client falls back to the stripe lock.
 pub(crate) const OPTIMISTIC_READS: u32 = 64;
@@ -384,14 +385,12 @@ impl Store {
     /// stripe `s`.
     #[inline]
     pub fn attempt<T>(&self, s: usize, f: impl FnOnce() -> Result<T>) -> Attempt<T> {
-        let st = self.mem.stripe(s);
-        let s1 = st.seq.load(Ordering::Acquire);
-        if s1 & 1 == 1 {
+        let seq = &self.mem.stripe(s).seq;
+        let Some(s1) = seqlock::read_begin(seq) else {
             return Attempt::Retry;
-        }
+        };
         let r = f();
-        fence(Ordering::Acquire);
-        if st.seq.load(Ordering::Relaxed) != s1 {
+        if !seqlock::read_validate(seq, s1) {
             return Attempt::Retry;
         }
         Attempt::Done(r)

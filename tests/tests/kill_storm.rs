@@ -27,18 +27,22 @@ fn replay(log: &str, model: &mut HashMap<String, HashSet<Option<u64>>>) -> (u64,
         }
         let ok = lines.get(i + 1) == Some(&"OK");
         let parts: Vec<&str> = intent.split(' ').collect();
-        let changes: Vec<(String, Option<u64>)> = match parts[0] {
-            "P" => vec![(parts[1].to_string(), Some(parts[2].parse().unwrap()))],
-            "D" => vec![(parts[1].to_string(), None)],
-            "M" => parts[1..]
+        let parsed: Option<Vec<(String, Option<u64>)>> = match parts[0] {
+            "P" if parts.len() == 3 => parts[2]
+                .parse()
+                .ok()
+                .map(|v| vec![(parts[1].to_string(), Some(v))]),
+            "D" if parts.len() == 2 => Some(vec![(parts[1].to_string(), None)]),
+            "M" if parts.len() % 2 == 1 => parts[1..]
                 .chunks(2)
-                .map(|c| (c[0].to_string(), Some(c[1].parse().unwrap())))
+                .map(|c| c[1].parse().ok().map(|v| (c[0].to_string(), Some(v))))
                 .collect(),
-            // A torn last line (killed mid-write of the intent): that op never started.
-            _ => {
-                i += 1;
-                continue;
-            }
+            _ => None,
+        };
+        // A torn line (writer killed inside write()): that operation never started.
+        let Some(changes) = parsed else {
+            i += 1;
+            continue;
         };
         // Within a batch the last value of a key wins.
         let mut last: HashMap<String, Option<u64>> = HashMap::new();

@@ -4,10 +4,10 @@
 //! times out can ask whether the owner is alive (its OFD byte lock) and, if not, recover the
 //! owner's transaction log before freeing the lock. A live but stopped owner is never robbed.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::segment::{futex_wait, futex_wake};
+use super::atomic::LockWord;
 
 /// Set while at least one process may be sleeping on the word.
 pub const WAITERS: u32 = 1 << 31;
@@ -15,7 +15,11 @@ const OWNER_MASK: u32 = !WAITERS;
 
 /// How long a waiter sleeps before it checks whether the owner is still alive.
 pub const STALL_CHECK: Duration = Duration::from_millis(20);
+/// Spins before sleeping (none under loom, where every spin is a state to explore).
+#[cfg(not(kvshm_loom))]
 const SPINS: u32 = 64;
+#[cfg(kvshm_loom)]
+const SPINS: u32 = 0;
 
 /// The slot that holds the lock, if any.
 #[inline]
@@ -34,7 +38,7 @@ fn tag(slot: u32) -> u32 {
 
 /// Take the lock if it is free.
 #[inline]
-pub fn try_lock(word: &AtomicU32, slot: u32) -> bool {
+pub fn try_lock<W: LockWord>(word: &W, slot: u32) -> bool {
     word.compare_exchange(0, tag(slot), Ordering::Acquire, Ordering::Relaxed)
         .is_ok()
 }
@@ -42,8 +46,8 @@ pub fn try_lock(word: &AtomicU32, slot: u32) -> bool {
 /// Take the lock for `slot`. `on_stall(owner)` is called each time a wait of [`STALL_CHECK`]
 /// passes without progress; it checks the owner's liveness and recovers it when dead (which
 /// releases the word). It returns an error only for failures of the recovery itself.
-pub fn lock<E>(
-    word: &AtomicU32,
+pub fn lock<W: LockWord, E>(
+    word: &W,
     slot: u32,
     mut on_stall: impl FnMut(u32) -> Result<(), E>,
 ) -> Result<(), E> {
@@ -75,7 +79,7 @@ pub fn lock<E>(
         {
             continue;
         }
-        futex_wait(word, cur | WAITERS, STALL_CHECK);
+        word.wait(cur | WAITERS, STALL_CHECK);
         let now = word.load(Ordering::Relaxed);
         if now == (cur | WAITERS) {
             // Same owner for a whole stall period: is it alive?
@@ -89,21 +93,22 @@ pub fn lock<E>(
 
 /// Release a lock held by this process (or, in recovery, by the dead owner).
 #[inline]
-pub fn unlock(word: &AtomicU32) {
+pub fn unlock<W: LockWord>(word: &W) {
     if word.swap(0, Ordering::Release) & WAITERS != 0 {
-        futex_wake(word, 1);
+        word.wake(1);
     }
 }
 
 /// Release a dead owner's lock and wake everybody (they re-contend).
-pub fn unlock_all(word: &AtomicU32) {
+pub fn unlock_all<W: LockWord>(word: &W) {
     word.store(0, Ordering::Release);
-    futex_wake(word, i32::MAX);
+    word.wake(i32::MAX);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU32;
     use std::sync::Arc;
 
     #[test]
@@ -125,11 +130,11 @@ mod tests {
                 let (w, n) = (w.clone(), n.clone());
                 std::thread::spawn(move || {
                     for _ in 0..20_000 {
-                        lock::<()>(&w, t, |_| Ok(())).unwrap();
+                        lock::<_, ()>(&*w, t, |_| Ok(())).unwrap();
                         // Non-atomic read-modify-write: only exact under mutual exclusion.
                         let v = n.load(Ordering::Relaxed);
                         n.store(v + 1, Ordering::Relaxed);
-                        unlock(&w);
+                        unlock(&*w);
                     }
                 })
             })
@@ -144,7 +149,7 @@ mod tests {
     fn stall_callback_can_release_a_dead_owner() {
         let w = AtomicU32::new(tag(3));
         let mut calls = 0;
-        lock::<()>(&w, 1, |o| {
+        lock::<_, ()>(&w, 1, |o| {
             assert_eq!(o, 3);
             calls += 1;
             unlock_all(&w);
