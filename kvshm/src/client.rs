@@ -109,7 +109,7 @@ impl Client {
         })
     }
 
-    fn guard(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn guard(&self) -> MutexGuard<'_, ()> {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -512,7 +512,7 @@ impl Client {
     }
 
     /// Lock `stripes` (ascending), run `apply`, and commit, or roll everything back.
-    fn apply_locked<'s, 'a>(
+    pub(crate) fn apply_locked<'s, 'a>(
         &self,
         sess: &'s Session<'a>,
         txn: crate::session::Txn<'s, 'a>,

@@ -29,6 +29,9 @@ pub enum Error {
     /// A read-only client could not get a consistent read (a writer holds the stripe and may
     /// have died; a writable client or the host recovers it).
     Busy,
+    /// A snapshot file that is not one, is damaged, or is of another version; nothing was
+    /// changed in the store.
+    BadSnapshot { offset: u64, what: String },
     /// A bad argument (bad store name, bad configuration, a batch too large).
     InvalidArgument(String),
     /// Any other operating-system error.
@@ -56,6 +59,9 @@ impl fmt::Display for Error {
                 write!(f, "corrupt store at offset {offset:#x}: {what}")
             }
             Error::PermissionDenied { path } => write!(f, "permission denied: {path}"),
+            Error::BadSnapshot { offset, what } => {
+                write!(f, "bad snapshot at byte {offset}: {what}")
+            }
             Error::Busy => write!(
                 f,
                 "stripe busy: no consistent read-only view (writer stalled or dead)"

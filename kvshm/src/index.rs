@@ -131,6 +131,18 @@ impl Txn<'_, '_> {
         Ok(())
     }
 
+    /// Rebuild stripe `s`'s table at the size its live keys need, dropping tombstones (and
+    /// shrinking an oversized table). Returns whether it rebuilt.
+    pub(crate) fn compact(&self, s: usize) -> Result<bool> {
+        let stripe = self.session().st.mem.stripe(s);
+        let tw = stripe.table.load(R);
+        if tw == 0 {
+            return Ok(false);
+        }
+        self.rebuild_table(s, log2_for(stripe.count.load(R)))?;
+        Ok(true)
+    }
+
     /// Insert or replace `key` -> record `rec` in stripe `s`. Returns true for a replace.
     pub(crate) fn index_put(
         &self,

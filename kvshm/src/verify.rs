@@ -85,6 +85,25 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Check one stripe (table, records, counts) under its lock: the incremental check the
+    /// host runs in the background.
+    pub fn verify_stripe(&self, s: usize) -> Result<Report> {
+        let sess = self.session()?;
+        let _g = self.guard();
+        sess.lock_stripe(s)?;
+        let mut c = Checker {
+            st: &self.st,
+            me: Some(sess.me),
+            report: Report::default(),
+            referenced: HashSet::new(),
+        };
+        c.check_stripe(s);
+        lock::unlock(&self.st.mem.stripe(s).lock);
+        Ok(c.report)
+    }
+}
+
 struct Checker<'a> {
     st: &'a Store,
     /// Our own slot: its byte lock is ours, which `F_OFD_GETLK` does not report.

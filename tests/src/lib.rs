@@ -182,3 +182,72 @@ impl Drop for TestStore {
 pub fn store_dir(arg: &str) -> &Path {
     Path::new(arg)
 }
+
+/// Path of a workspace binary (`kvhost`, `kvcli`), built next to the test executables.
+/// `cargo test --workspace` builds it; if it is missing (a single-package run) it is built
+/// here with the same profile.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let bin = profile_dir.join(name);
+    if !bin.exists() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut c = Command::new(cargo);
+        c.args(["build", "-p", name]);
+        if release {
+            c.arg("--release");
+        }
+        let st = c.status().expect("run cargo build");
+        assert!(st.success() && bin.exists(), "could not build {name}");
+    }
+    bin
+}
+
+/// A unique store name for a test that does not use [`TestStore`]; the guard removes the
+/// store file on drop.
+#[derive(Debug)]
+pub struct StoreName {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl StoreName {
+    pub fn new(tag: &str) -> StoreName {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        StoreName {
+            name: format!("t-{tag}-{}-{n}", std::process::id()),
+            dir: kvshm::default_dir(),
+        }
+    }
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(format!("kvshm.{}", self.name))
+    }
+}
+
+impl Drop for StoreName {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.path());
+    }
+}
+
+/// Send a signal to a child.
+pub fn signal(child: &ChildGuard, sig: i32) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.pid().to_string())
+        .status();
+    assert!(st.is_ok_and(|s| s.success()), "kill -{sig} failed");
+}
+
+/// Poll `f` until it returns true, failing after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -106,8 +106,12 @@ pub struct Header {
     // ---- client slot pages ----
     /// Offset of each slot page (page 0 is fixed at format time), 0 when not yet created.
     pub slot_pages: [AtomicU64; MAX_SLOT_PAGES],
+    /// When the host last wrote a snapshot (0 = never).
+    pub last_snapshot_unix: AtomicU64,
+    /// Snapshots written by hosts of this store.
+    pub snapshot_count: AtomicU64,
     /// Room for the future (TTL/eviction clock, metrics roots); zero.
-    pub _reserved: [AtomicU64; 8],
+    pub _reserved: [AtomicU64; 6],
 
     // ---- allocator roots ----
     pub classes: [ClassHeader; NUM_CLASSES],

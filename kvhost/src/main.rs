@@ -1,0 +1,529 @@
+//! `kvhost`: hosts a kvshm store until it is released. The data path stays in the clients;
+//! the host creates or adopts the store, recovers dead clients, grows the segment ahead of
+//! demand, checks integrity incrementally, writes snapshots and logs what happens.
+#![forbid(unsafe_code)]
+
+mod settings;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use kvshm::{Client, Config, Error, Host};
+
+use settings::{parse_duration, parse_mode, parse_size, FileConfig};
+
+const EXIT_OTHER: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+const EXIT_INCOMPATIBLE: u8 = 3;
+const EXIT_PERMISSION: u8 = 4;
+const EXIT_FULL: u8 = 5;
+const EXIT_HOST_RUNNING: u8 = 6;
+const EXIT_SNAPSHOT: u8 = 7;
+const EXIT_NOT_FOUND: u8 = 8;
+
+const AFTER_HELP: &str = "\
+With no arguments, hosts the store `default` in /dev/shm in the foreground with sensible
+defaults (starts at 4 MiB, may grow to 8 GiB). Clients attach by name:
+  Rust: kvshm::Client::open(\"default\")     CLI: kvcli --name default get KEY
+
+Exit codes: 0 ok, 1 other error, 2 bad configuration or usage, 3 store exists but is
+incompatible or corrupt, 4 permission denied, 5 out of memory/space (store full),
+6 another host already serves the store, 7 bad snapshot, 8 store not found.
+Sizes take units B, KiB, MiB, GiB, TiB; durations ms, s, m, h.
+Log level also from RUST_LOG (e.g. RUST_LOG=kvshm=trace for per-operation logs).";
+
+#[derive(Parser, Debug)]
+#[command(name = "kvhost", version, about = "Host a kvshm shared-memory key-value store", after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Host a store in the foreground (the default command).
+    Run(RunArgs),
+    /// Remove a store for good (refused while a host serves it).
+    Release {
+        /// Store name.
+        name: String,
+        /// Directory of the store file.
+        #[arg(long, env = "KVSHM_DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Is a host running for the store? Its pid, uptime, store size and clients.
+    Status {
+        /// Store name.
+        name: String,
+        /// Directory of the store file.
+        #[arg(long, env = "KVSHM_DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Default, Clone)]
+struct RunArgs {
+    /// Store name (default `default`).
+    #[arg(long, env = "KVSHM_NAME")]
+    name: Option<String>,
+    /// Directory of the store file (default /dev/shm).
+    #[arg(long, env = "KVSHM_DIR")]
+    dir: Option<PathBuf>,
+    /// TOML file with any of these settings (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Memory committed at creation (default 4MiB).
+    #[arg(long)]
+    initial_size: Option<String>,
+    /// Largest size the store may grow to (default 8GiB).
+    #[arg(long)]
+    max_size: Option<String>,
+    /// Longest key (default 1KiB).
+    #[arg(long)]
+    max_key: Option<String>,
+    /// Longest value (default 1MiB).
+    #[arg(long)]
+    max_value: Option<String>,
+    /// Index stripes, a power of two (default 1024).
+    #[arg(long)]
+    stripes: Option<u32>,
+    /// Permission bits of the store file (default 0600).
+    #[arg(long)]
+    mode: Option<String>,
+    /// Snapshot file: loaded when the store does not exist yet, written on request
+    /// (`kvcli snapshot`, SIGUSR1), periodically and at shutdown.
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    /// Write a snapshot this often (e.g. 5m); needs --snapshot.
+    #[arg(long)]
+    snapshot_every: Option<String>,
+    /// Log to this file instead of stderr.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// error, warn, info, debug or trace (default info).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Remove the store when the host exits (default: keep the data for the next host).
+    #[arg(long)]
+    release_on_exit: bool,
+}
+
+/// Settings after defaults, the config file and flags were merged.
+#[derive(Debug)]
+struct Settings {
+    name: String,
+    dir: PathBuf,
+    config: Config,
+    snapshot: Option<PathBuf>,
+    snapshot_every: Option<Duration>,
+    log_file: Option<PathBuf>,
+    log_level: String,
+    release_on_exit: bool,
+}
+
+fn settings(a: &RunArgs) -> Result<Settings, String> {
+    let f = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or(file.clone());
+    let mut cfg = Config::default();
+    if let Some(s) = pick(&a.initial_size, &f.initial_size) {
+        cfg = cfg.initial_size(parse_size(&s)?);
+    }
+    if let Some(s) = pick(&a.max_size, &f.max_size) {
+        cfg = cfg.max_size(parse_size(&s)?);
+    }
+    if let Some(s) = pick(&a.max_key, &f.max_key) {
+        cfg = cfg.max_key_len(parse_size(&s)? as usize);
+    }
+    if let Some(s) = pick(&a.max_value, &f.max_value) {
+        cfg = cfg.max_value_len(parse_size(&s)? as usize);
+    }
+    if let Some(n) = a.stripes.or(f.stripes) {
+        cfg = cfg.stripes(n);
+    }
+    if let Some(m) = pick(&a.mode, &f.mode) {
+        cfg = cfg.mode(parse_mode(&m)?);
+    }
+    let dir = a.dir.clone().or(f.dir).unwrap_or_else(kvshm::default_dir);
+    cfg = cfg.dir(&dir);
+    let name = a
+        .name
+        .clone()
+        .or(f.name)
+        .unwrap_or_else(|| "default".into());
+    kvshm::validate_name(&name).map_err(|e| e.to_string())?;
+    let snapshot = a.snapshot.clone().or(f.snapshot);
+    let snapshot_every = pick(&a.snapshot_every, &f.snapshot_every)
+        .map(|s| parse_duration(&s))
+        .transpose()?;
+    if snapshot_every.is_some() && snapshot.is_none() {
+        return Err("--snapshot-every needs --snapshot FILE".into());
+    }
+    let log_level = pick(&a.log_level, &f.log_level).unwrap_or_else(|| "info".into());
+    if log_level.parse::<log::LevelFilter>().is_err() {
+        return Err(format!(
+            "bad log level {log_level:?} (error, warn, info, debug, trace)"
+        ));
+    }
+    Ok(Settings {
+        name,
+        dir,
+        config: cfg,
+        snapshot,
+        snapshot_every,
+        log_file: a.log_file.clone().or(f.log_file),
+        log_level,
+        release_on_exit: a.release_on_exit || f.release_on_exit.unwrap_or(false),
+    })
+}
+
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Incompatible { .. } | Error::Corrupt { .. } => EXIT_INCOMPATIBLE,
+        Error::PermissionDenied { .. } => EXIT_PERMISSION,
+        Error::StoreFull { .. } => EXIT_FULL,
+        Error::HostRunning { .. } => EXIT_HOST_RUNNING,
+        Error::BadSnapshot { .. } | Error::KeyTooLong { .. } | Error::ValueTooLong { .. } => {
+            EXIT_SNAPSHOT
+        }
+        Error::InvalidArgument(_) => EXIT_CONFIG,
+        Error::NotFound { .. } => EXIT_NOT_FOUND,
+        _ => EXIT_OTHER,
+    }
+}
+
+fn fail(what: &str, e: &Error) -> ExitCode {
+    log::error!("{what}: {e}");
+    eprintln!("kvhost: {what}: {e}");
+    ExitCode::from(exit_code(e))
+}
+
+fn init_logging(s: &Settings) -> Result<(), String> {
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(&s.log_level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    if let Some(path) = &s.log_file {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+        b.target(env_logger::Target::Pipe(Box::new(f)));
+    }
+    b.format_timestamp_millis();
+    b.try_init().map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Release { name, dir }) => release(&name, dir),
+        Some(Cmd::Status { name, dir }) => status(&name, dir),
+        Some(Cmd::Run(a)) => run(&a),
+        None => run(&cli.run),
+    }
+}
+
+fn release(name: &str, dir: Option<PathBuf>) -> ExitCode {
+    let dir = dir.unwrap_or_else(kvshm::default_dir);
+    match Host::release_by_name(&dir, name) {
+        Ok(()) => {
+            println!("released store {name}");
+            ExitCode::SUCCESS
+        }
+        Err(Error::HostRunning { .. }) => {
+            eprintln!("kvhost: store {name} is being hosted; stop that kvhost first (SIGTERM)");
+            ExitCode::from(EXIT_HOST_RUNNING)
+        }
+        Err(e) => {
+            eprintln!("kvhost: release {name}: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn status(name: &str, dir: Option<PathBuf>) -> ExitCode {
+    let dir = dir.unwrap_or_else(kvshm::default_dir);
+    let c = match Client::open_read_only_in(&dir, name) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kvhost: store {name}: {e}");
+            return ExitCode::from(exit_code(&e));
+        }
+    };
+    let s = c.stats();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    println!("store:    {name} ({})", c.path().display());
+    match s.host_pid {
+        Some(pid) => println!(
+            "host:     running, pid {pid}, up {}",
+            human_duration(now.saturating_sub(s.host_start_unix))
+        ),
+        None => println!("host:     not running (the data is kept; start kvhost to serve it)"),
+    }
+    println!(
+        "size:     {} committed ({} used), max {}",
+        human_bytes(s.committed_bytes),
+        human_bytes(s.used_bytes),
+        human_bytes(s.max_bytes)
+    );
+    println!(
+        "keys:     {} ({} of values)",
+        s.keys,
+        human_bytes(s.value_bytes)
+    );
+    println!("clients:  {}", s.clients.len());
+    for cl in &s.clients {
+        println!(
+            "  client {} pid {} slot {}{}: {} gets, {} puts, {} removes",
+            cl.id,
+            cl.pid,
+            cl.slot,
+            if cl.alive {
+                ""
+            } else {
+                " (dead, awaiting recovery)"
+            },
+            cl.gets,
+            cl.puts,
+            cl.removes
+        );
+    }
+    let (last, count) = c.last_snapshot();
+    if count > 0 {
+        println!(
+            "snapshot: {count} written, last {} ago",
+            human_duration(now.saturating_sub(last))
+        );
+    }
+    if s.host_pid.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_OTHER)
+    }
+}
+
+fn run(a: &RunArgs) -> ExitCode {
+    let s = match settings(a) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kvhost: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = init_logging(&s) {
+        eprintln!("kvhost: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let snap_now = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("kvhost: cannot handle signals: {e}");
+            return ExitCode::from(EXIT_OTHER);
+        }
+    }
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, snap_now.clone());
+
+    let path = match kvshm::store_path(&s.dir, &s.name) {
+        Ok(p) => p,
+        Err(e) => return fail("bad store name", &e),
+    };
+    let host = match open_or_create(&s, &path) {
+        Ok(h) => h,
+        Err(code) => return code,
+    };
+    let st = host.stats();
+    println!(
+        "kvhost: hosting store '{}' at {} (pid {}): {} keys, {} committed, max {}, keys <= {} B, values <= {} B",
+        s.name,
+        path.display(),
+        std::process::id(),
+        st.keys,
+        human_bytes(st.committed_bytes),
+        human_bytes(st.max_bytes),
+        st.max_key_len,
+        st.max_value_len
+    );
+    println!(
+        "kvhost: clients attach with kvshm::Client::open(\"{}\") or `kvcli --name {} ...`; Ctrl-C stops (data kept{})",
+        s.name,
+        s.name,
+        if s.release_on_exit { ", then released" } else { "" }
+    );
+    let _ = std::io::stdout().flush();
+    log::info!("hosting {} (pid {})", path.display(), std::process::id());
+
+    let mut cursor = 0usize;
+    let mut known: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut last_snapshot = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        match host.housekeeping(&mut cursor, 8) {
+            Ok(hk) => {
+                if hk.recovered > 0 {
+                    log::warn!("recovered {} dead client(s)", hk.recovered);
+                }
+                if hk.grew_by > 0 {
+                    log::info!(
+                        "grew the store by {} ahead of demand",
+                        human_bytes(hk.grew_by)
+                    );
+                }
+                for p in &hk.problems {
+                    log::error!("integrity check: {p}");
+                }
+                if hk.compacted > 0 {
+                    log::debug!("compacted {} stripe(s)", hk.compacted);
+                }
+                if hk.snapshot_requested {
+                    snap_now.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(e) => log::error!("housekeeping: {e}"),
+        }
+        log_clients(&host, &mut known);
+        let due = s
+            .snapshot_every
+            .is_some_and(|every| last_snapshot.elapsed() >= every);
+        if snap_now.swap(false, Ordering::Relaxed) || due {
+            last_snapshot = Instant::now();
+            match &s.snapshot {
+                Some(p) => write_snapshot(&host, p),
+                None => log::warn!("snapshot requested but no --snapshot FILE is configured"),
+            }
+        }
+    }
+    log::info!("stopping");
+    if let Some(p) = &s.snapshot {
+        write_snapshot(&host, p);
+    }
+    if s.release_on_exit {
+        match host.release() {
+            Ok(()) => log::info!("released {}", path.display()),
+            Err(e) => return fail("release", &e),
+        }
+    } else {
+        log::info!("data kept in {} for the next host", path.display());
+        drop(host);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Adopt the existing store (recovering and verifying it), or create it (loading the
+/// snapshot, if one is configured and exists).
+fn open_or_create(s: &Settings, path: &Path) -> Result<Host, ExitCode> {
+    if path.exists() {
+        let host = Host::open_existing_in(&s.dir, &s.name)
+            .map_err(|e| fail("cannot adopt the store", &e))?;
+        let report = host.verify().map_err(|e| fail("verify", &e))?;
+        if !report.is_ok() {
+            for p in &report.problems {
+                log::error!("verify: {p}");
+                eprintln!("kvhost: verify: {p}");
+            }
+            eprintln!("kvhost: the existing store is damaged; not serving it (dump what you can with kvcli, then release it)");
+            return Err(ExitCode::from(EXIT_INCOMPATIBLE));
+        }
+        log::info!(
+            "adopted existing store: {} keys, {} dead client(s) recovered, verify ok",
+            report.keys,
+            report.recovered
+        );
+        return Ok(host);
+    }
+    let host = Host::create(&s.name, &s.config).map_err(|e| fail("cannot create the store", &e))?;
+    log::info!("created {}", path.display());
+    if let Some(snap) = s.snapshot.as_ref().filter(|p| p.exists()) {
+        let t = Instant::now();
+        match host.load_file(snap, false, |_| {}) {
+            Ok(info) => log::info!(
+                "loaded snapshot {}: {} keys, {} in {:?}",
+                snap.display(),
+                info.keys,
+                human_bytes(info.value_bytes),
+                t.elapsed()
+            ),
+            Err(e) => {
+                let code = fail(&format!("cannot load snapshot {}", snap.display()), &e);
+                let _ = host.release();
+                return Err(code);
+            }
+        }
+    }
+    Ok(host)
+}
+
+fn write_snapshot(host: &Host, path: &Path) {
+    let t = Instant::now();
+    match host.dump_file(path, |_| {}) {
+        Ok(info) => {
+            host.note_snapshot();
+            log::info!(
+                "snapshot written to {}: {} keys, {} in {:?}",
+                path.display(),
+                info.keys,
+                human_bytes(info.file_bytes),
+                t.elapsed()
+            );
+        }
+        Err(e) => log::error!(
+            "snapshot to {} failed (previous one kept): {e}",
+            path.display()
+        ),
+    }
+}
+
+/// Log clients that attached or detached since the last pass.
+fn log_clients(host: &Host, known: &mut BTreeMap<u64, u64>) {
+    let now: BTreeMap<u64, u64> = host.stats().clients.iter().map(|c| (c.id, c.pid)).collect();
+    for (id, pid) in &now {
+        if !known.contains_key(id) {
+            log::info!("client {id} (pid {pid}) attached");
+        }
+    }
+    for (id, pid) in known.iter() {
+        if !now.contains_key(id) {
+            log::info!("client {id} (pid {pid}) detached");
+        }
+    }
+    *known = now;
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}

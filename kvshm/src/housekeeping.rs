@@ -1,0 +1,97 @@
+//! What a host does in the background: recover dead clients, grow ahead of demand, check a few
+//! stripes, drop tombstones, and notice snapshot requests.
+
+use std::sync::atomic::Ordering;
+
+use crate::client::Client;
+use crate::error::Result;
+use crate::host::Host;
+
+const R: Ordering = Ordering::Relaxed;
+
+/// What one housekeeping pass did.
+#[derive(Clone, Debug, Default)]
+pub struct Housekeeping {
+    /// Dead clients recovered.
+    pub recovered: usize,
+    /// Bytes the store grew by ahead of demand.
+    pub grew_by: u64,
+    /// Stripes checked, and what was wrong in them.
+    pub stripes_checked: usize,
+    pub problems: Vec<String>,
+    /// Stripes whose tables were rebuilt to drop tombstones.
+    pub compacted: usize,
+    /// A client asked for a snapshot since the last pass.
+    pub snapshot_requested: bool,
+}
+
+impl Client {
+    /// Ask the host for a snapshot now (it notices on its next housekeeping pass).
+    pub fn request_snapshot(&self) -> Result<()> {
+        self.session()?;
+        self.st.mem.header().snapshot_request.fetch_add(1, R);
+        Ok(())
+    }
+
+    /// When a host last wrote a snapshot (Unix seconds, 0 = never) and how many it wrote.
+    pub fn last_snapshot(&self) -> (u64, u64) {
+        let h = self.st.mem.header();
+        (h.last_snapshot_unix.load(R), h.snapshot_count.load(R))
+    }
+
+    /// Rebuild stripe `s` if tombstones make up over a third of its used slots.
+    pub fn compact_stripe(&self, s: usize) -> Result<bool> {
+        let stripe = self.st.mem.stripe(s);
+        let (count, tombs) = (stripe.count.load(R), stripe.tombstones.load(R));
+        if tombs < 8 || tombs * 3 < count + tombs {
+            return Ok(false);
+        }
+        let sess = self.session()?;
+        let _g = self.guard();
+        let txn = sess.begin(16)?;
+        let mut did = false;
+        self.apply_locked(&sess, txn, &[s], |txn| {
+            did = txn.compact(s)?;
+            Ok(())
+        })?;
+        Ok(did)
+    }
+}
+
+impl Host {
+    /// One housekeeping pass. `cursor` walks the stripes across passes; `check` stripes are
+    /// verified per pass.
+    pub fn housekeeping(&self, cursor: &mut usize, check: usize) -> Result<Housekeeping> {
+        let mut out = Housekeeping {
+            recovered: self.recover_dead_clients()?,
+            ..Default::default()
+        };
+        // Grow ahead: keep a quarter of the committed size free so clients rarely grow.
+        let s = self.stats();
+        if s.free_bytes < s.committed_bytes / 4 && s.committed_bytes < s.max_bytes {
+            let want = (s.committed_bytes + s.committed_bytes / 2).min(s.max_bytes);
+            self.st.grow(want)?;
+            out.grew_by = self.st.mem.committed() - s.committed_bytes;
+        }
+        let n = self.st.mem.stripe_count();
+        for _ in 0..check.min(n) {
+            let stripe = *cursor % n;
+            *cursor = cursor.wrapping_add(1);
+            let r = self.verify_stripe(stripe)?;
+            out.problems.extend(r.problems);
+            out.stripes_checked += 1;
+            if self.compact_stripe(stripe)? {
+                out.compacted += 1;
+            }
+        }
+        out.snapshot_requested = self.st.mem.header().snapshot_request.swap(0, R) != 0;
+        Ok(out)
+    }
+
+    /// Record that a snapshot was written.
+    pub fn note_snapshot(&self) {
+        let h = self.st.mem.header();
+        h.last_snapshot_unix.store(crate::store::now_unix(), R);
+        h.snapshot_count.fetch_add(1, R);
+    }
+}

@@ -1,0 +1,292 @@
+//! Snapshots: a store's keys and values in a file, and back.
+//!
+//! Format (version 1, little-endian; `docs/SNAPSHOT.md`):
+//! ```text
+//! header   32 B  "KVSHMSNP" | version u32 = 1 | flags u32 = 0 | created_unix u64 | 0 u64
+//! entries        key_len u32 | value_len u32 | key | value      (repeated)
+//! trailer  24 B  "KVSNPEND" | entry count u64 | CRC-32 (IEEE) of header+entries u32 | 0 u32
+//! ```
+//! Writing goes to a temporary file in the same directory (mode 0600), is fsynced, then renamed
+//! over the target and the directory fsynced: a crash mid-snapshot never damages the previous
+//! one. Loading checks the whole file (lengths, limits, count, checksum) before it changes
+//! anything in the store.
+//!
+//! A snapshot is consistent per stripe (each stripe is read as one consistent view), not across
+//! the whole store: writes that land while it runs may or may not be in it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"KVSHMSNP";
+const END_MAGIC: &[u8; 8] = b"KVSNPEND";
+const VERSION: u32 = 1;
+const HEADER_LEN: u64 = 32;
+const TRAILER_LEN: u64 = 24;
+/// Pairs per `put_many` while loading.
+const LOAD_BATCH: usize = 512;
+
+/// What a snapshot held or was written with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub keys: u64,
+    pub value_bytes: u64,
+    pub file_bytes: u64,
+    pub created_unix: u64,
+}
+
+fn bad(offset: u64, what: impl Into<String>) -> Error {
+    Error::BadSnapshot {
+        offset,
+        what: what.into(),
+    }
+}
+
+/// A writer that checksums and counts what passes through.
+struct Summing<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Summing<W> {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.crc.update(b);
+        self.len += b.len() as u64;
+        self.inner.write_all(b)
+    }
+}
+
+/// Write every key of `client` to `w` in the snapshot format. `progress(keys)` is called now
+/// and then.
+pub fn write_snapshot(
+    client: &Client,
+    w: impl Write,
+    mut progress: impl FnMut(u64),
+) -> Result<SnapshotInfo> {
+    let created = crate::store::now_unix();
+    let mut out = Summing {
+        inner: w,
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
+    let mut header = Vec::with_capacity(HEADER_LEN as usize);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&VERSION.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&created.to_le_bytes());
+    header.extend_from_slice(&0u64.to_le_bytes());
+    out.put(&header)?;
+    let mut info = SnapshotInfo {
+        created_unix: created,
+        ..Default::default()
+    };
+    let mut io_err = None;
+    client.scan(b"", |k, v| {
+        let r = out
+            .put(&(k.len() as u32).to_le_bytes())
+            .and_then(|_| out.put(&(v.len() as u32).to_le_bytes()))
+            .and_then(|_| out.put(k))
+            .and_then(|_| out.put(v));
+        if let Err(e) = r {
+            io_err = Some(e);
+            return false;
+        }
+        info.keys += 1;
+        info.value_bytes += v.len() as u64;
+        if info.keys % 65_536 == 0 {
+            progress(info.keys);
+        }
+        true
+    })?;
+    if let Some(e) = io_err {
+        return Err(e.into());
+    }
+    let crc = out.crc.clone().finalize();
+    let mut trailer = Vec::with_capacity(TRAILER_LEN as usize);
+    trailer.extend_from_slice(END_MAGIC);
+    trailer.extend_from_slice(&info.keys.to_le_bytes());
+    trailer.extend_from_slice(&crc.to_le_bytes());
+    trailer.extend_from_slice(&0u32.to_le_bytes());
+    out.inner.write_all(&trailer)?;
+    out.inner.flush()?;
+    info.file_bytes = out.len + TRAILER_LEN;
+    progress(info.keys);
+    Ok(info)
+}
+
+/// Read a snapshot stream, calling `each(key, value)` for every entry. With `each` doing
+/// nothing this is a full validation pass. Keys and values must fit `limits` (max key, max
+/// value).
+pub fn read_snapshot(
+    r: impl Read,
+    file_len: u64,
+    limits: (usize, usize),
+    mut each: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<SnapshotInfo> {
+    if file_len < HEADER_LEN + TRAILER_LEN {
+        return Err(bad(
+            0,
+            format!("{file_len} bytes is too short for a snapshot"),
+        ));
+    }
+    let mut r = BufReader::with_capacity(1 << 20, r);
+    let mut crc = crc32fast::Hasher::new();
+    let mut header = [0u8; HEADER_LEN as usize];
+    r.read_exact(&mut header)?;
+    crc.update(&header);
+    if &header[..8] != MAGIC {
+        return Err(bad(0, "not a kvshm snapshot (bad magic)"));
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(bad(
+            8,
+            format!("snapshot version {version}, this build reads {VERSION}"),
+        ));
+    }
+    let created_unix = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+    let end = file_len - TRAILER_LEN;
+    let mut pos = HEADER_LEN;
+    let mut info = SnapshotInfo {
+        created_unix,
+        file_bytes: file_len,
+        ..Default::default()
+    };
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    while pos < end {
+        if end - pos < 8 {
+            return Err(bad(pos, "truncated entry header"));
+        }
+        let mut lens = [0u8; 8];
+        r.read_exact(&mut lens)?;
+        crc.update(&lens);
+        let klen = u32::from_le_bytes(lens[..4].try_into().expect("4 bytes")) as usize;
+        let vlen = u32::from_le_bytes(lens[4..].try_into().expect("4 bytes")) as usize;
+        if klen > limits.0 {
+            return Err(Error::KeyTooLong {
+                len: klen,
+                max: limits.0,
+            });
+        }
+        if vlen > limits.1 {
+            return Err(Error::ValueTooLong {
+                len: vlen,
+                max: limits.1,
+            });
+        }
+        if end - pos - 8 < (klen + vlen) as u64 {
+            return Err(bad(pos, "entry runs past the end of the snapshot"));
+        }
+        key.resize(klen, 0);
+        value.resize(vlen, 0);
+        r.read_exact(&mut key)?;
+        r.read_exact(&mut value)?;
+        crc.update(&key);
+        crc.update(&value);
+        each(&key, &value)?;
+        pos += 8 + (klen + vlen) as u64;
+        info.keys += 1;
+        info.value_bytes += vlen as u64;
+    }
+    let mut trailer = [0u8; TRAILER_LEN as usize];
+    r.read_exact(&mut trailer)?;
+    if &trailer[..8] != END_MAGIC {
+        return Err(bad(end, "bad trailer (truncated or damaged snapshot)"));
+    }
+    let count = u64::from_le_bytes(trailer[8..16].try_into().expect("8 bytes"));
+    let want = u32::from_le_bytes(trailer[16..20].try_into().expect("4 bytes"));
+    if count != info.keys {
+        return Err(bad(
+            end,
+            format!("trailer counts {count} entries, file holds {}", info.keys),
+        ));
+    }
+    if crc.finalize() != want {
+        return Err(bad(end, "checksum mismatch (damaged snapshot)"));
+    }
+    Ok(info)
+}
+
+impl Client {
+    /// Write a snapshot of the store to `path` atomically (temp file, fsync, rename).
+    pub fn dump_file(&self, path: &Path, progress: impl FnMut(u64)) -> Result<SnapshotInfo> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let file_name = path.file_name().ok_or_else(|| {
+            Error::InvalidArgument(format!("{} is not a file path", path.display()))
+        })?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
+        let result = (|| {
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let info = write_snapshot(self, &mut w, progress)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            File::open(dir)?.sync_all()?;
+            Ok(info)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Check a snapshot file against this store's limits without changing anything.
+    pub fn check_snapshot(&self, path: &Path) -> Result<SnapshotInfo> {
+        let f = File::open(path)?;
+        let len = f.metadata()?.len();
+        read_snapshot(f, len, self.limits(), |_, _| Ok(()))
+    }
+
+    /// Load a snapshot file: the whole file is validated first (nothing changes if it is bad),
+    /// then its pairs are stored in batches. With `replace`, keys not in the snapshot are
+    /// removed first. A store that fills up mid-load reports `StoreFull` with what was loaded
+    /// kept.
+    pub fn load_file(
+        &self,
+        path: &Path,
+        replace: bool,
+        mut progress: impl FnMut(u64),
+    ) -> Result<SnapshotInfo> {
+        let info = self.check_snapshot(path)?;
+        if replace {
+            let keys = self.keys(b"")?;
+            for chunk in keys.chunks(LOAD_BATCH) {
+                self.remove_many(chunk)?;
+            }
+        }
+        let f = File::open(path)?;
+        let len = f.metadata()?.len();
+        let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(LOAD_BATCH);
+        let mut done = 0u64;
+        read_snapshot(f, len, self.limits(), |k, v| {
+            batch.push((k.to_vec(), v.to_vec()));
+            if batch.len() == LOAD_BATCH {
+                self.put_many(&batch)?;
+                done += batch.len() as u64;
+                batch.clear();
+                progress(done);
+            }
+            Ok(())
+        })?;
+        self.put_many(&batch)?;
+        progress(info.keys);
+        Ok(info)
+    }
+}
