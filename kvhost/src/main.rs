@@ -50,7 +50,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Host a store in the foreground (the default command).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Remove a store for good (refused while a host serves it).
     Release {
         /// Store name.
