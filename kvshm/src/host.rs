@@ -90,7 +90,10 @@ impl Host {
         let path = segment::store_path(dir.as_ref(), name)?;
         let file = segment::open_file(&path, true)?;
         if !segment::ofd_try_lock(&file, segment::HOST_LOCK_BYTE)? {
-            return Err(Error::HostRunning { pid: 0 });
+            let pid = Store::attach(&path, false)
+                .map(|st| st.mem.header().host_pid.load(Ordering::Relaxed))
+                .unwrap_or(0);
+            return Err(Error::HostRunning { pid });
         }
         segment::remove_file(&path)
     }

@@ -284,3 +284,11 @@ fn verify_reports_damage() {
     assert!(sess.free_block(b, tag).unwrap());
     assert!(c.verify().unwrap().is_ok());
 }
+
+#[test]
+fn a_dropped_host_lets_go_of_the_store() {
+    let t = TestStore::new("drophost", Config::default());
+    let mut t = t;
+    drop(t.host.take());
+    Host::release_by_name(dir(), &t.name).expect("release after the host is gone");
+}

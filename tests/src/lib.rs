@@ -183,26 +183,29 @@ pub fn store_dir(arg: &str) -> &Path {
     Path::new(arg)
 }
 
-/// Path of a workspace binary (`kvhost`, `kvcli`), built next to the test executables.
-/// `cargo test --workspace` builds it; if it is missing (a single-package run) it is built
-/// here with the same profile.
+/// Path of a workspace binary (`kvhost`, `kvcli`), built next to the test executables with
+/// the same profile. `cargo build` runs once per test process (a no-op when up to date), so a
+/// single-package test run never uses a stale binary.
 pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target profile dir");
     let bin = profile_dir.join(name);
-    if !bin.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|b| b == name) {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = Command::new(cargo);
-        c.args(["build", "-p", name]);
+        c.args(["build", "--quiet", "-p", name]);
         if release {
             c.arg("--release");
         }
         let st = c.status().expect("run cargo build");
         assert!(st.success() && bin.exists(), "could not build {name}");
+        built.push(name.to_string());
     }
     bin
 }

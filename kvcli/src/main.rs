@@ -1,0 +1,564 @@
+//! `kvcli`: operate and inspect a kvshm store from the shell. Never bypasses the library.
+#![forbid(unsafe_code)]
+
+mod glob;
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use kvshm::{Client, Error, Host, Stats};
+
+const EXIT_KEY_NOT_FOUND: u8 = 1;
+const EXIT_STORE_MISSING: u8 = 2;
+const EXIT_LIMIT: u8 = 3;
+const EXIT_FULL: u8 = 4;
+const EXIT_OTHER: u8 = 5;
+
+const AFTER_HELP: &str = "\
+Keys and values are taken byte for byte from the arguments. Binary keys are printed escaped
+(\\xNN) unless --raw; `get` writes the value's raw bytes (plus a newline on a terminal), or
+hex with --hex.
+
+Exit codes: 0 ok, 1 key not found (get, exists), 2 store missing, 3 key or value over the
+store's limit, 4 store full, 5 any other error (including `verify` finding problems).";
+
+#[derive(Parser, Debug)]
+#[command(name = "kvcli", version, about = "Operate and inspect a kvshm store", after_help = AFTER_HELP)]
+struct Cli {
+    /// Store name.
+    #[arg(
+        long,
+        short,
+        env = "KVSHM_NAME",
+        default_value = "default",
+        global = true
+    )]
+    name: String,
+    /// Directory of the store file (default /dev/shm).
+    #[arg(long, env = "KVSHM_DIR", global = true)]
+    dir: Option<PathBuf>,
+    /// Print keys and values as raw bytes, not escaped.
+    #[arg(long, global = true)]
+    raw: bool,
+    /// Print values as hex.
+    #[arg(long, global = true)]
+    hex: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print the value of KEY (exit 1 if missing).
+    Get { key: OsString },
+    /// Store VALUE under KEY (or the contents of --file, or stdin with `-`).
+    Set {
+        key: OsString,
+        value: Option<OsString>,
+        /// Read the value from this file.
+        #[arg(long, conflicts_with = "value")]
+        file: Option<PathBuf>,
+    },
+    /// Remove keys (atomically); prints how many existed.
+    #[command(alias = "mdel")]
+    Del {
+        #[arg(required = true)]
+        keys: Vec<OsString>,
+    },
+    /// Exit 0 and print `true` if KEY exists, else print `false` and exit 1.
+    Exists { key: OsString },
+    /// Print the values of several keys (one snapshot), `(nil)` for missing ones.
+    Mget {
+        #[arg(required = true)]
+        keys: Vec<OsString>,
+    },
+    /// Store several KEY VALUE pairs, all or nothing.
+    Mset {
+        #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
+        pairs: Vec<OsString>,
+    },
+    /// List keys matching a glob (`*`, `?`, `[abc]`, `\\` escapes); all keys without one.
+    Keys { pattern: Option<OsString> },
+    /// List keys (and values) with a prefix.
+    Scan {
+        #[arg(long, default_value = "")]
+        prefix: OsString,
+        /// Stop after N keys.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print values too (`key<TAB>value`).
+        #[arg(long)]
+        values: bool,
+    },
+    /// Store metrics.
+    Stats {
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Live view of ops/s and memory, refreshed every second.
+    #[command(alias = "top")]
+    Watch {
+        /// Stop after N refreshes (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// Write a snapshot of the store to FILE.
+    Dump { file: PathBuf },
+    /// Load a snapshot FILE into the store (validated whole first).
+    Load {
+        file: PathBuf,
+        /// Remove keys that are not in the snapshot first.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Ask the host to write its snapshot now.
+    Snapshot,
+    /// Full integrity check; exit 5 with a report when anything is wrong.
+    Verify,
+    /// Remove the store for good.
+    Release {
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::NotFound { .. } => EXIT_STORE_MISSING,
+        Error::KeyTooLong { .. } | Error::ValueTooLong { .. } => EXIT_LIMIT,
+        Error::StoreFull { .. } => EXIT_FULL,
+        _ => EXIT_OTHER,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("kvcli: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn dir(cli: &Cli) -> PathBuf {
+    cli.dir.clone().unwrap_or_else(kvshm::default_dir)
+}
+
+fn read_only(cli: &Cli) -> kvshm::Result<Client> {
+    Client::open_read_only_in(dir(cli), &cli.name)
+}
+
+fn writable(cli: &Cli) -> kvshm::Result<Client> {
+    Client::open_in(dir(cli), &cli.name)
+}
+
+fn bytes(s: &OsString) -> &[u8] {
+    s.as_bytes()
+}
+
+/// A key for people: printable ASCII as is, everything else `\xNN` (and `\\`).
+fn show(cli: &Cli, b: &[u8]) -> Vec<u8> {
+    if cli.raw {
+        b.to_vec()
+    } else {
+        b.escape_ascii().to_string().into_bytes()
+    }
+}
+
+fn show_value(cli: &Cli, v: &[u8]) -> Vec<u8> {
+    if cli.hex {
+        v.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes()
+    } else {
+        show(cli, v)
+    }
+}
+
+fn out(line: &[u8]) -> kvshm::Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(line)?;
+    o.write_all(b"\n")?;
+    Ok(())
+}
+
+fn run(cli: &Cli) -> kvshm::Result<u8> {
+    match &cli.cmd {
+        Cmd::Get { key } => {
+            let c = read_only(cli)?;
+            let Some(v) = c.get(bytes(key))? else {
+                eprintln!("kvcli: key not found");
+                return Ok(EXIT_KEY_NOT_FOUND);
+            };
+            let mut o = std::io::stdout().lock();
+            if cli.hex {
+                o.write_all(&show_value(cli, &v))?;
+                o.write_all(b"\n")?;
+            } else {
+                o.write_all(&v)?;
+                if std::io::stdout().is_terminal() {
+                    o.write_all(b"\n")?;
+                }
+            }
+        }
+        Cmd::Set { key, value, file } => {
+            let v = match (value, file) {
+                (Some(v), _) if v == "-" => {
+                    let mut buf = Vec::new();
+                    std::io::stdin().read_to_end(&mut buf)?;
+                    buf
+                }
+                (Some(v), _) => bytes(v).to_vec(),
+                (None, Some(f)) => std::fs::read(f)?,
+                (None, None) => {
+                    return Err(Error::InvalidArgument(
+                        "set needs a VALUE, --file F, or - for stdin".into(),
+                    ))
+                }
+            };
+            writable(cli)?.put(bytes(key), &v)?;
+            println!("OK");
+        }
+        Cmd::Del { keys } => {
+            let keys: Vec<&[u8]> = keys.iter().map(bytes).collect();
+            println!("{}", writable(cli)?.remove_many(&keys)?);
+        }
+        Cmd::Exists { key } => {
+            let found = read_only(cli)?.contains(bytes(key))?;
+            println!("{found}");
+            return Ok(if found { 0 } else { EXIT_KEY_NOT_FOUND });
+        }
+        Cmd::Mget { keys } => {
+            let keys: Vec<&[u8]> = keys.iter().map(bytes).collect();
+            for v in read_only(cli)?.get_many(&keys)? {
+                match v {
+                    Some(v) => out(&show_value(cli, &v))?,
+                    None => out(b"(nil)")?,
+                }
+            }
+        }
+        Cmd::Mset { pairs } => {
+            if pairs.len() % 2 != 0 {
+                return Err(Error::InvalidArgument("mset takes KEY VALUE pairs".into()));
+            }
+            let items: Vec<(&[u8], &[u8])> = pairs
+                .chunks(2)
+                .map(|p| (bytes(&p[0]), bytes(&p[1])))
+                .collect();
+            writable(cli)?.put_many(&items)?;
+            println!("OK");
+        }
+        Cmd::Keys { pattern } => {
+            let c = read_only(cli)?;
+            let pat = pattern.as_ref().map(|p| bytes(p).to_vec());
+            let prefix = pat.as_deref().map(glob::literal_prefix).unwrap_or_default();
+            let mut err = None;
+            c.scan(&prefix, |k, _| {
+                if pat.as_deref().is_none_or(|p| glob::matches(p, k)) {
+                    if let Err(e) = out(&show(cli, k)) {
+                        err = Some(e);
+                        return false;
+                    }
+                }
+                true
+            })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+        }
+        Cmd::Scan {
+            prefix,
+            limit,
+            values,
+        } => {
+            let c = read_only(cli)?;
+            let mut n = 0usize;
+            let mut err = None;
+            c.scan(bytes(prefix), |k, v| {
+                if limit.is_some_and(|l| n >= l) {
+                    return false;
+                }
+                n += 1;
+                let mut line = show(cli, k);
+                if *values {
+                    line.push(b'\t');
+                    line.extend(show_value(cli, v));
+                }
+                if let Err(e) = out(&line) {
+                    err = Some(e);
+                    return false;
+                }
+                true
+            })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+        }
+        Cmd::Stats { json } => {
+            let c = read_only(cli)?;
+            let s = c.stats();
+            if *json {
+                println!("{}", stats_json(cli, &c, &s));
+            } else {
+                print!("{}", stats_table(cli, &c, &s));
+            }
+        }
+        Cmd::Watch { count, interval } => watch(cli, *count, *interval)?,
+        Cmd::Dump { file } => {
+            let c = read_only(cli)?;
+            let bar = progress(c.stats().keys, "dumping");
+            let info = c.dump_file(file, |n| bar.set_position(n))?;
+            bar.finish_and_clear();
+            eprintln!(
+                "dumped {} keys ({} bytes) to {}",
+                info.keys,
+                info.file_bytes,
+                file.display()
+            );
+        }
+        Cmd::Load { file, replace } => {
+            let c = writable(cli)?;
+            let total = c.check_snapshot(file)?.keys;
+            let bar = progress(total, "loading");
+            let info = c.load_file(file, *replace, |n| bar.set_position(n))?;
+            bar.finish_and_clear();
+            eprintln!("loaded {} keys from {}", info.keys, file.display());
+        }
+        Cmd::Snapshot => {
+            let c = writable(cli)?;
+            if c.stats().host_pid.is_none() {
+                return Err(Error::InvalidArgument(
+                    "no host is running for this store".into(),
+                ));
+            }
+            let (_, before) = c.last_snapshot();
+            c.request_snapshot()?;
+            let start = Instant::now();
+            while c.last_snapshot().1 == before {
+                if start.elapsed() > Duration::from_secs(600) {
+                    return Err(Error::InvalidArgument(
+                        "the host did not write a snapshot (is it started with --snapshot FILE?)"
+                            .into(),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!("snapshot written");
+        }
+        Cmd::Verify => {
+            let r = read_only(cli)?.verify()?;
+            if r.is_ok() {
+                println!("ok: {} keys, {} blocks checked", r.keys, r.blocks);
+            } else {
+                println!("{} problem(s):", r.problems.len());
+                for p in &r.problems {
+                    println!("  {p}");
+                }
+                return Ok(EXIT_OTHER);
+            }
+        }
+        Cmd::Release { yes } => {
+            if !yes {
+                return Err(Error::InvalidArgument(format!(
+                    "release removes store {} and all its data for good; add --yes",
+                    cli.name
+                )));
+            }
+            Host::release_by_name(dir(cli), &cli.name)?;
+            println!("released {}", cli.name);
+        }
+    }
+    Ok(0)
+}
+
+fn progress(total: u64, what: &'static str) -> indicatif::ProgressBar {
+    if total < 100_000 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} keys ({eta})")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what);
+    bar
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn stats_json(cli: &Cli, c: &Client, s: &Stats) -> String {
+    let (last_snapshot, snapshots) = c.last_snapshot();
+    let clients: Vec<serde_json::Value> = s
+        .clients
+        .iter()
+        .map(|cl| {
+            serde_json::json!({
+                "id": cl.id, "pid": cl.pid, "slot": cl.slot, "alive": cl.alive,
+                "gets": cl.gets, "puts": cl.puts, "removes": cl.removes,
+                "waiting_on_stripe": cl.waiting_on_stripe,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": cli.name,
+        "path": c.path().display().to_string(),
+        "keys": s.keys,
+        "value_bytes": s.value_bytes,
+        "committed_bytes": s.committed_bytes,
+        "used_bytes": s.used_bytes,
+        "free_bytes": s.free_bytes,
+        "max_bytes": s.max_bytes,
+        "gets": s.gets, "hits": s.hits, "puts": s.puts, "removes": s.removes,
+        "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "lock_fallback_reads": s.retries,
+        "clients": clients,
+        "stripes": s.stripes,
+        "max_stripe_keys": s.max_stripe_keys,
+        "avg_stripe_keys": s.keys as f64 / s.stripes.max(1) as f64,
+        "growths": s.growths,
+        "recoveries": s.recoveries,
+        "host_pid": s.host_pid,
+        "host_uptime_secs": s.host_pid.map(|_| now_unix().saturating_sub(s.host_start_unix)),
+        "max_key_len": s.max_key_len,
+        "max_value_len": s.max_value_len,
+        "snapshots": snapshots,
+        "last_snapshot_unix": last_snapshot,
+    })
+    .to_string()
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut v, mut u) = (n as f64, 0);
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn stats_table(cli: &Cli, c: &Client, s: &Stats) -> String {
+    let mut t = String::new();
+    let mut row = |k: &str, v: String| t.push_str(&format!("{k:<16} {v}\n"));
+    row("store", format!("{} ({})", cli.name, c.path().display()));
+    row(
+        "host",
+        match s.host_pid {
+            Some(pid) => format!(
+                "pid {pid}, up {}s",
+                now_unix().saturating_sub(s.host_start_unix)
+            ),
+            None => "not running".into(),
+        },
+    );
+    row("keys", s.keys.to_string());
+    row("value bytes", human(s.value_bytes));
+    row(
+        "memory",
+        format!(
+            "{} committed, {} used, {} free, max {}",
+            human(s.committed_bytes),
+            human(s.used_bytes),
+            human(s.free_bytes),
+            human(s.max_bytes)
+        ),
+    );
+    row("gets", format!("{} ({} hits)", s.gets, s.hits));
+    row("puts", s.puts.to_string());
+    row("removes", s.removes.to_string());
+    row(
+        "stripes",
+        format!(
+            "{} (max {} keys, avg {:.1})",
+            s.stripes,
+            s.max_stripe_keys,
+            s.keys as f64 / s.stripes.max(1) as f64
+        ),
+    );
+    row("growths", s.growths.to_string());
+    row("recoveries", s.recoveries.to_string());
+    row("clients", s.clients.len().to_string());
+    for cl in &s.clients {
+        let ops = cl.gets + cl.puts + cl.removes;
+        let mut extra = String::new();
+        if !cl.alive {
+            extra.push_str(", DEAD (awaiting recovery)");
+        }
+        if let Some(w) = cl.waiting_on_stripe {
+            extra.push_str(&format!(", waiting on stripe {w}"));
+        }
+        row(
+            "",
+            format!(
+                "client {} pid {} slot {}: {ops} ops{extra}",
+                cl.id, cl.pid, cl.slot
+            ),
+        );
+    }
+    t
+}
+
+fn watch(cli: &Cli, count: Option<u64>, interval: f64) -> kvshm::Result<()> {
+    let c = read_only(cli)?;
+    let tty = std::io::stdout().is_terminal();
+    let period = Duration::from_secs_f64(interval.max(0.05));
+    let mut prev = c.stats();
+    let mut at = Instant::now();
+    let mut n = 0u64;
+    loop {
+        std::thread::sleep(period);
+        let s = c.stats();
+        let dt = at.elapsed().as_secs_f64();
+        at = Instant::now();
+        let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / dt;
+        let mut screen = String::new();
+        if tty {
+            screen.push_str("\x1b[H\x1b[2J");
+        }
+        screen.push_str(&format!(
+            "{}  gets/s {:.0}  puts/s {:.0}  removes/s {:.0}  hit {:.1}%\n",
+            cli.name,
+            rate(s.gets, prev.gets),
+            rate(s.puts, prev.puts),
+            rate(s.removes, prev.removes),
+            if s.gets > prev.gets {
+                100.0 * (s.hits - prev.hits.min(s.hits)) as f64 / (s.gets - prev.gets) as f64
+            } else {
+                0.0
+            }
+        ));
+        screen.push_str(&stats_table(cli, &c, &s));
+        print!("{screen}");
+        std::io::stdout().flush()?;
+        prev = s;
+        n += 1;
+        if count.is_some_and(|k| n >= k) {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! `kvcli` end to end: every command against a store hosted in this test, binary values via
+//! stdin, JSON output parsed, exit codes, atomic `mset`, and a dump -> release -> load round
+//! trip that brings back every byte.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use kvshm::{Config, Host};
+use kvshm_tests::{workspace_bin, TestStore};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
+
+fn kvcli(t: &TestStore, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut c = Command::new(workspace_bin("kvcli"));
+    c.args(["--name", &t.name, "--dir"]).arg(&t.dir).args(args);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("run kvcli");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn ok(t: &TestStore, args: &[&str]) -> String {
+    let o = kvcli(t, args, None);
+    assert!(
+        o.status.success(),
+        "kvcli {args:?}: {:?} {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn code(t: &TestStore, args: &[&str]) -> i32 {
+    kvcli(t, args, None).status.code().unwrap_or(-1)
+}
+
+#[test]
+fn every_command_works_and_exit_codes_are_distinct() {
+    let t = TestStore::new(
+        "cli",
+        Config::default().max_value_len(1000).max_key_len(64),
+        CHILD,
+    );
+    assert_eq!(ok(&t, &["set", "user:1", "alice"]), "OK\n");
+    assert_eq!(ok(&t, &["get", "user:1"]), "alice"); // no newline when not a terminal
+    assert_eq!(
+        t.host().get(b"user:1").unwrap().as_deref(),
+        Some(&b"alice"[..])
+    );
+
+    // binary values through stdin, read back byte for byte and as hex
+    let bin: Vec<u8> = (0..=255u8).collect();
+    let o = kvcli(&t, &["set", "blob", "-"], Some(&bin));
+    assert!(o.status.success());
+    assert_eq!(kvcli(&t, &["get", "blob"], None).stdout, bin);
+    assert_eq!(ok(&t, &["get", "--hex", "blob"]).trim().len(), 512);
+    let file = std::env::temp_dir().join(format!("kvcli-value-{}", t.name));
+    std::fs::write(&file, b"from a file").unwrap();
+    ok(&t, &["set", "filed", "--file", file.to_str().unwrap()]);
+    assert_eq!(
+        t.host().get(b"filed").unwrap().as_deref(),
+        Some(&b"from a file"[..])
+    );
+
+    // exists, mget, mset, del/mdel
+    assert_eq!(ok(&t, &["exists", "user:1"]), "true\n");
+    assert_eq!(code(&t, &["exists", "nope"]), 1);
+    assert_eq!(code(&t, &["get", "nope"]), 1);
+    assert_eq!(ok(&t, &["mset", "a", "1", "b", "2"]), "OK\n");
+    assert_eq!(ok(&t, &["mget", "a", "b", "zz"]), "1\n2\n(nil)\n");
+    let long = "x".repeat(1001);
+    assert_eq!(
+        code(&t, &["mset", "c", "3", "d", &long]),
+        3,
+        "value over the limit"
+    );
+    assert_eq!(
+        t.host().get(b"c").unwrap(),
+        None,
+        "failed mset left a key behind"
+    );
+    assert_eq!(
+        code(&t, &["set", &"k".repeat(65), "v"]),
+        3,
+        "key over the limit"
+    );
+    assert_eq!(ok(&t, &["del", "a", "b", "never"]), "2\n");
+    assert_eq!(ok(&t, &["mdel", "a"]), "0\n");
+
+    // keys (glob, escaped binary keys), scan
+    t.host().put(b"bin\x01key", b"v").unwrap();
+    let mut keys: Vec<String> = ok(&t, &["keys"]).lines().map(String::from).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["bin\\x01key", "blob", "filed", "user:1"]);
+    assert_eq!(ok(&t, &["keys", "user:*"]), "user:1\n");
+    assert_eq!(ok(&t, &["keys", "b[i]n*"]), "bin\\x01key\n");
+    assert_eq!(
+        kvcli(&t, &["--raw", "keys", "bin*"], None).stdout,
+        b"bin\x01key\n"
+    );
+    assert_eq!(
+        ok(&t, &["scan", "--prefix", "user", "--values"]),
+        "user:1\talice\n"
+    );
+    assert_eq!(ok(&t, &["scan", "--limit", "2"]).lines().count(), 2);
+
+    // stats: table and JSON
+    let table = ok(&t, &["stats"]);
+    assert!(
+        table.contains("keys") && table.contains("clients"),
+        "{table}"
+    );
+    let j: serde_json::Value = serde_json::from_str(&ok(&t, &["stats", "--json"])).unwrap();
+    assert_eq!(j["keys"], 4);
+    assert_eq!(j["host_pid"], std::process::id());
+    assert!(j["committed_bytes"].as_u64().unwrap() >= j["used_bytes"].as_u64().unwrap());
+    assert!(j["puts"].as_u64().unwrap() >= 5);
+    assert_eq!(j["clients"].as_array().unwrap().len(), 1);
+    assert_eq!(j["max_value_len"], 1000);
+
+    // watch (two refreshes), verify
+    let w = ok(&t, &["watch", "--count", "2", "--interval", "0.1"]);
+    assert_eq!(w.matches("gets/s").count(), 2);
+    assert!(ok(&t, &["verify"]).starts_with("ok: 4 keys"));
+
+    // error exit codes: store missing (2), release needs --yes
+    let mut c = Command::new(workspace_bin("kvcli"));
+    let o = c
+        .args(["--name", "no-such-store-here", "get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("store not found"));
+    assert_eq!(code(&t, &["release"]), 5);
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn a_full_store_gives_exit_code_4() {
+    let t = TestStore::new(
+        "clifull",
+        Config::default()
+            .max_size(4 << 20)
+            .initial_size(0)
+            .stripes(4),
+        CHILD,
+    );
+    let v = vec![7u8; 100_000];
+    let mut i = 0;
+    while t.host().put(format!("k{i}").as_bytes(), &v).is_ok() {
+        i += 1;
+    }
+    let o = kvcli(&t, &["set", "one-more", "-"], Some(&v));
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn dump_release_load_round_trips_every_byte() {
+    let t = TestStore::new("clidump", Config::default(), CHILD);
+    let mut want = BTreeMap::new();
+    for i in 0..3000u32 {
+        let k = [b"k".as_slice(), &i.to_le_bytes()].concat();
+        let v: Vec<u8> = (0..(i % 700))
+            .map(|j| (i.wrapping_mul(31) + j) as u8)
+            .collect();
+        t.host().put(&k, &v).unwrap();
+        want.insert(k, v);
+    }
+    let snap = std::env::temp_dir().join(format!("kvcli-{}.snap", t.name));
+    ok(&t, &["dump", snap.to_str().unwrap()]);
+    // Release the store and load the dump into a fresh one.
+    let host = Host::create(&format!("{}-2", t.name), &Config::default().dir(&t.dir)).unwrap();
+    let t2 = TestStore {
+        name: format!("{}-2", t.name),
+        dir: t.dir.clone(),
+        host: Some(host),
+        child_bin: t.child_bin.clone(),
+    };
+    let o = kvcli(&t, &["release", "--yes"], None);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "release must refuse while a host serves the store"
+    );
+    let msg = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        msg.contains(&format!("hosted by pid {}", std::process::id())),
+        "{msg}"
+    );
+    let mut t = t;
+    drop(t.host.take()); // stop hosting (the data stays)
+    assert_eq!(
+        ok(&t, &["release", "--yes"]).trim(),
+        format!("released {}", t.name)
+    );
+    assert!(!t.path().exists());
+    ok(&t2, &["load", snap.to_str().unwrap()]);
+    let mut got = BTreeMap::new();
+    t2.host()
+        .scan(b"", |k, v| {
+            got.insert(k.to_vec(), v.to_vec());
+            true
+        })
+        .unwrap();
+    assert!(got == want, "loaded data differs");
+    // load --replace drops keys that are not in the snapshot
+    t2.host().put(b"extra", b"x").unwrap();
+    ok(&t2, &["load", "--replace", snap.to_str().unwrap()]);
+    assert_eq!(t2.host().get(b"extra").unwrap(), None);
+    assert_eq!(t2.host().len(), 3000);
+    // a damaged snapshot is refused and changes nothing
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let n = bytes.len();
+    bytes[n - 30] ^= 1;
+    std::fs::write(&snap, &bytes).unwrap();
+    t2.host().put(b"marker", b"kept").unwrap();
+    assert_eq!(code(&t2, &["load", "--replace", snap.to_str().unwrap()]), 5);
+    assert_eq!(
+        t2.host().get(b"marker").unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
+    let _ = std::fs::remove_file(&snap);
+}
