@@ -122,6 +122,21 @@ impl Client {
         }
     }
 
+    /// Per-operation trace log line naming this client (`RUST_LOG=kvshm=trace`). Nothing is
+    /// computed unless trace logging is on.
+    #[inline]
+    fn trace(&self, op: &str, key: &[u8], detail: impl std::fmt::Display) {
+        if log::log_enabled!(target: "kvshm::ops", log::Level::Trace) {
+            log::trace!(
+                target: "kvshm::ops",
+                "client {} (pid {}): {op} {} {detail}",
+                self.client_id().unwrap_or(0),
+                std::process::id(),
+                key.escape_ascii()
+            );
+        }
+    }
+
     /// This attachment's client id (as in logs and `stats`), `None` when read-only.
     pub fn client_id(&self) -> Option<u64> {
         self.session().ok().map(|s| s.slot.client_id.load(R))
@@ -171,6 +186,7 @@ impl Client {
             self.count(Counter::Hits, 1);
             self.count(Counter::BytesOut, out.len() as u64);
         }
+        self.trace("get", key, if found { "hit" } else { "miss" });
         Ok(found)
     }
 
@@ -386,6 +402,7 @@ impl Client {
         txn.finish()?;
         self.count(Counter::Puts, 1);
         self.count(Counter::BytesIn, value.len() as u64);
+        self.trace("put", key, format_args!("{} bytes", value.len()));
         Ok(())
     }
 
@@ -425,6 +442,7 @@ impl Client {
         if existed {
             self.count(Counter::Removes, 1);
         }
+        self.trace("remove", key, existed);
         Ok(existed)
     }
 
@@ -477,6 +495,7 @@ impl Client {
             Ok(())
         })?;
         self.count(Counter::Puts, items.len() as u64);
+        self.trace("put_many", b"", format_args!("{} pairs", items.len()));
         let bytes: usize = items.iter().map(|(_, v)| v.as_ref().len()).sum();
         self.count(Counter::BytesIn, bytes as u64);
         Ok(())
@@ -508,6 +527,11 @@ impl Client {
             Ok(())
         })?;
         self.count(Counter::Removes, removed as u64);
+        self.trace(
+            "remove_many",
+            b"",
+            format_args!("{removed} of {} removed", keys.len()),
+        );
         Ok(removed)
     }
 

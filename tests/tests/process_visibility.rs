@@ -90,6 +90,21 @@ fn attaching_to_missing_foreign_or_truncated_segments_fails_cleanly() {
     f.set_len(600 << 10).unwrap();
     let r = Client::open_in(&dir, &t.name);
     assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+    // Another layout version: refused as incompatible.
+    {
+        use std::os::unix::fs::FileExt;
+        let v2 = TestStore::new("version", Config::default(), CHILD);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(v2.path())
+            .unwrap();
+        f.write_all_at(&99u32.to_le_bytes(), 8).unwrap();
+        let r = Client::open_in(&dir, &v2.name);
+        assert!(
+            matches!(&r, Err(Error::Incompatible { what }) if what.contains("version 99")),
+            "{r:?}"
+        );
+    }
     // A symlink planted at a store path is refused.
     let link = format!("t-link-{}", std::process::id());
     std::os::unix::fs::symlink(t.path(), dir.join(format!("kvshm.{link}"))).unwrap();
