@@ -78,6 +78,12 @@ impl Host {
     /// Remove the store for good. Attached clients keep their mapping until they detach, but
     /// nobody can attach any more.
     pub fn release(self) -> Result<()> {
+        self.remove_store_file()
+    }
+
+    /// Remove the store file while keeping this host (and its mapping) alive; used where the
+    /// host cannot be consumed (the C ABI). Nobody can attach afterwards.
+    pub fn remove_store_file(&self) -> Result<()> {
         let path: PathBuf = self.client.path().to_path_buf();
         segment::remove_file(&path)?;
         log::info!("released {}", path.display());

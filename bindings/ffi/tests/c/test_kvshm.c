@@ -1,0 +1,223 @@
+/* Exercises every function of the C ABI, two processes (fork) sharing a store, and every
+ * status a C caller can provoke. Prints one line per failed check and a final
+ * "N passed, M failed" line; exits non-zero on any failure.
+ * Usage: test_kvshm <unique-store-name> */
+#define _POSIX_C_SOURCE 200809L
+#include "kvshm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int passed, failed;
+#define CHECK(cond)                                                                    \
+    do {                                                                               \
+        if (cond) {                                                                    \
+            passed++;                                                                  \
+        } else {                                                                       \
+            failed++;                                                                  \
+            char msg_[256];                                                            \
+            kvshm_last_error(msg_, sizeof msg_);                                       \
+            printf("FAILED %s:%d: %s (last error: %s)\n", __FILE__, __LINE__, #cond, msg_); \
+        }                                                                              \
+    } while (0)
+#define B(s) (const uint8_t *)(s), strlen(s)
+
+static char name[200], name2[200];
+
+static void child_writer(void) {
+    kvshm_client *c = NULL;
+    if (kvshm_client_open(name, NULL, &c) != KVSHM_OK) _exit(10);
+    for (int i = 0; i < 100; i++) {
+        char k[32], v[32];
+        snprintf(k, sizeof k, "child-%d", i);
+        snprintf(v, sizeof v, "from-child-%d", i);
+        if (kvshm_put(c, B(k), B(v)) != KVSHM_OK) _exit(11);
+    }
+    uint8_t buf[64];
+    size_t len = 0;
+    /* The parent wrote this before forking: visible here. */
+    if (kvshm_get(c, B("parent-key"), buf, sizeof buf, &len) != KVSHM_OK) _exit(12);
+    if (len != 12 || memcmp(buf, "parent-value", 12) != 0) _exit(13);
+    kvshm_client_close(c);
+    _exit(0);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s STORE-NAME\n", argv[0]);
+        return 2;
+    }
+    snprintf(name, sizeof name, "%s", argv[1]);
+    snprintf(name2, sizeof name2, "%s-small", argv[1]);
+
+    /* strerror: every status has a message, unknown values too. */
+    for (int s = KVSHM_OK; s <= KVSHM_BAD_SNAPSHOT; s++) CHECK(kvshm_strerror(s) && strlen(kvshm_strerror(s)) > 0);
+    CHECK(strcmp(kvshm_strerror(999), "unknown status") == 0);
+
+    kvshm_config cfg;
+    CHECK(kvshm_config_default(&cfg) == KVSHM_OK);
+    CHECK(cfg.max_key_len == 1024 && cfg.stripes == 1024 && cfg.mode == 0600);
+    cfg.max_key_len = 16;
+    cfg.max_value_len = 64;
+    kvshm_host *host = NULL;
+    CHECK(kvshm_host_create(name, &cfg, &host) == KVSHM_OK);
+    kvshm_host *dup = NULL;
+    CHECK(kvshm_host_create(name, &cfg, &dup) == KVSHM_EXISTS);
+    CHECK(kvshm_host_open_existing(name, NULL, &dup) == KVSHM_HOST_RUNNING);
+
+    kvshm_client *hc = NULL;
+    CHECK(kvshm_host_client(host, &hc) == KVSHM_OK);
+    CHECK(kvshm_put(hc, B("parent-key"), B("parent-value")) == KVSHM_OK);
+
+    /* A second process writes; we see its keys at once. */
+    pid_t pid = fork();
+    if (pid == 0) child_writer();
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    kvshm_client *c = NULL;
+    CHECK(kvshm_client_open(name, NULL, &c) == KVSHM_OK);
+    uint8_t buf[128];
+    size_t len = 0;
+    CHECK(kvshm_get(c, B("child-99"), buf, sizeof buf, &len) == KVSHM_OK);
+    CHECK(len == 13 && memcmp(buf, "from-child-99", 13) == 0);
+    uint64_t n = 0;
+    CHECK(kvshm_len(c, &n) == KVSHM_OK && n == 101);
+
+    /* get: missing key, buffer too small (reports the length), length query with NULL. */
+    CHECK(kvshm_get(c, B("nope"), buf, sizeof buf, &len) == KVSHM_NOT_FOUND);
+    len = 0;
+    CHECK(kvshm_get(c, B("child-1"), buf, 3, &len) == KVSHM_BUFFER_TOO_SMALL && len == 12);
+    CHECK(kvshm_get(c, B("child-1"), NULL, 0, &len) == KVSHM_BUFFER_TOO_SMALL && len == 12);
+
+    /* Binary keys and values, empty value. */
+    const uint8_t bk[4] = {0, 255, 1, 0}, bv[3] = {0, 0, 7};
+    CHECK(kvshm_put(c, bk, 4, bv, 3) == KVSHM_OK);
+    CHECK(kvshm_get(c, bk, 4, buf, sizeof buf, &len) == KVSHM_OK && len == 3 && memcmp(buf, bv, 3) == 0);
+    CHECK(kvshm_put(c, B("empty"), NULL, 0) == KVSHM_OK);
+    CHECK(kvshm_get(c, B("empty"), buf, sizeof buf, &len) == KVSHM_OK && len == 0);
+
+    /* contains / remove */
+    bool b = false;
+    CHECK(kvshm_contains(c, B("child-5"), &b) == KVSHM_OK && b);
+    CHECK(kvshm_remove(c, B("child-5"), &b) == KVSHM_OK && b);
+    CHECK(kvshm_remove(c, B("child-5"), &b) == KVSHM_OK && !b);
+    CHECK(kvshm_remove(c, B("child-6"), NULL) == KVSHM_OK);
+    CHECK(kvshm_contains(c, B("child-5"), &b) == KVSHM_OK && !b);
+
+    /* limits */
+    CHECK(kvshm_put(c, B("a-key-longer-than-16"), B("v")) == KVSHM_KEY_TOO_LONG);
+    char big[100];
+    memset(big, 'x', sizeof big);
+    CHECK(kvshm_put(c, B("k"), (const uint8_t *)big, 65) == KVSHM_VALUE_TOO_LONG);
+
+    /* batches: all or nothing, snapshot reads, atomic removes */
+    kvshm_bytes ks[3] = {{(const uint8_t *)"m1", 2}, {(const uint8_t *)"m2", 2}, {(const uint8_t *)"m3", 2}};
+    kvshm_bytes vs[3] = {{(const uint8_t *)"one", 3}, {(const uint8_t *)"two", 3}, {(const uint8_t *)big, 65}};
+    CHECK(kvshm_put_many(c, ks, vs, 3) == KVSHM_VALUE_TOO_LONG);
+    CHECK(kvshm_contains(c, B("m1"), &b) == KVSHM_OK && !b);
+    vs[2].len = 5;
+    CHECK(kvshm_put_many(c, ks, vs, 3) == KVSHM_OK);
+    kvshm_bytes gk[3] = {{(const uint8_t *)"m1", 2}, {(const uint8_t *)"zz", 2}, {(const uint8_t *)"m3", 2}};
+    size_t lens[3], need = 0;
+    CHECK(kvshm_get_many(c, gk, 3, buf, 4, lens, &need) == KVSHM_BUFFER_TOO_SMALL && need == 8);
+    CHECK(kvshm_get_many(c, gk, 3, buf, sizeof buf, lens, &need) == KVSHM_OK);
+    CHECK(lens[0] == 3 && lens[1] == KVSHM_MISSING && lens[2] == 5 && memcmp(buf, "onexxxxx", 8) == 0);
+    size_t removed = 0;
+    CHECK(kvshm_remove_many(c, gk, 3, &removed) == KVSHM_OK && removed == 2);
+
+    /* stats and verify */
+    kvshm_stats s;
+    CHECK(kvshm_get_stats(c, &s) == KVSHM_OK);
+    CHECK(s.keys == 102 && s.clients == 2 && s.host_pid == (uint64_t)getpid() && s.max_key_len == 16);
+    uint64_t problems = 99;
+    char report[256];
+    CHECK(kvshm_verify(c, &problems, report, sizeof report) == KVSHM_OK && problems == 0);
+
+    /* invalid arguments: NULLs, non-zero lengths with NULL, oversized lengths */
+    CHECK(kvshm_put(c, NULL, 3, B("v")) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_put(c, B("k"), NULL, 5) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_put(c, B("k"), (const uint8_t *)"v", (size_t)-1) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_get(c, B("k"), buf, sizeof buf, NULL) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_get(c, B("k"), NULL, 10, &len) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_len(c, NULL) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_put_many(c, NULL, vs, 3) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_client_open(NULL, NULL, &c) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_client_open(name, NULL, NULL) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_client_open("bad/name", NULL, &dup == NULL ? NULL : (kvshm_client **)&dup) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_put(NULL, B("k"), B("v")) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_get_stats(c, NULL) == KVSHM_INVALID_ARGUMENT);
+
+    /* read-only client: reads work, writes are refused */
+    kvshm_client *ro = NULL;
+    CHECK(kvshm_client_open_read_only(name, NULL, &ro) == KVSHM_OK);
+    CHECK(kvshm_get(ro, B("child-1"), buf, sizeof buf, &len) == KVSHM_OK && len == 12);
+    CHECK(kvshm_put(ro, B("k"), B("v")) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_client_close(ro) == KVSHM_OK);
+
+    /* use after close, double close */
+    CHECK(kvshm_client_close(c) == KVSHM_OK);
+    CHECK(kvshm_put(c, B("k"), B("v")) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_client_close(c) == KVSHM_INVALID_ARGUMENT);
+    char msg[256];
+    CHECK(kvshm_last_error(msg, sizeof msg) > 0 && strstr(msg, "closed") != NULL);
+
+    /* store full, with earlier keys intact */
+    kvshm_config small;
+    kvshm_config_default(&small);
+    small.max_size = 4u << 20;
+    small.initial_size = 0;
+    small.stripes = 4;
+    kvshm_host *h2 = NULL;
+    CHECK(kvshm_host_create(name2, &small, &h2) == KVSHM_OK);
+    kvshm_client *c2 = NULL;
+    CHECK(kvshm_host_client(h2, &c2) == KVSHM_OK);
+    static uint8_t chunk[100000];
+    kvshm_status r = KVSHM_OK;
+    int stored = 0;
+    for (; stored < 1000 && r == KVSHM_OK; stored++) {
+        char k[32];
+        snprintf(k, sizeof k, "full-%d", stored);
+        r = kvshm_put(c2, B(k), chunk, sizeof chunk);
+    }
+    CHECK(r == KVSHM_STORE_FULL);
+    CHECK(kvshm_get(c2, B("full-0"), NULL, 0, &len) == KVSHM_BUFFER_TOO_SMALL && len == sizeof chunk);
+    CHECK(kvshm_client_close(c2) == KVSHM_OK);
+    CHECK(kvshm_host_release(h2) == KVSHM_OK);
+
+    /* missing, foreign and symlinked stores */
+    CHECK(kvshm_client_open("no-such-store-anywhere", NULL, &c) == KVSHM_STORE_NOT_FOUND);
+    char path[300], link[300];
+    const char *dir = getenv("KVSHM_DIR") ? getenv("KVSHM_DIR") : "/dev/shm";
+    snprintf(path, sizeof path, "%s/kvshm.%s-foreign", dir, name);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 8192; i++) fputc(0x5a, f);
+    fclose(f);
+    char fname[260];
+    snprintf(fname, sizeof fname, "%s-foreign", name);
+    CHECK(kvshm_client_open(fname, NULL, &c) == KVSHM_INCOMPATIBLE);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/kvshm.%s", dir, name);
+    snprintf(link, sizeof link, "%s/kvshm.%s-link", dir, name);
+    CHECK(symlink(path, link) == 0);
+    snprintf(fname, sizeof fname, "%s-link", name);
+    CHECK(kvshm_client_open(fname, NULL, &c) == KVSHM_PERMISSION_DENIED);
+    unlink(link);
+
+    /* host close keeps the data; open_existing adopts; release removes */
+    CHECK(kvshm_client_close(hc) == KVSHM_OK);
+    CHECK(kvshm_host_close(host) == KVSHM_OK);
+    CHECK(kvshm_host_close(host) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_host_open_existing(name, NULL, &host) == KVSHM_OK);
+    CHECK(kvshm_host_client(host, &hc) == KVSHM_OK);
+    CHECK(kvshm_get(hc, B("parent-key"), buf, sizeof buf, &len) == KVSHM_OK && len == 12);
+    CHECK(kvshm_client_close(hc) == KVSHM_OK);
+    CHECK(kvshm_host_release(host) == KVSHM_OK);
+    CHECK(kvshm_client_open(name, NULL, &c) == KVSHM_STORE_NOT_FOUND);
+
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
