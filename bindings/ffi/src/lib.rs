@@ -921,20 +921,14 @@ mod tests {
         );
         let mut n = 0u64;
         // SAFETY: valid out pointer; the handle is made up on purpose.
-        assert_eq!(
-            unsafe { kvshm_len(7usize as *const kvshm_client, &mut n) },
-            KVSHM_INVALID_ARGUMENT
-        );
+        let made_up = unsafe { kvshm_len(7usize as *const kvshm_client, &mut n) };
+        assert_eq!(made_up, KVSHM_INVALID_ARGUMENT);
         assert_eq!(guard(|| panic!("boom")), KVSHM_PANIC);
         // SAFETY: static strings.
         let unknown = unsafe { CStr::from_ptr(kvshm_strerror(99)) };
         assert_eq!(unknown.to_str().unwrap(), "unknown status");
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { CStr::from_ptr(kvshm_strerror(-1)) }
-                .to_str()
-                .unwrap(),
-            "unknown status"
-        );
+        let negative = unsafe { CStr::from_ptr(kvshm_strerror(-1)) };
+        assert_eq!(negative.to_str().unwrap(), "unknown status");
     }
 }
