@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test of the project, as CI runs it: formatting, lints, unit + cross-process + crash
-# tests (debug and release), benchmark build and a smoke run of the demo.
+# tests (debug and release), C and C# binding tests, loom, benchmark build, a demo run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -12,6 +12,8 @@ echo "== tests (debug)"
 cargo test --workspace
 echo "== tests (release)"
 cargo test --workspace --release
+echo "== C# wrapper (mono; installs mono-devel if missing)"
+bash bindings/csharp/run-tests.sh debug
 echo "== loom model checks (lock word, seqlock, transaction states)"
 RUSTFLAGS="--cfg kvshm_loom" CARGO_TARGET_DIR=target/loom cargo test -p kvshm --release --lib loom
 echo "== benchmarks build"

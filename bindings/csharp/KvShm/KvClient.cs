@@ -1,0 +1,270 @@
+using System;
+using System.Collections.Generic;
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace KvShm
+{
+    /// <summary>An attachment to a kvshm store. Thread-safe; dispose to detach.
+    /// Every failure throws <see cref="KvShmException"/> carrying the C ABI status; a missing
+    /// key is not a failure (null / false).</summary>
+    public sealed class KvClient : IDisposable
+    {
+        private readonly ClientHandle _h;
+        [ThreadStatic] private static byte[] _buf;
+
+        internal KvClient(ClientHandle h) { _h = h; }
+
+        /// <summary>Attach for reading and writing to store <paramref name="name"/>
+        /// (in <paramref name="dir"/>, default $KVSHM_DIR or /dev/shm).</summary>
+        public static KvClient Open(string name, string dir = null)
+        {
+            IntPtr p;
+            Native.Check(Native.kvshm_client_open(Native.CString(name), Native.CString(dir), out p));
+            var h = new ClientHandle();
+            h.Set(p);
+            return new KvClient(h);
+        }
+
+        /// <summary>Attach read-only: never writes to the store; writes throw InvalidArgument.</summary>
+        public static KvClient OpenReadOnly(string name, string dir = null)
+        {
+            IntPtr p;
+            Native.Check(Native.kvshm_client_open_read_only(Native.CString(name), Native.CString(dir), out p));
+            var h = new ClientHandle();
+            h.Set(p);
+            return new KvClient(h);
+        }
+
+        private KvStatus With(Func<IntPtr, KvStatus> f)
+        {
+            bool added = false;
+            try
+            {
+                _h.DangerousAddRef(ref added);
+                return f(_h.DangerousGetHandle());
+            }
+            finally
+            {
+                if (added) _h.DangerousRelease();
+            }
+        }
+
+        private static byte[] Utf8(string s)
+        {
+            if (s == null) throw new ArgumentNullException(nameof(s));
+            return Encoding.UTF8.GetBytes(s);
+        }
+
+        private static byte[] NotNull(byte[] b, string what)
+        {
+            if (b == null) throw new ArgumentNullException(what);
+            return b;
+        }
+
+        /// <summary>Store <paramref name="value"/> under <paramref name="key"/>; visible to every
+        /// process when this returns.</summary>
+        public void Put(byte[] key, byte[] value)
+        {
+            NotNull(key, nameof(key));
+            NotNull(value, nameof(value));
+            Native.Check(With(h => Native.kvshm_put(h, key, Native.Len(key), value, Native.Len(value))));
+        }
+
+        /// <summary>UTF-8 overload of <see cref="Put(byte[], byte[])"/>.</summary>
+        public void Put(string key, string value) { Put(Utf8(key), Utf8(value)); }
+
+        /// <summary>The value of <paramref name="key"/>, or false when absent.</summary>
+        public bool TryGet(byte[] key, out byte[] value)
+        {
+            NotNull(key, nameof(key));
+            if (_buf == null) _buf = new byte[4096];
+            while (true)
+            {
+                var buf = _buf;
+                UIntPtr len = UIntPtr.Zero;
+                var s = With(h => Native.kvshm_get(h, key, Native.Len(key), buf, Native.Len(buf), out len));
+                if (s == KvStatus.NotFound)
+                {
+                    value = null;
+                    return false;
+                }
+                var n = (int)len.ToUInt64();
+                if (s == KvStatus.BufferTooSmall)
+                {
+                    _buf = new byte[Math.Max(n, buf.Length * 2)];
+                    continue; // the value may change between the calls: ask again
+                }
+                Native.Check(s);
+                value = new byte[n];
+                Buffer.BlockCopy(buf, 0, value, 0, n);
+                return true;
+            }
+        }
+
+        /// <summary>The value of <paramref name="key"/>, or null when absent.</summary>
+        public byte[] Get(byte[] key)
+        {
+            byte[] v;
+            return TryGet(key, out v) ? v : null;
+        }
+
+        /// <summary>UTF-8 overload: the value decoded as UTF-8, or null when absent.</summary>
+        public string Get(string key)
+        {
+            var v = Get(Utf8(key));
+            return v == null ? null : Encoding.UTF8.GetString(v);
+        }
+
+        /// <summary>Remove <paramref name="key"/>; true if it was present.</summary>
+        public bool Remove(byte[] key)
+        {
+            NotNull(key, nameof(key));
+            bool existed = false;
+            Native.Check(With(h => Native.kvshm_remove(h, key, Native.Len(key), out existed)));
+            return existed;
+        }
+
+        /// <summary>UTF-8 overload of <see cref="Remove(byte[])"/>.</summary>
+        public bool Remove(string key) { return Remove(Utf8(key)); }
+
+        /// <summary>Whether <paramref name="key"/> is present.</summary>
+        public bool Contains(byte[] key)
+        {
+            NotNull(key, nameof(key));
+            bool found = false;
+            Native.Check(With(h => Native.kvshm_contains(h, key, Native.Len(key), out found)));
+            return found;
+        }
+
+        /// <summary>UTF-8 overload of <see cref="Contains(byte[])"/>.</summary>
+        public bool Contains(string key) { return Contains(Utf8(key)); }
+
+        /// <summary>Number of keys.</summary>
+        public long Count
+        {
+            get
+            {
+                ulong n = 0;
+                Native.Check(With(h => Native.kvshm_len(h, out n)));
+                return (long)n;
+            }
+        }
+
+        /// <summary>Pins byte arrays for the duration of a batch call.</summary>
+        private sealed class Pinned : IDisposable
+        {
+            private readonly List<GCHandle> _handles = new List<GCHandle>();
+            public NativeBytes[] Add(IList<byte[]> items)
+            {
+                var arr = new NativeBytes[items.Count];
+                for (int i = 0; i < items.Count; i++)
+                {
+                    var b = NotNull(items[i], "batch item");
+                    var g = GCHandle.Alloc(b, GCHandleType.Pinned);
+                    _handles.Add(g);
+                    arr[i] = new NativeBytes { Ptr = b.Length == 0 ? IntPtr.Zero : g.AddrOfPinnedObject(), Len = Native.Len(b) };
+                }
+                return arr;
+            }
+            public void Dispose() { foreach (var g in _handles) g.Free(); }
+        }
+
+        /// <summary>Store every pair, all or nothing.</summary>
+        public void PutMany(IList<KeyValuePair<byte[], byte[]>> items)
+        {
+            if (items == null) throw new ArgumentNullException(nameof(items));
+            var keys = new List<byte[]>(items.Count);
+            var values = new List<byte[]>(items.Count);
+            foreach (var kv in items)
+            {
+                keys.Add(kv.Key);
+                values.Add(kv.Value);
+            }
+            using (var pin = new Pinned())
+            {
+                var k = pin.Add(keys);
+                var v = pin.Add(values);
+                Native.Check(With(h => Native.kvshm_put_many(h, k, v, new UIntPtr((ulong)k.Length))));
+            }
+        }
+
+        /// <summary>UTF-8 overload of <see cref="PutMany(IList{KeyValuePair{byte[], byte[]}})"/>.</summary>
+        public void PutMany(IDictionary<string, string> items)
+        {
+            var list = new List<KeyValuePair<byte[], byte[]>>();
+            foreach (var kv in items) list.Add(new KeyValuePair<byte[], byte[]>(Utf8(kv.Key), Utf8(kv.Value)));
+            PutMany(list);
+        }
+
+        /// <summary>Values of all keys as one consistent snapshot (null for absent keys).</summary>
+        public byte[][] GetMany(IList<byte[]> keys)
+        {
+            if (keys == null) throw new ArgumentNullException(nameof(keys));
+            var lens = new UIntPtr[keys.Count];
+            var buf = new byte[4096];
+            using (var pin = new Pinned())
+            {
+                var k = pin.Add(keys);
+                while (true)
+                {
+                    UIntPtr needed = UIntPtr.Zero;
+                    var b = buf;
+                    var s = With(h => Native.kvshm_get_many(h, k, new UIntPtr((ulong)k.Length), b, Native.Len(b), lens, out needed));
+                    if (s == KvStatus.BufferTooSmall)
+                    {
+                        buf = new byte[(int)needed.ToUInt64()];
+                        continue;
+                    }
+                    Native.Check(s);
+                    var result = new byte[keys.Count][];
+                    int at = 0;
+                    for (int i = 0; i < keys.Count; i++)
+                    {
+                        if (lens[i] == UIntPtr.Subtract(UIntPtr.Zero, 1)) continue; // KVSHM_MISSING
+                        int n = (int)lens[i].ToUInt64();
+                        result[i] = new byte[n];
+                        Buffer.BlockCopy(b, at, result[i], 0, n);
+                        at += n;
+                    }
+                    return result;
+                }
+            }
+        }
+
+        /// <summary>Remove all keys atomically; returns how many existed.</summary>
+        public int RemoveMany(IList<byte[]> keys)
+        {
+            if (keys == null) throw new ArgumentNullException(nameof(keys));
+            using (var pin = new Pinned())
+            {
+                var k = pin.Add(keys);
+                UIntPtr removed = UIntPtr.Zero;
+                Native.Check(With(h => Native.kvshm_remove_many(h, k, new UIntPtr((ulong)k.Length), out removed)));
+                return (int)removed.ToUInt64();
+            }
+        }
+
+        /// <summary>Store metrics.</summary>
+        public KvStats Stats()
+        {
+            var s = default(KvStats);
+            Native.Check(With(h => Native.kvshm_get_stats(h, out s)));
+            return s;
+        }
+
+        /// <summary>Full integrity check: the list of problems (empty when healthy).</summary>
+        public string[] Verify()
+        {
+            ulong problems = 0;
+            var report = new byte[16384];
+            Native.Check(With(h => Native.kvshm_verify(h, out problems, report, Native.Len(report))));
+            if (problems == 0) return new string[0];
+            int end = Array.IndexOf(report, (byte)0);
+            return Encoding.UTF8.GetString(report, 0, end < 0 ? report.Length : end).Split('\n');
+        }
+
+        /// <summary>Detach from the store.</summary>
+        public void Dispose() { _h.Dispose(); }
+    }
+}
