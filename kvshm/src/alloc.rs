@@ -43,27 +43,28 @@ impl Session<'_> {
     }
 
     /// Reserve a block of at least `size` bytes. `record(offset)` is called before the block
-    /// is tagged RESERVED by this client, under the allocator lock.
-    pub(crate) fn alloc(&self, size: u64, record: impl FnOnce(u64)) -> Result<u64> {
+    /// is tagged RESERVED by this client, under the allocator lock. `pool` says whether the
+    /// emergency reserve may be used (transaction logs only, see [`Pool`]).
+    pub(crate) fn alloc(&self, size: u64, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
         match class_for(size) {
-            Some(c) => self.alloc_class(c, record),
-            None => self.alloc_span(size.div_ceil(CHUNK_SIZE), record),
+            Some(c) => self.alloc_class(c, pool, record),
+            None => self.alloc_span(size.div_ceil(CHUNK_SIZE), pool, record),
         }
     }
 
-    fn alloc_class(&self, c: usize, record: impl FnOnce(u64)) -> Result<u64> {
+    fn alloc_class(&self, c: usize, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
         let cls = &self.st.mem.header().classes[c];
         self.lock_word(&cls.lock)?;
-        let r = self.alloc_class_locked(c, record);
+        let r = self.alloc_class_locked(c, pool, record);
         lock::unlock(&cls.lock);
         r
     }
 
-    fn alloc_class_locked(&self, c: usize, record: impl FnOnce(u64)) -> Result<u64> {
+    fn alloc_class_locked(&self, c: usize, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
         let cls = &self.st.mem.header().classes[c];
         let mut head = cls.head.load(R);
         if head == 0 {
-            head = self.refill_class(c)?;
+            head = self.refill_class(c, pool)?;
         }
         let words = self.st.mem.words(head, 2)?;
         let tag = Tag::from_word(words[0].load(R));
@@ -71,7 +72,7 @@ impl Session<'_> {
             // A free list that points at a non-free block: rebuild from the tags and retry.
             log::error!("free list of class {c} is damaged at {head:#x}; rebuilding it");
             self.rebuild_class(c)?;
-            return self.alloc_class_locked(c, record);
+            return self.alloc_class_locked(c, pool, record);
         }
         let next = words[1].load(R);
         record(head);
@@ -92,9 +93,9 @@ impl Session<'_> {
     }
 
     /// Claim a free chunk for class `c` and carve it onto the (empty) free list.
-    fn refill_class(&self, c: usize) -> Result<u64> {
+    fn refill_class(&self, c: usize, pool: Pool) -> Result<u64> {
         let e = CHUNK_CLASS_BASE + c as u32;
-        let idx = self.st.claim_chunks(1, e, e)?;
+        let idx = self.st.claim_chunks(1, e, e, pool)?;
         crash_point!("alloc.chunk_claimed");
         let size = CLASS_SIZES[c] as u64;
         let base = self.chunk_offset(idx);
@@ -113,7 +114,7 @@ impl Session<'_> {
         Ok(head)
     }
 
-    fn alloc_span(&self, k: u64, record: impl FnOnce(u64)) -> Result<u64> {
+    fn alloc_span(&self, k: u64, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
         if k > CHUNK_SPAN_LEN_MASK as u64 {
             return Err(Error::StoreFull {
                 hint: "allocation larger than the store",
@@ -124,7 +125,7 @@ impl Session<'_> {
         let r = (|| {
             let idx = self
                 .st
-                .claim_chunks(k, CHUNK_SPAN_HEAD | k as u32, CHUNK_SPAN_CONT)?;
+                .claim_chunks(k, CHUNK_SPAN_HEAD | k as u32, CHUNK_SPAN_CONT, pool)?;
             let off = self.chunk_offset(idx);
             record(off);
             crash_point!("span.recorded");
@@ -314,12 +315,31 @@ impl Session<'_> {
     }
 }
 
+/// Which chunks an allocation may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pool {
+    /// Records, tables, slot pages: everything but the emergency reserve.
+    Data,
+    /// Transaction-log extensions: may also use the last [`reserve_chunks`] chunks, so a full
+    /// store can still log (and so run) a large `remove_many` that makes room.
+    Emergency,
+}
+
+/// Chunks at the end of the chunk area kept for transaction logs: an eighth of the store, at
+/// most 4 (1 MiB, a log for a batch of ~4,000 keys), at least 1.
+pub(crate) fn reserve_chunks(total: u64) -> u64 {
+    (total / 8).clamp(1, 4).min(total.saturating_sub(1))
+}
+
 impl crate::store::Store {
     /// Find `k` consecutive free chunks inside the committed length (growing it if needed)
     /// and set their map entries: `head` on the first, `cont` on the others.
-    pub(crate) fn claim_chunks(&self, k: u64, head: u32, cont: u32) -> Result<u64> {
+    pub(crate) fn claim_chunks(&self, k: u64, head: u32, cont: u32, pool: Pool) -> Result<u64> {
         let map = self.mem.chunk_map();
-        let total = map.len() as u64;
+        let total = match pool {
+            Pool::Data => map.len() as u64 - reserve_chunks(map.len() as u64),
+            Pool::Emergency => map.len() as u64,
+        };
         let h = self.mem.header();
         loop {
             let committed_chunks =
@@ -360,7 +380,7 @@ impl crate::store::Store {
                 // Not enough room even after growing to the maximum: a span may still fit in a
                 // gap after growth to the reserve, so grow to the end first if we can.
                 if committed_chunks < total {
-                    self.grow(self.reserve)?;
+                    self.grow(self.chunk_base + total * CHUNK_SIZE)?;
                     continue;
                 }
                 return Err(Error::StoreFull {

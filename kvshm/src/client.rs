@@ -152,6 +152,12 @@ impl Client {
         (self.st.max_key, self.st.max_value)
     }
 
+    /// The index stripe `key` belongs to (for tests and diagnostics).
+    #[doc(hidden)]
+    pub fn stripe_of_key(&self, key: &[u8]) -> usize {
+        self.st.stripe_of(self.st.hash(key))
+    }
+
     /// Whether this client was opened read-only.
     pub fn is_read_only(&self) -> bool {
         self.slot.is_none()
@@ -515,7 +521,7 @@ impl Client {
         let mut stripes: Vec<usize> = hashes.iter().map(|&h| self.st.stripe_of(h)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let txn = sess.begin(6 * keys.len() + 8)?;
+        let txn = sess.begin(5 * keys.len() + 8)?;
         let mut removed = 0;
         self.apply_locked(&sess, txn, &stripes, |txn| {
             for (k, &h) in keys.iter().zip(&hashes) {
@@ -691,7 +697,7 @@ fn grow_slot_pages(st: &Store) -> Result<()> {
         };
         let entry = CHUNK_SLOT_PAGE | p as u32;
         let k = ((SLOT_PAGE0_SLOTS << p) * SLOT_SIZE).div_ceil(CHUNK_SIZE);
-        let idx = st.claim_chunks(k, entry, entry)?;
+        let idx = st.claim_chunks(k, entry, entry, crate::alloc::Pool::Data)?;
         crash_point!("slots.page_claimed");
         h.slot_pages[p].store(st.chunk_base + idx * CHUNK_SIZE, REL);
         log::debug!(

@@ -1,8 +1,9 @@
 //! Named crash points for crash-safety tests (feature `crash-points`).
 //!
 //! With the feature on, `KVSHM_CRASH_AT=name` makes the process SIGKILL itself the first time
-//! it reaches `crash_point!("name")`; `name@N` at the N-th time. Without the feature the macro
-//! expands to nothing.
+//! it reaches `crash_point!("name")`; `name@N` at the N-th time. With `KVSHM_CRASH_ACTION=stop`
+//! it SIGSTOPs itself there instead (a frozen lock holder, resumed by SIGCONT). Without the
+//! feature the macro expands to nothing.
 
 /// Every crash point in the library (a unit test checks this against the source).
 pub const CRASH_POINTS: &[&str] = &[
@@ -62,7 +63,11 @@ pub fn hit(name: &str) {
     });
     if let Some((n, k)) = target {
         if n == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *k {
-            crate::segment::kill_self();
+            if std::env::var("KVSHM_CRASH_ACTION").is_ok_and(|a| a == "stop") {
+                crate::segment::stop_self();
+            } else {
+                crate::segment::kill_self();
+            }
         }
     }
 }

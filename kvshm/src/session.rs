@@ -98,9 +98,11 @@ impl<'a> Session<'a> {
                     "batch needs {need} log entries, at most {MAX_LOG_CAP} are supported"
                 )));
             }
-            self.alloc(log_ext_size(need as u64), |b| {
-                self.slot.log_ext.store(b, REL)
-            })?;
+            self.alloc(
+                log_ext_size(need as u64),
+                crate::alloc::Pool::Emergency,
+                |b| self.slot.log_ext.store(b, REL),
+            )?;
             let ext = self.slot.log_ext.load(R);
             self.st.mem.word(ext + 8)?.store(need as u64, REL);
         }
@@ -298,7 +300,7 @@ impl<'s, 'a> Txn<'s, 'a> {
         if i >= self.log.cap {
             return Err(Error::InvalidArgument("transaction log full".into()));
         }
-        let b = self.s.alloc(size, |b| {
+        let b = self.s.alloc(size, crate::alloc::Pool::Data, |b| {
             self.log.new[i].store(b, R);
             self.s.slot.n_new.store(i as u64 + 1, REL);
         })?;

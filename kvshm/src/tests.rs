@@ -292,3 +292,23 @@ fn a_dropped_host_lets_go_of_the_store() {
     drop(t.host.take());
     Host::release_by_name(dir(), &t.name).expect("release after the host is gone");
 }
+
+#[test]
+fn a_full_store_can_still_remove_a_large_batch() {
+    let t = TestStore::new(
+        "fullremove",
+        Config::default()
+            .max_size(6 << 20)
+            .initial_size(0)
+            .stripes(16),
+    );
+    let c = t.client();
+    let mut n = 0u32;
+    while c.put(&n.to_le_bytes(), &[1u8; 300]).is_ok() {
+        n += 1;
+    }
+    let keys: Vec<[u8; 4]> = (0..n.min(900)).map(|i| i.to_le_bytes()).collect();
+    assert_eq!(c.remove_many(&keys).unwrap(), keys.len());
+    c.put(b"room again", &[2u8; 300]).unwrap();
+    assert!(c.verify().unwrap().is_ok());
+}

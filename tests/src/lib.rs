@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub use kvshm;
 use kvshm::{Config, Host};
+use std::collections::{HashMap, HashSet};
 
 /// Tiny deterministic PRNG (xorshift64*), so tests need no extra crate.
 #[derive(Clone, Debug)]
@@ -46,10 +47,34 @@ pub fn check_pattern(v: &[u8]) -> Option<u64> {
     (pattern(w) == v).then_some(w)
 }
 
-/// A child process that is killed and reaped when dropped.
+/// A child process that is killed and reaped when dropped. Its stdout, when captured, goes to
+/// a file (a pipe nobody reads until exit would block a chatty child).
 #[derive(Debug)]
 pub struct ChildGuard {
     pub child: Child,
+    pub stdout_file: Option<PathBuf>,
+}
+
+impl ChildGuard {
+    /// Wrap a child whose stdout is not captured.
+    pub fn new(child: Child) -> ChildGuard {
+        ChildGuard {
+            child,
+            stdout_file: None,
+        }
+    }
+
+    /// Spawn `cmd` with stdout captured to a temporary file.
+    pub fn spawn_captured(cmd: &mut Command) -> ChildGuard {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("kvshm-child-out-{}-{n}", std::process::id()));
+        let f = std::fs::File::create(&path).expect("stdout file");
+        let child = cmd.stdout(Stdio::from(f)).spawn().expect("spawn child");
+        ChildGuard {
+            child,
+            stdout_file: Some(path),
+        }
+    }
 }
 
 impl ChildGuard {
@@ -80,6 +105,13 @@ impl ChildGuard {
     }
     /// Lines the child printed (after it ended).
     pub fn stdout_lines(&mut self) -> Vec<String> {
+        if let Some(p) = &self.stdout_file {
+            return std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect();
+        }
         match self.child.stdout.take() {
             Some(out) => BufReader::new(out).lines().map_while(Result::ok).collect(),
             None => Vec::new(),
@@ -90,6 +122,9 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
+        if let Some(p) = &self.stdout_file {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -137,12 +172,8 @@ impl TestStore {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        ChildGuard {
-            child: c.spawn().expect("spawn kvshm-child"),
-        }
+        c.stdin(Stdio::null()).stderr(Stdio::inherit());
+        ChildGuard::spawn_captured(&mut c)
     }
 
     /// Run a child to completion and return its stdout lines (panics on failure).
@@ -253,4 +284,75 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Replay a storm writer's ack log (intent lines `P k v` / `D k` / `M k v ...`, each followed
+/// by `OK` once acknowledged) into the set of values each key may hold now. Returns
+/// (acknowledged ops, ops in flight at a kill).
+pub fn replay(log: &str, model: &mut HashMap<String, HashSet<Option<u64>>>) -> (u64, u64) {
+    let lines: Vec<&str> = log.lines().collect();
+    let (mut acked, mut ambiguous) = (0, 0);
+    let mut i = 0;
+    while i < lines.len() {
+        let intent = lines[i];
+        if intent == "OK" || intent.is_empty() {
+            i += 1;
+            continue;
+        }
+        let ok = lines.get(i + 1) == Some(&"OK");
+        let parts: Vec<&str> = intent.split(' ').collect();
+        let parsed: Option<Vec<(String, Option<u64>)>> = match parts[0] {
+            "P" if parts.len() == 3 => parts[2]
+                .parse()
+                .ok()
+                .map(|v| vec![(parts[1].to_string(), Some(v))]),
+            "D" if parts.len() == 2 => Some(vec![(parts[1].to_string(), None)]),
+            "M" if parts.len() % 2 == 1 => parts[1..]
+                .chunks(2)
+                .map(|c| c[1].parse().ok().map(|v| (c[0].to_string(), Some(v))))
+                .collect(),
+            _ => None,
+        };
+        // A torn line (writer killed inside write()): that operation never started.
+        let Some(changes) = parsed else {
+            i += 1;
+            continue;
+        };
+        // Within a batch the last value of a key wins.
+        let mut last: HashMap<String, Option<u64>> = HashMap::new();
+        for (k, v) in changes {
+            last.insert(k, v);
+        }
+        for (k, v) in last {
+            let e = model.entry(k).or_insert_with(|| HashSet::from([None]));
+            if ok {
+                e.clear();
+            }
+            e.insert(v);
+        }
+        if ok {
+            acked += 1;
+            i += 2;
+        } else {
+            ambiguous += 1;
+            i += 1;
+        }
+    }
+    (acked, ambiguous)
+}
+
+/// Check the store against a replayed model: every key holds one of its allowed values.
+/// Returns the number of keys checked.
+pub fn check_model(c: &kvshm::Client, model: &HashMap<String, HashSet<Option<u64>>>) -> usize {
+    for (k, allowed) in model {
+        let got = c
+            .get(k.as_bytes())
+            .unwrap()
+            .map(|v| check_pattern(&v).expect("torn value"));
+        assert!(
+            allowed.contains(&got),
+            "{k}: have {got:?}, allowed {allowed:?}"
+        );
+    }
+    model.len()
 }

@@ -5,67 +5,14 @@
 //!
 //! `KVSHM_STORM_SECS` sets the duration (default 8 s; CI uses the default, long runs more).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kvshm::Config;
-use kvshm_tests::{check_pattern, pattern, ChildGuard, Rng, TestStore};
+use kvshm_tests::{check_pattern, pattern, replay, ChildGuard, Rng, TestStore};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
 const WRITERS: u64 = 3;
-
-/// Replay a writer's ack log into the set of values each key may hold now.
-fn replay(log: &str, model: &mut HashMap<String, HashSet<Option<u64>>>) -> (u64, u64) {
-    let lines: Vec<&str> = log.lines().collect();
-    let (mut acked, mut ambiguous) = (0, 0);
-    let mut i = 0;
-    while i < lines.len() {
-        let intent = lines[i];
-        if intent == "OK" || intent.is_empty() {
-            i += 1;
-            continue;
-        }
-        let ok = lines.get(i + 1) == Some(&"OK");
-        let parts: Vec<&str> = intent.split(' ').collect();
-        let parsed: Option<Vec<(String, Option<u64>)>> = match parts[0] {
-            "P" if parts.len() == 3 => parts[2]
-                .parse()
-                .ok()
-                .map(|v| vec![(parts[1].to_string(), Some(v))]),
-            "D" if parts.len() == 2 => Some(vec![(parts[1].to_string(), None)]),
-            "M" if parts.len() % 2 == 1 => parts[1..]
-                .chunks(2)
-                .map(|c| c[1].parse().ok().map(|v| (c[0].to_string(), Some(v))))
-                .collect(),
-            _ => None,
-        };
-        // A torn line (writer killed inside write()): that operation never started.
-        let Some(changes) = parsed else {
-            i += 1;
-            continue;
-        };
-        // Within a batch the last value of a key wins.
-        let mut last: HashMap<String, Option<u64>> = HashMap::new();
-        for (k, v) in changes {
-            last.insert(k, v);
-        }
-        for (k, v) in last {
-            let e = model.entry(k).or_insert_with(|| HashSet::from([None]));
-            if ok {
-                e.clear();
-            }
-            e.insert(v);
-        }
-        if ok {
-            acked += 1;
-            i += 2;
-        } else {
-            ambiguous += 1;
-            i += 1;
-        }
-    }
-    (acked, ambiguous)
-}
 
 #[test]
 fn sigkill_storm_loses_nothing_and_never_tears() {

@@ -23,9 +23,7 @@ fn start_host(store: &StoreName, snapshot: &Path, log: &Path) -> ChildGuard {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    ChildGuard {
-        child: c.spawn().expect("start kvhost"),
-    }
+    ChildGuard::new(c.spawn().expect("start kvhost"))
 }
 
 fn wait_hosted(store: &StoreName) {
@@ -48,10 +46,8 @@ fn child(store: &StoreName, args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
     for (k, v) in env {
         c.env(k, v);
     }
-    c.stdin(Stdio::null()).stdout(Stdio::piped());
-    ChildGuard {
-        child: c.spawn().expect("spawn child"),
-    }
+    c.stdin(Stdio::null());
+    ChildGuard::spawn_captured(&mut c)
 }
 
 fn binary_value(i: u32) -> Vec<u8> {

@@ -285,3 +285,10 @@ pub fn kill_self() -> ! {
     unsafe { libc::raise(libc::SIGKILL) };
     unreachable!("SIGKILL returned")
 }
+
+/// Raise SIGSTOP on ourselves (crash points with `KVSHM_CRASH_ACTION=stop`).
+#[cfg(feature = "crash-points")]
+pub fn stop_self() {
+    // SAFETY: raise has no preconditions; the process continues after SIGCONT.
+    unsafe { libc::raise(libc::SIGSTOP) };
+}

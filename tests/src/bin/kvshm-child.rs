@@ -44,6 +44,8 @@ fn main() {
             std::thread::sleep(Duration::from_secs(3600));
         }
         "crash" => crash_scenario(dir, name, &rest[0]),
+        "fill" => fill(open(), &rest[0]),
+        "probe" => probe(dir, name),
         "writer" => writer(open(), rest[0].parse().expect("id"), &rest[1]),
         "reader" => reader(
             open(),
@@ -199,4 +201,60 @@ fn reader(c: Client, secs: u64, writers: u64) {
         }
     }
     out(format!("reads {reads} hits {hits}"));
+}
+
+/// Put `pattern(n)` values under `<prefix>-<n>` until the store is full; print each acknowledged key,
+/// then `full`. Any other error fails the process.
+fn fill(c: Client, prefix: &str) {
+    for i in 0u64.. {
+        let k = format!("{prefix}-{i}");
+        match c.put(k.as_bytes(), &pattern(i)) {
+            Ok(()) => out(format!("ack {k} {i}")),
+            Err(kvshm::Error::StoreFull { .. }) => break,
+            Err(e) => panic!("unexpected error while filling: {e}"),
+        }
+    }
+    out("full");
+}
+
+/// Exercise a possibly damaged store: every call must return (an error is fine); a crash or a
+/// hang is what the fuzz test looks for. Prints what happened.
+fn probe(dir: &str, name: &str) {
+    match Client::open_read_only_in(dir, name) {
+        Ok(ro) => {
+            out(format!(
+                "ro verify: {:?}",
+                ro.verify().map(|r| r.problems.len())
+            ));
+            out(format!("ro keys: {:?}", ro.keys(b"").map(|k| k.len())));
+            out(format!(
+                "ro get: {:?}",
+                ro.get(b"key-1").map(|v| v.map(|v| v.len()))
+            ));
+            let _ = ro.stats();
+        }
+        Err(e) => out(format!("ro attach: {e}")),
+    }
+    match Client::open_in(dir, name) {
+        Ok(c) => {
+            out(format!(
+                "verify: {:?}",
+                c.verify().map(|r| r.problems.len())
+            ));
+            out(format!(
+                "get: {:?}",
+                c.get(b"key-7").map(|v| v.map(|v| v.len()))
+            ));
+            out(format!("put: {:?}", c.put(b"key-7", b"new")));
+            out(format!("remove: {:?}", c.remove(b"key-8")));
+            out(format!(
+                "put_many: {:?}",
+                c.put_many(&[(b"a".as_slice(), b"1".as_slice()), (b"b", b"2")])
+            ));
+            out(format!("scan: {:?}", c.keys(b"key-").map(|k| k.len())));
+            let _ = c.stats();
+        }
+        Err(e) => out(format!("attach: {e}")),
+    }
+    out("done");
 }
