@@ -195,6 +195,31 @@ fn out(line: &[u8]) -> kvshm::Result<()> {
     Ok(())
 }
 
+/// Print one line per key that `line` accepts (`None` skips it), at most `limit` lines.
+/// Stops at the first write error (e.g. a closed pipe) and returns it.
+fn print_scan(
+    c: &Client,
+    prefix: &[u8],
+    limit: Option<usize>,
+    mut line: impl FnMut(&[u8], &[u8]) -> Option<Vec<u8>>,
+) -> kvshm::Result<()> {
+    let mut n = 0usize;
+    let mut err = None;
+    c.scan(prefix, |k, v| {
+        if limit.is_some_and(|l| n >= l) {
+            return false;
+        }
+        let Some(l) = line(k, v) else { return true };
+        n += 1;
+        if let Err(e) = out(&l) {
+            err = Some(e);
+            return false;
+        }
+        true
+    })?;
+    err.map_or(Ok(()), Err)
+}
+
 fn run(cli: &Cli) -> kvshm::Result<u8> {
     match &cli.cmd {
         Cmd::Get { key } => {
@@ -265,19 +290,11 @@ fn run(cli: &Cli) -> kvshm::Result<u8> {
             let c = read_only(cli)?;
             let pat = pattern.as_ref().map(|p| bytes(p).to_vec());
             let prefix = pat.as_deref().map(glob::literal_prefix).unwrap_or_default();
-            let mut err = None;
-            c.scan(&prefix, |k, _| {
-                if pat.as_deref().is_none_or(|p| glob::matches(p, k)) {
-                    if let Err(e) = out(&show(cli, k)) {
-                        err = Some(e);
-                        return false;
-                    }
-                }
-                true
+            print_scan(&c, &prefix, None, |k, _| {
+                pat.as_deref()
+                    .is_none_or(|p| glob::matches(p, k))
+                    .then(|| show(cli, k))
             })?;
-            if let Some(e) = err {
-                return Err(e);
-            }
         }
         Cmd::Scan {
             prefix,
@@ -285,27 +302,14 @@ fn run(cli: &Cli) -> kvshm::Result<u8> {
             values,
         } => {
             let c = read_only(cli)?;
-            let mut n = 0usize;
-            let mut err = None;
-            c.scan(bytes(prefix), |k, v| {
-                if limit.is_some_and(|l| n >= l) {
-                    return false;
-                }
-                n += 1;
+            print_scan(&c, bytes(prefix), *limit, |k, v| {
                 let mut line = show(cli, k);
                 if *values {
                     line.push(b'\t');
                     line.extend(show_value(cli, v));
                 }
-                if let Err(e) = out(&line) {
-                    err = Some(e);
-                    return false;
-                }
-                true
+                Some(line)
             })?;
-            if let Some(e) = err {
-                return Err(e);
-            }
         }
         Cmd::Stats { json } => {
             let c = read_only(cli)?;
@@ -448,20 +452,6 @@ fn stats_json(cli: &Cli, c: &Client, s: &Stats) -> String {
     .to_string()
 }
 
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let (mut v, mut u) = (n as f64, 0);
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn stats_table(cli: &Cli, c: &Client, s: &Stats) -> String {
     let mut t = String::new();
     let mut row = |k: &str, v: String| t.push_str(&format!("{k:<16} {v}\n"));
@@ -477,15 +467,15 @@ fn stats_table(cli: &Cli, c: &Client, s: &Stats) -> String {
         },
     );
     row("keys", s.keys.to_string());
-    row("value bytes", human(s.value_bytes));
+    row("value bytes", kvshm::human_bytes(s.value_bytes));
     row(
         "memory",
         format!(
             "{} committed, {} used, {} free, max {}",
-            human(s.committed_bytes),
-            human(s.used_bytes),
-            human(s.free_bytes),
-            human(s.max_bytes)
+            kvshm::human_bytes(s.committed_bytes),
+            kvshm::human_bytes(s.used_bytes),
+            kvshm::human_bytes(s.free_bytes),
+            kvshm::human_bytes(s.max_bytes)
         ),
     );
     row("gets", format!("{} ({} hits)", s.gets, s.hits));

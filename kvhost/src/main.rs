@@ -278,14 +278,14 @@ fn status(name: &str, dir: Option<PathBuf>) -> ExitCode {
     }
     println!(
         "size:     {} committed ({} used), max {}",
-        human_bytes(s.committed_bytes),
-        human_bytes(s.used_bytes),
-        human_bytes(s.max_bytes)
+        kvshm::human_bytes(s.committed_bytes),
+        kvshm::human_bytes(s.used_bytes),
+        kvshm::human_bytes(s.max_bytes)
     );
     println!(
         "keys:     {} ({} of values)",
         s.keys,
-        human_bytes(s.value_bytes)
+        kvshm::human_bytes(s.value_bytes)
     );
     println!("clients:  {}", s.clients.len());
     for cl in &s.clients {
@@ -355,8 +355,8 @@ fn run(a: &RunArgs) -> ExitCode {
         path.display(),
         std::process::id(),
         st.keys,
-        human_bytes(st.committed_bytes),
-        human_bytes(st.max_bytes),
+        kvshm::human_bytes(st.committed_bytes),
+        kvshm::human_bytes(st.max_bytes),
         st.max_key_len,
         st.max_value_len
     );
@@ -382,7 +382,7 @@ fn run(a: &RunArgs) -> ExitCode {
                 if hk.grew_by > 0 {
                     log::info!(
                         "grew the store by {} ahead of demand",
-                        human_bytes(hk.grew_by)
+                        kvshm::human_bytes(hk.grew_by)
                     );
                 }
                 for p in &hk.problems {
@@ -456,7 +456,7 @@ fn open_or_create(s: &Settings, path: &Path) -> Result<Host, ExitCode> {
                 "loaded snapshot {}: {} keys, {} in {:?}",
                 snap.display(),
                 info.keys,
-                human_bytes(info.value_bytes),
+                kvshm::human_bytes(info.value_bytes),
                 t.elapsed()
             ),
             Err(e) => {
@@ -478,7 +478,7 @@ fn write_snapshot(host: &Host, path: &Path) {
                 "snapshot written to {}: {} keys, {} in {:?}",
                 path.display(),
                 info.keys,
-                human_bytes(info.file_bytes),
+                kvshm::human_bytes(info.file_bytes),
                 t.elapsed()
             );
         }
@@ -503,21 +503,6 @@ fn log_clients(host: &Host, known: &mut BTreeMap<u64, u64>) {
         }
     }
     *known = now;
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 fn human_duration(secs: u64) -> String {

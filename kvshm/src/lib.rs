@@ -48,7 +48,7 @@ pub use host::Host;
 pub use housekeeping::Housekeeping;
 pub use segment::{store_path, validate_name, DEFAULT_DIR};
 pub use snapshot::{read_snapshot, write_snapshot, SnapshotInfo};
-pub use stats::{ClientInfo, Stats};
+pub use stats::{human_bytes, ClientInfo, Stats};
 pub use verify::Report;
 
 #[cfg(test)]

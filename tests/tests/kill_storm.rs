@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kvshm::Config;
-use kvshm_tests::{check_pattern, pattern, replay, ChildGuard, Rng, TestStore};
+use kvshm_tests::{check_model, check_pattern, replay, ChildGuard, Rng, TestStore};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
 const WRITERS: u64 = 3;
@@ -73,19 +73,7 @@ fn sigkill_storm_loses_nothing_and_never_tears() {
         ambiguous += b;
     }
     let h = t.host();
-    for (k, allowed) in &model {
-        let got = h
-            .get(k.as_bytes())
-            .unwrap()
-            .map(|v| check_pattern(&v).expect("torn value"));
-        assert!(
-            allowed.contains(&got),
-            "{k}: have {got:?}, allowed {allowed:?}"
-        );
-        if let Some(v) = got {
-            assert_eq!(h.get(k.as_bytes()).unwrap().unwrap(), pattern(v));
-        }
-    }
+    check_model(h, &model);
     for i in 0..50 {
         if let Some(v) = h.get(format!("shared-{i}").as_bytes()).unwrap() {
             assert!(check_pattern(&v).is_some(), "shared-{i} torn");
