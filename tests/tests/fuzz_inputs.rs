@@ -5,7 +5,8 @@
 //! Every damaged segment is opened, verified, read and written by a separate `kvshm-child
 //! probe` process: an error is fine, a signal (SIGSEGV/SIGBUS), a panic or a hang is a failure,
 //! and the input is saved to `target/fuzz-failures/` for replay. `KVSHM_FUZZ_ITERS` sets the
-//! number of damaged segments (default 150) and snapshots (x20); `KVSHM_FUZZ_SEED` the seed.
+//! number of damaged segments (default 150) and snapshots (x20); `KVSHM_FUZZ_SECS`, if set,
+//! runs each target for that long instead; `KVSHM_FUZZ_SEED` sets the seed.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,6 +21,18 @@ fn iters() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(150)
+}
+
+/// Whether iteration `i` (started at `start`) should run: by count, or by time with
+/// `KVSHM_FUZZ_SECS`.
+fn keep_going(i: u64, per_iter: u64, start: Instant) -> bool {
+    match std::env::var("KVSHM_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        Some(secs) => start.elapsed() < Duration::from_secs(secs),
+        None => i < iters() * per_iter,
+    }
 }
 
 fn seed() -> u64 {
@@ -116,7 +129,9 @@ fn damaged_segments_give_errors_never_crashes() {
     let mut rng = Rng::new(seed());
     let (mut errors_seen, mut clean) = (0u64, 0u64);
     let start = Instant::now();
-    for i in 0..iters() {
+    let mut i = 0u64;
+    while keep_going(i, 1, start) {
+        i += 1;
         let mut img = image.clone();
         mutate(&mut rng, &mut img, hot);
         std::fs::write(target.path(), &img).unwrap();
@@ -164,8 +179,7 @@ fn damaged_segments_give_errors_never_crashes() {
         }
     }
     eprintln!(
-        "segment fuzz: {} damaged segments in {:?}: {errors_seen} reported errors, {clean} read back without one",
-        iters(),
+        "segment fuzz: {i} damaged segments in {:?}: {errors_seen} reported errors, {clean} read back without one",
         start.elapsed()
     );
     assert!(
@@ -199,7 +213,11 @@ fn damaged_snapshots_are_refused_whole() {
     let mut rng = Rng::new(seed() ^ 1);
     let file = std::env::temp_dir().join(format!("kvshm-fz-{}.snap", t.name));
     let (mut refused, mut accepted) = (0u64, 0u64);
-    for i in 0..iters() * 20 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while keep_going(n, 20, start) {
+        let i = n;
+        n += 1;
         let mut img = seeds[(i % seeds.len() as u64) as usize].clone();
         if i >= seeds.len() as u64 {
             mutate(&mut rng, &mut img, 64);
@@ -244,8 +262,8 @@ fn damaged_snapshots_are_refused_whole() {
     }
     let _ = std::fs::remove_file(&file);
     eprintln!(
-        "snapshot fuzz: {} inputs, {refused} refused whole, {accepted} valid",
-        iters() * 20
+        "snapshot fuzz: {n} inputs in {:?}, {refused} refused whole, {accepted} valid",
+        start.elapsed()
     );
     assert!(refused > accepted, "mutations should mostly be refused");
 }
