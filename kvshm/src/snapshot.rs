@@ -149,6 +149,10 @@ pub fn read_snapshot(
             format!("snapshot version {version}, this build reads {VERSION}"),
         ));
     }
+    let flags = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+    if flags != 0 || header[24..32] != [0u8; 8] {
+        return Err(bad(12, "unknown flags or reserved header bytes set"));
+    }
     let created_unix = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
     let end = file_len - TRAILER_LEN;
     let mut pos = HEADER_LEN;
@@ -200,6 +204,9 @@ pub fn read_snapshot(
     }
     let count = u64::from_le_bytes(trailer[8..16].try_into().expect("8 bytes"));
     let want = u32::from_le_bytes(trailer[16..20].try_into().expect("4 bytes"));
+    if trailer[20..24] != [0u8; 4] {
+        return Err(bad(end + 20, "reserved trailer bytes set"));
+    }
     if count != info.keys {
         return Err(bad(
             end,
