@@ -38,6 +38,7 @@ pub(crate) struct Session<'a> {
 
 /// Where a slot's log entries are: inline in the slot, or in an extension block.
 pub(crate) struct LogView<'a> {
+    // (fields are read by recovery and by verify's pending-free scan)
     undo: &'a [AtomicU64],
     new: &'a [AtomicU64],
     frees: &'a [AtomicU64],
@@ -47,7 +48,7 @@ pub(crate) struct LogView<'a> {
 /// Largest log extension (entries of each kind).
 const MAX_LOG_CAP: u64 = 1 << 24;
 
-fn log_view<'a>(st: &'a Store, slot: &Slot, slot_off: u64) -> Result<LogView<'a>> {
+pub(crate) fn log_view<'a>(st: &'a Store, slot: &Slot, slot_off: u64) -> Result<LogView<'a>> {
     let ext = slot.log_ext.load(ACQ);
     if ext == 0 {
         let cap = INLINE_LOG_CAP as u64;
@@ -286,6 +287,13 @@ impl<'a> Session<'a> {
     #[inline]
     pub(crate) fn seq_even(&self, s: usize) {
         seqlock::write_end(&self.st.mem.stripe(s).seq);
+    }
+}
+
+impl LogView<'_> {
+    /// Blocks a COMMITTED transaction still has to free (`n` entries are valid).
+    pub(crate) fn pending_frees(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
+        (0..n.min(self.cap)).map(|i| self.frees[2 * i].load(R))
     }
 }
 

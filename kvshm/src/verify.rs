@@ -94,6 +94,7 @@ impl Client {
         sess.lock_stripe(s)?;
         let mut c = Checker {
             st: &self.st,
+            pending_free: HashSet::new(),
             me: Some(sess.me),
             report: Report::default(),
             referenced: HashSet::new(),
@@ -106,6 +107,9 @@ impl Client {
 
 struct Checker<'a> {
     st: &'a Store,
+    /// Blocks that committed transactions of live clients are about to free: LIVE and no
+    /// longer referenced, legitimately (the writer waits for a class lock we hold).
+    pending_free: HashSet<u64>,
     /// Our own slot: its byte lock is ours, which `F_OFD_GETLK` does not report.
     me: Option<u32>,
     report: Report,
@@ -345,7 +349,7 @@ impl Checker<'_> {
         match t.state {
             TAG_FREE => *free += 1,
             TAG_LIVE => {
-                if !self.referenced.contains(&off) {
+                if !self.referenced.contains(&off) && !self.pending_free.contains(&off) {
                     self.problem(
                         off,
                         format!(
@@ -383,9 +387,28 @@ impl Checker<'_> {
     }
 }
 
+/// Blocks that COMMITTED transactions still have to free. Stable while the caller holds every
+/// class and span lock: such a writer cannot finish its frees meanwhile.
+fn pending_frees(st: &Store) -> HashSet<u64> {
+    let mut out = HashSet::new();
+    for (_, off) in slot_list(st) {
+        let Ok(slot) = st.mem.slot_at(off) else {
+            continue;
+        };
+        if slot.state.load(R) != SLOT_ALIVE || slot.txn_state.load(R) != TXN_COMMITTED {
+            continue;
+        }
+        if let Ok(log) = crate::session::log_view(st, slot, off) {
+            out.extend(log.pending_frees(slot.n_free.load(R) as usize));
+        }
+    }
+    out
+}
+
 fn check(st: &Store, me: Option<u32>) -> Report {
     let mut c = Checker {
         st,
+        pending_free: pending_frees(st),
         me,
         report: Report::default(),
         referenced: HashSet::new(),

@@ -248,3 +248,38 @@ fn a_store_filled_under_load_keeps_every_acknowledged_write_and_recovers_room() 
         start.elapsed()
     );
 }
+
+/// Regression (found by the host-restart test): verify reported a writer's old record as a
+/// leak while the writer sat between unlocking its stripe and its deferred free, so a
+/// restarted kvhost refused a healthy store.
+#[test]
+fn verify_is_exact_while_a_writer_is_between_unlock_and_free() {
+    let t = TestStore::new("pendingfree", Config::default().stripes(8), CHILD);
+    t.host().put(b"crash-key", b"old").unwrap();
+    let mut w = t.spawn(
+        "crash",
+        &["put-update"],
+        &[
+            ("KVSHM_CRASH_AT", "txn.freeing"),
+            ("KVSHM_CRASH_ACTION", "stop"),
+        ],
+    );
+    wait_for(
+        "the writer to stop before its free",
+        Duration::from_secs(30),
+        || process_state(w.pid()) == 'T',
+    );
+    let r = t.host().verify().unwrap();
+    assert!(
+        r.is_ok(),
+        "verify while a free is pending: {:#?}",
+        r.problems
+    );
+    assert_eq!(
+        t.host().get(b"crash-key").unwrap().as_deref(),
+        Some(&b"new-value-that-is-longer"[..])
+    );
+    signal(&w, libc::SIGCONT);
+    assert_eq!(w.wait_limit(Duration::from_secs(30)).code(), Some(3));
+    t.assert_verified();
+}
