@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+shm_stores() { ls /dev/shm 2>/dev/null | grep -E '^kvshm\.(t-|unit-|bench-|demo-)' | sort || true; }
+stores_before="$(shm_stores)"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
@@ -20,7 +22,7 @@ echo "== benchmarks build"
 cargo bench --workspace --no-run
 echo "== demo"
 cargo run --release -p kvshm --example demo
-leftover=$(ls /dev/shm | grep -E '^kvshm\.(t-|unit-|bench-|demo-)' || true)
+leftover="$(comm -13 <(printf '%s\n' "$stores_before") <(shm_stores) | grep . || true)"
 if [ -n "$leftover" ]; then
   echo "tests left stores behind in /dev/shm: $leftover" >&2
   exit 1
