@@ -34,6 +34,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "many.unlocked_one",
     "recover.class_rebuilt",
     "recover.undone",
+    "recover.stripes_released",
     "recover.blocks_done",
 ];
 

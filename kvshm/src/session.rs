@@ -203,21 +203,29 @@ impl<'a> Session<'a> {
                 }
                 crash_point!("recover.undone");
             }
-            self.release_stripes(&stripes);
-            // 3. Blocks: an ACTIVE transaction's new blocks go back; a COMMITTED one's become
-            //    LIVE and its deferred frees are done.
+            // 3. A COMMITTED transaction's new blocks become LIVE *before* its stripes are
+            //    released (as in `commit`): once unlocked, another writer may replace such a
+            //    record, and its deferred free expects LIVE.
+            let mut reserved = Vec::new();
             for i in 0..n_new {
                 let b = log.new[i].load(R);
                 let Ok(tagw) = self.word(b) else { continue };
                 let t = Tag::from_word(tagw.load(R));
-                if t.state != TAG_RESERVED || t.owner != dead {
-                    continue;
+                if t.state == TAG_RESERVED && t.owner == dead {
+                    if state == TXN_COMMITTED {
+                        let _ =
+                            tagw.compare_exchange(t.word(), Tag::live(t.generation).word(), REL, R);
+                    } else {
+                        reserved.push((b, t.word()));
+                    }
                 }
-                if state == TXN_ACTIVE {
-                    self.free_block(b, t.word())?;
-                } else {
-                    let _ = tagw.compare_exchange(t.word(), Tag::live(t.generation).word(), REL, R);
-                }
+            }
+            self.release_stripes(&stripes);
+            crash_point!("recover.stripes_released");
+            // 4. Then an ACTIVE transaction's new blocks (unreachable since the undo) go back,
+            //    and a COMMITTED one's deferred frees are done.
+            for (b, tag) in reserved {
+                self.free_block(b, tag)?;
             }
             if state == TXN_COMMITTED {
                 for i in 0..n_free {
@@ -234,7 +242,7 @@ impl<'a> Session<'a> {
         }
         ds.txn_state.store(TXN_IDLE, REL);
         self.release_log_ext(ds, dead)?;
-        // 4. Fold the counters into the store totals and free the slot.
+        // 5. Fold the counters into the store totals and free the slot.
         for (i, c) in ds.counters.iter().enumerate() {
             h.folded[i].fetch_add(c.swap(0, R), R);
         }

@@ -283,3 +283,43 @@ fn verify_is_exact_while_a_writer_is_between_unlock_and_free() {
     assert_eq!(w.wait_limit(Duration::from_secs(30)).code(), Some(3));
     t.assert_verified();
 }
+
+/// Regression (found by the SIGKILL storm): recovery released a dead writer's stripes before
+/// tagging its committed records LIVE; a writer replacing such a record in that gap could not
+/// free it, and the record leaked.
+#[test]
+fn a_record_replaced_while_its_writer_is_being_recovered_is_freed() {
+    let t = TestStore::new("recgap", Config::default().stripes(8), CHILD);
+    t.host().put(b"crash-key", b"old").unwrap();
+    let mut w1 = t.spawn(
+        "crash",
+        &["put-update"],
+        &[("KVSHM_CRASH_AT", "txn.committed")],
+    );
+    assert_eq!(
+        kvshm_tests::killed_by(&w1.wait_limit(Duration::from_secs(30))),
+        Some(libc::SIGKILL)
+    );
+    let mut rec = t.spawn(
+        "crash",
+        &["recover"],
+        &[
+            ("KVSHM_CRASH_AT", "recover.stripes_released"),
+            ("KVSHM_CRASH_ACTION", "stop"),
+        ],
+    );
+    wait_for(
+        "the recoverer to stop after releasing",
+        Duration::from_secs(30),
+        || process_state(rec.pid()) == 'T',
+    );
+    let mut w4 = t.spawn("put", &["crash-key", "replaced"], &[]);
+    assert!(w4.wait_limit(Duration::from_secs(30)).success());
+    signal(&rec, libc::SIGCONT);
+    assert_eq!(rec.wait_limit(Duration::from_secs(30)).code(), Some(3));
+    assert_eq!(
+        t.host().get(b"crash-key").unwrap().as_deref(),
+        Some(&b"replaced"[..])
+    );
+    t.assert_verified();
+}
