@@ -113,10 +113,16 @@ impl Client {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Add to this client's counters; the slot is looked up once per operation. Read-only
+    /// clients count nothing (they never write to the segment).
     #[inline]
-    fn count(&self, c: Counter, n: u64) {
-        if let Some(r) = self.slot {
-            if let Ok(s) = self.st.mem.slot_at(r.off) {
+    fn count(&self, adds: &[(Counter, u64)]) {
+        let Some(r) = self.slot else { return };
+        let Ok(s) = self.st.mem.slot_at(r.off) else {
+            return;
+        };
+        for &(c, n) in adds {
+            if n != 0 {
                 s.counters[c as usize].fetch_add(n, R);
             }
         }
@@ -187,11 +193,12 @@ impl Client {
                 }
             })?,
         };
-        self.count(Counter::Gets, 1);
-        if found {
-            self.count(Counter::Hits, 1);
-            self.count(Counter::BytesOut, out.len() as u64);
-        }
+        let hit = u64::from(found);
+        self.count(&[
+            (Counter::Gets, 1),
+            (Counter::Hits, hit),
+            (Counter::BytesOut, hit * out.len() as u64),
+        ]);
         self.trace("get", key, if found { "hit" } else { "miss" });
         Ok(found)
     }
@@ -217,7 +224,7 @@ impl Client {
     /// Run `f` with a consistent view of `stripes` (sorted, distinct) when optimistic reads
     /// keep failing: writable clients take the stripe locks; read-only ones wait and retry.
     fn read_slow<T>(&self, stripes: &[usize], mut f: impl FnMut() -> Result<T>) -> Result<T> {
-        self.count(Counter::Retries, 1);
+        self.count(&[(Counter::Retries, 1)]);
         if let Ok(sess) = self.session() {
             let _g = self.guard();
             let mut locked = 0;
@@ -288,8 +295,7 @@ impl Client {
             None => self.read_slow(&stripes, read_all)?,
         };
         let hits = out.iter().filter(|v| v.is_some()).count() as u64;
-        self.count(Counter::Gets, keys.len() as u64);
-        self.count(Counter::Hits, hits);
+        self.count(&[(Counter::Gets, keys.len() as u64), (Counter::Hits, hits)]);
         Ok(out)
     }
 
@@ -406,8 +412,7 @@ impl Client {
         lock::unlock(&self.st.mem.stripe(s).lock);
         crash_point!("put.unlocked");
         txn.finish()?;
-        self.count(Counter::Puts, 1);
-        self.count(Counter::BytesIn, value.len() as u64);
+        self.count(&[(Counter::Puts, 1), (Counter::BytesIn, value.len() as u64)]);
         self.trace("put", key, format_args!("{} bytes", value.len()));
         Ok(())
     }
@@ -445,9 +450,7 @@ impl Client {
         lock::unlock(&self.st.mem.stripe(s).lock);
         crash_point!("remove.unlocked");
         txn.finish()?;
-        if existed {
-            self.count(Counter::Removes, 1);
-        }
+        self.count(&[(Counter::Removes, u64::from(existed))]);
         self.trace("remove", key, existed);
         Ok(existed)
     }
@@ -500,10 +503,12 @@ impl Client {
             }
             Ok(())
         })?;
-        self.count(Counter::Puts, items.len() as u64);
-        self.trace("put_many", b"", format_args!("{} pairs", items.len()));
         let bytes: usize = items.iter().map(|(_, v)| v.as_ref().len()).sum();
-        self.count(Counter::BytesIn, bytes as u64);
+        self.count(&[
+            (Counter::Puts, items.len() as u64),
+            (Counter::BytesIn, bytes as u64),
+        ]);
+        self.trace("put_many", b"", format_args!("{} pairs", items.len()));
         Ok(())
     }
 
@@ -532,7 +537,7 @@ impl Client {
             }
             Ok(())
         })?;
-        self.count(Counter::Removes, removed as u64);
+        self.count(&[(Counter::Removes, removed as u64)]);
         self.trace(
             "remove_many",
             b"",

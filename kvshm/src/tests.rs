@@ -312,3 +312,21 @@ fn a_full_store_can_still_remove_a_large_batch() {
     c.put(b"room again", &[2u8; 300]).unwrap();
     assert!(c.verify().unwrap().is_ok());
 }
+
+#[test]
+fn op_counters_are_exact() {
+    let t = TestStore::new("counters", Config::default());
+    let c = t.client();
+    c.put(b"a", b"12345").unwrap();
+    c.put_many(&[(b"b".as_slice(), b"xy".as_slice()), (b"c", b"z")])
+        .unwrap();
+    assert!(c.get(b"a").unwrap().is_some());
+    assert!(c.get(b"nope").unwrap().is_none());
+    assert_eq!(c.get_many(&[b"b".as_slice(), b"q"]).unwrap().len(), 2);
+    assert!(c.remove(b"a").unwrap());
+    assert!(!c.remove(b"a").unwrap());
+    assert_eq!(c.remove_many(&[b"b".as_slice(), b"c", b"q"]).unwrap(), 2);
+    let s = c.stats();
+    assert_eq!((s.puts, s.gets, s.hits, s.removes), (3, 4, 2, 3));
+    assert_eq!((s.bytes_in, s.bytes_out), (8, 5));
+}

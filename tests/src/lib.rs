@@ -209,11 +209,6 @@ impl Drop for TestStore {
     }
 }
 
-/// Path helper for children.
-pub fn store_dir(arg: &str) -> &Path {
-    Path::new(arg)
-}
-
 /// Path of a workspace binary (`kvhost`, `kvcli`), built next to the test executables with
 /// the same profile. `cargo build` runs once per test process (a no-op when up to date), so a
 /// single-package test run never uses a stale binary.
