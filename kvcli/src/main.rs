@@ -366,6 +366,12 @@ fn run(cli: &Cli) -> kvshm::Result<u8> {
             let r = read_only(cli)?.verify()?;
             if r.is_ok() {
                 println!("ok: {} keys, {} blocks checked", r.keys, r.blocks);
+                if r.unrecovered > 0 {
+                    println!(
+                        "  {} dead client(s) await recovery (the host's housekeeping does it)",
+                        r.unrecovered
+                    );
+                }
             } else {
                 println!("{} problem(s):", r.problems.len());
                 for p in &r.problems {

@@ -445,6 +445,13 @@ fn open_or_create(s: &Settings, path: &Path) -> Result<Host, ExitCode> {
             report.keys,
             report.recovered
         );
+        if report.unrecovered > 0 {
+            // They died between the recovery pass and the check; housekeeping recovers them.
+            log::warn!(
+                "{} client(s) died while the store was being verified",
+                report.unrecovered
+            );
+        }
         return Ok(host);
     }
     let host = Host::create(&s.name, &s.config).map_err(|e| fail("cannot create the store", &e))?;

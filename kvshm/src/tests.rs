@@ -330,3 +330,35 @@ fn op_counters_are_exact() {
     assert_eq!((s.puts, s.gets, s.hits, s.removes), (3, 4, 2, 3));
     assert_eq!((s.bytes_in, s.bytes_out), (8, 5));
 }
+
+/// Regression (CI run after session 1): a client killed between verify's recovery pass and
+/// its check left an attached slot with no live owner; verify called that damage and a
+/// restarting kvhost refused a healthy store. Such a slot holds no lock (verify holds them
+/// all), so it is "awaiting recovery", not a problem.
+#[test]
+fn a_client_that_dies_while_verify_runs_is_not_damage() {
+    use crate::client::slot_list;
+    use crate::layout::{SLOT_ALIVE, SLOT_FREE};
+    use std::sync::atomic::Ordering::{Acquire, Release};
+    let t = TestStore::new("diedverify", Config::default());
+    let c = t.client();
+    c.put(b"k", b"v").unwrap();
+    let me = c.session().unwrap().me;
+    // A slot marked attached whose byte lock nobody holds: what a killed client leaves.
+    let (_, off) = slot_list(&c.st)
+        .into_iter()
+        .find(|&(idx, off)| {
+            idx != me && c.st.mem.slot_at(off).unwrap().state.load(Acquire) == SLOT_FREE
+        })
+        .unwrap();
+    let slot = c.st.mem.slot_at(off).unwrap();
+    slot.state.store(SLOT_ALIVE, Release);
+    let r = crate::verify::check(&c.st, Some(me));
+    assert!(r.is_ok(), "{:?}", r.problems);
+    assert_eq!(r.unrecovered, 1);
+    // A full verify recovers it first.
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:?}", r.problems);
+    assert_eq!((r.recovered, r.unrecovered), (1, 0));
+    assert_eq!(slot.state.load(Acquire), SLOT_FREE);
+}
