@@ -45,11 +45,102 @@ impl Session<'_> {
     /// Reserve a block of at least `size` bytes. `record(offset)` is called before the block
     /// is tagged RESERVED by this client, under the allocator lock. `pool` says whether the
     /// emergency reserve may be used (transaction logs only, see [`Pool`]).
+    ///
+    /// When the store is full, a block of a bigger class (at most twice `size`) freed earlier
+    /// is used: freed blocks stay in their class, and a full store must still take a record
+    /// a little bigger or smaller than the ones it just removed.
     pub(crate) fn alloc(&self, size: u64, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
-        match class_for(size) {
-            Some(c) => self.alloc_class(c, pool, record),
-            None => self.alloc_span(size.div_ceil(CHUNK_SIZE), pool, record),
+        let Some(c) = class_for(size) else {
+            return self.alloc_span(size.div_ceil(CHUNK_SIZE), pool, record);
+        };
+        let mut record = Some(record);
+        let mut once = |off| {
+            if let Some(f) = record.take() {
+                f(off)
+            }
+        };
+        match self.alloc_class(c, pool, &mut once) {
+            Err(Error::StoreFull { hint }) => {
+                for (bigger, &bytes) in CLASS_SIZES.iter().enumerate().skip(c + 1) {
+                    if bytes as u64 > 2 * size {
+                        break;
+                    }
+                    if self.st.mem.header().classes[bigger].head.load(R) == 0 {
+                        continue;
+                    }
+                    match self.alloc_class(bigger, pool, &mut once) {
+                        Err(Error::StoreFull { .. }) => continue,
+                        r => return r,
+                    }
+                }
+                // Last resort: chunks of other classes whose blocks are all free go back to
+                // the chunk pool.
+                if self.release_free_class_chunks(c)? > 0 {
+                    return self.alloc_class(c, pool, &mut once);
+                }
+                Err(Error::StoreFull { hint })
+            }
+            r => r,
         }
+    }
+
+    /// Give class chunks whose blocks are all free back to the chunk pool (zeroed), so a full
+    /// store can reuse the room for another size. Returns how many chunks were released.
+    /// Takes one class lock at a time (never two), like every allocator path.
+    pub(crate) fn release_free_class_chunks(&self, except: usize) -> Result<u64> {
+        let h = self.st.mem.header();
+        let mut released = 0;
+        for d in (0..NUM_CLASSES).filter(|&d| d != except) {
+            let cls = &h.classes[d];
+            if cls.free_count.load(R) < CHUNK_SIZE / CLASS_SIZES[d] as u64 {
+                continue; // not even one chunk's worth of free blocks
+            }
+            self.lock_word(&cls.lock)?;
+            let r = self.release_class_chunks_locked(d);
+            lock::unlock(&cls.lock);
+            released += r?;
+        }
+        if released > 0 {
+            log::debug!("store full: {released} all-free class chunk(s) returned to the pool");
+        }
+        Ok(released)
+    }
+
+    /// Caller holds class `d`'s lock. Each all-free chunk is zeroed, then marked free, then
+    /// the class list is rebuilt without it. A crash anywhere in between leaves the class
+    /// lock with a dead owner, whose recovery rebuilds the list from the tags (zeroed blocks
+    /// read as FREE), and nobody uses class `d`'s list before that.
+    fn release_class_chunks_locked(&self, d: usize) -> Result<u64> {
+        let map = self.st.mem.chunk_map();
+        let entry = CHUNK_CLASS_BASE + d as u32;
+        let size = CLASS_SIZES[d] as u64;
+        let committed = (self.st.mem.committed().saturating_sub(self.st.chunk_base)) / CHUNK_SIZE;
+        let mut released = 0;
+        for idx in 0..committed.min(map.len() as u64) {
+            if map[idx as usize].load(R) != entry {
+                continue;
+            }
+            let base = self.chunk_offset(idx);
+            let mut all_free = true;
+            for b in 0..CHUNK_SIZE / size {
+                if Tag::from_word(self.word(base + b * size)?.load(R)).state != TAG_FREE {
+                    all_free = false;
+                    break;
+                }
+            }
+            if !all_free {
+                continue;
+            }
+            self.zero_chunks(idx, 1)?;
+            crash_point!("alloc.chunk_zeroed");
+            map[idx as usize].store(CHUNK_FREE, REL);
+            crash_point!("alloc.chunk_released");
+            released += 1;
+        }
+        if released > 0 {
+            self.rebuild_class(d)?;
+        }
+        Ok(released)
     }
 
     fn alloc_class(&self, c: usize, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {

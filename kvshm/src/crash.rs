@@ -10,6 +10,8 @@ pub const CRASH_POINTS: &[&str] = &[
     "alloc.recorded",
     "alloc.tagged",
     "alloc.chunk_claimed",
+    "alloc.chunk_zeroed",
+    "alloc.chunk_released",
     "span.recorded",
     "span.free_tagged",
     "span.head_cleared",

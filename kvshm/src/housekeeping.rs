@@ -58,6 +58,9 @@ impl Client {
     }
 }
 
+/// The most free room housekeeping keeps ahead of the clients.
+pub const GROW_AHEAD_MAX: u64 = 64 << 20;
+
 impl Host {
     /// One housekeeping pass. `cursor` walks the stripes across passes; `check` stripes are
     /// verified per pass.
@@ -66,11 +69,17 @@ impl Host {
             recovered: self.recover_dead_clients()?,
             ..Default::default()
         };
-        // Grow ahead: keep a quarter of the committed size free so clients rarely grow.
+        // Grow ahead so clients rarely grow themselves: keep a quarter of the committed
+        // size free, at most GROW_AHEAD_MAX (what is committed is memory taken). One step of
+        // GROW_STEP_MAX at a time, so a client that must grow never waits on a long one.
         let s = self.stats();
-        if s.free_bytes < s.committed_bytes / 4 && s.committed_bytes < s.max_bytes {
-            let want = (s.committed_bytes + s.committed_bytes / 2).min(s.max_bytes);
-            self.st.grow(want)?;
+        let headroom = (s.committed_bytes / 4).min(GROW_AHEAD_MAX);
+        if s.free_bytes < headroom && s.committed_bytes < s.max_bytes {
+            let want = (s.committed_bytes + headroom - s.free_bytes).min(s.max_bytes);
+            while self.st.mem.committed() < want {
+                let next = (self.st.mem.committed() + crate::store::GROW_STEP_MAX).min(want);
+                self.st.grow(next)?;
+            }
             out.grew_by = self.st.mem.committed() - s.committed_bytes;
         }
         let n = self.st.mem.stripe_count();

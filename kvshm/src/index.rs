@@ -21,10 +21,13 @@ struct Found {
     free: Option<u64>,
 }
 
-/// Smallest table (log2) that holds `n` keys at most half full.
+/// Smallest table (log2 of its words) that holds `n` keys at most half full.
 fn log2_for(n: u64) -> u32 {
-    let want = (n.max(1) * 2).next_power_of_two();
-    want.trailing_zeros().max(TABLE_MIN_LOG2)
+    let mut log2 = TABLE_MIN_LOG2;
+    while table_capacity(log2) < n.max(1) * 2 {
+        log2 += 1;
+    }
+    log2
 }
 
 /// Fill a freshly reserved record block.
@@ -42,32 +45,35 @@ pub(crate) fn write_record(st: &Store, rec: u64, key: &[u8], value: &[u8]) -> Re
 impl Txn<'_, '_> {
     fn find(&self, table_word: u64, hash: u64, key: &[u8]) -> Result<Found> {
         let st = self.session().st;
-        let Some((slots, log2)) = st.table_slots(table_word)? else {
+        let Some((slots, _)) = st.table_slots(table_word)? else {
             return Ok(Found {
                 hit: None,
                 free: None,
             });
         };
-        let mask = (1u64 << log2) - 1;
-        let mut i = hash & mask;
+        let cap = slots.len() as u64;
+        let mut i = table_home(hash, cap);
         let mut free = None;
-        for _ in 0..=mask {
-            let rec = slots[(2 * i + 1) as usize].load(R);
-            if rec == SLOT_EMPTY {
+        for _ in 0..cap {
+            let e = slots[i as usize].load(R);
+            if e == SLOT_EMPTY {
                 return Ok(Found {
                     hit: None,
                     free: free.or(Some(i)),
                 });
             }
-            if rec == SLOT_TOMBSTONE {
+            if e == SLOT_TOMBSTONE {
                 free.get_or_insert(i);
-            } else if slots[(2 * i) as usize].load(R) == hash && st.record_key_eq(rec, key)? {
+            } else if entry_matches(e, hash) && st.record_key_eq(entry_record(e), key)? {
                 return Ok(Found {
-                    hit: Some((i, rec)),
+                    hit: Some((i, entry_record(e))),
                     free,
                 });
             }
-            i = (i + 1) & mask;
+            i += 1;
+            if i == cap {
+                i = 0;
+            }
         }
         Ok(Found { hit: None, free })
     }
@@ -83,13 +89,13 @@ impl Txn<'_, '_> {
             return self.rebuild_table(s, log2_for(count + adds));
         }
         let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
-        if (count + tombs + adds) * 4 > (3u64 << log2) {
+        if (count + tombs + adds) * 4 > 3 * table_capacity(log2) {
             return self.rebuild_table(s, log2_for(count + adds).max(log2));
         }
         Ok(())
     }
 
-    /// Replace stripe `s`'s table by a fresh one of `2^log2` slots holding the same keys.
+    /// Replace stripe `s`'s table by a fresh one of `2^log2` words holding the same keys.
     fn rebuild_table(&self, s: usize, log2: u32) -> Result<()> {
         if log2 > TABLE_MAX_LOG2 {
             return Err(Error::StoreFull {
@@ -101,24 +107,31 @@ impl Txn<'_, '_> {
         let stripe = st.mem.stripe(s);
         let nt = self.alloc(table_size(log2))?;
         st.mem.word(nt + 8)?.store(log2 as u64, R);
-        let new_slots = st.mem.words(nt + TABLE_HEADER_SIZE, 2u64 << log2)?;
+        let cap = table_capacity(log2);
+        let new_slots = st.mem.words(nt + TABLE_HEADER_SIZE, cap)?;
         for w in new_slots {
             w.store(0, R);
         }
-        let mask = (1u64 << log2) - 1;
         let old = stripe.table.load(R);
         if let Some((slots, _)) = st.table_slots(old)? {
-            for pair in slots.chunks_exact(2) {
-                let (hash, rec) = (pair[0].load(R), pair[1].load(R));
-                if rec == SLOT_EMPTY || rec == SLOT_TOMBSTONE {
+            let mut key = Vec::new();
+            for e in slots {
+                let e = e.load(R);
+                if e == SLOT_EMPTY || e == SLOT_TOMBSTONE {
                     continue;
                 }
-                let mut i = hash & mask;
-                while new_slots[(2 * i + 1) as usize].load(R) != SLOT_EMPTY {
-                    i = (i + 1) & mask;
+                // Entries keep only a tag of the hash: the key gives the probe start.
+                let rec = entry_record(e);
+                st.read_key(rec, &mut key)?;
+                let hash = st.hash(&key);
+                let mut i = table_home(hash, cap);
+                while new_slots[i as usize].load(R) != SLOT_EMPTY {
+                    i += 1;
+                    if i == cap {
+                        i = 0;
+                    }
                 }
-                new_slots[(2 * i) as usize].store(hash, R);
-                new_slots[(2 * i + 1) as usize].store(rec, R);
+                new_slots[i as usize].store(table_entry(hash, rec), R);
             }
             self.defer_free(old & TABLE_OFFSET_MASK)?;
         }
@@ -162,7 +175,7 @@ impl Txn<'_, '_> {
         let vb = stripe.value_bytes.load(R);
         if let Some((i, old)) = f.hit {
             let (_, old_len) = st.record_lens(old)?;
-            self.set(s, slot_off(i) + 8, rec)?;
+            self.set(s, slot_off(i), table_entry(hash, rec))?;
             crash_point!("put.replaced");
             stripe
                 .value_bytes
@@ -173,9 +186,8 @@ impl Txn<'_, '_> {
         let i = f
             .free
             .ok_or_else(|| Error::corrupt(toff, "index table has no free slot"))?;
-        let was_tomb = st.mem.word(slot_off(i) + 8)?.load(R) == SLOT_TOMBSTONE;
-        self.set(s, slot_off(i), hash)?;
-        self.set(s, slot_off(i) + 8, rec)?;
+        let was_tomb = st.mem.word(slot_off(i))?.load(R) == SLOT_TOMBSTONE;
+        self.set(s, slot_off(i), table_entry(hash, rec))?;
         crash_point!("put.inserted");
         stripe.count.store(stripe.count.load(R) + 1, REL);
         if was_tomb {
@@ -195,10 +207,14 @@ impl Txn<'_, '_> {
         };
         let toff = tw & TABLE_OFFSET_MASK;
         let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
-        let next = (i + 1) & ((1u64 << log2) - 1);
+        let next = if i + 1 == table_capacity(log2) {
+            0
+        } else {
+            i + 1
+        };
         let next_rec = st
             .mem
-            .word(toff + TABLE_HEADER_SIZE + next * TABLE_SLOT_SIZE + 8)?
+            .word(toff + TABLE_HEADER_SIZE + next * TABLE_SLOT_SIZE)?
             .load(R);
         // No probe path runs through slot i if the next slot was never used.
         let mark = if next_rec == SLOT_EMPTY {
@@ -207,7 +223,7 @@ impl Txn<'_, '_> {
             SLOT_TOMBSTONE
         };
         let (_, vlen) = st.record_lens(rec)?;
-        self.set(s, toff + TABLE_HEADER_SIZE + i * TABLE_SLOT_SIZE + 8, mark)?;
+        self.set(s, toff + TABLE_HEADER_SIZE + i * TABLE_SLOT_SIZE, mark)?;
         crash_point!("remove.unlinked");
         stripe.count.store(stripe.count.load(R) - 1, REL);
         if mark == SLOT_TOMBSTONE {
@@ -228,10 +244,20 @@ mod tests {
     #[test]
     fn tables_stay_at_most_half_full_after_sizing() {
         assert_eq!(log2_for(0), TABLE_MIN_LOG2);
-        assert_eq!(log2_for(4), TABLE_MIN_LOG2);
-        assert_eq!(log2_for(5), 4);
+        assert_eq!(log2_for(3), TABLE_MIN_LOG2);
+        assert_eq!(log2_for(4), 4);
         for n in [1u64, 7, 100, 12_345] {
-            assert!(n * 2 <= 1 << log2_for(n));
+            let l = log2_for(n);
+            assert!(n * 2 <= table_capacity(l));
+            assert!(l == TABLE_MIN_LOG2 || n * 2 > table_capacity(l - 1));
         }
+        // A table is a whole power-of-two block: a size class, or one chunk at 2^15 words.
+        for l in TABLE_MIN_LOG2..=15 {
+            assert_eq!(
+                CLASS_SIZES[class_for(table_size(l)).unwrap()] as u64,
+                table_size(l)
+            );
+        }
+        assert_eq!(table_size(15), CHUNK_SIZE);
     }
 }

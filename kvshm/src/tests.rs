@@ -362,3 +362,43 @@ fn a_client_that_dies_while_verify_runs_is_not_damage() {
     assert_eq!((r.recovered, r.unrecovered), (1, 0));
     assert_eq!(slot.state.load(Acquire), SLOT_FREE);
 }
+
+/// Freed blocks stay in their size class, so without giving all-free chunks back a store
+/// filled with one record size and emptied could not take another size at all.
+#[test]
+fn an_emptied_full_store_takes_records_of_another_size() {
+    let t = TestStore::new(
+        "reclass",
+        Config::default()
+            .max_size(8 << 20)
+            .initial_size(0)
+            .stripes(16),
+    );
+    let c = t.client();
+    let fill = |prefix: &str, len: usize| {
+        let mut n = 0u32;
+        while c
+            .put(format!("{prefix}{n}").as_bytes(), &vec![1u8; len])
+            .is_ok()
+        {
+            n += 1;
+        }
+        n as usize * len
+    };
+    let small = fill("s", 200);
+    for k in c.keys(b"s").unwrap() {
+        assert!(c.remove(&k).unwrap());
+    }
+    let big = fill("b", 3000);
+    assert!(
+        big * 10 >= small * 8,
+        "after emptying, {big} bytes of 3000-byte values fit where {small} of 200-byte did"
+    );
+    for k in c.keys(b"b").unwrap() {
+        assert!(c.remove(&k).unwrap());
+    }
+    let again = fill("t", 200);
+    assert!(again * 10 >= small * 9, "{again} vs {small}");
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:?}", r.problems);
+}

@@ -188,15 +188,16 @@ impl Checker<'_> {
             }
         };
         let (mut live, mut tomb, mut vb) = (0u64, 0u64, 0u64);
-        for (i, pair) in slots.chunks_exact(2).enumerate() {
-            let (hash, rec) = (pair[0].load(R), pair[1].load(R));
-            if rec == SLOT_EMPTY {
+        for (i, e) in slots.iter().enumerate() {
+            let e = e.load(R);
+            if e == SLOT_EMPTY {
                 continue;
             }
-            if rec == SLOT_TOMBSTONE {
+            if e == SLOT_TOMBSTONE {
                 tomb += 1;
                 continue;
             }
+            let rec = entry_record(e);
             live += 1;
             self.report.blocks += 1;
             if !self.referenced.insert(rec) {
@@ -219,10 +220,10 @@ impl Checker<'_> {
             };
             vb += vlen as u64;
             let h = st.hash(&key);
-            if h != hash {
+            if !entry_matches(e, h) {
                 self.problem(
                     rec,
-                    format!("stripe {s} slot {i}: stored hash differs from key's"),
+                    format!("stripe {s} slot {i}: stored hash tag differs from key's"),
                 );
             } else if st.stripe_of(h) != s {
                 self.problem(

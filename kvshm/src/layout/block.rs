@@ -79,22 +79,66 @@ pub const fn record_size(key_len: u64, value_len: u64) -> u64 {
     RECORD_HEADER_SIZE + super::pad8(key_len) + super::pad8(value_len)
 }
 
-/// Index table = `[tag][log2 capacity][capacity x (hash u64, record offset u64)]`.
+/// Index table = `[tag][log2][capacity x entry]`, a block of exactly `2^log2` words: powers of
+/// two are size classes, so a table fills its block, and a `2^15`-word table is one chunk.
 pub const TABLE_HEADER_SIZE: u64 = 16;
-/// Bytes per table slot.
-pub const TABLE_SLOT_SIZE: u64 = 16;
-/// Record-offset value of a never-used table slot.
+/// Bytes per table slot: one entry word.
+pub const TABLE_SLOT_SIZE: u64 = 8;
+/// Entry of a never-used table slot.
 pub const SLOT_EMPTY: u64 = 0;
-/// Record-offset value of a removed entry.
+/// Entry of a removed key's slot.
 pub const SLOT_TOMBSTONE: u64 = 1;
-/// Capacity of a stripe's first table.
+/// An entry's low bits hold the record offset / 8 (records are 8-aligned, offsets below
+/// [`super::MAX_RESERVE`]); its top 21 bits hold bits 32..53 of the key's hash, so a probe
+/// compares keys only when the tags agree (1 in 2 million for another key).
+pub const ENTRY_OFF_BITS: u32 = 43;
+const ENTRY_OFF_MASK: u64 = (1 << ENTRY_OFF_BITS) - 1;
+const _: () = assert!(super::MAX_RESERVE <= 1 << (ENTRY_OFF_BITS + 3));
+/// Smallest table (log2 of its words).
 pub const TABLE_MIN_LOG2: u32 = 3;
 /// Largest table a stripe may grow to.
 pub const TABLE_MAX_LOG2: u32 = 40;
 
-/// Bytes of a table with `1 << log2` slots.
+/// The entry for a record at `rec` whose key hashes to `hash`. Never EMPTY or TOMBSTONE: a
+/// record lies past the segment header, so its offset / 8 is at least 2.
+#[inline]
+pub const fn table_entry(hash: u64, rec: u64) -> u64 {
+    entry_tag(hash) | rec >> 3
+}
+
+#[inline]
+const fn entry_tag(hash: u64) -> u64 {
+    (hash >> 32) << ENTRY_OFF_BITS
+}
+
+/// The record offset of a live entry.
+#[inline]
+pub const fn entry_record(entry: u64) -> u64 {
+    (entry & ENTRY_OFF_MASK) << 3
+}
+
+/// Whether a live entry's hash tag agrees with `hash`.
+#[inline]
+pub const fn entry_matches(entry: u64, hash: u64) -> bool {
+    entry & !ENTRY_OFF_MASK == entry_tag(hash)
+}
+
+/// Entries a table of `2^log2` words holds (the header takes two words).
+#[inline]
+pub const fn table_capacity(log2: u32) -> u64 {
+    (1u64 << log2) - 2
+}
+
+/// Bytes of a table of `2^log2` words.
 pub const fn table_size(log2: u32) -> u64 {
-    TABLE_HEADER_SIZE + TABLE_SLOT_SIZE * (1u64 << log2)
+    8 << log2
+}
+
+/// Where a key's probe starts in a table of `capacity` slots: the low 32 bits of the hash
+/// scaled to the capacity (Lemire's multiply-shift; capacities are not powers of two).
+#[inline]
+pub const fn table_home(hash: u64, capacity: u64) -> u64 {
+    ((hash & 0xffff_ffff) * capacity) >> 32
 }
 
 /// Chunk-map entry of a free (and zero-filled) chunk.

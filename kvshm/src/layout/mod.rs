@@ -22,7 +22,7 @@ pub use stripe::*;
 pub const CACHE_LINE: usize = 128;
 
 /// Bumped on any change to a segment type; attach refuses a different version.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// `b"KVSHMSEG"` read as a little-endian word. Written last when a store is formatted.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"KVSHMSEG");
@@ -40,11 +40,23 @@ pub const MAX_RESERVE: u64 = 1 << 46;
 /// Smallest block handed out by the allocator.
 pub const MIN_CLASS_SIZE: u32 = 64;
 
-/// Next size class: about 12.5% bigger, rounded up to 8 bytes.
+/// Classes are 16 bytes apart up to this size (small records fit a class exactly or waste
+/// under 16 bytes), then about 12.5% apart.
+pub const FINE_CLASS_LIMIT: u32 = 512;
+
+/// Next size class: 16 bytes more up to [`FINE_CLASS_LIMIT`], then about 12.5% bigger rounded
+/// up to 8 bytes, never skipping a power of two (index tables are powers of two in size).
 const fn next_class(s: u32) -> u32 {
-    let grown = s + s / 8;
-    let grown = if grown < s + 8 { s + 8 } else { grown };
-    (grown + 7) & !7
+    if s < FINE_CLASS_LIMIT {
+        return s + 16;
+    }
+    let grown = (s + s / 8 + 7) & !7;
+    let pow2 = (s + 1).next_power_of_two();
+    if grown < pow2 {
+        grown
+    } else {
+        pow2
+    }
 }
 
 const fn count_classes() -> usize {
@@ -110,7 +122,7 @@ pub const fn layout_signature() -> u64 {
         core::mem::offset_of!(Slot, new_blocks) as u64,
         core::mem::offset_of!(Slot, frees) as u64,
         RECORD_HEADER_SIZE,
-        TABLE_HEADER_SIZE,
+        TABLE_HEADER_SIZE | TABLE_SLOT_SIZE << 8,
         CHUNK_SIZE,
         NUM_CLASSES as u64,
         CLASS_SIZES[1] as u64,

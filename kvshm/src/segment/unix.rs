@@ -85,12 +85,23 @@ pub fn remove_file(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(|e| path_err(e, path))
 }
 
-/// Make sure bytes `0..len` of the file are allocated (never sparse: memory exhaustion must be
-/// an error here, not a SIGBUS later).
-pub fn allocate(file: &File, len: u64) -> Result<()> {
+/// Make sure bytes `from..to` of the file are allocated (never sparse: memory exhaustion must
+/// be an error here, not a SIGBUS later). Growth passes only the new range: tmpfs walks every
+/// page of the range it is given, so allocating from 0 made each growth cost O(file size).
+pub fn allocate(file: &File, from: u64, to: u64) -> Result<()> {
+    if to <= from {
+        return Ok(());
+    }
     loop {
         // SAFETY: plain syscall on an fd owned by `file`.
-        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
+        let r = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                0,
+                from as libc::off_t,
+                (to - from) as libc::off_t,
+            )
+        };
         if r == 0 {
             return Ok(());
         }

@@ -96,6 +96,24 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
                 out(format!("ack fill-{i}"));
             }
         }
+        "reclass" => {
+            // Fill the (small) store with one record size, remove them all, then insert
+            // another size: only chunks given back by the first size's class make room.
+            let mut n = 0u32;
+            while c.put(format!("rc-{n}").as_bytes(), &[5u8; 200]).is_ok() {
+                n += 1;
+            }
+            let keys: Vec<String> = (0..n).map(|i| format!("rc-{i}")).collect();
+            for k in &keys {
+                c.remove(k.as_bytes()).unwrap();
+            }
+            out(format!("ack removed {n}"));
+            for i in 0..n / 8 {
+                c.put(format!("nw-{i}").as_bytes(), &vec![(i % 251) as u8; 1000])
+                    .unwrap();
+                out(format!("ack nw-{i}"));
+            }
+        }
         "big" => {
             for i in 0..3u8 {
                 c.put(b"big", &vec![i + 1; 600_000]).unwrap();
