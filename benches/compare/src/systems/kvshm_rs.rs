@@ -1,0 +1,105 @@
+//! kvshm through its Rust client: the store lives in a segment on /dev/shm hosted by the
+//! runner process; worker processes attach to it by name.
+
+use super::{Conn, Mode, Res, System};
+use crate::workload::{fill_value, key};
+use kvshm::{Client, Config, Host};
+
+/// A hosted store, released (file removed) on drop.
+#[derive(Debug)]
+pub struct Hosted {
+    pub name: String,
+    pub host: Option<Host>,
+}
+
+impl Hosted {
+    pub fn create(tag: &str, initial_size: u64) -> Res<Hosted> {
+        let name = format!("compare-{tag}-{}", std::process::id());
+        let _ = Host::release_by_name(kvshm::default_dir(), &name);
+        let cfg = Config::default()
+            .initial_size(initial_size)
+            .max_size(64 << 30)
+            .max_value_len(1 << 20);
+        let host = Host::create(&name, &cfg).map_err(|e| format!("kvshm create: {e}"))?;
+        Ok(Hosted {
+            name,
+            host: Some(host),
+        })
+    }
+    pub fn client(&self) -> &Client {
+        self.host.as_ref().expect("hosted").client()
+    }
+    /// Bytes of /dev/shm the segment occupies (allocated tmpfs pages).
+    pub fn allocated(&self) -> u64 {
+        super::allocated_under(self.client().path())
+    }
+}
+
+impl Drop for Hosted {
+    fn drop(&mut self) {
+        if let Some(h) = self.host.take() {
+            let _ = h.release();
+        }
+    }
+}
+
+/// Load keys `0..keys` through `c`.
+pub fn load(c: &Client, keys: u64, value_bytes: usize) -> Res<()> {
+    let (mut k, mut v) = ([0u8; 16], Vec::new());
+    for i in 0..keys {
+        key(i, &mut k);
+        fill_value(&mut v, value_bytes, i);
+        c.put(&k, &v).map_err(|e| format!("kvshm load: {e}"))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+pub struct KvShm {
+    pub store: Hosted,
+}
+
+impl KvShm {
+    pub fn new() -> Res<KvShm> {
+        Ok(KvShm {
+            store: Hosted::create("rs", 4 << 20)?,
+        })
+    }
+}
+
+impl System for KvShm {
+    fn mode(&self) -> Mode {
+        Mode::Processes
+    }
+    fn load(&mut self, keys: u64, value_bytes: usize) -> Res<()> {
+        load(self.store.client(), keys, value_bytes)
+    }
+    fn conn(&self) -> Res<Box<dyn Conn + Send>> {
+        open(&self.spec())
+    }
+    fn spec(&self) -> String {
+        self.store.name.clone()
+    }
+    fn memory_bytes(&self) -> Res<u64> {
+        Ok(self.store.allocated())
+    }
+    fn memory_note(&self) -> &'static str {
+        "segment file's allocated tmpfs pages"
+    }
+}
+
+struct RsConn(Client);
+
+impl Conn for RsConn {
+    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Res<bool> {
+        self.0.get_into(key, out).map_err(|e| e.to_string())
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
+        self.0.put(key, value).map_err(|e| e.to_string())
+    }
+}
+
+pub fn open(spec: &str) -> Res<Box<dyn Conn + Send>> {
+    let c = Client::open(spec).map_err(|e| format!("kvshm attach: {e}"))?;
+    Ok(Box::new(RsConn(c)))
+}
