@@ -352,6 +352,8 @@ fn runner(plan_json: &str) {
         Ok(s) => s,
         Err(e) => return skip(e),
     };
+    // Generate the value pool before loading: resident-memory figures must not include it.
+    let _ = workload::pool();
     let t0 = Instant::now();
     if let Err(e) = sys.load(plan.keys, plan.value_bytes) {
         return skip(format!("load failed: {e}"));

@@ -15,7 +15,32 @@ pub fn key(i: u64, out: &mut [u8; KEY_LEN]) {
     }
 }
 
-/// A value of `len` bytes whose first 8 bytes carry `stamp` (so each put writes new bytes).
+/// Random bytes the loaded values are cut from (16 MiB): every key gets its own window, so no
+/// store can compress the data set by finding the same bytes in many values.
+pub fn pool() -> &'static [u8] {
+    static POOL: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let mut r = Rng::new(0x9001);
+        (0..(16usize << 20) / 8)
+            .flat_map(|_| r.next_u64().to_le_bytes())
+            .collect()
+    })
+}
+
+/// The value loaded under key `i`: `len` random bytes of its own (a window of [`pool`] chosen
+/// by `i`), the first 8 bytes replaced by `i`.
+pub fn load_value(buf: &mut Vec<u8>, len: usize, i: u64) {
+    let p = pool();
+    let room = (p.len() - len.min(p.len())) as u64 + 1;
+    let start = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) % room;
+    buf.clear();
+    buf.extend_from_slice(&p[start as usize..start as usize + len]);
+    let n = len.min(8);
+    buf[..n].copy_from_slice(&i.to_le_bytes()[..n]);
+}
+
+/// A value of `len` bytes whose first 8 bytes carry `stamp` (so each put writes new bytes);
+/// the rest is fixed per length (cheap enough for the measured loop).
 pub fn fill_value(buf: &mut Vec<u8>, len: usize, stamp: u64) {
     if buf.len() != len {
         buf.clear();

@@ -3,7 +3,7 @@
 //! Both are in-process libraries: P clients are P threads sharing the handle.
 
 use super::{rss_of, Conn, Mode, Res, ScratchDir, System};
-use crate::workload::{fill_value, key};
+use crate::workload::{key, load_value};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::Arc;
 
@@ -116,7 +116,7 @@ impl System for CDb {
         let (mut k, mut v) = ([0u8; 16], Vec::new());
         for i in 0..keys {
             key(i, &mut k);
-            fill_value(&mut v, value_bytes, i);
+            load_value(&mut v, value_bytes, i);
             c.put(&k, &v)?;
         }
         self.rss = rss_of("self").saturating_sub(before);

@@ -3,7 +3,7 @@
 //! owned keys and values, a get copies the value out, a put inserts owned copies.
 
 use super::{rss_of, Conn, Mode, Res, System};
-use crate::workload::{fill_value, key};
+use crate::workload::{key, load_value};
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -27,7 +27,7 @@ impl System for StdMap {
         let (mut k, mut v) = ([0u8; 16], Vec::new());
         for i in 0..keys {
             key(i, &mut k);
-            fill_value(&mut v, value_bytes, i);
+            load_value(&mut v, value_bytes, i);
             m.insert(k.into(), v.as_slice().into());
         }
         drop(m);
@@ -80,7 +80,7 @@ impl System for Dash {
         let (mut k, mut v) = ([0u8; 16], Vec::new());
         for i in 0..keys {
             key(i, &mut k);
-            fill_value(&mut v, value_bytes, i);
+            load_value(&mut v, value_bytes, i);
             self.map.insert(k.into(), v.as_slice().into());
         }
         self.rss = rss_of("self").saturating_sub(before);

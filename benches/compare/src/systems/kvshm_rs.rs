@@ -2,7 +2,7 @@
 //! runner process; worker processes attach to it by name.
 
 use super::{Conn, Mode, Res, System};
-use crate::workload::{fill_value, key};
+use crate::workload::{key, load_value};
 use kvshm::{Client, Config, Host};
 
 /// A hosted store, released (file removed) on drop.
@@ -48,7 +48,7 @@ pub fn load(c: &Client, keys: u64, value_bytes: usize) -> Res<()> {
     let (mut k, mut v) = ([0u8; 16], Vec::new());
     for i in 0..keys {
         key(i, &mut k);
-        fill_value(&mut v, value_bytes, i);
+        load_value(&mut v, value_bytes, i);
         c.put(&k, &v).map_err(|e| format!("kvshm load: {e}"))?;
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! that, like kvshm, lets separate processes share one memory-mapped store.
 
 use super::{Conn, Mode, Res, ScratchDir, System};
-use crate::workload::{fill_value, key};
+use crate::workload::{key, load_value};
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 use std::path::Path;
@@ -52,7 +52,7 @@ impl System for Lmdb {
             let mut w = self.env.write_txn().map_err(|e| e.to_string())?;
             for j in i..(i + 10_000).min(keys) {
                 key(j, &mut k);
-                fill_value(&mut v, value_bytes, j);
+                load_value(&mut v, value_bytes, j);
                 self.db.put(&mut w, &k, &v).map_err(|e| e.to_string())?;
             }
             w.commit().map_err(|e| e.to_string())?;

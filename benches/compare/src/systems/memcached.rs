@@ -3,7 +3,7 @@
 
 use super::server::{Placement, Server};
 use super::{Conn, Mode, Res, System};
-use crate::workload::{fill_value, key};
+use crate::workload::{key, load_value};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 
@@ -53,7 +53,7 @@ impl System for Memcached {
             let n = (keys - i).min(256);
             for j in i..i + n {
                 key(j, &mut k);
-                fill_value(&mut v, value_bytes, j);
+                load_value(&mut v, value_bytes, j);
                 c.send_set(&k, &v)?;
             }
             for _ in 0..n {

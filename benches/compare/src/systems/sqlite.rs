@@ -2,7 +2,7 @@
 //! and a WAL database on /dev/shm (one connection per process), `synchronous=OFF`.
 
 use super::{Conn, Mode, Res, ScratchDir, System};
-use crate::workload::{fill_value, key};
+use crate::workload::{key, load_value};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::Mutex;
 
@@ -71,7 +71,7 @@ impl System for Sqlite {
             let (mut k, mut v) = ([0u8; 16], Vec::new());
             for i in 0..keys {
                 key(i, &mut k);
-                fill_value(&mut v, value_bytes, i);
+                load_value(&mut v, value_bytes, i);
                 st.execute(params![&k[..], &v[..]]).map_err(e)?;
             }
         }
