@@ -121,13 +121,10 @@ impl Session<'_> {
                 continue;
             }
             let base = self.chunk_offset(idx);
-            let mut all_free = true;
-            for b in 0..CHUNK_SIZE / size {
-                if Tag::from_word(self.word(base + b * size)?.load(R)).state != TAG_FREE {
-                    all_free = false;
-                    break;
-                }
-            }
+            let all_free = (0..CHUNK_SIZE / size).all(|b| {
+                self.word(base + b * size)
+                    .is_ok_and(|w| Tag::from_word(w.load(R)).state == TAG_FREE)
+            });
             if !all_free {
                 continue;
             }

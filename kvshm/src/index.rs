@@ -70,10 +70,7 @@ impl Txn<'_, '_> {
                     free,
                 });
             }
-            i += 1;
-            if i == cap {
-                i = 0;
-            }
+            i = table_next(i, cap);
         }
         Ok(Found { hit: None, free })
     }
@@ -126,10 +123,7 @@ impl Txn<'_, '_> {
                 let hash = st.hash(&key);
                 let mut i = table_home(hash, cap);
                 while new_slots[i as usize].load(R) != SLOT_EMPTY {
-                    i += 1;
-                    if i == cap {
-                        i = 0;
-                    }
+                    i = table_next(i, cap);
                 }
                 new_slots[i as usize].store(table_entry(hash, rec), R);
             }
@@ -207,11 +201,7 @@ impl Txn<'_, '_> {
         };
         let toff = tw & TABLE_OFFSET_MASK;
         let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
-        let next = if i + 1 == table_capacity(log2) {
-            0
-        } else {
-            i + 1
-        };
+        let next = table_next(i, table_capacity(log2));
         let next_rec = st
             .mem
             .word(toff + TABLE_HEADER_SIZE + next * TABLE_SLOT_SIZE)?

@@ -375,10 +375,10 @@ impl Store {
         let Some((slots, _)) = self.table_slots(table_word)? else {
             return Ok(None);
         };
-        let cap = slots.len();
-        let mut i = table_home(hash, cap as u64) as usize;
+        let cap = slots.len() as u64;
+        let mut i = table_home(hash, cap);
         for _ in 0..cap {
-            let e = slots[i].load(Ordering::Relaxed);
+            let e = slots[i as usize].load(Ordering::Relaxed);
             if e == SLOT_EMPTY {
                 return Ok(None);
             }
@@ -388,10 +388,7 @@ impl Store {
             {
                 return Ok(Some(entry_record(e)));
             }
-            i += 1;
-            if i == cap {
-                i = 0;
-            }
+            i = table_next(i, cap);
         }
         Ok(None)
     }

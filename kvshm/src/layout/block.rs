@@ -129,6 +129,16 @@ pub const fn table_capacity(log2: u32) -> u64 {
     (1u64 << log2) - 2
 }
 
+/// The slot after `i` on a probe path through a table of `capacity` slots (wrapping).
+#[inline]
+pub const fn table_next(i: u64, capacity: u64) -> u64 {
+    if i + 1 == capacity {
+        0
+    } else {
+        i + 1
+    }
+}
+
 /// Bytes of a table of `2^log2` words.
 pub const fn table_size(log2: u32) -> u64 {
     8 << log2
