@@ -123,14 +123,7 @@ pub enum Msg {
         procs: usize,
         reason: String,
     },
-    Loaded {
-        system: String,
-        keys: u64,
-        value_bytes: usize,
-        secs: f64,
-        bytes: u64,
-        note: String,
-    },
+    Loaded(report::Loaded),
     Cell(Record),
     Growth(report::Growth),
 }
@@ -363,14 +356,14 @@ fn runner(plan_json: &str) {
         Ok(b) => b,
         Err(e) => return skip(format!("memory: {e}")),
     };
-    emit(&Msg::Loaded {
+    emit(&Msg::Loaded(report::Loaded {
         system: plan.system.clone(),
         keys: plan.keys,
         value_bytes: plan.value_bytes,
         secs,
         bytes,
         note: sys.memory_note().into(),
-    });
+    }));
     let mode = sys.mode();
     for &p in &plan.procs {
         let results: Res<Vec<(Cell, Vec<WorkerResult>)>> = match mode {

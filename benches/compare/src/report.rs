@@ -21,14 +21,15 @@ pub struct Growth {
     pub over_1ms: u64,
 }
 
-#[derive(Debug)]
-struct Loaded {
-    system: String,
-    keys: u64,
-    value_bytes: usize,
-    secs: f64,
-    bytes: u64,
-    note: String,
+/// A system loaded for one value size: how long it took and the memory it takes.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Loaded {
+    pub system: String,
+    pub keys: u64,
+    pub value_bytes: usize,
+    pub secs: f64,
+    pub bytes: u64,
+    pub note: String,
 }
 
 #[derive(Debug)]
@@ -134,23 +135,9 @@ impl Report {
                     self.skips.push(s);
                 }
             }
-            Msg::Loaded {
-                system,
-                keys,
-                value_bytes,
-                secs,
-                bytes,
-                note,
-            } => {
+            Msg::Loaded(l) => {
                 if !scaling {
-                    self.loaded.push(Loaded {
-                        system,
-                        keys,
-                        value_bytes,
-                        secs,
-                        bytes,
-                        note,
-                    })
+                    self.loaded.push(l)
                 }
             }
             Msg::Cell(r) => {
@@ -324,13 +311,15 @@ impl Report {
     /// The issue's targets, each with the measured figure and met / missed.
     pub fn print_targets(&self) {
         let mut out = String::new();
-        let mut line = |what: String, ok: Option<bool>| {
-            let mark = match ok {
-                Some(true) => "met",
-                Some(false) => "MISSED",
-                None => "not measured",
+        // One line per target: what was measured and whether it met the target, or the
+        // target's name when this run did not measure it.
+        let mut target = |name: &str, got: Option<(String, bool)>| {
+            let _ = match got {
+                Some((what, ok)) => {
+                    writeln!(out, "- {}: {what}", if ok { "met" } else { "MISSED" })
+                }
+                None => writeln!(out, "- not measured: {name}"),
             };
-            let _ = writeln!(out, "- {mark}: {what}");
         };
         let kv = self.find("kvshm", 100, "uniform", 0.9, 1);
         for (peer, want) in [
@@ -340,128 +329,124 @@ impl Report {
             ("rocksdb", 15.0),
             ("redis", 100.0),
         ] {
-            let other = if peer == "redis" {
-                // Against the better of the two unpipelined placements.
-                [
-                    self.find("redis", 100, "uniform", 0.9, 1),
-                    self.find("redis-samecore", 100, "uniform", 0.9, 1),
-                ]
-                .into_iter()
-                .flatten()
-                .max_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec))
+            // Against the better of the two unpipelined Redis placements.
+            let names: &[&str] = if peer == "redis" {
+                &["redis", "redis-samecore"]
             } else {
-                self.find(peer, 100, "uniform", 0.9, 1)
+                &[peer]
             };
-            match (kv, other) {
-                (Some(k), Some(o)) => {
+            let other = names
+                .iter()
+                .filter_map(|p| self.find(p, 100, "uniform", 0.9, 1))
+                .max_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+            target(
+                &format!("kvshm ≥ {want}× {peer}"),
+                kv.zip(other).map(|(k, o)| {
                     let x = k.ops_per_sec / o.ops_per_sec;
-                    line(
+                    (
                         format!(
                             "1 client, 100 B, uniform, 90% get: kvshm {} ops/s = {x:.2}× {} ({}; target ≥ {want}×)",
                             rate(k.ops_per_sec),
                             o.system,
                             rate(o.ops_per_sec)
                         ),
-                        Some(x >= want),
+                        x >= want,
                     )
-                }
-                _ => line(format!("kvshm ≥ {want}× {peer}"), None),
-            }
+                }),
+            );
         }
-        match self.find("kvshm", 100, "uniform", 1.0, 1) {
-            Some(r) => line(
-                format!(
-                    "get p99.9 at {} keys: {} (target ≤ 2 µs)",
-                    r.keys,
-                    ns(r.get_p999_ns)
-                ),
-                Some(r.get_p999_ns <= 2000),
-            ),
-            None => line("get p99.9 ≤ 2 µs".into(), None),
-        }
-        match self.find("kvshm", 100, "uniform", 0.5, 1) {
-            Some(r) => line(
-                format!(
-                    "put p50 (50% get mix, {} keys): {} (target ≤ 1 µs)",
-                    r.keys,
-                    ns(r.put_p50_ns)
-                ),
-                Some(r.put_p50_ns <= 1000),
-            ),
-            None => line("put p50 ≤ 1 µs".into(), None),
-        }
-        match (
-            self.find("kvshm", 100, "uniform", 1.0, 1),
-            self.find("kvshm", 100, "uniform", 1.0, 2),
-        ) {
-            (Some(a), Some(b)) => {
+        target(
+            "get p99.9 ≤ 2 µs",
+            self.find("kvshm", 100, "uniform", 1.0, 1).map(|r| {
+                (
+                    format!(
+                        "get p99.9 at {} keys: {} (target ≤ 2 µs)",
+                        r.keys,
+                        ns(r.get_p999_ns)
+                    ),
+                    r.get_p999_ns <= 2000,
+                )
+            }),
+        );
+        target(
+            "put p50 ≤ 1 µs",
+            self.find("kvshm", 100, "uniform", 0.5, 1).map(|r| {
+                (
+                    format!(
+                        "put p50 (50% get mix, {} keys): {} (target ≤ 1 µs)",
+                        r.keys,
+                        ns(r.put_p50_ns)
+                    ),
+                    r.put_p50_ns <= 1000,
+                )
+            }),
+        );
+        let one = self.find("kvshm", 100, "uniform", 1.0, 1);
+        let two = self.find("kvshm", 100, "uniform", 1.0, 2);
+        target(
+            "2 processes ≥ 1.8× 1 process",
+            one.zip(two).map(|(a, b)| {
                 let x = b.ops_per_sec / a.ops_per_sec;
-                line(
+                (
                     format!(
                         "100% gets, 2 processes: {} vs 1 process {} = {x:.2}× (target ≥ 1.8×)",
                         rate(b.ops_per_sec),
                         rate(a.ops_per_sec)
                     ),
-                    Some(x >= 1.8),
+                    x >= 1.8,
                 )
-            }
-            _ => line("2 processes ≥ 1.8× 1 process".into(), None),
-        }
+            }),
+        );
         let sc = |s: &str, n: u64| {
             self.scaling
                 .iter()
                 .find(|r| r.system == s && r.keys == n && r.read_ratio >= 1.0)
         };
-        match (
-            sc("kvshm", 10_000),
-            sc("kvshm", 10_000_000),
-            sc("hashmap", 10_000),
-            sc("hashmap", 10_000_000),
-        ) {
-            (Some(a), Some(b), Some(c), Some(d)) => {
+        let kvs = sc("kvshm", 10_000).zip(sc("kvshm", 10_000_000));
+        let hms = sc("hashmap", 10_000).zip(sc("hashmap", 10_000_000));
+        target(
+            "10M-key p50 within 1.5× of 10k (net of HashMap's slowdown)",
+            kvs.zip(hms).map(|((a, b), (c, d))| {
                 let kx = b.p50_ns as f64 / a.p50_ns as f64;
                 let hx = d.p50_ns as f64 / c.p50_ns as f64;
-                line(
+                (
                     format!(
                         "get p50 10k -> 10M keys: kvshm {} -> {} ({kx:.2}×), std HashMap {} -> {} ({hx:.2}×); kvshm's slowdown ÷ HashMap's = {:.2} (target ≤ 1.5)",
                         ns(a.p50_ns), ns(b.p50_ns), ns(c.p50_ns), ns(d.p50_ns), kx / hx
                     ),
-                    Some(kx / hx <= 1.5),
+                    kx / hx <= 1.5,
                 )
-            }
-            _ => line(
-                "10M-key p50 within 1.5× of 10k (net of HashMap's slowdown)".into(),
-                None,
-            ),
-        }
-        match self.growth.iter().find(|g| g.system == "kvshm") {
-            Some(g) => line(
-                format!(
-                    "growth from {} bytes to {} keys ({} growths): worst insert {} (target ≤ 5 ms)",
-                    g.initial_bytes,
-                    g.keys,
-                    g.growths,
-                    ns(g.max_ns)
-                ),
-                Some(g.max_ns <= 5_000_000),
-            ),
-            None => line("growth: no insert > 5 ms".into(), None),
-        }
-        match self
-            .loaded
-            .iter()
-            .find(|l| l.system == "kvshm" && l.value_bytes == 100)
-        {
-            Some(l) => {
-                let per = l.bytes as f64 / l.keys as f64;
-                let cap = (16.0 + 100.0) * 1.3 + 32.0;
-                line(
-                    format!("memory at 100 B values: {per:.0} bytes/key (target ≤ {cap:.0})"),
-                    Some(per <= cap),
+            }),
+        );
+        target(
+            "growth: no insert > 5 ms",
+            self.growth.iter().find(|g| g.system == "kvshm").map(|g| {
+                (
+                    format!(
+                        "growth from {} bytes to {} keys ({} growths): worst insert {} (target ≤ 5 ms)",
+                        g.initial_bytes,
+                        g.keys,
+                        g.growths,
+                        ns(g.max_ns)
+                    ),
+                    g.max_ns <= 5_000_000,
                 )
-            }
-            None => line("memory ≤ 1.3×(key+value)+32 B/key".into(), None),
-        }
+            }),
+        );
+        let cap = (16.0 + 100.0) * 1.3 + 32.0;
+        target(
+            "memory ≤ 1.3×(key+value)+32 B/key",
+            self.loaded
+                .iter()
+                .find(|l| l.system == "kvshm" && l.value_bytes == 100)
+                .map(|l| {
+                    let per = l.bytes as f64 / l.keys as f64;
+                    (
+                        format!("memory at 100 B values: {per:.0} bytes/key (target ≤ {cap:.0})"),
+                        per <= cap,
+                    )
+                }),
+        );
         println!("\n### Targets (issue 6)\n\n{out}");
     }
 }

@@ -2,7 +2,8 @@
 //! same shape: an opaque db handle, put / get with an error out-pointer, a malloc'd value.
 //! Both are in-process libraries: P clients are P threads sharing the handle.
 
-use super::{rss_of, Conn, Mode, Res, ScratchDir, System};
+use super::scratch::ScratchDir;
+use super::{rss_of, Conn, Mode, Res, System};
 use crate::workload::{key, load_value};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! A std `HashMap` behind an `RwLock`, and `dashmap` (sharded locks), used as a user would:
 //! owned keys and values, a get copies the value out, a put inserts owned copies.
 
-use super::{rss_of, Conn, Mode, Res, System};
+use super::{copy_found, rss_of, Conn, Mode, Res, System};
 use crate::workload::{key, load_value};
 use dashmap::DashMap;
 use std::collections::HashMap;
@@ -49,15 +49,10 @@ struct StdConn(Arc<RwLock<Map>>);
 
 impl Conn for StdConn {
     fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Res<bool> {
-        let m = self.0.read().unwrap();
-        match m.get(key) {
-            Some(v) => {
-                out.clear();
-                out.extend_from_slice(v);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(copy_found(
+            self.0.read().unwrap().get(key).map(|v| &v[..]),
+            out,
+        ))
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
         self.0.write().unwrap().insert(key.into(), value.into());
@@ -101,14 +96,7 @@ struct DashConn(Arc<Shards>);
 
 impl Conn for DashConn {
     fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Res<bool> {
-        match self.0.get(key) {
-            Some(v) => {
-                out.clear();
-                out.extend_from_slice(&v);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(copy_found(self.0.get(key).as_deref().map(|v| &v[..]), out))
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
         self.0.insert(key.into(), value.into());

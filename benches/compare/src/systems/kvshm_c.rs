@@ -1,8 +1,8 @@
 //! kvshm through its C ABI: `libkvshm.so` loaded with `dlopen`, called through the exported
-//! `kvshm_*` functions exactly as a C program would.
+//! `kvshm_*` functions exactly as a C program would. The store is set up by
+//! [`super::kvshm_rs::KvShm`]; only the client side differs.
 
-use super::kvshm_rs::{load, Hosted};
-use super::{Conn, Mode, Res, System};
+use super::{Conn, Res};
 use std::ffi::{c_char, c_void, CString};
 use std::path::PathBuf;
 
@@ -77,39 +77,9 @@ fn lib() -> Res<Lib> {
     }
 }
 
-#[derive(Debug)]
-pub struct KvShmC {
-    store: Hosted,
-}
-
-impl KvShmC {
-    pub fn new() -> Res<KvShmC> {
-        lib()?; // skip early when the library is not built
-        Ok(KvShmC {
-            store: Hosted::create("c", 4 << 20)?,
-        })
-    }
-}
-
-impl System for KvShmC {
-    fn mode(&self) -> Mode {
-        Mode::Processes
-    }
-    fn load(&mut self, keys: u64, value_bytes: usize) -> Res<()> {
-        load(self.store.client(), keys, value_bytes)
-    }
-    fn conn(&self) -> Res<Box<dyn Conn + Send>> {
-        open(&self.spec())
-    }
-    fn spec(&self) -> String {
-        self.store.name.clone()
-    }
-    fn memory_bytes(&self) -> Res<u64> {
-        Ok(self.store.allocated())
-    }
-    fn memory_note(&self) -> &'static str {
-        "segment file's allocated tmpfs pages"
-    }
+/// Whether the library can be loaded (so a missing build is reported as skipped up front).
+pub fn available() -> Res<()> {
+    lib().map(|_| ())
 }
 
 struct CConn {

@@ -44,7 +44,7 @@ impl Drop for Hosted {
 }
 
 /// Load keys `0..keys` through `c`.
-pub fn load(c: &Client, keys: u64, value_bytes: usize) -> Res<()> {
+fn load(c: &Client, keys: u64, value_bytes: usize) -> Res<()> {
     let (mut k, mut v) = ([0u8; 16], Vec::new());
     for i in 0..keys {
         key(i, &mut k);
@@ -54,15 +54,22 @@ pub fn load(c: &Client, keys: u64, value_bytes: usize) -> Res<()> {
     Ok(())
 }
 
+/// kvshm hosted by the runner; clients attach through the Rust API or, with `via_c`, through
+/// the C ABI (`libkvshm.so`).
 #[derive(Debug)]
 pub struct KvShm {
     pub store: Hosted,
+    via_c: bool,
 }
 
 impl KvShm {
-    pub fn new() -> Res<KvShm> {
+    pub fn new(via_c: bool) -> Res<KvShm> {
+        if via_c {
+            super::kvshm_c::available()?; // skip early when the library is not built
+        }
         Ok(KvShm {
-            store: Hosted::create("rs", 4 << 20)?,
+            store: Hosted::create(if via_c { "c" } else { "rs" }, 4 << 20)?,
+            via_c,
         })
     }
 }
@@ -75,7 +82,11 @@ impl System for KvShm {
         load(self.store.client(), keys, value_bytes)
     }
     fn conn(&self) -> Res<Box<dyn Conn + Send>> {
-        open(&self.spec())
+        if self.via_c {
+            super::kvshm_c::open(&self.spec())
+        } else {
+            open(&self.spec())
+        }
     }
     fn spec(&self) -> String {
         self.store.name.clone()

@@ -1,7 +1,8 @@
 //! LMDB through heed (which bundles LMDB's C source), on /dev/shm with NO_SYNC: the one peer
 //! that, like kvshm, lets separate processes share one memory-mapped store.
 
-use super::{Conn, Mode, Res, ScratchDir, System};
+use super::scratch::ScratchDir;
+use super::{copy_found, Conn, Mode, Res, System};
 use crate::workload::{key, load_value};
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
@@ -82,14 +83,8 @@ struct LmdbConn {
 impl Conn for LmdbConn {
     fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Res<bool> {
         let r = self.env.read_txn().map_err(|e| e.to_string())?;
-        match self.db.get(&r, key).map_err(|e| e.to_string())? {
-            Some(v) => {
-                out.clear();
-                out.extend_from_slice(v);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        let v = self.db.get(&r, key).map_err(|e| e.to_string())?;
+        Ok(copy_found(v, out))
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
         let mut w = self.env.write_txn().map_err(|e| e.to_string())?;

@@ -4,7 +4,7 @@
 //! [`Conn`]s do the measured operations, either in threads of the runner (in-process systems)
 //! or in separate worker processes that reopen the system from [`System::spec`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[cfg(any(feature = "rocksdb", feature = "leveldb"))]
 pub mod cdb;
@@ -19,6 +19,13 @@ pub mod memcached;
 pub mod redis;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb;
+#[cfg(any(
+    feature = "lmdb",
+    feature = "sqlite",
+    feature = "rocksdb",
+    feature = "leveldb"
+))]
+pub mod scratch;
 pub mod server;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -54,6 +61,19 @@ pub trait Conn {
             }
         }
         Ok(hits)
+    }
+}
+
+/// Copy a value a get found into `out` (every system's get copies the value out, as a
+/// caller would); whether there was one.
+pub fn copy_found(v: Option<&[u8]>, out: &mut Vec<u8>) -> bool {
+    match v {
+        Some(v) => {
+            out.clear();
+            out.extend_from_slice(v);
+            true
+        }
+        None => false,
     }
 }
 
@@ -105,47 +125,7 @@ pub fn batch_of(name: &str) -> usize {
     }
 }
 
-#[cfg_attr(
-    not(any(
-        feature = "lmdb",
-        feature = "sqlite",
-        feature = "rocksdb",
-        feature = "leveldb"
-    )),
-    allow(dead_code)
-)]
-/// A scratch directory on /dev/shm (tmpfs, like the kvshm segment) removed on drop.
-#[derive(Debug)]
-pub struct ScratchDir(pub PathBuf);
-
-#[cfg_attr(
-    not(any(
-        feature = "lmdb",
-        feature = "sqlite",
-        feature = "rocksdb",
-        feature = "leveldb"
-    )),
-    allow(dead_code)
-)]
-impl ScratchDir {
-    pub fn new(tag: &str) -> Res<ScratchDir> {
-        let p = Path::new("/dev/shm").join(format!("kvshm-compare-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        Ok(ScratchDir(p))
-    }
-    /// Bytes the files under it occupy (allocated blocks, not apparent sizes).
-    pub fn allocated(&self) -> u64 {
-        allocated_under(&self.0)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// Bytes the files at or under `p` occupy (allocated blocks, not apparent sizes).
 pub fn allocated_under(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let Ok(m) = std::fs::symlink_metadata(p) else {
@@ -179,8 +159,8 @@ pub fn rss_of(pid: &str) -> u64 {
 /// Set up system `name` (not yet loaded). `Err` means skipped, with the reason.
 pub fn create(name: &str) -> Res<Box<dyn System>> {
     Ok(match name {
-        "kvshm" => Box::new(kvshm_rs::KvShm::new()?),
-        "kvshm-c" => Box::new(kvshm_c::KvShmC::new()?),
+        "kvshm" => Box::new(kvshm_rs::KvShm::new(false)?),
+        "kvshm-c" => Box::new(kvshm_rs::KvShm::new(true)?),
         "hashmap" => Box::new(inproc::StdMap::default()),
         "dashmap" => Box::new(inproc::Dash::default()),
         #[cfg(feature = "lmdb")]
@@ -193,10 +173,9 @@ pub fn create(name: &str) -> Res<Box<dyn System>> {
         "rocksdb" => Box::new(rocksdb::new()?),
         #[cfg(feature = "leveldb")]
         "leveldb" => Box::new(leveldb::new()?),
-        "redis" => Box::new(redis::Redis::start(server::Placement::SeparateCores)?),
-        "redis-samecore" => Box::new(redis::Redis::start(server::Placement::SameCore)?),
-        "redis-pipe16" => Box::new(redis::Redis::start(server::Placement::SeparateCores)?),
-        "memcached" | "memcached-pipe16" => Box::new(memcached::Memcached::start()?),
+        "redis" | "redis-pipe16" => Box::new(redis::start(server::Placement::SeparateCores)?),
+        "redis-samecore" => Box::new(redis::start(server::Placement::SameCore)?),
+        "memcached" | "memcached-pipe16" => Box::new(memcached::start()?),
         #[cfg(not(feature = "lmdb"))]
         "lmdb" => return Err(not_built()),
         #[cfg(not(feature = "sqlite"))]
@@ -224,8 +203,8 @@ pub fn open_worker(name: &str, spec: &str) -> Res<Box<dyn Conn + Send>> {
         "lmdb" => lmdb::open(spec)?,
         #[cfg(feature = "sqlite")]
         "sqlite-wal" => sqlite::open(spec)?,
-        "redis" | "redis-samecore" | "redis-pipe16" => redis::open(spec)?,
-        "memcached" | "memcached-pipe16" => memcached::open(spec)?,
+        "redis" | "redis-samecore" | "redis-pipe16" => server::open::<redis::RespConn>(spec)?,
+        "memcached" | "memcached-pipe16" => server::open::<memcached::McConn>(spec)?,
         other => return Err(format!("{other} has no worker processes")),
     })
 }

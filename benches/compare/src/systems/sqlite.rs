@@ -1,7 +1,8 @@
 //! SQLite through rusqlite against Debian's libsqlite3: an in-memory database (one connection)
 //! and a WAL database on /dev/shm (one connection per process), `synchronous=OFF`.
 
-use super::{Conn, Mode, Res, ScratchDir, System};
+use super::scratch::ScratchDir;
+use super::{Conn, Mode, Res, System};
 use crate::workload::{key, load_value};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::Mutex;
