@@ -11,21 +11,28 @@
 //!
 //! Lock order: stripe -> class -> span -> grow (an OFD byte lock, see `Store::grow`).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::crash_point;
 use crate::error::{Error, Result};
 use crate::layout::*;
 use crate::session::Session;
-use crate::sync::lock;
+use crate::store::Store;
 
 const R: Ordering = Ordering::Relaxed;
 const REL: Ordering = Ordering::Release;
 
-impl Session<'_> {
-    /// Take a lock word in the segment as this client, recovering a dead owner if need be.
-    pub(crate) fn lock_word(&self, w: &AtomicU32) -> Result<()> {
-        lock::lock(w, self.me, |owner| self.probe_and_recover(owner))
+/// The allocator, acting as one session (whose slot tags what it reserves and whose lock
+/// waits recover dead lock owners).
+#[derive(Clone, Copy)]
+pub(crate) struct Allocator<'a> {
+    s: Session<'a>,
+    st: &'a Store,
+}
+
+impl<'a> Allocator<'a> {
+    pub(crate) fn new(s: &Session<'a>) -> Allocator<'a> {
+        Allocator { s: *s, st: s.st }
     }
 
     fn next_gen(&self) -> u32 {
@@ -95,10 +102,8 @@ impl Session<'_> {
             if cls.free_count.load(R) < CHUNK_SIZE / CLASS_SIZES[d] as u64 {
                 continue; // not even one chunk's worth of free blocks
             }
-            self.lock_word(&cls.lock)?;
-            let r = self.release_class_chunks_locked(d);
-            lock::unlock(&cls.lock);
-            released += r?;
+            let _g = self.s.guard_word(&cls.lock)?;
+            released += self.release_class_chunks_locked(d)?;
         }
         if released > 0 {
             log::debug!("store full: {released} all-free class chunk(s) returned to the pool");
@@ -142,10 +147,8 @@ impl Session<'_> {
 
     fn alloc_class(&self, c: usize, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
         let cls = &self.st.mem.header().classes[c];
-        self.lock_word(&cls.lock)?;
-        let r = self.alloc_class_locked(c, pool, record);
-        lock::unlock(&cls.lock);
-        r
+        let _g = self.s.guard_word(&cls.lock)?;
+        self.alloc_class_locked(c, pool, record)
     }
 
     fn alloc_class_locked(&self, c: usize, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
@@ -165,7 +168,7 @@ impl Session<'_> {
         let next = words[1].load(R);
         record(head);
         crash_point!("alloc.recorded");
-        words[0].store(Tag::reserved(self.me, self.next_gen()).word(), REL);
+        words[0].store(Tag::reserved(self.s.me, self.next_gen()).word(), REL);
         crash_point!("alloc.tagged");
         cls.head.store(next, REL);
         cls.free_count.fetch_sub(1, R);
@@ -209,29 +212,28 @@ impl Session<'_> {
             });
         }
         let h = self.st.mem.header();
-        self.lock_word(&h.span_lock)?;
-        let r = (|| {
-            let idx = self
-                .st
-                .claim_chunks(k, CHUNK_SPAN_HEAD | k as u32, CHUNK_SPAN_CONT, pool)?;
-            let off = self.chunk_offset(idx);
-            record(off);
-            crash_point!("span.recorded");
-            self.st
-                .mem
-                .word(off)?
-                .store(Tag::reserved(self.me, self.next_gen()).word(), REL);
-            h.span_chunks.fetch_add(k, R);
-            Ok(off)
-        })();
-        lock::unlock(&h.span_lock);
-        r
+        let _g = self.s.guard_word(&h.span_lock)?;
+        let idx = self
+            .st
+            .claim_chunks(k, CHUNK_SPAN_HEAD | k as u32, CHUNK_SPAN_CONT, pool)?;
+        let off = self.chunk_offset(idx);
+        record(off);
+        crash_point!("span.recorded");
+        self.st
+            .mem
+            .word(off)?
+            .store(Tag::reserved(self.s.me, self.next_gen()).word(), REL);
+        h.span_chunks.fetch_add(k, R);
+        Ok(off)
     }
 
     /// Free `block` if its tag still equals `expect`. Returns whether it was freed.
     pub(crate) fn free_block(&self, block: u64, expect: u64) -> Result<bool> {
-        // Generations are unique, so a tag that differs now can never become `expect` again:
-        // the block was already freed (e.g. by a recoverer's rebuild), nothing to do.
+        // A tag that differs now means the block was already freed (e.g. by a recoverer's
+        // rebuild), nothing to do. Generations are 32 bits and wrap: a stale `expect` could
+        // match again only if this very block were reallocated with exactly that generation,
+        // 2^32 allocations later, while the free that logged it still waits to be re-run by
+        // an interrupted recovery. We accept that window (docs/ARCHITECTURE.md, "Tags").
         if self.word(block)?.load(R) != expect {
             return Ok(false);
         }
@@ -259,44 +261,36 @@ impl Session<'_> {
             return Err(Error::corrupt(block, "free of a misaligned block"));
         }
         let cls = &self.st.mem.header().classes[c];
-        self.lock_word(&cls.lock)?;
-        let r = (|| {
-            let words = self.st.mem.words(block, 2)?;
-            let generation = Tag::from_word(expect).generation;
-            if words[0]
-                .compare_exchange(expect, Tag::free(generation).word(), REL, R)
-                .is_err()
-            {
-                return Ok(false);
-            }
-            crash_point!("free.tagged");
-            words[1].store(cls.head.load(R), R);
-            cls.head.store(block, REL);
-            cls.free_count.fetch_add(1, R);
-            Ok(true)
-        })();
-        lock::unlock(&cls.lock);
-        r
+        let _g = self.s.guard_word(&cls.lock)?;
+        let words = self.st.mem.words(block, 2)?;
+        let generation = Tag::from_word(expect).generation;
+        if words[0]
+            .compare_exchange(expect, Tag::free(generation).word(), REL, R)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        crash_point!("free.tagged");
+        words[1].store(cls.head.load(R), R);
+        cls.head.store(block, REL);
+        cls.free_count.fetch_add(1, R);
+        Ok(true)
     }
 
     fn free_span(&self, idx: u64, expect: u64) -> Result<bool> {
         let h = self.st.mem.header();
-        self.lock_word(&h.span_lock)?;
-        let r = (|| {
-            let off = self.chunk_offset(idx);
-            let tag = self.st.mem.word(off)?;
-            if tag
-                .compare_exchange(expect, Tag::free(0).word(), REL, R)
-                .is_err()
-            {
-                return Ok(false);
-            }
-            crash_point!("span.free_tagged");
-            self.release_span(idx)?;
-            Ok(true)
-        })();
-        lock::unlock(&h.span_lock);
-        r
+        let _g = self.s.guard_word(&h.span_lock)?;
+        let off = self.chunk_offset(idx);
+        let tag = self.st.mem.word(off)?;
+        if tag
+            .compare_exchange(expect, Tag::free(0).word(), REL, R)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        crash_point!("span.free_tagged");
+        self.release_span(idx)?;
+        Ok(true)
     }
 
     /// Zero a span (its tag already FREE) and clear its map entries, head first.
@@ -398,7 +392,7 @@ impl Session<'_> {
     }
 
     /// A word inside the segment as `&AtomicU64` (checked).
-    pub(crate) fn word(&self, off: u64) -> Result<&AtomicU64> {
+    fn word(&self, off: u64) -> Result<&'a AtomicU64> {
         self.st.mem.word(off)
     }
 }
@@ -419,7 +413,7 @@ pub(crate) fn reserve_chunks(total: u64) -> u64 {
     (total / 8).clamp(1, 4).min(total.saturating_sub(1))
 }
 
-impl crate::store::Store {
+impl Store {
     /// Find `k` consecutive free chunks inside the committed length (growing it if needed)
     /// and set their map entries: `head` on the first, `cont` on the others.
     pub(crate) fn claim_chunks(&self, k: u64, head: u32, cont: u32, pool: Pool) -> Result<u64> {

@@ -32,10 +32,19 @@ impl Default for Config {
             max_key_len: 1024,
             max_value_len: 1 << 20,
             stripes: 1024,
-            dir: PathBuf::from(crate::segment::DEFAULT_DIR),
+            dir: default_dir(),
             mode: 0o600,
         }
     }
+}
+
+/// The directory stores live in unless told otherwise: `$KVSHM_DIR`, else `/dev/shm`. Both
+/// [`Config::default`] (where a host creates) and `Client::open` (where a client looks) use it,
+/// so a host and its clients meet with or without the variable.
+pub fn default_dir() -> PathBuf {
+    std::env::var_os("KVSHM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(crate::segment::DEFAULT_DIR))
 }
 
 /// Largest value a store may be configured for (1 GiB).
@@ -69,7 +78,7 @@ impl Config {
         self.stripes = n;
         self
     }
-    /// Directory of the store file (default `/dev/shm`).
+    /// Directory of the store file (default [`default_dir`]: `$KVSHM_DIR`, else `/dev/shm`).
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = dir.into();
         self

@@ -32,7 +32,16 @@ pub enum Error {
     /// A snapshot file that is not one, is damaged, or is of another version; nothing was
     /// changed in the store.
     BadSnapshot { offset: u64, what: String },
-    /// A bad argument (bad store name, bad configuration, a batch too large).
+    /// A batch (`put_many`, `remove_many`) too large for one transaction: its log would need
+    /// `entries` entries of each kind, at most `max` are supported. Split the batch.
+    BatchTooLarge { entries: usize, max: usize },
+    /// A transaction needed more log entries than it reserved: an internal limit (a bug if
+    /// ever seen), reported instead of corrupting the log. Nothing was changed.
+    TxnLogFull { capacity: usize },
+    /// Every client slot page is in use: `max` clients are attached at once (or slots are
+    /// held by dead clients awaiting recovery).
+    TooManyClients { max: u64 },
+    /// A bad argument (bad store name, bad configuration, a write on a read-only client).
     InvalidArgument(String),
     /// Any other operating-system error.
     Io(io::Error),
@@ -66,6 +75,17 @@ impl fmt::Display for Error {
                 f,
                 "stripe busy: no consistent read-only view (writer stalled or dead)"
             ),
+            Error::BatchTooLarge { entries, max } => write!(
+                f,
+                "batch too large: needs {entries} transaction log entries, at most {max} are supported"
+            ),
+            Error::TxnLogFull { capacity } => write!(
+                f,
+                "transaction log full ({capacity} entries; internal limit, nothing was changed)"
+            ),
+            Error::TooManyClients { max } => {
+                write!(f, "too many clients: all {max} client slots are in use")
+            }
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
         }

@@ -4,7 +4,8 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use crate::client::{default_dir, Client};
+use crate::client::Client;
+use crate::config::default_dir;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::segment;

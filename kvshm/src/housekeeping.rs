@@ -3,9 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::client::Client;
+use crate::client::{Client, WriteOp};
 use crate::error::Result;
 use crate::host::Host;
+use crate::index;
+use crate::txn::{self, Txn};
 
 const R: Ordering = Ordering::Relaxed;
 
@@ -48,10 +50,10 @@ impl Client {
         }
         let sess = self.session()?;
         let _g = self.guard();
-        let txn = sess.begin(16)?;
+        let txn = Txn::begin(&sess, txn::log_entries_compact())?;
         let mut did = false;
-        self.apply_locked(&sess, txn, &[s], |txn| {
-            did = txn.compact(s)?;
+        self.apply_locked(&sess, txn, &[s], WriteOp::Many, |txn| {
+            did = index::compact(txn, s)?;
             Ok(())
         })?;
         Ok(did)

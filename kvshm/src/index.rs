@@ -1,23 +1,24 @@
 //! Index writes: insert/update/remove in a stripe's open-addressing table, and table rebuilds
 //! (doubling, or dropping tombstones). All run under the stripe lock with `seq` odd, inside a
 //! transaction whose undo log covers every in-place write. Reads are in `store.rs`.
+//! Functions of a [`Txn`]: they write only through its log.
 
 use std::sync::atomic::Ordering;
 
 use crate::crash_point;
 use crate::error::{Error, Result};
 use crate::layout::*;
-use crate::session::Txn;
 use crate::store::{copy_in, Store};
+use crate::txn::Txn;
 
 const R: Ordering = Ordering::Relaxed;
 const REL: Ordering = Ordering::Release;
 
 /// Where a key is, or would go, in a table.
 struct Found {
-    /// (slot index, record offset) of the key.
+    /// (entry index, record offset) of the key.
     hit: Option<(u64, u64)>,
-    /// First reusable slot on the probe path (tombstone or empty).
+    /// First reusable entry on the probe path (tombstone or empty).
     free: Option<u64>,
 }
 
@@ -42,189 +43,187 @@ pub(crate) fn write_record(st: &Store, rec: u64, key: &[u8], value: &[u8]) -> Re
     Ok(())
 }
 
-impl Txn<'_, '_> {
-    fn find(&self, table_word: u64, hash: u64, key: &[u8]) -> Result<Found> {
-        let st = self.session().st;
-        let Some((slots, _)) = st.table_slots(table_word)? else {
+fn find(txn: &Txn<'_, '_>, table_word: u64, hash: u64, key: &[u8]) -> Result<Found> {
+    let st = txn.session().st;
+    let Some((entries, _)) = st.table_entries(table_word)? else {
+        return Ok(Found {
+            hit: None,
+            free: None,
+        });
+    };
+    let cap = entries.len() as u64;
+    let mut i = table_home(hash, cap);
+    let mut free = None;
+    for _ in 0..cap {
+        let e = entries[i as usize].load(R);
+        if e == ENTRY_EMPTY {
             return Ok(Found {
                 hit: None,
-                free: None,
-            });
-        };
-        let cap = slots.len() as u64;
-        let mut i = table_home(hash, cap);
-        let mut free = None;
-        for _ in 0..cap {
-            let e = slots[i as usize].load(R);
-            if e == SLOT_EMPTY {
-                return Ok(Found {
-                    hit: None,
-                    free: free.or(Some(i)),
-                });
-            }
-            if e == SLOT_TOMBSTONE {
-                free.get_or_insert(i);
-            } else if entry_matches(e, hash) && st.record_key_eq(entry_record(e), key)? {
-                return Ok(Found {
-                    hit: Some((i, entry_record(e))),
-                    free,
-                });
-            }
-            i = table_next(i, cap);
-        }
-        Ok(Found { hit: None, free })
-    }
-
-    /// Make sure stripe `s` can take `adds` more keys without passing 3/4 load (counting
-    /// tombstones), rebuilding its table if not.
-    pub(crate) fn ensure_room(&self, s: usize, adds: u64) -> Result<()> {
-        let stripe = self.session().st.mem.stripe(s);
-        let tw = stripe.table.load(R);
-        let count = stripe.count.load(R);
-        let tombs = stripe.tombstones.load(R);
-        if tw == 0 {
-            return self.rebuild_table(s, log2_for(count + adds));
-        }
-        let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
-        if (count + tombs + adds) * 4 > 3 * table_capacity(log2) {
-            return self.rebuild_table(s, log2_for(count + adds).max(log2));
-        }
-        Ok(())
-    }
-
-    /// Replace stripe `s`'s table by a fresh one of `2^log2` words holding the same keys.
-    fn rebuild_table(&self, s: usize, log2: u32) -> Result<()> {
-        if log2 > TABLE_MAX_LOG2 {
-            return Err(Error::StoreFull {
-                hint: "stripe index at its maximum size",
+                free: free.or(Some(i)),
             });
         }
-        let sess = self.session();
-        let st = sess.st;
-        let stripe = st.mem.stripe(s);
-        let nt = self.alloc(table_size(log2))?;
-        st.mem.word(nt + 8)?.store(log2 as u64, R);
-        let cap = table_capacity(log2);
-        let new_slots = st.mem.words(nt + TABLE_HEADER_SIZE, cap)?;
-        for w in new_slots {
-            w.store(0, R);
+        if e == ENTRY_TOMBSTONE {
+            free.get_or_insert(i);
+        } else if entry_matches(e, hash) && st.record_key_eq(entry_record(e), key)? {
+            return Ok(Found {
+                hit: Some((i, entry_record(e))),
+                free,
+            });
         }
-        let old = stripe.table.load(R);
-        if let Some((slots, _)) = st.table_slots(old)? {
-            let mut key = Vec::new();
-            for e in slots {
-                let e = e.load(R);
-                if e == SLOT_EMPTY || e == SLOT_TOMBSTONE {
-                    continue;
-                }
-                // Entries keep only a tag of the hash: the key gives the probe start.
-                let rec = entry_record(e);
-                st.read_key(rec, &mut key)?;
-                let hash = st.hash(&key);
-                let mut i = table_home(hash, cap);
-                while new_slots[i as usize].load(R) != SLOT_EMPTY {
-                    i = table_next(i, cap);
-                }
-                new_slots[i as usize].store(table_entry(hash, rec), R);
+        i = table_next(i, cap);
+    }
+    Ok(Found { hit: None, free })
+}
+
+/// Make sure stripe `s` can take `adds` more keys without passing 3/4 load (counting
+/// tombstones), rebuilding its table if not.
+pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> {
+    let stripe = txn.session().st.mem.stripe(s);
+    let tw = stripe.table.load(R);
+    let count = stripe.count.load(R);
+    let tombs = stripe.tombstones.load(R);
+    if tw == 0 {
+        return rebuild_table(txn, s, log2_for(count + adds));
+    }
+    let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
+    if (count + tombs + adds) * 4 > 3 * table_capacity(log2) {
+        return rebuild_table(txn, s, log2_for(count + adds).max(log2));
+    }
+    Ok(())
+}
+
+/// Replace stripe `s`'s table by a fresh one of `2^log2` words holding the same keys.
+fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32) -> Result<()> {
+    if log2 > TABLE_MAX_LOG2 {
+        return Err(Error::StoreFull {
+            hint: "stripe index at its maximum size",
+        });
+    }
+    let sess = txn.session();
+    let st = sess.st;
+    let stripe = st.mem.stripe(s);
+    let nt = txn.alloc(table_size(log2))?;
+    st.mem.word(nt + 8)?.store(log2 as u64, R);
+    let cap = table_capacity(log2);
+    let new_entries = st.mem.words(nt + TABLE_HEADER_SIZE, cap)?;
+    for w in new_entries {
+        w.store(0, R);
+    }
+    let old = stripe.table.load(R);
+    if let Some((entries, _)) = st.table_entries(old)? {
+        let mut key = Vec::new();
+        for e in entries {
+            let e = e.load(R);
+            if e == ENTRY_EMPTY || e == ENTRY_TOMBSTONE {
+                continue;
             }
-            self.defer_free(old & TABLE_OFFSET_MASK)?;
+            // Entries keep only a tag of the hash: the key gives the probe start.
+            let rec = entry_record(e);
+            st.read_key(rec, &mut key)?;
+            let hash = st.hash(&key);
+            let mut i = table_home(hash, cap);
+            while new_entries[i as usize].load(R) != ENTRY_EMPTY {
+                i = table_next(i, cap);
+            }
+            new_entries[i as usize].store(table_entry(hash, rec), R);
         }
-        crash_point!("table.filled");
-        stripe
-            .table
-            .store(nt | (log2 as u64) << TABLE_LOG2_SHIFT, REL);
-        stripe.tombstones.store(0, REL);
-        crash_point!("table.published");
-        Ok(())
+        txn.defer_free(old & TABLE_OFFSET_MASK)?;
     }
+    crash_point!("table.filled");
+    stripe
+        .table
+        .store(nt | (log2 as u64) << TABLE_LOG2_SHIFT, REL);
+    stripe.tombstones.store(0, REL);
+    crash_point!("table.published");
+    Ok(())
+}
 
-    /// Rebuild stripe `s`'s table at the size its live keys need, dropping tombstones (and
-    /// shrinking an oversized table). Returns whether it rebuilt.
-    pub(crate) fn compact(&self, s: usize) -> Result<bool> {
-        let stripe = self.session().st.mem.stripe(s);
-        let tw = stripe.table.load(R);
-        if tw == 0 {
-            return Ok(false);
-        }
-        self.rebuild_table(s, log2_for(stripe.count.load(R)))?;
-        Ok(true)
+/// Rebuild stripe `s`'s table at the size its live keys need, dropping tombstones (and
+/// shrinking an oversized table). Returns whether it rebuilt.
+pub(crate) fn compact(txn: &Txn<'_, '_>, s: usize) -> Result<bool> {
+    let stripe = txn.session().st.mem.stripe(s);
+    let tw = stripe.table.load(R);
+    if tw == 0 {
+        return Ok(false);
     }
+    rebuild_table(txn, s, log2_for(stripe.count.load(R)))?;
+    Ok(true)
+}
 
-    /// Insert or replace `key` -> record `rec` in stripe `s`. Returns true for a replace.
-    pub(crate) fn index_put(
-        &self,
-        s: usize,
-        hash: u64,
-        key: &[u8],
-        rec: u64,
-        value_len: usize,
-    ) -> Result<bool> {
-        self.ensure_room(s, 1)?;
-        let st = self.session().st;
-        let stripe = st.mem.stripe(s);
-        let tw = stripe.table.load(R);
-        let toff = tw & TABLE_OFFSET_MASK;
-        let slot_off = |i: u64| toff + TABLE_HEADER_SIZE + i * TABLE_SLOT_SIZE;
-        let f = self.find(tw, hash, key)?;
-        let vb = stripe.value_bytes.load(R);
-        if let Some((i, old)) = f.hit {
-            let (_, old_len) = st.record_lens(old)?;
-            self.set(s, slot_off(i), table_entry(hash, rec))?;
-            crash_point!("put.replaced");
-            stripe
-                .value_bytes
-                .store(vb - old_len as u64 + value_len as u64, REL);
-            self.defer_free(old)?;
-            return Ok(true);
-        }
-        let i = f
-            .free
-            .ok_or_else(|| Error::corrupt(toff, "index table has no free slot"))?;
-        let was_tomb = st.mem.word(slot_off(i))?.load(R) == SLOT_TOMBSTONE;
-        self.set(s, slot_off(i), table_entry(hash, rec))?;
-        crash_point!("put.inserted");
-        stripe.count.store(stripe.count.load(R) + 1, REL);
-        if was_tomb {
-            stripe.tombstones.store(stripe.tombstones.load(R) - 1, REL);
-        }
-        stripe.value_bytes.store(vb + value_len as u64, REL);
-        Ok(false)
-    }
-
-    /// Remove `key` from stripe `s`. Returns whether it was there.
-    pub(crate) fn index_remove(&self, s: usize, hash: u64, key: &[u8]) -> Result<bool> {
-        let st = self.session().st;
-        let stripe = st.mem.stripe(s);
-        let tw = stripe.table.load(R);
-        let Some((i, rec)) = self.find(tw, hash, key)?.hit else {
-            return Ok(false);
-        };
-        let toff = tw & TABLE_OFFSET_MASK;
-        let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
-        let next = table_next(i, table_capacity(log2));
-        let next_rec = st
-            .mem
-            .word(toff + TABLE_HEADER_SIZE + next * TABLE_SLOT_SIZE)?
-            .load(R);
-        // No probe path runs through slot i if the next slot was never used.
-        let mark = if next_rec == SLOT_EMPTY {
-            SLOT_EMPTY
-        } else {
-            SLOT_TOMBSTONE
-        };
-        let (_, vlen) = st.record_lens(rec)?;
-        self.set(s, toff + TABLE_HEADER_SIZE + i * TABLE_SLOT_SIZE, mark)?;
-        crash_point!("remove.unlinked");
-        stripe.count.store(stripe.count.load(R) - 1, REL);
-        if mark == SLOT_TOMBSTONE {
-            stripe.tombstones.store(stripe.tombstones.load(R) + 1, REL);
-        }
+/// Insert or replace `key` -> record `rec` in stripe `s`. Returns true for a replace.
+pub(crate) fn put(
+    txn: &Txn<'_, '_>,
+    s: usize,
+    hash: u64,
+    key: &[u8],
+    rec: u64,
+    value_len: usize,
+) -> Result<bool> {
+    ensure_room(txn, s, 1)?;
+    let st = txn.session().st;
+    let stripe = st.mem.stripe(s);
+    let tw = stripe.table.load(R);
+    let toff = tw & TABLE_OFFSET_MASK;
+    let entry_off = |i: u64| toff + TABLE_HEADER_SIZE + i * TABLE_ENTRY_SIZE;
+    let f = find(txn, tw, hash, key)?;
+    let vb = stripe.value_bytes.load(R);
+    if let Some((i, old)) = f.hit {
+        let (_, old_len) = st.record_lens(old)?;
+        txn.set(s, entry_off(i), table_entry(hash, rec))?;
+        crash_point!("put.replaced");
         stripe
             .value_bytes
-            .store(stripe.value_bytes.load(R) - vlen as u64, REL);
-        self.defer_free(rec)?;
-        Ok(true)
+            .store(vb - old_len as u64 + value_len as u64, REL);
+        txn.defer_free(old)?;
+        return Ok(true);
     }
+    let i = f
+        .free
+        .ok_or_else(|| Error::corrupt(toff, "index table has no free entry"))?;
+    let was_tomb = st.mem.word(entry_off(i))?.load(R) == ENTRY_TOMBSTONE;
+    txn.set(s, entry_off(i), table_entry(hash, rec))?;
+    crash_point!("put.inserted");
+    stripe.count.store(stripe.count.load(R) + 1, REL);
+    if was_tomb {
+        stripe.tombstones.store(stripe.tombstones.load(R) - 1, REL);
+    }
+    stripe.value_bytes.store(vb + value_len as u64, REL);
+    Ok(false)
+}
+
+/// Remove `key` from stripe `s`. Returns whether it was there.
+pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Result<bool> {
+    let st = txn.session().st;
+    let stripe = st.mem.stripe(s);
+    let tw = stripe.table.load(R);
+    let Some((i, rec)) = find(txn, tw, hash, key)?.hit else {
+        return Ok(false);
+    };
+    let toff = tw & TABLE_OFFSET_MASK;
+    let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
+    let next = table_next(i, table_capacity(log2));
+    let next_rec = st
+        .mem
+        .word(toff + TABLE_HEADER_SIZE + next * TABLE_ENTRY_SIZE)?
+        .load(R);
+    // No probe path runs through entry i if the next entry was never used.
+    let mark = if next_rec == ENTRY_EMPTY {
+        ENTRY_EMPTY
+    } else {
+        ENTRY_TOMBSTONE
+    };
+    let (_, vlen) = st.record_lens(rec)?;
+    txn.set(s, toff + TABLE_HEADER_SIZE + i * TABLE_ENTRY_SIZE, mark)?;
+    crash_point!("remove.unlinked");
+    stripe.count.store(stripe.count.load(R) - 1, REL);
+    if mark == ENTRY_TOMBSTONE {
+        stripe.tombstones.store(stripe.tombstones.load(R) + 1, REL);
+    }
+    stripe
+        .value_bytes
+        .store(stripe.value_bytes.load(R) - vlen as u64, REL);
+    txn.defer_free(rec)?;
+    Ok(true)
 }
 
 #[cfg(test)]

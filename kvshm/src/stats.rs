@@ -2,9 +2,10 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::client::{slot_list, Client};
+use crate::client::Client;
 use crate::layout::*;
 use crate::segment;
+use crate::slots::slot_list;
 
 const R: Ordering = Ordering::Relaxed;
 

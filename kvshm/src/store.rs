@@ -304,7 +304,7 @@ impl Store {
 
     /// Decode and check a table word: (its entries, log2 of the table's words).
     #[inline]
-    pub fn table_slots(&self, table_word: u64) -> Result<Option<(&[AtomicU64], u32)>> {
+    pub fn table_entries(&self, table_word: u64) -> Result<Option<(&[AtomicU64], u32)>> {
         if table_word == 0 {
             return Ok(None);
         }
@@ -313,10 +313,10 @@ impl Store {
         if !(TABLE_MIN_LOG2..=TABLE_MAX_LOG2).contains(&log2) {
             return Err(Error::corrupt(off, format!("table capacity 2^{log2}")));
         }
-        let slots = self
+        let entries = self
             .mem
             .words(off + TABLE_HEADER_SIZE, table_capacity(log2))?;
-        Ok(Some((slots, log2)))
+        Ok(Some((entries, log2)))
     }
 
     /// Lengths of the record at `off`, checked against the store limits.
@@ -372,17 +372,17 @@ impl Store {
     /// Find `key` in a table; `Some(record offset)` when present.
     #[inline]
     pub fn probe(&self, table_word: u64, hash: u64, key: &[u8]) -> Result<Option<u64>> {
-        let Some((slots, _)) = self.table_slots(table_word)? else {
+        let Some((entries, _)) = self.table_entries(table_word)? else {
             return Ok(None);
         };
-        let cap = slots.len() as u64;
+        let cap = entries.len() as u64;
         let mut i = table_home(hash, cap);
         for _ in 0..cap {
-            let e = slots[i as usize].load(Ordering::Relaxed);
-            if e == SLOT_EMPTY {
+            let e = entries[i as usize].load(Ordering::Relaxed);
+            if e == ENTRY_EMPTY {
                 return Ok(None);
             }
-            if e != SLOT_TOMBSTONE
+            if e != ENTRY_TOMBSTONE
                 && entry_matches(e, hash)
                 && self.record_key_eq(entry_record(e), key)?
             {
@@ -403,6 +403,29 @@ impl Store {
         };
         let r = f();
         if !seqlock::read_validate(seq, s1) {
+            return Attempt::Retry;
+        }
+        Attempt::Done(r)
+    }
+
+    /// [`Store::attempt`] over several stripes (sorted, distinct) at once.
+    pub fn attempt_all<T>(&self, stripes: &[usize], f: impl FnOnce() -> Result<T>) -> Attempt<T> {
+        if let [s] = stripes {
+            return self.attempt(*s, f);
+        }
+        let seqs: Option<Vec<u64>> = stripes
+            .iter()
+            .map(|&s| seqlock::read_begin(&self.mem.stripe(s).seq))
+            .collect();
+        let Some(seqs) = seqs else {
+            return Attempt::Retry;
+        };
+        let r = f();
+        let unchanged = stripes
+            .iter()
+            .zip(&seqs)
+            .all(|(&s, &q)| seqlock::read_validate(&self.mem.stripe(s).seq, q));
+        if !unchanged {
             return Attempt::Retry;
         }
         Attempt::Done(r)
@@ -430,8 +453,7 @@ impl Store {
             });
             match r {
                 Attempt::Done(r) => return Some(r),
-                Attempt::Retry if i > 8 => std::thread::yield_now(),
-                Attempt::Retry => std::hint::spin_loop(),
+                Attempt::Retry => backoff(i),
             }
         }
         None
@@ -442,10 +464,10 @@ impl Store {
         let st = self.mem.stripe(s);
         let tw = st.table.load(Ordering::Relaxed);
         let mut out = Vec::new();
-        if let Some((slots, _)) = self.table_slots(tw)? {
-            for e in slots {
+        if let Some((entries, _)) = self.table_entries(tw)? {
+            for e in entries {
                 let e = e.load(Ordering::Relaxed);
-                if e != SLOT_EMPTY && e != SLOT_TOMBSTONE {
+                if e != ENTRY_EMPTY && e != ENTRY_TOMBSTONE {
                     out.push(entry_record(e));
                 }
             }
@@ -454,11 +476,15 @@ impl Store {
     }
 }
 
-/// Which slot page holds slot `idx`, and the index of that page's first slot.
-pub(crate) fn slot_page_of(idx: u32) -> (usize, u64) {
-    let q = idx as u64 / SLOT_PAGE0_SLOTS + 1;
-    let page = 63 - q.leading_zeros() as usize;
-    (page, SLOT_PAGE0_SLOTS * ((1u64 << page) - 1))
+/// Wait between optimistic read attempts: spin for the first few (a writer's critical section
+/// is short), then yield the CPU (the writer may be descheduled).
+#[inline]
+pub(crate) fn backoff(attempt: u32) {
+    if attempt > 8 {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
 }
 
 /// Compare little-endian words against bytes padded with zeros.
@@ -520,17 +546,6 @@ pub(crate) fn now_unix() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slot_pages_are_geometric() {
-        assert_eq!(slot_page_of(0), (0, 0));
-        assert_eq!(slot_page_of(15), (0, 0));
-        assert_eq!(slot_page_of(16), (1, 16));
-        assert_eq!(slot_page_of(47), (1, 16));
-        assert_eq!(slot_page_of(48), (2, 48));
-        assert_eq!(slot_page_of(111), (2, 48));
-        assert_eq!(slot_page_of(112), (3, 112));
-    }
 
     #[test]
     fn word_copies_round_trip() {

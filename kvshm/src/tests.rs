@@ -270,7 +270,7 @@ fn verify_reports_damage() {
     stripe.count.fetch_sub(1, Relaxed);
     // ...and so is a leaked block (LIVE but unreachable).
     let sess = c.session().unwrap();
-    let txn = sess.begin(4).unwrap();
+    let txn = crate::txn::Txn::begin(&sess, 4).unwrap();
     let b = txn.alloc(100).unwrap();
     txn.commit();
     txn.finish().unwrap();
@@ -281,7 +281,9 @@ fn verify_reports_damage() {
         r.problems
     );
     let tag = c.st.mem.word(b).unwrap().load(Relaxed);
-    assert!(sess.free_block(b, tag).unwrap());
+    assert!(crate::alloc::Allocator::new(&sess)
+        .free_block(b, tag)
+        .unwrap());
     assert!(c.verify().unwrap().is_ok());
 }
 
@@ -337,8 +339,8 @@ fn op_counters_are_exact() {
 /// all), so it is "awaiting recovery", not a problem.
 #[test]
 fn a_client_that_dies_while_verify_runs_is_not_damage() {
-    use crate::client::slot_list;
     use crate::layout::{SLOT_ALIVE, SLOT_FREE};
+    use crate::slots::slot_list;
     use std::sync::atomic::Ordering::{Acquire, Release};
     let t = TestStore::new("diedverify", Config::default());
     let c = t.client();

@@ -8,12 +8,13 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use crate::client::{slot_list, Client};
+use crate::client::Client;
 use crate::error::Result;
 use crate::layout::*;
 use crate::segment;
+use crate::slots::slot_list;
 use crate::store::Store;
-use crate::sync::lock;
+use crate::txn::LogView;
 
 const R: Ordering = Ordering::Relaxed;
 
@@ -58,45 +59,30 @@ impl Client {
         };
         let recovered = self.recover_dead_clients()?;
         let h = self.st.mem.header();
-        let n = self.st.mem.stripe_count();
-        let mut stripes_locked = 0;
-        let mut classes_locked = 0;
-        let mut span_locked = false;
-        let r = (|| -> Result<Report> {
-            for s in 0..n {
-                sess.lock_stripe(s)?;
-                stripes_locked += 1;
-            }
-            for cls in &h.classes {
-                sess.lock_word(&cls.lock)?;
-                classes_locked += 1;
-            }
-            sess.lock_word(&h.span_lock)?;
-            span_locked = true;
-            Ok(check(&self.st, Some(sess.me)))
-        })();
-        if span_locked {
-            lock::unlock(&h.span_lock);
+        // Every lock, in the global order (stripes ascending, classes, span); the guards
+        // release them in reverse when this scope ends, also on error.
+        let mut held = Vec::new();
+        for s in 0..self.st.mem.stripe_count() {
+            held.push(sess.lock_stripe(s)?);
         }
-        for cls in &h.classes[..classes_locked] {
-            lock::unlock(&cls.lock);
+        for cls in &h.classes {
+            held.push(sess.guard_word(&cls.lock)?);
         }
-        for s in 0..stripes_locked {
-            lock::unlock(&self.st.mem.stripe(s).lock);
+        held.push(sess.guard_word(&h.span_lock)?);
+        let mut report = check(&self.st, Some(sess.me));
+        while let Some(g) = held.pop() {
+            drop(g);
         }
-        let mut report = r?;
         report.recovered = recovered;
         Ok(report)
     }
-}
 
-impl Client {
     /// Check one stripe (table, records, counts) under its lock: the incremental check the
     /// host runs in the background.
     pub fn verify_stripe(&self, s: usize) -> Result<Report> {
         let sess = self.session()?;
         let _g = self.guard();
-        sess.lock_stripe(s)?;
+        let _stripe = sess.lock_stripe(s)?;
         let mut c = Checker {
             st: &self.st,
             pending_free: HashSet::new(),
@@ -105,7 +91,6 @@ impl Client {
             referenced: HashSet::new(),
         };
         c.check_stripe(s);
-        lock::unlock(&self.st.mem.stripe(s).lock);
         Ok(c.report)
     }
 }
@@ -160,8 +145,8 @@ impl Checker<'_> {
             stripe.value_bytes.load(R),
         );
         let soff = st.stripe_field_offset(s, &stripe.table);
-        let slots = match st.table_slots(tw) {
-            Ok(Some((slots, log2))) => {
+        let entries = match st.table_entries(tw) {
+            Ok(Some((entries, log2))) => {
                 let toff = tw & TABLE_OFFSET_MASK;
                 self.referenced.insert(toff);
                 match self.tag(toff) {
@@ -174,7 +159,7 @@ impl Checker<'_> {
                         format!("stripe {s}: table header disagrees with 2^{log2}"),
                     );
                 }
-                slots
+                entries
             }
             Ok(None) => {
                 if count != 0 || vbytes != 0 {
@@ -188,12 +173,12 @@ impl Checker<'_> {
             }
         };
         let (mut live, mut tomb, mut vb) = (0u64, 0u64, 0u64);
-        for (i, e) in slots.iter().enumerate() {
+        for (i, e) in entries.iter().enumerate() {
             let e = e.load(R);
-            if e == SLOT_EMPTY {
+            if e == ENTRY_EMPTY {
                 continue;
             }
-            if e == SLOT_TOMBSTONE {
+            if e == ENTRY_TOMBSTONE {
                 tomb += 1;
                 continue;
             }
@@ -201,11 +186,14 @@ impl Checker<'_> {
             live += 1;
             self.report.blocks += 1;
             if !self.referenced.insert(rec) {
-                self.problem(rec, format!("stripe {s} slot {i}: record referenced twice"));
+                self.problem(
+                    rec,
+                    format!("stripe {s} entry {i}: record referenced twice"),
+                );
             }
             match self.tag(rec) {
                 Some(t) if t.state == TAG_LIVE => {}
-                t => self.problem(rec, format!("stripe {s} slot {i}: record tag {t:?}")),
+                t => self.problem(rec, format!("stripe {s} entry {i}: record tag {t:?}")),
             }
             let mut key = Vec::new();
             let lens = st
@@ -214,7 +202,7 @@ impl Checker<'_> {
             let (_, vlen) = match lens {
                 Ok(l) => l,
                 Err(e) => {
-                    self.problem(rec, format!("stripe {s} slot {i}: {e}"));
+                    self.problem(rec, format!("stripe {s} entry {i}: {e}"));
                     continue;
                 }
             };
@@ -223,7 +211,7 @@ impl Checker<'_> {
             if !entry_matches(e, h) {
                 self.problem(
                     rec,
-                    format!("stripe {s} slot {i}: stored hash tag differs from key's"),
+                    format!("stripe {s} entry {i}: stored hash tag differs from key's"),
                 );
             } else if st.stripe_of(h) != s {
                 self.problem(
@@ -233,7 +221,7 @@ impl Checker<'_> {
             } else if st.probe(tw, h, &key).ok().flatten() != Some(rec) {
                 self.problem(
                     rec,
-                    format!("stripe {s} slot {i}: key unreachable or duplicated"),
+                    format!("stripe {s} entry {i}: key unreachable or duplicated"),
                 );
             }
         }
@@ -412,7 +400,7 @@ fn pending_frees(st: &Store) -> HashSet<u64> {
         if slot.state.load(R) != SLOT_ALIVE || slot.txn_state.load(R) != TXN_COMMITTED {
             continue;
         }
-        if let Ok(log) = crate::session::log_view(st, slot, off) {
+        if let Ok(log) = LogView::of(st, slot, off) {
             out.extend(log.pending_frees(slot.n_free.load(R) as usize));
         }
     }

@@ -82,12 +82,12 @@ pub const fn record_size(key_len: u64, value_len: u64) -> u64 {
 /// Index table = `[tag][log2][capacity x entry]`, a block of exactly `2^log2` words: powers of
 /// two are size classes, so a table fills its block, and a `2^15`-word table is one chunk.
 pub const TABLE_HEADER_SIZE: u64 = 16;
-/// Bytes per table slot: one entry word.
-pub const TABLE_SLOT_SIZE: u64 = 8;
-/// Entry of a never-used table slot.
-pub const SLOT_EMPTY: u64 = 0;
-/// Entry of a removed key's slot.
-pub const SLOT_TOMBSTONE: u64 = 1;
+/// Bytes per table entry (one word).
+pub const TABLE_ENTRY_SIZE: u64 = 8;
+/// A never-used table entry.
+pub const ENTRY_EMPTY: u64 = 0;
+/// The entry of a removed key (a probe path may run through it).
+pub const ENTRY_TOMBSTONE: u64 = 1;
 /// An entry's low bits hold the record offset / 8 (records are 8-aligned, offsets below
 /// [`super::MAX_RESERVE`]); its top 21 bits hold bits 32..53 of the key's hash, so a probe
 /// compares keys only when the tags agree (1 in 2 million for another key).
@@ -129,7 +129,7 @@ pub const fn table_capacity(log2: u32) -> u64 {
     (1u64 << log2) - 2
 }
 
-/// The slot after `i` on a probe path through a table of `capacity` slots (wrapping).
+/// The entry after `i` on a probe path through a table of `capacity` entries (wrapping).
 #[inline]
 pub const fn table_next(i: u64, capacity: u64) -> u64 {
     if i + 1 == capacity {
@@ -144,7 +144,7 @@ pub const fn table_size(log2: u32) -> u64 {
     8 << log2
 }
 
-/// Where a key's probe starts in a table of `capacity` slots: the low 32 bits of the hash
+/// Where a key's probe starts in a table of `capacity` entries: the low 32 bits of the hash
 /// scaled to the capacity (Lemire's multiply-shift; capacities are not powers of two).
 #[inline]
 pub const fn table_home(hash: u64, capacity: u64) -> u64 {

@@ -122,7 +122,7 @@ pub const fn layout_signature() -> u64 {
         core::mem::offset_of!(Slot, new_blocks) as u64,
         core::mem::offset_of!(Slot, frees) as u64,
         RECORD_HEADER_SIZE,
-        TABLE_HEADER_SIZE | TABLE_SLOT_SIZE << 8,
+        TABLE_HEADER_SIZE | TABLE_ENTRY_SIZE << 8,
         CHUNK_SIZE,
         NUM_CLASSES as u64,
         CLASS_SIZES[1] as u64,

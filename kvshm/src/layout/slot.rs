@@ -16,6 +16,23 @@ use core::sync::atomic::AtomicU64;
 pub const SLOT_SIZE: u64 = 8192;
 /// Slots in page 0 (page `p` holds `SLOT_PAGE0_SLOTS << p`).
 pub const SLOT_PAGE0_SLOTS: u64 = 16;
+/// Slots in page `p`.
+pub const fn slot_page_len(p: usize) -> u64 {
+    SLOT_PAGE0_SLOTS << p
+}
+
+/// Index of the first slot of page `p` (pages before it hold `16 * (2^p - 1)` slots).
+pub const fn slot_page_first(p: usize) -> u64 {
+    SLOT_PAGE0_SLOTS * ((1u64 << p) - 1)
+}
+
+/// Which slot page holds slot `idx`, and the index of that page's first slot.
+pub const fn slot_page_of(idx: u32) -> (usize, u64) {
+    let q = idx as u64 / SLOT_PAGE0_SLOTS + 1;
+    let page = 63 - q.leading_zeros() as usize;
+    (page, slot_page_first(page))
+}
+
 /// Log entries of each kind kept inside the slot; bigger batches use an extension block.
 pub const INLINE_LOG_CAP: usize = 160;
 /// Number of per-client counters (see [`Counter`]).
@@ -101,4 +118,29 @@ pub const LOG_EXT_HEADER_SIZE: u64 = 16;
 /// Bytes of a log extension with `cap` entries of each kind.
 pub const fn log_ext_size(cap: u64) -> u64 {
     LOG_EXT_HEADER_SIZE + cap * (16 + 8 + 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_pages_are_geometric() {
+        assert_eq!(slot_page_of(0), (0, 0));
+        assert_eq!(slot_page_of(15), (0, 0));
+        assert_eq!(slot_page_of(16), (1, 16));
+        assert_eq!(slot_page_of(47), (1, 16));
+        assert_eq!(slot_page_of(48), (2, 48));
+        assert_eq!(slot_page_of(111), (2, 48));
+        assert_eq!(slot_page_of(112), (3, 112));
+        for p in 0..24 {
+            let first = slot_page_first(p);
+            assert_eq!(slot_page_of(first as u32), (p, first));
+            assert_eq!(
+                slot_page_of((first + slot_page_len(p) - 1) as u32),
+                (p, first)
+            );
+            assert_eq!(slot_page_first(p + 1), first + slot_page_len(p));
+        }
+    }
 }

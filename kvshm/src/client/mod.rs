@@ -1,0 +1,229 @@
+//! `Client`: attach to a hosted store and run data operations directly on shared memory.
+//!
+//! - `mod.rs`: attaching, identity, counters, slot recovery, detaching;
+//! - `read.rs`: the lock-free reads (`get`, `contains`, `get_many`, `scan`, ...);
+//! - `write.rs`: the transactional writes (`put`, `remove`, `put_many`, `remove_many`).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::config::default_dir;
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::recovery;
+use crate::segment;
+use crate::session::Session;
+use crate::slots::{self, slot_list, SlotRef};
+use crate::store::Store;
+
+mod read;
+mod write;
+
+pub(crate) use write::WriteOp;
+
+const R: Ordering = Ordering::Relaxed;
+const REL: Ordering = Ordering::Release;
+const ACQ: Ordering = Ordering::Acquire;
+
+/// A process's attachment to a store. `Send + Sync`: share it between threads (reads run
+/// in parallel and lock-free; writes of one `Client` are serialised by an in-process mutex,
+/// writes of different clients/processes only contend per stripe).
+///
+/// ```no_run
+/// let c = kvshm::Client::open("orders")?;
+/// c.put(b"k", b"v")?;
+/// assert_eq!(c.get(b"k")?.as_deref(), Some(&b"v"[..]));
+/// # Ok::<(), kvshm::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    pub(crate) st: Store,
+    slot: Option<SlotRef>,
+    write: Mutex<()>,
+}
+
+impl Client {
+    /// Attach to store `name` in [`default_dir`] for reading and writing.
+    pub fn open(name: &str) -> Result<Client> {
+        Client::open_in(default_dir(), name)
+    }
+
+    /// Attach to store `name` in `dir` for reading and writing.
+    pub fn open_in(dir: impl AsRef<Path>, name: &str) -> Result<Client> {
+        let path = segment::store_path(dir.as_ref(), name)?;
+        Client::from_store(Store::attach(&path, true)?)
+    }
+
+    /// Attach read-only: the segment is mapped without write permission and nothing is ever
+    /// written to it (no client slot, no counters).
+    pub fn open_read_only(name: &str) -> Result<Client> {
+        Client::open_read_only_in(default_dir(), name)
+    }
+
+    /// [`Client::open_read_only`] in `dir`.
+    pub fn open_read_only_in(dir: impl AsRef<Path>, name: &str) -> Result<Client> {
+        let path = segment::store_path(dir.as_ref(), name)?;
+        Ok(Client {
+            st: Store::attach(&path, false)?,
+            slot: None,
+            write: Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn from_store(st: Store) -> Result<Client> {
+        let slot = slots::claim_slot(&st)?;
+        let c = Client {
+            st,
+            slot: Some(slot),
+            write: Mutex::new(()),
+        };
+        let s = c.session()?;
+        log::info!(
+            "client {} (pid {}, slot {}) attached to {}",
+            s.slot.client_id.load(R),
+            std::process::id(),
+            s.me,
+            c.st.path.display()
+        );
+        Ok(c)
+    }
+
+    /// This client's session (its slot), or an error for a read-only client.
+    pub(crate) fn session(&self) -> Result<Session<'_>> {
+        let r = self.slot.ok_or_else(|| {
+            Error::InvalidArgument("this client is read-only (open it with Client::open)".into())
+        })?;
+        slots::session(&self.st, r)
+    }
+
+    /// The in-process write mutex: one transaction log per slot, so one writer at a time.
+    pub(crate) fn guard(&self) -> MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Add to this client's counters; the slot is looked up once per operation. Read-only
+    /// clients count nothing (they never write to the segment).
+    #[inline]
+    fn count(&self, adds: &[(Counter, u64)]) {
+        let Some(r) = self.slot else { return };
+        let Ok(s) = self.st.mem.slot_at(r.off) else {
+            return;
+        };
+        for &(c, n) in adds {
+            if n != 0 {
+                s.counters[c as usize].fetch_add(n, R);
+            }
+        }
+    }
+
+    /// Per-operation trace log line naming this client (`RUST_LOG=kvshm=trace`). Nothing is
+    /// computed unless trace logging is on.
+    #[inline]
+    fn trace(&self, op: &str, key: &[u8], detail: impl std::fmt::Display) {
+        if log::log_enabled!(target: "kvshm::ops", log::Level::Trace) {
+            log::trace!(
+                target: "kvshm::ops",
+                "client {} (pid {}): {op} {} {detail}",
+                self.client_id().unwrap_or(0),
+                std::process::id(),
+                key.escape_ascii()
+            );
+        }
+    }
+
+    /// This attachment's client id (as in logs and `stats`), `None` when read-only.
+    pub fn client_id(&self) -> Option<u64> {
+        self.session().ok().map(|s| s.slot.client_id.load(R))
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.st.path
+    }
+
+    /// Longest key and value the store accepts.
+    pub fn limits(&self) -> (usize, usize) {
+        (self.st.max_key, self.st.max_value)
+    }
+
+    /// The index stripe `key` belongs to (for tests and diagnostics).
+    #[doc(hidden)]
+    pub fn stripe_of_key(&self, key: &[u8]) -> usize {
+        self.st.stripe_of(self.st.hash(key))
+    }
+
+    /// Whether this client was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.slot.is_none()
+    }
+
+    /// The distinct stripes of `hashes`, ascending (the order every writer locks them in).
+    fn stripes_of(&self, hashes: &[u64]) -> Vec<usize> {
+        let mut stripes: Vec<usize> = hashes.iter().map(|&h| self.st.stripe_of(h)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+    }
+
+    /// Recover every attached-but-dead client now (normally done lazily by whoever waits on
+    /// their locks, and by the host's housekeeping). Returns how many were recovered.
+    pub fn recover_dead_clients(&self) -> Result<usize> {
+        let sess = self.session()?;
+        let _g = self.guard();
+        slots::repair_slot_pages(&self.st)?;
+        let mut n = 0;
+        for (idx, off) in slot_list(&self.st) {
+            if idx == sess.me {
+                continue;
+            }
+            let s = self.st.mem.slot_at(off)?;
+            if s.state.load(ACQ) != SLOT_ALIVE {
+                continue;
+            }
+            let byte = segment::SLOT_LOCK_BASE + idx as u64;
+            if segment::ofd_try_lock(&self.st.file, byte)? {
+                let r = recovery::recover_slot(&sess, idx);
+                segment::ofd_unlock(&self.st.file, byte);
+                if r? {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let Ok(sess) = self.session() else { return };
+        let s = sess.slot;
+        let h = self.st.mem.header();
+        if s.txn_state.load(R) != TXN_IDLE {
+            // Only possible after a panic mid-operation: leave the slot to recovery, which
+            // will roll back or complete it once our byte lock goes with the descriptor.
+            log::error!("client slot {} detached with an open transaction", sess.me);
+            return;
+        }
+        for (i, c) in s.counters.iter().enumerate() {
+            h.folded[i].fetch_add(c.swap(0, R), R);
+        }
+        log::info!(
+            "client {} (pid {}, slot {}) detached",
+            s.client_id.load(R),
+            s.pid.load(R),
+            sess.me
+        );
+        s.state.store(SLOT_FREE, REL);
+        // The byte lock is released when `self.st.file` is closed.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn client_is_send_and_sync() {
+        fn f<T: Send + Sync>() {}
+        f::<super::Client>();
+    }
+}

@@ -1,0 +1,220 @@
+//! Writes: every one is a transaction (`txn.rs`) applied under its stripes' locks by one path,
+//! [`Client::apply_locked`]. New records are written into freshly reserved blocks before any
+//! lock is taken; under the locks only table entries and stripe counts change.
+
+use super::Client;
+use crate::crash_point;
+use crate::error::Result;
+use crate::index::{self, write_record};
+use crate::layout::{record_size, Counter};
+use crate::session::Session;
+use crate::txn::{self, Txn};
+
+/// Which operation runs [`Client::apply_locked`]: it names the crash points on the way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteOp {
+    Put,
+    Remove,
+    /// `put_many`, `remove_many`, and the host's table compaction.
+    Many,
+}
+
+impl WriteOp {
+    /// Every stripe is locked, odd and logged.
+    fn locked(self) {
+        match self {
+            WriteOp::Put => {
+                crash_point!("put.locked");
+            }
+            WriteOp::Remove => {}
+            WriteOp::Many => {
+                crash_point!("many.locked");
+            }
+        }
+    }
+
+    /// One stripe was published and unlocked after the commit.
+    fn unlocked_one(self) {
+        match self {
+            WriteOp::Put => {
+                crash_point!("put.unlocked");
+            }
+            WriteOp::Remove => {
+                crash_point!("remove.unlocked");
+            }
+            WriteOp::Many => {
+                crash_point!("many.unlocked_one");
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Store `value` under `key` (insert or replace). When this returns `Ok`, every process
+    /// sees the new value; on `Err` nothing changed.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.st.check_limits(key, Some(value))?;
+        let sess = self.session()?;
+        let _g = self.guard();
+        let hash = self.st.hash(key);
+        let s = self.st.stripe_of(hash);
+        let txn = Txn::begin(&sess, txn::log_entries_single())?;
+        let rec = match txn.alloc(record_size(key.len() as u64, value.len() as u64)) {
+            Ok(r) => r,
+            Err(e) => {
+                txn.cancel()?;
+                return Err(e);
+            }
+        };
+        write_record(&self.st, rec, key, value)?;
+        crash_point!("put.prepared");
+        self.apply_locked(&sess, txn, &[s], WriteOp::Put, |txn| {
+            index::put(txn, s, hash, key, rec, value.len()).map(|_| ())
+        })?;
+        self.count(&[(Counter::Puts, 1), (Counter::BytesIn, value.len() as u64)]);
+        self.trace("put", key, format_args!("{} bytes", value.len()));
+        Ok(())
+    }
+
+    /// Remove `key`; returns whether it was present.
+    pub fn remove(&self, key: &[u8]) -> Result<bool> {
+        self.st.check_limits(key, None)?;
+        let sess = self.session()?;
+        let hash = self.st.hash(key);
+        let s = self.st.stripe_of(hash);
+        // A consistent view that shows the key absent is a valid linearisation point.
+        let mut scratch = Vec::new();
+        if let Some(Ok(false)) = self.st.read_optimistic(s, hash, key, &mut scratch, 4) {
+            return Ok(false);
+        }
+        let _g = self.guard();
+        let txn = Txn::begin(&sess, txn::log_entries_single())?;
+        let mut existed = false;
+        self.apply_locked(&sess, txn, &[s], WriteOp::Remove, |txn| {
+            existed = index::remove(txn, s, hash, key)?;
+            Ok(())
+        })?;
+        self.count(&[(Counter::Removes, u64::from(existed))]);
+        self.trace("remove", key, existed);
+        Ok(existed)
+    }
+
+    /// Store all pairs, all or nothing: either every pair is visible (at one instant, to
+    /// every reader) or, on `Err`, none is. A key given twice takes its last value.
+    pub fn put_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, items: &[(K, V)]) -> Result<()> {
+        for (k, v) in items {
+            self.st.check_limits(k.as_ref(), Some(v.as_ref()))?;
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        let sess = self.session()?;
+        let _g = self.guard();
+        let hashes: Vec<u64> = items
+            .iter()
+            .map(|(k, _)| self.st.hash(k.as_ref()))
+            .collect();
+        let stripes = self.stripes_of(&hashes);
+        let txn = Txn::begin(&sess, txn::log_entries_put_many(items.len()))?;
+        let mut recs = Vec::with_capacity(items.len());
+        for (k, v) in items {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            let rec = match txn.alloc(record_size(k.len() as u64, v.len() as u64)) {
+                Ok(r) => r,
+                Err(e) => {
+                    txn.cancel()?;
+                    return Err(e);
+                }
+            };
+            write_record(&self.st, rec, k, v)?;
+            recs.push(rec);
+        }
+        crash_point!("put_many.prepared");
+        self.apply_locked(&sess, txn, &stripes, WriteOp::Many, |txn| {
+            for &s in &stripes {
+                let adds = hashes
+                    .iter()
+                    .filter(|&&h| self.st.stripe_of(h) == s)
+                    .count();
+                index::ensure_room(txn, s, adds as u64)?;
+            }
+            for (i, (k, v)) in items.iter().enumerate() {
+                let s = self.st.stripe_of(hashes[i]);
+                index::put(txn, s, hashes[i], k.as_ref(), recs[i], v.as_ref().len())?;
+                crash_point!("put_many.applied_one");
+            }
+            Ok(())
+        })?;
+        let bytes: usize = items.iter().map(|(_, v)| v.as_ref().len()).sum();
+        self.count(&[
+            (Counter::Puts, items.len() as u64),
+            (Counter::BytesIn, bytes as u64),
+        ]);
+        self.trace("put_many", b"", format_args!("{} pairs", items.len()));
+        Ok(())
+    }
+
+    /// Remove all `keys` atomically; returns how many existed.
+    pub fn remove_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<usize> {
+        for k in keys {
+            self.st.check_limits(k.as_ref(), None)?;
+        }
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let sess = self.session()?;
+        let _g = self.guard();
+        let hashes: Vec<u64> = keys.iter().map(|k| self.st.hash(k.as_ref())).collect();
+        let stripes = self.stripes_of(&hashes);
+        let txn = Txn::begin(&sess, txn::log_entries_remove_many(keys.len()))?;
+        let mut removed = 0;
+        self.apply_locked(&sess, txn, &stripes, WriteOp::Many, |txn| {
+            for (k, &h) in keys.iter().zip(&hashes) {
+                if index::remove(txn, self.st.stripe_of(h), h, k.as_ref())? {
+                    removed += 1;
+                }
+                crash_point!("remove_many.applied_one");
+            }
+            Ok(())
+        })?;
+        self.count(&[(Counter::Removes, removed as u64)]);
+        self.trace(
+            "remove_many",
+            b"",
+            format_args!("{removed} of {} removed", keys.len()),
+        );
+        Ok(removed)
+    }
+
+    /// Lock `stripes` (ascending) for writing and log their words, run `apply`, and commit;
+    /// or, on any error, roll everything back. Then publish and unlock each stripe, and do the
+    /// deferred frees. The caller holds the write mutex and opened `txn`.
+    pub(crate) fn apply_locked<'s, 'a>(
+        &self,
+        sess: &'s Session<'a>,
+        txn: Txn<'s, 'a>,
+        stripes: &[usize],
+        op: WriteOp,
+        apply: impl FnOnce(&Txn<'s, 'a>) -> Result<()>,
+    ) -> Result<()> {
+        let mut held = Vec::with_capacity(stripes.len());
+        let r = (|| {
+            for &s in stripes {
+                held.push(sess.write_stripe(s)?);
+                txn.log_stripe(s)?;
+            }
+            op.locked();
+            apply(&txn)
+        })();
+        if let Err(e) = r {
+            txn.abort(held)?;
+            return Err(e);
+        }
+        txn.commit();
+        for stripe in held {
+            drop(stripe);
+            op.unlocked_one();
+        }
+        txn.finish()
+    }
+}

@@ -1,0 +1,313 @@
+//! Transactions: the log a writer keeps in its client slot so that a recoverer can roll an
+//! unfinished change back or finish a committed one.
+//!
+//! Write protocol (`docs/ARCHITECTURE.md`, "Transactions"):
+//! 1. [`Txn::begin`]: reset the log counts, state ACTIVE.
+//! 2. reserve new blocks ([`Txn::alloc`]: each recorded in the log before it is tagged) and
+//!    fill them;
+//! 3. lock the stripes (ascending), make each `seq` odd, and log the stripe words
+//!    ([`Txn::log_stripe`]);
+//! 4. every other in-place write is preceded by an undo entry ([`Txn::set`]);
+//! 5. [`Txn::commit`]: state COMMITTED, new blocks LIVE; then `seq` even and unlock (the
+//!    [`StripeWrite`] guards drop);
+//! 6. [`Txn::finish`]: deferred frees (blocks unlinked in 4, freed only after their stripe went
+//!    odd), state IDLE.
+//!
+//! How many entries a transaction needs is computed by the `log_entries_*` functions below.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::alloc::{Allocator, Pool};
+use crate::crash_point;
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::session::{Session, StripeWrite};
+use crate::store::Store;
+
+const R: Ordering = Ordering::Relaxed;
+const REL: Ordering = Ordering::Release;
+const ACQ: Ordering = Ordering::Acquire;
+
+/// Largest log extension (entries of each kind).
+pub(crate) const MAX_LOG_CAP: u64 = 1 << 24;
+
+/// Undo entries [`Txn::log_stripe`] takes per locked stripe (its four header words; a table
+/// rebuild writes only those).
+const STRIPE_UNDO: usize = 4;
+
+/// Log entries (of each kind) of a single-key put or remove: the stripe words, one table entry
+/// (undo), the record and a rebuilt table (new), the old record and the old table (frees).
+pub(crate) const fn log_entries_single() -> usize {
+    STRIPE_UNDO + 4
+}
+
+/// Log entries of a `put_many` of `n` pairs: per pair its stripe's words, one table entry,
+/// its record and a possible table rebuild; plus room for one more stripe's words.
+pub(crate) const fn log_entries_put_many(n: usize) -> usize {
+    (STRIPE_UNDO + 2) * n + 8
+}
+
+/// Log entries of a `remove_many` of `n` keys: per key its stripe's words and one table entry
+/// (undo) or one freed record.
+pub(crate) const fn log_entries_remove_many(n: usize) -> usize {
+    (STRIPE_UNDO + 1) * n + 8
+}
+
+/// Log entries of a table rebuild on its own (compaction): the stripe words, the new table,
+/// the old table.
+pub(crate) const fn log_entries_compact() -> usize {
+    16
+}
+
+/// Where a slot's log entries are: inline in the slot, or in an extension block.
+pub(crate) struct LogView<'a> {
+    pub(crate) undo: &'a [AtomicU64],
+    pub(crate) new: &'a [AtomicU64],
+    pub(crate) frees: &'a [AtomicU64],
+    pub(crate) cap: usize,
+}
+
+impl<'a> LogView<'a> {
+    /// The log of the slot at `slot_off`, read through its extension word.
+    pub(crate) fn of(st: &'a Store, slot: &Slot, slot_off: u64) -> Result<LogView<'a>> {
+        let ext = slot.log_ext.load(ACQ);
+        if ext == 0 {
+            let cap = INLINE_LOG_CAP as u64;
+            return Ok(LogView {
+                undo: st
+                    .mem
+                    .words(slot_off + core::mem::offset_of!(Slot, undo) as u64, 2 * cap)?,
+                new: st.mem.words(
+                    slot_off + core::mem::offset_of!(Slot, new_blocks) as u64,
+                    cap,
+                )?,
+                frees: st.mem.words(
+                    slot_off + core::mem::offset_of!(Slot, frees) as u64,
+                    2 * cap,
+                )?,
+                cap: INLINE_LOG_CAP,
+            });
+        }
+        let cap = st.mem.word(ext + 8)?.load(R);
+        if cap == 0 || cap > MAX_LOG_CAP {
+            return Err(Error::corrupt(ext, format!("log extension capacity {cap}")));
+        }
+        let base = ext + LOG_EXT_HEADER_SIZE;
+        Ok(LogView {
+            undo: st.mem.words(base, 2 * cap)?,
+            new: st.mem.words(base + 16 * cap, cap)?,
+            frees: st.mem.words(base + 24 * cap, 2 * cap)?,
+            cap: cap as usize,
+        })
+    }
+
+    /// Blocks a COMMITTED transaction still has to free (`n` entries are valid).
+    pub(crate) fn pending_frees(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
+        (0..n.min(self.cap)).map(|i| self.frees[2 * i].load(R))
+    }
+}
+
+/// An open transaction of a session.
+pub(crate) struct Txn<'s, 'a> {
+    s: &'s Session<'a>,
+    log: LogView<'a>,
+    n_undo: Cell<usize>,
+    n_new: Cell<usize>,
+    n_free: Cell<usize>,
+}
+
+impl<'s, 'a> Txn<'s, 'a> {
+    /// Open a transaction of `s` whose log must hold `need` entries of each kind.
+    pub(crate) fn begin(s: &'s Session<'a>, need: usize) -> Result<Txn<'s, 'a>> {
+        debug_assert_eq!(s.slot.txn_state.load(R), TXN_IDLE);
+        if need > INLINE_LOG_CAP {
+            if need as u64 > MAX_LOG_CAP {
+                return Err(Error::BatchTooLarge {
+                    entries: need,
+                    max: MAX_LOG_CAP as usize,
+                });
+            }
+            Allocator::new(s).alloc(log_ext_size(need as u64), Pool::Emergency, |b| {
+                s.slot.log_ext.store(b, REL)
+            })?;
+            let ext = s.slot.log_ext.load(R);
+            s.st.mem.word(ext + 8)?.store(need as u64, REL);
+        }
+        let log = LogView::of(s.st, s.slot, s.slot_off)?;
+        s.slot.n_undo.store(0, R);
+        s.slot.n_new.store(0, R);
+        s.slot.n_free.store(0, R);
+        s.slot.txn_state.store(TXN_ACTIVE, REL);
+        Ok(Txn {
+            s,
+            log,
+            n_undo: Cell::new(0),
+            n_new: Cell::new(0),
+            n_free: Cell::new(0),
+        })
+    }
+
+    pub(crate) fn session(&self) -> &'s Session<'a> {
+        self.s
+    }
+
+    fn full(&self) -> Error {
+        Error::TxnLogFull {
+            capacity: self.log.cap,
+        }
+    }
+
+    /// Reserve a new block for this transaction (rolled back unless committed).
+    pub(crate) fn alloc(&self, size: u64) -> Result<u64> {
+        let i = self.n_new.get();
+        if i >= self.log.cap {
+            return Err(self.full());
+        }
+        let b = Allocator::new(self.s).alloc(size, Pool::Data, |b| {
+            self.log.new[i].store(b, R);
+            self.s.slot.n_new.store(i as u64 + 1, REL);
+        })?;
+        self.n_new.set(i + 1);
+        Ok(b)
+    }
+
+    /// Log the current value of the word at `off` (in stripe `stripe`'s data) for undo.
+    #[inline]
+    pub(crate) fn log_undo(&self, stripe: usize, off: u64, word: &AtomicU64) -> Result<()> {
+        let i = self.n_undo.get();
+        if i >= self.log.cap {
+            return Err(self.full());
+        }
+        self.log.undo[2 * i].store(off | (stripe as u64) << UNDO_STRIPE_SHIFT, R);
+        self.log.undo[2 * i + 1].store(word.load(R), R);
+        self.s.slot.n_undo.store(i as u64 + 1, REL);
+        self.n_undo.set(i + 1);
+        Ok(())
+    }
+
+    /// Undo-logged store.
+    #[inline]
+    pub(crate) fn set(&self, stripe: usize, off: u64, value: u64) -> Result<()> {
+        let w = self.s.word(off)?;
+        self.log_undo(stripe, off, w)?;
+        w.store(value, REL);
+        Ok(())
+    }
+
+    /// Log the stripe words that writes under its lock may change (right after its `seq`
+    /// went odd).
+    pub(crate) fn log_stripe(&self, s: usize) -> Result<()> {
+        let st = self.s.st.mem.stripe(s);
+        let words: [&AtomicU64; STRIPE_UNDO] =
+            [&st.table, &st.count, &st.tombstones, &st.value_bytes];
+        for w in words {
+            self.log_undo(s, self.s.st.stripe_field_offset(s, w), w)?;
+        }
+        Ok(())
+    }
+
+    /// Free `block` after commit, if its tag is then `LIVE` with the generation it has now.
+    pub(crate) fn defer_free(&self, block: u64) -> Result<()> {
+        let i = self.n_free.get();
+        if i >= self.log.cap {
+            return Err(self.full());
+        }
+        let t = Tag::from_word(self.s.word(block)?.load(R));
+        if t.state == TAG_FREE {
+            return Err(Error::corrupt(block, "unlinking a block that is free"));
+        }
+        self.log.frees[2 * i].store(block, R);
+        self.log.frees[2 * i + 1].store(Tag::live(t.generation).word(), R);
+        self.s.slot.n_free.store(i as u64 + 1, REL);
+        self.n_free.set(i + 1);
+        Ok(())
+    }
+
+    /// The commit point: from here on, recovery completes instead of rolling back. The caller
+    /// then drops its [`StripeWrite`]s (publish and unlock) and calls [`Txn::finish`].
+    pub(crate) fn commit(&self) {
+        self.s.slot.txn_state.store(TXN_COMMITTED, REL);
+        crash_point!("txn.committed");
+        for i in 0..self.n_new.get() {
+            let b = self.log.new[i].load(R);
+            if let Ok(w) = self.s.word(b) {
+                let t = Tag::from_word(w.load(R));
+                if t.state == TAG_RESERVED && t.owner == self.s.me {
+                    w.store(Tag::live(t.generation).word(), REL);
+                }
+            }
+        }
+    }
+
+    /// After commit and unlock: the deferred frees, then IDLE.
+    pub(crate) fn finish(self) -> Result<()> {
+        let mut first_err = None;
+        let alloc = Allocator::new(self.s);
+        for i in 0..self.n_free.get() {
+            let (b, expect) = (
+                self.log.frees[2 * i].load(R),
+                self.log.frees[2 * i + 1].load(R),
+            );
+            crash_point!("txn.freeing");
+            if let Err(e) = alloc.free_block(b, expect) {
+                log::error!("deferred free of {b:#x} failed: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+        self.end()?;
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Roll back while still holding `stripes` (seq odd): restore every logged word, then
+    /// publish and unlock them, return the new blocks, and end the transaction.
+    pub(crate) fn abort(self, stripes: Vec<StripeWrite<'a>>) -> Result<()> {
+        for i in (0..self.n_undo.get()).rev() {
+            let target = self.log.undo[2 * i].load(R);
+            let old = self.log.undo[2 * i + 1].load(R);
+            self.s.word(target & TABLE_OFFSET_MASK)?.store(old, R);
+        }
+        drop(stripes);
+        self.drop_new_blocks()?;
+        self.end()
+    }
+
+    /// Give back new blocks before any stripe was touched (caller holds no stripe lock).
+    fn drop_new_blocks(&self) -> Result<()> {
+        let alloc = Allocator::new(self.s);
+        for i in 0..self.n_new.get() {
+            let b = self.log.new[i].load(R);
+            let t = Tag::from_word(self.s.word(b)?.load(R));
+            if t.state == TAG_RESERVED && t.owner == self.s.me {
+                alloc.free_block(b, t.word())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn end(&self) -> Result<()> {
+        self.s.slot.txn_state.store(TXN_IDLE, REL);
+        release_log_ext(self.s, self.s.slot, self.s.me)
+    }
+
+    /// Abort a transaction that never locked a stripe.
+    pub(crate) fn cancel(self) -> Result<()> {
+        self.drop_new_blocks()?;
+        self.end()
+    }
+}
+
+/// Free the log extension of `slot` (owned by `owner`) if it still holds one.
+pub(crate) fn release_log_ext(s: &Session<'_>, slot: &Slot, owner: u32) -> Result<()> {
+    let ext = slot.log_ext.load(ACQ);
+    if ext != 0 {
+        if let Ok(w) = s.word(ext) {
+            let t = Tag::from_word(w.load(R));
+            if t.state == TAG_RESERVED && t.owner == owner {
+                Allocator::new(s).free_block(ext, t.word())?;
+            }
+        }
+        slot.log_ext.store(0, REL);
+    }
+    Ok(())
+}
