@@ -96,6 +96,26 @@ impl Config {
     pub fn get_stripes(&self) -> u32 {
         self.stripes
     }
+    /// The configured initial size in bytes.
+    pub fn get_initial_size(&self) -> u64 {
+        self.initial_size
+    }
+    /// The configured maximum size in bytes.
+    pub fn get_max_size(&self) -> u64 {
+        self.max_size
+    }
+    /// The configured longest key.
+    pub fn get_max_key_len(&self) -> usize {
+        self.max_key_len
+    }
+    /// The configured longest value.
+    pub fn get_max_value_len(&self) -> usize {
+        self.max_value_len
+    }
+    /// The configured permission bits.
+    pub fn get_mode(&self) -> u32 {
+        self.mode
+    }
 
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));

@@ -107,7 +107,54 @@ impl From<io::Error> for Error {
     }
 }
 
+/// A stable number for each kind of [`Error`], shared by every binding (the C ABI's
+/// `kvshm_status` uses the same values, C#'s `KvStatus` too). Values are part of the ABI:
+/// never change or reuse one; a new kind takes the next free number. 0-2 and 13 are the C
+/// ABI's own (OK, key not found, buffer too small, panic caught).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum ErrorCode {
+    KeyTooLong = 3,
+    ValueTooLong = 4,
+    StoreFull = 5,
+    NotFound = 6,
+    AlreadyExists = 7,
+    Incompatible = 8,
+    Corrupt = 9,
+    PermissionDenied = 10,
+    Io = 11,
+    InvalidArgument = 12,
+    HostRunning = 14,
+    Busy = 15,
+    BadSnapshot = 16,
+    BatchTooLarge = 17,
+    TxnLogFull = 18,
+    TooManyClients = 19,
+}
+
 impl Error {
+    /// The kind of this error as a stable number (exhaustive: a new variant must pick one).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::KeyTooLong { .. } => ErrorCode::KeyTooLong,
+            Error::ValueTooLong { .. } => ErrorCode::ValueTooLong,
+            Error::StoreFull { .. } => ErrorCode::StoreFull,
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            Error::HostRunning { .. } => ErrorCode::HostRunning,
+            Error::Incompatible { .. } => ErrorCode::Incompatible,
+            Error::Corrupt { .. } => ErrorCode::Corrupt,
+            Error::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            Error::Busy => ErrorCode::Busy,
+            Error::BadSnapshot { .. } => ErrorCode::BadSnapshot,
+            Error::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+            Error::TxnLogFull { .. } => ErrorCode::TxnLogFull,
+            Error::TooManyClients { .. } => ErrorCode::TooManyClients,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::Io(_) => ErrorCode::Io,
+        }
+    }
+
     pub(crate) fn corrupt(offset: u64, what: impl Into<String>) -> Error {
         Error::Corrupt {
             offset,

@@ -46,7 +46,7 @@ mod verify;
 
 pub use client::Client;
 pub use config::{default_dir, Config, MAX_KEY_LIMIT, MAX_VALUE_LIMIT};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorCode, Result};
 pub use host::Host;
 pub use housekeeping::Housekeeping;
 pub use segment::{store_path, validate_name, DEFAULT_DIR};

@@ -23,6 +23,9 @@ namespace KvShm
         HostRunning = 14,
         Busy = 15,
         BadSnapshot = 16,
+        BatchTooLarge = 17,
+        TxnLogFull = 18,
+        TooManyClients = 19,
     }
 
     [StructLayout(LayoutKind.Sequential)]

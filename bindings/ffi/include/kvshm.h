@@ -78,6 +78,18 @@ typedef enum {
    * A snapshot file is damaged or of another version.
    */
   KVSHM_BAD_SNAPSHOT = 16,
+  /**
+   * A batch needs more transaction log entries than one transaction may have: split it.
+   */
+  KVSHM_BATCH_TOO_LARGE = 17,
+  /**
+   * Internal limit: a transaction outgrew its log (a bug if seen); nothing was changed.
+   */
+  KVSHM_TXN_LOG_FULL = 18,
+  /**
+   * Every client slot is in use.
+   */
+  KVSHM_TOO_MANY_CLIENTS = 19,
 } kvshm_status;
 
 /**
@@ -89,6 +101,14 @@ typedef struct kvshm_client kvshm_client;
  * Opaque host handle (an id, never dereferenced; declared, never defined, in C).
  */
 typedef struct kvshm_host kvshm_host;
+
+/**
+ * A byte string: `ptr` may be NULL only when `len` is 0.
+ */
+typedef struct {
+  const uint8_t *ptr;
+  size_t len;
+} kvshm_bytes;
 
 /**
  * Creation parameters. Fill with `kvshm_config_default`, then change fields.
@@ -111,14 +131,6 @@ typedef struct {
    */
   const char *dir;
 } kvshm_config;
-
-/**
- * A byte string: `ptr` may be NULL only when `len` is 0.
- */
-typedef struct {
-  const uint8_t *ptr;
-  size_t len;
-} kvshm_bytes;
 
 /**
  * Store metrics (see `kvshm::Stats`).
@@ -158,28 +170,173 @@ const char *kvshm_strerror(int32_t status);
 /**
  * Copy the calling thread's last error message (the full text of the last failed call) into
  * `buf` (NUL-terminated, truncated to `len`). Returns the message length without the NUL.
+ *
+ * # Safety
+ * `buf` is NULL or points to `len` writable bytes.
  */
 size_t kvshm_last_error(char *buf, size_t len);
 
 /**
+ * Attach to store `name` (in `dir`, or the default directory when NULL).
+ *
+ * # Safety
+ * `name` and `dir` are NULL or NUL-terminated strings; `out` is NULL or points to a writable
+ * handle.
+ */
+kvshm_status kvshm_client_open(const char *name, const char *dir, kvshm_client **out);
+
+/**
+ * Attach read-only: never writes to the store; writes return KVSHM_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * As for `kvshm_client_open`.
+ */
+kvshm_status kvshm_client_open_read_only(const char *name, const char *dir, kvshm_client **out);
+
+/**
+ * Detach. The handle is invalid afterwards (using it returns KVSHM_INVALID_ARGUMENT).
+ */
+kvshm_status kvshm_client_close(kvshm_client *client);
+
+/**
+ * Store `value` under `key` (insert or replace); visible to every process on return.
+ *
+ * # Safety
+ * `key` points to `key_len` readable bytes and `value` to `value_len` (either may be NULL when
+ * its length is 0). `client` may be anything (it is looked up, never dereferenced).
+ */
+kvshm_status kvshm_put(const kvshm_client *client,
+                       const uint8_t *key,
+                       size_t key_len,
+                       const uint8_t *value,
+                       size_t value_len);
+
+/**
+ * Copy the value of `key` into `buf` (`buf_len` bytes). `*value_len` receives the value's
+ * length in every case where the key exists: when it exceeds `buf_len` the call returns
+ * KVSHM_BUFFER_TOO_SMALL and writes nothing to `buf`. KVSHM_NOT_FOUND when absent.
+ * `buf` may be NULL when `buf_len` is 0 (to ask for the length).
+ *
+ * # Safety
+ * `key` points to `key_len` readable bytes (NULL if 0); `buf` points to `buf_len` writable
+ * bytes (NULL if 0); `value_len` is NULL or points to a writable `size_t`.
+ */
+kvshm_status kvshm_get(const kvshm_client *client,
+                       const uint8_t *key,
+                       size_t key_len,
+                       uint8_t *buf,
+                       size_t buf_len,
+                       size_t *value_len);
+
+/**
+ * Remove `key`. `*existed` (may be NULL) tells whether it was there.
+ *
+ * # Safety
+ * `key` points to `key_len` readable bytes (NULL if 0); `existed` is NULL or points to a
+ * writable `bool`.
+ */
+kvshm_status kvshm_remove(const kvshm_client *client,
+                          const uint8_t *key,
+                          size_t key_len,
+                          bool *existed);
+
+/**
+ * `*found` = whether `key` is present.
+ *
+ * # Safety
+ * `key` points to `key_len` readable bytes (NULL if 0); `found` is NULL or points to a
+ * writable `bool`.
+ */
+kvshm_status kvshm_contains(const kvshm_client *client,
+                            const uint8_t *key,
+                            size_t key_len,
+                            bool *found);
+
+/**
+ * `*len` = number of keys.
+ *
+ * # Safety
+ * `len` is NULL or points to a writable `uint64_t`.
+ */
+kvshm_status kvshm_len(const kvshm_client *client, uint64_t *len);
+
+/**
+ * Store `n` pairs `keys[i] -> values[i]`, all or nothing.
+ *
+ * # Safety
+ * `keys` and `values` each point to `n` readable `kvshm_bytes` (NULL if `n` is 0), and each of
+ * those to its `len` readable bytes.
+ */
+kvshm_status kvshm_put_many(const kvshm_client *client,
+                            const kvshm_bytes *keys,
+                            const kvshm_bytes *values,
+                            size_t n);
+
+/**
+ * Read `n` keys as one consistent snapshot. Values are packed one after another into `buf`;
+ * `value_lens[i]` receives each length (KVSHM_MISSING for an absent key). When they do not
+ * fit, returns KVSHM_BUFFER_TOO_SMALL with `*needed` set to the total and `buf` untouched.
+ *
+ * # Safety
+ * `keys` points to `n` readable `kvshm_bytes` (each to its `len` readable bytes); `buf` to
+ * `buf_len` writable bytes (NULL if 0); `value_lens` to `n` writable `size_t`; `needed` is
+ * NULL or points to a writable `size_t`.
+ */
+kvshm_status kvshm_get_many(const kvshm_client *client,
+                            const kvshm_bytes *keys,
+                            size_t n,
+                            uint8_t *buf,
+                            size_t buf_len,
+                            size_t *value_lens,
+                            size_t *needed);
+
+/**
+ * Remove `n` keys atomically; `*removed` (may be NULL) receives how many existed.
+ *
+ * # Safety
+ * `keys` points to `n` readable `kvshm_bytes` (NULL if `n` is 0), each to its `len` readable
+ * bytes; `removed` is NULL or points to a writable `size_t`.
+ */
+kvshm_status kvshm_remove_many(const kvshm_client *client,
+                               const kvshm_bytes *keys,
+                               size_t n,
+                               size_t *removed);
+
+/**
  * The defaults: 4 MiB initial, 8 GiB max, keys up to 1 KiB, values up to 1 MiB, 1024 stripes,
  * mode 0600, default directory.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `kvshm_config`.
  */
 kvshm_status kvshm_config_default(kvshm_config *out);
 
 /**
  * Create and host store `name`. `cfg` may be NULL for the defaults.
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string; `cfg` is NULL or points to a readable
+ * `kvshm_config` whose `dir` is NULL or a NUL-terminated string; `out` is NULL or points to a
+ * writable handle.
  */
 kvshm_status kvshm_host_create(const char *name, const kvshm_config *cfg, kvshm_host **out);
 
 /**
  * Become the host of an existing store (after a host restart). `dir` may be NULL.
+ *
+ * # Safety
+ * `name` and `dir` are NULL or NUL-terminated strings; `out` is NULL or points to a writable
+ * handle.
  */
 kvshm_status kvshm_host_open_existing(const char *name, const char *dir, kvshm_host **out);
 
 /**
  * A client handle that uses the host's own attachment (close it with
  * `kvshm_client_close`; it keeps the host alive until then).
+ *
+ * # Safety
+ * `out` is NULL or points to a writable handle. `host` may be anything (it is looked up, never
+ * dereferenced).
  */
 kvshm_status kvshm_host_client(const kvshm_host *host, kvshm_client **out);
 
@@ -194,94 +351,10 @@ kvshm_status kvshm_host_close(kvshm_host *host);
 kvshm_status kvshm_host_release(kvshm_host *host);
 
 /**
- * Attach to store `name` (in `dir`, or the default directory when NULL).
- */
-kvshm_status kvshm_client_open(const char *name, const char *dir, kvshm_client **out);
-
-/**
- * Attach read-only: never writes to the store; writes return KVSHM_INVALID_ARGUMENT.
- */
-kvshm_status kvshm_client_open_read_only(const char *name, const char *dir, kvshm_client **out);
-
-/**
- * Detach. The handle is invalid afterwards (using it returns KVSHM_INVALID_ARGUMENT).
- */
-kvshm_status kvshm_client_close(kvshm_client *client);
-
-/**
- * Store `value` under `key` (insert or replace); visible to every process on return.
- */
-kvshm_status kvshm_put(const kvshm_client *client,
-                       const uint8_t *key,
-                       size_t key_len,
-                       const uint8_t *value,
-                       size_t value_len);
-
-/**
- * Copy the value of `key` into `buf` (`buf_len` bytes). `*value_len` receives the value's
- * length in every case where the key exists: when it exceeds `buf_len` the call returns
- * KVSHM_BUFFER_TOO_SMALL and writes nothing to `buf`. KVSHM_NOT_FOUND when absent.
- * `buf` may be NULL when `buf_len` is 0 (to ask for the length).
- */
-kvshm_status kvshm_get(const kvshm_client *client,
-                       const uint8_t *key,
-                       size_t key_len,
-                       uint8_t *buf,
-                       size_t buf_len,
-                       size_t *value_len);
-
-/**
- * Remove `key`. `*existed` (may be NULL) tells whether it was there.
- */
-kvshm_status kvshm_remove(const kvshm_client *client,
-                          const uint8_t *key,
-                          size_t key_len,
-                          bool *existed);
-
-/**
- * `*found` = whether `key` is present.
- */
-kvshm_status kvshm_contains(const kvshm_client *client,
-                            const uint8_t *key,
-                            size_t key_len,
-                            bool *found);
-
-/**
- * `*len` = number of keys.
- */
-kvshm_status kvshm_len(const kvshm_client *client, uint64_t *len);
-
-/**
- * Store `n` pairs `keys[i] -> values[i]`, all or nothing.
- */
-kvshm_status kvshm_put_many(const kvshm_client *client,
-                            const kvshm_bytes *keys,
-                            const kvshm_bytes *values,
-                            size_t n);
-
-/**
- * Read `n` keys as one consistent snapshot. Values are packed one after another into `buf`;
- * `value_lens[i]` receives each length (KVSHM_MISSING for an absent key). When they do not
- * fit, returns KVSHM_BUFFER_TOO_SMALL with `*needed` set to the total and `buf` untouched.
- */
-kvshm_status kvshm_get_many(const kvshm_client *client,
-                            const kvshm_bytes *keys,
-                            size_t n,
-                            uint8_t *buf,
-                            size_t buf_len,
-                            size_t *value_lens,
-                            size_t *needed);
-
-/**
- * Remove `n` keys atomically; `*removed` (may be NULL) receives how many existed.
- */
-kvshm_status kvshm_remove_many(const kvshm_client *client,
-                               const kvshm_bytes *keys,
-                               size_t n,
-                               size_t *removed);
-
-/**
  * Fill `*out` with the store's metrics.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `kvshm_stats`.
  */
 kvshm_status kvshm_get_stats(const kvshm_client *client, kvshm_stats *out);
 
@@ -289,6 +362,10 @@ kvshm_status kvshm_get_stats(const kvshm_client *client, kvshm_stats *out);
  * Full integrity check. `*problems` receives the number of problems (0 = healthy); when
  * `report` is not NULL the first problems are written there as text (NUL-terminated,
  * truncated to `report_len`).
+ *
+ * # Safety
+ * `problems` is NULL or points to a writable `uint64_t`; `report` is NULL or points to
+ * `report_len` writable bytes.
  */
 kvshm_status kvshm_verify(const kvshm_client *client,
                           uint64_t *problems,
