@@ -6,7 +6,7 @@ mod glob;
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -220,177 +220,221 @@ fn print_scan(
     err.map_or(Ok(()), Err)
 }
 
+/// Run one command; returns the exit code (0, or a "not found"/"problems" code).
 fn run(cli: &Cli) -> kvshm::Result<u8> {
     match &cli.cmd {
-        Cmd::Get { key } => {
-            let c = read_only(cli)?;
-            let Some(v) = c.get(bytes(key))? else {
-                eprintln!("kvcli: key not found");
-                return Ok(EXIT_KEY_NOT_FOUND);
-            };
-            let mut o = std::io::stdout().lock();
-            if cli.hex {
-                o.write_all(&show_value(cli, &v))?;
-                o.write_all(b"\n")?;
-            } else {
-                o.write_all(&v)?;
-                if std::io::stdout().is_terminal() {
-                    o.write_all(b"\n")?;
-                }
-            }
-        }
-        Cmd::Set { key, value, file } => {
-            let v = match (value, file) {
-                (Some(v), _) if v == "-" => {
-                    let mut buf = Vec::new();
-                    std::io::stdin().read_to_end(&mut buf)?;
-                    buf
-                }
-                (Some(v), _) => bytes(v).to_vec(),
-                (None, Some(f)) => std::fs::read(f)?,
-                (None, None) => {
-                    return Err(Error::InvalidArgument(
-                        "set needs a VALUE, --file F, or - for stdin".into(),
-                    ))
-                }
-            };
-            writable(cli)?.put(bytes(key), &v)?;
-            println!("OK");
-        }
-        Cmd::Del { keys } => {
-            let keys: Vec<&[u8]> = keys.iter().map(bytes).collect();
-            println!("{}", writable(cli)?.remove_many(&keys)?);
-        }
-        Cmd::Exists { key } => {
-            let found = read_only(cli)?.contains(bytes(key))?;
-            println!("{found}");
-            return Ok(if found { 0 } else { EXIT_KEY_NOT_FOUND });
-        }
-        Cmd::Mget { keys } => {
-            let keys: Vec<&[u8]> = keys.iter().map(bytes).collect();
-            for v in read_only(cli)?.get_many(&keys)? {
-                match v {
-                    Some(v) => out(&show_value(cli, &v))?,
-                    None => out(b"(nil)")?,
-                }
-            }
-        }
-        Cmd::Mset { pairs } => {
-            if pairs.len() % 2 != 0 {
-                return Err(Error::InvalidArgument("mset takes KEY VALUE pairs".into()));
-            }
-            let items: Vec<(&[u8], &[u8])> = pairs
-                .chunks(2)
-                .map(|p| (bytes(&p[0]), bytes(&p[1])))
-                .collect();
-            writable(cli)?.put_many(&items)?;
-            println!("OK");
-        }
-        Cmd::Keys { pattern } => {
-            let c = read_only(cli)?;
-            let pat = pattern.as_ref().map(|p| bytes(p).to_vec());
-            let prefix = pat.as_deref().map(glob::literal_prefix).unwrap_or_default();
-            print_scan(&c, &prefix, None, |k, _| {
-                pat.as_deref()
-                    .is_none_or(|p| glob::matches(p, k))
-                    .then(|| show(cli, k))
-            })?;
-        }
+        Cmd::Get { key } => cmd_get(cli, key),
+        Cmd::Set { key, value, file } => cmd_set(cli, key, value.as_ref(), file.as_deref()),
+        Cmd::Del { keys } => cmd_del(cli, keys),
+        Cmd::Exists { key } => cmd_exists(cli, key),
+        Cmd::Mget { keys } => cmd_mget(cli, keys),
+        Cmd::Mset { pairs } => cmd_mset(cli, pairs),
+        Cmd::Keys { pattern } => cmd_keys(cli, pattern.as_ref()),
         Cmd::Scan {
             prefix,
             limit,
             values,
-        } => {
-            let c = read_only(cli)?;
-            print_scan(&c, bytes(prefix), *limit, |k, v| {
-                let mut line = show(cli, k);
-                if *values {
-                    line.push(b'\t');
-                    line.extend(show_value(cli, v));
-                }
-                Some(line)
-            })?;
-        }
-        Cmd::Stats { json } => {
-            let c = read_only(cli)?;
-            let s = c.stats();
-            if *json {
-                println!("{}", stats_json(cli, &c, &s));
-            } else {
-                print!("{}", stats_table(cli, &c, &s));
-            }
-        }
-        Cmd::Watch { count, interval } => watch(cli, *count, *interval)?,
-        Cmd::Dump { file } => {
-            let c = read_only(cli)?;
-            let bar = progress(c.stats().keys, "dumping");
-            let info = c.dump_file(file, |n| bar.set_position(n))?;
-            bar.finish_and_clear();
-            eprintln!(
-                "dumped {} keys ({} bytes) to {}",
-                info.keys,
-                info.file_bytes,
-                file.display()
-            );
-        }
-        Cmd::Load { file, replace } => {
-            let c = writable(cli)?;
-            let total = c.check_snapshot(file)?.keys;
-            let bar = progress(total, "loading");
-            let info = c.load_file(file, *replace, |n| bar.set_position(n))?;
-            bar.finish_and_clear();
-            eprintln!("loaded {} keys from {}", info.keys, file.display());
-        }
-        Cmd::Snapshot => {
-            let c = writable(cli)?;
-            if c.stats().host_pid.is_none() {
-                return Err(Error::InvalidArgument(
-                    "no host is running for this store".into(),
-                ));
-            }
-            let (_, before) = c.last_snapshot();
-            c.request_snapshot()?;
-            let start = Instant::now();
-            while c.last_snapshot().1 == before {
-                if start.elapsed() > Duration::from_secs(600) {
-                    return Err(Error::InvalidArgument(
-                        "the host did not write a snapshot (is it started with --snapshot FILE?)"
-                            .into(),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            println!("snapshot written");
-        }
-        Cmd::Verify => {
-            let r = read_only(cli)?.verify()?;
-            if r.is_ok() {
-                println!("ok: {} keys, {} blocks checked", r.keys, r.blocks);
-                if r.unrecovered > 0 {
-                    println!(
-                        "  {} dead client(s) await recovery (the host's housekeeping does it)",
-                        r.unrecovered
-                    );
-                }
-            } else {
-                println!("{} problem(s):", r.problems.len());
-                for p in &r.problems {
-                    println!("  {p}");
-                }
-                return Ok(EXIT_OTHER);
-            }
-        }
-        Cmd::Release { yes } => {
-            if !yes {
-                return Err(Error::InvalidArgument(format!(
-                    "release removes store {} and all its data for good; add --yes",
-                    cli.name
-                )));
-            }
-            Host::release_by_name(dir(cli), &cli.name)?;
-            println!("released {}", cli.name);
+        } => cmd_scan(cli, prefix, *limit, *values),
+        Cmd::Stats { json } => cmd_stats(cli, *json),
+        Cmd::Watch { count, interval } => watch(cli, *count, *interval).map(|_| 0),
+        Cmd::Dump { file } => cmd_dump(cli, file),
+        Cmd::Load { file, replace } => cmd_load(cli, file, *replace),
+        Cmd::Snapshot => cmd_snapshot(cli),
+        Cmd::Verify => cmd_verify(cli),
+        Cmd::Release { yes } => cmd_release(cli, *yes),
+    }
+}
+
+fn cmd_get(cli: &Cli, key: &OsString) -> kvshm::Result<u8> {
+    let c = read_only(cli)?;
+    let Some(v) = c.get(bytes(key))? else {
+        eprintln!("kvcli: key not found");
+        return Ok(EXIT_KEY_NOT_FOUND);
+    };
+    let mut o = std::io::stdout().lock();
+    if cli.hex {
+        o.write_all(&show_value(cli, &v))?;
+        o.write_all(b"\n")?;
+    } else {
+        o.write_all(&v)?;
+        if std::io::stdout().is_terminal() {
+            o.write_all(b"\n")?;
         }
     }
+    Ok(0)
+}
+
+fn cmd_set(
+    cli: &Cli,
+    key: &OsString,
+    value: Option<&OsString>,
+    file: Option<&Path>,
+) -> kvshm::Result<u8> {
+    let v = match (value, file) {
+        (Some(v), _) if v == "-" => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf)?;
+            buf
+        }
+        (Some(v), _) => bytes(v).to_vec(),
+        (None, Some(f)) => std::fs::read(f)?,
+        (None, None) => {
+            return Err(Error::InvalidArgument(
+                "set needs a VALUE, --file F, or - for stdin".into(),
+            ))
+        }
+    };
+    writable(cli)?.put(bytes(key), &v)?;
+    println!("OK");
+    Ok(0)
+}
+
+fn cmd_del(cli: &Cli, keys: &[OsString]) -> kvshm::Result<u8> {
+    let keys: Vec<&[u8]> = keys.iter().map(bytes).collect();
+    println!("{}", writable(cli)?.remove_many(&keys)?);
+    Ok(0)
+}
+
+fn cmd_exists(cli: &Cli, key: &OsString) -> kvshm::Result<u8> {
+    let found = read_only(cli)?.contains(bytes(key))?;
+    println!("{found}");
+    Ok(if found { 0 } else { EXIT_KEY_NOT_FOUND })
+}
+
+fn cmd_mget(cli: &Cli, keys: &[OsString]) -> kvshm::Result<u8> {
+    let keys: Vec<&[u8]> = keys.iter().map(bytes).collect();
+    for v in read_only(cli)?.get_many(&keys)? {
+        match v {
+            Some(v) => out(&show_value(cli, &v))?,
+            None => out(b"(nil)")?,
+        }
+    }
+    Ok(0)
+}
+
+fn cmd_mset(cli: &Cli, pairs: &[OsString]) -> kvshm::Result<u8> {
+    if pairs.len() % 2 != 0 {
+        return Err(Error::InvalidArgument("mset takes KEY VALUE pairs".into()));
+    }
+    let items: Vec<(&[u8], &[u8])> = pairs
+        .chunks(2)
+        .map(|p| (bytes(&p[0]), bytes(&p[1])))
+        .collect();
+    writable(cli)?.put_many(&items)?;
+    println!("OK");
+    Ok(0)
+}
+
+fn cmd_keys(cli: &Cli, pattern: Option<&OsString>) -> kvshm::Result<u8> {
+    let c = read_only(cli)?;
+    let pat = pattern.map(|p| bytes(p).to_vec());
+    let prefix = pat.as_deref().map(glob::literal_prefix).unwrap_or_default();
+    print_scan(&c, &prefix, None, |k, _| {
+        pat.as_deref()
+            .is_none_or(|p| glob::matches(p, k))
+            .then(|| show(cli, k))
+    })?;
+    Ok(0)
+}
+
+fn cmd_scan(cli: &Cli, prefix: &OsString, limit: Option<usize>, values: bool) -> kvshm::Result<u8> {
+    let c = read_only(cli)?;
+    print_scan(&c, bytes(prefix), limit, |k, v| {
+        let mut line = show(cli, k);
+        if values {
+            line.push(b'\t');
+            line.extend(show_value(cli, v));
+        }
+        Some(line)
+    })?;
+    Ok(0)
+}
+
+fn cmd_stats(cli: &Cli, json: bool) -> kvshm::Result<u8> {
+    let c = read_only(cli)?;
+    let s = c.stats();
+    if json {
+        println!("{}", stats_json(cli, &c, &s));
+    } else {
+        print!("{}", stats_table(cli, &c, &s));
+    }
+    Ok(0)
+}
+
+fn cmd_dump(cli: &Cli, file: &Path) -> kvshm::Result<u8> {
+    let c = read_only(cli)?;
+    let bar = progress(c.stats().keys, "dumping");
+    let info = c.dump_file(file, |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "dumped {} keys ({} bytes) to {}",
+        info.keys,
+        info.file_bytes,
+        file.display()
+    );
+    Ok(0)
+}
+
+fn cmd_load(cli: &Cli, file: &Path, replace: bool) -> kvshm::Result<u8> {
+    let c = writable(cli)?;
+    let total = c.check_snapshot(file)?.keys;
+    let bar = progress(total, "loading");
+    let info = c.load_file(file, replace, |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    eprintln!("loaded {} keys from {}", info.keys, file.display());
+    Ok(0)
+}
+
+fn cmd_snapshot(cli: &Cli) -> kvshm::Result<u8> {
+    let c = writable(cli)?;
+    if c.stats().host_pid.is_none() {
+        return Err(Error::InvalidArgument(
+            "no host is running for this store".into(),
+        ));
+    }
+    let (_, before) = c.last_snapshot();
+    c.request_snapshot()?;
+    let start = Instant::now();
+    while c.last_snapshot().1 == before {
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err(Error::InvalidArgument(
+                "the host did not write a snapshot (is it started with --snapshot FILE?)".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("snapshot written");
+    Ok(0)
+}
+
+fn cmd_verify(cli: &Cli) -> kvshm::Result<u8> {
+    let r = read_only(cli)?.verify()?;
+    if !r.is_ok() {
+        println!("{} problem(s):", r.problems.len());
+        for p in &r.problems {
+            println!("  {p}");
+        }
+        return Ok(EXIT_OTHER);
+    }
+    println!("ok: {} keys, {} blocks checked", r.keys, r.blocks);
+    if r.unrecovered > 0 {
+        println!(
+            "  {} dead client(s) await recovery (the host's housekeeping does it)",
+            r.unrecovered
+        );
+    }
+    Ok(0)
+}
+
+fn cmd_release(cli: &Cli, yes: bool) -> kvshm::Result<u8> {
+    if !yes {
+        return Err(Error::InvalidArgument(format!(
+            "release removes store {} and all its data for good; add --yes",
+            cli.name
+        )));
+    }
+    Host::release_by_name(dir(cli), &cli.name)?;
+    println!("released {}", cli.name);
     Ok(0)
 }
 

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
-use kvshm::{Client, Config, Error, Host};
+use clap::{Parser, Subcommand};
+use kvshm::{Client, Error, Host};
 
-use settings::{parse_duration, parse_mode, parse_size, FileConfig};
+use settings::{RunArgs, Settings};
 
 const EXIT_OTHER: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -67,124 +67,6 @@ enum Cmd {
         #[arg(long, env = "KVSHM_DIR")]
         dir: Option<PathBuf>,
     },
-}
-
-#[derive(Args, Debug, Default, Clone)]
-struct RunArgs {
-    /// Store name (default `default`).
-    #[arg(long, env = "KVSHM_NAME")]
-    name: Option<String>,
-    /// Directory of the store file (default /dev/shm).
-    #[arg(long, env = "KVSHM_DIR")]
-    dir: Option<PathBuf>,
-    /// TOML file with any of these settings (flags override it).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Memory committed at creation (default 4MiB).
-    #[arg(long)]
-    initial_size: Option<String>,
-    /// Largest size the store may grow to (default 8GiB).
-    #[arg(long)]
-    max_size: Option<String>,
-    /// Longest key (default 1KiB).
-    #[arg(long)]
-    max_key: Option<String>,
-    /// Longest value (default 1MiB).
-    #[arg(long)]
-    max_value: Option<String>,
-    /// Index stripes, a power of two (default 1024).
-    #[arg(long)]
-    stripes: Option<u32>,
-    /// Permission bits of the store file (default 0600).
-    #[arg(long)]
-    mode: Option<String>,
-    /// Snapshot file: loaded when the store does not exist yet, written on request
-    /// (`kvcli snapshot`, SIGUSR1), periodically and at shutdown.
-    #[arg(long)]
-    snapshot: Option<PathBuf>,
-    /// Write a snapshot this often (e.g. 5m); needs --snapshot.
-    #[arg(long)]
-    snapshot_every: Option<String>,
-    /// Log to this file instead of stderr.
-    #[arg(long)]
-    log_file: Option<PathBuf>,
-    /// error, warn, info, debug or trace (default info).
-    #[arg(long)]
-    log_level: Option<String>,
-    /// Remove the store when the host exits (default: keep the data for the next host).
-    #[arg(long)]
-    release_on_exit: bool,
-}
-
-/// Settings after defaults, the config file and flags were merged.
-#[derive(Debug)]
-struct Settings {
-    name: String,
-    dir: PathBuf,
-    config: Config,
-    snapshot: Option<PathBuf>,
-    snapshot_every: Option<Duration>,
-    log_file: Option<PathBuf>,
-    log_level: String,
-    release_on_exit: bool,
-}
-
-fn settings(a: &RunArgs) -> Result<Settings, String> {
-    let f = match &a.config {
-        Some(p) => FileConfig::load(p)?,
-        None => FileConfig::default(),
-    };
-    let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or(file.clone());
-    let mut cfg = Config::default();
-    if let Some(s) = pick(&a.initial_size, &f.initial_size) {
-        cfg = cfg.initial_size(parse_size(&s)?);
-    }
-    if let Some(s) = pick(&a.max_size, &f.max_size) {
-        cfg = cfg.max_size(parse_size(&s)?);
-    }
-    if let Some(s) = pick(&a.max_key, &f.max_key) {
-        cfg = cfg.max_key_len(parse_size(&s)? as usize);
-    }
-    if let Some(s) = pick(&a.max_value, &f.max_value) {
-        cfg = cfg.max_value_len(parse_size(&s)? as usize);
-    }
-    if let Some(n) = a.stripes.or(f.stripes) {
-        cfg = cfg.stripes(n);
-    }
-    if let Some(m) = pick(&a.mode, &f.mode) {
-        cfg = cfg.mode(parse_mode(&m)?);
-    }
-    let dir = a.dir.clone().or(f.dir).unwrap_or_else(kvshm::default_dir);
-    cfg = cfg.dir(&dir);
-    let name = a
-        .name
-        .clone()
-        .or(f.name)
-        .unwrap_or_else(|| "default".into());
-    kvshm::validate_name(&name).map_err(|e| e.to_string())?;
-    let snapshot = a.snapshot.clone().or(f.snapshot);
-    let snapshot_every = pick(&a.snapshot_every, &f.snapshot_every)
-        .map(|s| parse_duration(&s))
-        .transpose()?;
-    if snapshot_every.is_some() && snapshot.is_none() {
-        return Err("--snapshot-every needs --snapshot FILE".into());
-    }
-    let log_level = pick(&a.log_level, &f.log_level).unwrap_or_else(|| "info".into());
-    if log_level.parse::<log::LevelFilter>().is_err() {
-        return Err(format!(
-            "bad log level {log_level:?} (error, warn, info, debug, trace)"
-        ));
-    }
-    Ok(Settings {
-        name,
-        dir,
-        config: cfg,
-        snapshot,
-        snapshot_every,
-        log_file: a.log_file.clone().or(f.log_file),
-        log_level,
-        release_on_exit: a.release_on_exit || f.release_on_exit.unwrap_or(false),
-    })
 }
 
 fn exit_code(e: &Error) -> u8 {
@@ -319,7 +201,7 @@ fn status(name: &str, dir: Option<PathBuf>) -> ExitCode {
 }
 
 fn run(a: &RunArgs) -> ExitCode {
-    let s = match settings(a) {
+    let s = match settings::settings(a) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("kvhost: {e}");

@@ -3,7 +3,128 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Args;
+use kvshm::Config;
 use serde::Deserialize;
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct RunArgs {
+    /// Store name (default `default`).
+    #[arg(long, env = "KVSHM_NAME")]
+    pub name: Option<String>,
+    /// Directory of the store file (default /dev/shm).
+    #[arg(long, env = "KVSHM_DIR")]
+    pub dir: Option<PathBuf>,
+    /// TOML file with any of these settings (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Memory committed at creation (default 4MiB).
+    #[arg(long)]
+    pub initial_size: Option<String>,
+    /// Largest size the store may grow to (default 8GiB).
+    #[arg(long)]
+    pub max_size: Option<String>,
+    /// Longest key (default 1KiB).
+    #[arg(long)]
+    pub max_key: Option<String>,
+    /// Longest value (default 1MiB).
+    #[arg(long)]
+    pub max_value: Option<String>,
+    /// Index stripes, a power of two (default 1024).
+    #[arg(long)]
+    pub stripes: Option<u32>,
+    /// Permission bits of the store file (default 0600).
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Snapshot file: loaded when the store does not exist yet, written on request
+    /// (`kvcli snapshot`, SIGUSR1), periodically and at shutdown.
+    #[arg(long)]
+    pub snapshot: Option<PathBuf>,
+    /// Write a snapshot this often (e.g. 5m); needs --snapshot.
+    #[arg(long)]
+    pub snapshot_every: Option<String>,
+    /// Log to this file instead of stderr.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// error, warn, info, debug or trace (default info).
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Remove the store when the host exits (default: keep the data for the next host).
+    #[arg(long)]
+    pub release_on_exit: bool,
+}
+
+/// Settings after defaults, the config file and flags were merged.
+#[derive(Debug)]
+pub struct Settings {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: Config,
+    pub snapshot: Option<PathBuf>,
+    pub snapshot_every: Option<Duration>,
+    pub log_file: Option<PathBuf>,
+    pub log_level: String,
+    pub release_on_exit: bool,
+}
+
+/// Merge the built-in defaults, the `--config` file and the flags (flags win).
+pub fn settings(a: &RunArgs) -> Result<Settings, String> {
+    let f = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or(file.clone());
+    let mut cfg = Config::default();
+    if let Some(s) = pick(&a.initial_size, &f.initial_size) {
+        cfg = cfg.initial_size(parse_size(&s)?);
+    }
+    if let Some(s) = pick(&a.max_size, &f.max_size) {
+        cfg = cfg.max_size(parse_size(&s)?);
+    }
+    if let Some(s) = pick(&a.max_key, &f.max_key) {
+        cfg = cfg.max_key_len(parse_size(&s)? as usize);
+    }
+    if let Some(s) = pick(&a.max_value, &f.max_value) {
+        cfg = cfg.max_value_len(parse_size(&s)? as usize);
+    }
+    if let Some(n) = a.stripes.or(f.stripes) {
+        cfg = cfg.stripes(n);
+    }
+    if let Some(m) = pick(&a.mode, &f.mode) {
+        cfg = cfg.mode(parse_mode(&m)?);
+    }
+    let dir = a.dir.clone().or(f.dir).unwrap_or_else(kvshm::default_dir);
+    cfg = cfg.dir(&dir);
+    let name = a
+        .name
+        .clone()
+        .or(f.name)
+        .unwrap_or_else(|| "default".into());
+    kvshm::validate_name(&name).map_err(|e| e.to_string())?;
+    let snapshot = a.snapshot.clone().or(f.snapshot);
+    let snapshot_every = pick(&a.snapshot_every, &f.snapshot_every)
+        .map(|s| parse_duration(&s))
+        .transpose()?;
+    if snapshot_every.is_some() && snapshot.is_none() {
+        return Err("--snapshot-every needs --snapshot FILE".into());
+    }
+    let log_level = pick(&a.log_level, &f.log_level).unwrap_or_else(|| "info".into());
+    if log_level.parse::<log::LevelFilter>().is_err() {
+        return Err(format!(
+            "bad log level {log_level:?} (error, warn, info, debug, trace)"
+        ));
+    }
+    Ok(Settings {
+        name,
+        dir,
+        config: cfg,
+        snapshot,
+        snapshot_every,
+        log_file: a.log_file.clone().or(f.log_file),
+        log_level,
+        release_on_exit: a.release_on_exit || f.release_on_exit.unwrap_or(false),
+    })
+}
 
 /// The keys of the config file (all optional; same names as the long flags, with `_`).
 #[derive(Debug, Default, Deserialize)]
