@@ -84,7 +84,8 @@ pub struct Header {
     pub chunk_hint: AtomicU64,
     /// Chunks currently held by spans.
     pub span_chunks: AtomicU64,
-    /// Source of block generations (wrapping, 32 bits used).
+    /// Source of block generations. Tags keep its low 32 bits, which wrap after 2^32
+    /// allocations (see `alloc.rs`, `free_block`, for why a wrapped generation is tolerated).
     pub gen_counter: AtomicU64,
     /// Source of client ids (for logs and stats).
     pub next_client_id: AtomicU64,
@@ -117,6 +118,51 @@ pub struct Header {
     pub classes: [ClassHeader; NUM_CLASSES],
 }
 
+assert_offsets!(ClassHeader {
+    lock: 0,
+    head: 8,
+    free_count: 16,
+    chunks: 24,
+});
+
+assert_offsets!(Header {
+    magic: 0,
+    layout_version: 8,
+    header_size: 12,
+    layout_signature: 16,
+    hash_seed: 24,
+    max_key_len: 32,
+    max_value_len: 36,
+    stripe_count: 40,
+    stripe_shift: 44,
+    reserve_len: 48,
+    stripes_offset: 56,
+    chunk_map_offset: 64,
+    chunk_count: 72,
+    slot_page0_offset: 80,
+    chunk_base: 88,
+    created_unix: 96,
+    committed_len: 128,
+    growth_count: 136,
+    _unused0: 144,
+    span_lock: 148,
+    _unused1: 152,
+    chunk_hint: 160,
+    span_chunks: 168,
+    gen_counter: 176,
+    next_client_id: 184,
+    recoveries: 192,
+    host_pid: 200,
+    host_start_unix: 208,
+    _unused2: 216,
+    snapshot_request: 224,
+    folded: 256,
+    slot_pages: 384,
+    last_snapshot_unix: 576,
+    snapshot_count: 584,
+    _reserved: 592,
+    classes: 640,
+});
 const _: () = assert!(offset_of!(Header, committed_len) == CACHE_LINE);
 const _: () = assert!(offset_of!(Header, folded) == 2 * CACHE_LINE);
 const _: () = assert!(offset_of!(Header, slot_pages) == 3 * CACHE_LINE);

@@ -8,7 +8,17 @@
 //! **Architecture Invariant:** only this module defines segment types; the segment holds
 //! offsets, never pointers.
 
+/// Compile-time check of field offsets, one per field `docs/layout.md` lists:
+/// `assert_offsets!(Header { magic: 0, layout_version: 8 })`.
+macro_rules! assert_offsets {
+    ($t:ty { $($f:ident : $o:expr),* $(,)? }) => {
+        $(const _: () = assert!(core::mem::offset_of!($t, $f) == $o);)*
+    };
+}
+
 mod block;
+#[cfg(test)]
+mod doc_check;
 mod header;
 mod slot;
 mod stripe;

@@ -9,7 +9,7 @@
 //! order survives SIGKILL), so a recoverer can roll an ACTIVE transaction back or finish a
 //! COMMITTED one. See `txn.rs`.
 
-use core::mem::{offset_of, size_of};
+use core::mem::size_of;
 use core::sync::atomic::AtomicU64;
 
 /// Bytes per slot.
@@ -111,7 +111,22 @@ pub struct Slot {
     pub _pad1: [AtomicU64; 192],
 }
 const _: () = assert!(size_of::<Slot>() as u64 == SLOT_SIZE);
-const _: () = assert!(offset_of!(Slot, undo) == 256);
+assert_offsets!(Slot {
+    state: 0,
+    client_id: 8,
+    pid: 16,
+    start_unix: 24,
+    counters: 32,
+    txn_state: 96,
+    n_undo: 104,
+    n_new: 112,
+    n_free: 120,
+    log_ext: 128,
+    waiting_on: 136,
+    undo: 256,
+    new_blocks: 2816,
+    frees: 4096,
+});
 
 /// A log extension block: `[tag][capacity]` then `undo[cap]`, `new[cap]`, `frees[cap]`.
 pub const LOG_EXT_HEADER_SIZE: u64 = 16;

@@ -38,6 +38,14 @@ pub struct Stripe {
     pub value_bytes: AtomicU64,
     pub _pad: [AtomicU64; 10],
 }
+assert_offsets!(Stripe {
+    lock: 0,
+    seq: 8,
+    table: 16,
+    count: 24,
+    tombstones: 32,
+    value_bytes: 40,
+});
 const _: () = assert!(size_of::<Stripe>() as u64 == STRIPE_SIZE);
 const _: () = assert!(size_of::<Stripe>() == CACHE_LINE);
 const _: () = assert!(offset_of!(Stripe, seq) == 8);
