@@ -1,6 +1,7 @@
 //! An attached segment: format, attach and validation, hashing, and the lock-free read path.
 //!
-//! Readers never write to the segment. A read loads the stripe's `seq` (Acquire), retries while
+//! Readers never write to the stripes, tables or records (a writable client's read bumps only
+//! its own slot's counters; a read-only client writes nothing at all). A read loads the stripe's `seq` (Acquire), retries while
 //! it is odd, probes the table and copies the key and value out word by word (Relaxed atomic
 //! loads), then `fence(Acquire)` and re-reads `seq`: if it moved, everything read may be torn
 //! and the attempt is discarded. Offsets read during an attempt are bounds-checked, so a torn
@@ -432,7 +433,7 @@ impl Store {
     }
 
     /// Lock-free read of `key` from stripe `s` into `out`. `None` when no consistent view was
-    /// had in [`OPTIMISTIC_READS`] attempts.
+    /// had in `tries` attempts (callers pass [`OPTIMISTIC_READS`], or fewer for a quick look).
     #[inline]
     pub fn read_optimistic(
         &self,

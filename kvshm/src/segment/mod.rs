@@ -2,6 +2,12 @@
 //! locks and futexes. Everything that is specific to one OS lives in `unix.rs` (a Windows port
 //! would add `windows.rs` with a pagefile section, `SEC_RESERVE` and `VirtualAlloc` commit).
 
+#[cfg(not(unix))]
+compile_error!(
+    "kvshm: this operating system is not supported yet (segment/ has only a unix implementation; \
+     a Windows port adds segment/windows.rs with the same interface)"
+);
+
 #[cfg_attr(unix, path = "unix.rs")]
 mod sys;
 

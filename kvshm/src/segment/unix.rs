@@ -195,8 +195,8 @@ pub fn ofd_unlock(file: &File, byte: u64) {
     unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
 }
 
-/// Whether some open file description holds a lock on `byte`, and the holder's pid when the
-/// kernel reports one (-1 for OFD locks). Works on read-only descriptors and writes nothing.
+/// Whether some open file description holds a lock on `byte` (the kernel reports no pid for
+/// OFD locks, so none is returned). Works on read-only descriptors and writes nothing.
 pub fn ofd_is_locked(file: &File, byte: u64) -> Result<bool> {
     let mut fl = flock_for(byte, libc::F_RDLCK as libc::c_short);
     // SAFETY: as in `ofd_try_lock`.
