@@ -1,5 +1,7 @@
-//! Faults beyond a single SIGKILL: a stopped lock holder, the host killed and restarted under
-//! load, and a store that fills up under load.
+//! Faults beyond a single SIGKILL, one test per behaviour: a stopped lock holder (other
+//! stripes go on, its stripe's writers wait, it resumes with nothing lost), the host killed
+//! under load (writers go on; restarts adopt with every acknowledged write), and a store that
+//! fills up under load.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,13 +37,20 @@ fn keys_by_stripe(c: &Client) -> (String, String) {
     (same, other)
 }
 
-#[test]
-fn a_stopped_lock_holder_blocks_only_its_stripe_and_resumes() {
-    let t = TestStore::new("sigstop", Config::default().stripes(8), CHILD);
+/// A store whose `crash-key` stripe is held by a child frozen (SIGSTOP) in the middle of a put,
+/// and two keys: one on that stripe, one on another.
+struct StoppedHolder {
+    t: TestStore,
+    holder: ChildGuard,
+    same: String,
+    other: String,
+}
+
+fn stopped_holder(tag: &str) -> StoppedHolder {
+    let t = TestStore::new(tag, Config::default().stripes(8), CHILD);
     t.host().put(b"crash-key", b"old").unwrap();
     let (same, other) = keys_by_stripe(t.host());
-    // The child freezes (SIGSTOP) while holding crash-key's stripe lock.
-    let mut holder = t.spawn(
+    let holder = t.spawn(
         "crash",
         &["put-update"],
         &[
@@ -52,52 +61,86 @@ fn a_stopped_lock_holder_blocks_only_its_stripe_and_resumes() {
     wait_for("the holder to stop", Duration::from_secs(30), || {
         process_state(holder.pid()) == 'T'
     });
-    // Other stripes keep working, in other processes and in this one.
-    let mut w = t.spawn("put", &[&other, "fine"], &[]);
+    StoppedHolder {
+        t,
+        holder,
+        same,
+        other,
+    }
+}
+
+impl StoppedHolder {
+    /// SIGCONT: the holder finishes its put (exit 3 from the child's crash scenario).
+    fn resume(&mut self) {
+        signal(&self.holder, libc::SIGCONT);
+        let st = self.holder.wait_limit(Duration::from_secs(30));
+        assert_eq!(
+            st.code(),
+            Some(3),
+            "holder should finish its put after SIGCONT"
+        );
+    }
+}
+
+#[test]
+fn a_stopped_lock_holder_does_not_block_other_stripes() {
+    let mut s = stopped_holder("sigstop-other");
+    let t = &s.t;
+    let mut w = t.spawn("put", &[&s.other, "fine"], &[]);
     assert!(w.wait_limit(Duration::from_secs(30)).success());
     let other2 = (0..)
         .map(|i| format!("other-direct-{i}"))
         .find(|k| t.host().stripe_of_key(k.as_bytes()) != t.host().stripe_of_key(b"crash-key"))
         .unwrap();
     t.host().put(other2.as_bytes(), b"fine").unwrap();
-    // A writer of the stopped stripe waits (a live owner is never robbed; readers of that
-    // stripe wait too once their optimistic retries are used up).
-    let mut blocked = t.spawn("put", &[&same, "waited"], &[]);
+    assert_eq!(
+        t.host().get(s.other.as_bytes()).unwrap().as_deref(),
+        Some(&b"fine"[..])
+    );
+    s.resume();
+    s.t.assert_verified();
+}
+
+#[test]
+fn a_writer_waits_for_a_stopped_holder_and_stats_show_it() {
+    let mut s = stopped_holder("sigstop-wait");
+    // A live owner is never robbed: a writer of the stopped stripe waits.
+    let mut blocked = s.t.spawn("put", &[&s.same, "waited"], &[]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         blocked.child.try_wait().unwrap().is_none(),
         "writer did not wait for a live holder"
     );
-    let waiting = t
-        .host()
-        .stats()
-        .clients
-        .iter()
-        .filter(|c| c.waiting_on_stripe.is_some())
-        .count();
+    let waiting =
+        s.t.host()
+            .stats()
+            .clients
+            .iter()
+            .filter(|c| c.waiting_on_stripe.is_some())
+            .count();
     assert_eq!(waiting, 1, "stats should show the waiting client");
-    // SIGCONT: both finish, nothing lost.
-    signal(&holder, libc::SIGCONT);
-    let st = holder.wait_limit(Duration::from_secs(30));
-    assert_eq!(
-        st.code(),
-        Some(3),
-        "holder should finish its put after SIGCONT"
-    );
+    s.resume();
     assert!(blocked.wait_limit(Duration::from_secs(30)).success());
+    s.t.assert_verified();
+}
+
+#[test]
+fn a_stopped_holder_resumes_and_nothing_is_lost() {
+    let mut s = stopped_holder("sigstop-resume");
+    let mut blocked = s.t.spawn("put", &[&s.same, "waited"], &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    s.resume();
+    assert!(blocked.wait_limit(Duration::from_secs(30)).success());
+    let h = s.t.host();
     assert_eq!(
-        t.host().get(b"crash-key").unwrap().as_deref(),
+        h.get(b"crash-key").unwrap().as_deref(),
         Some(&b"new-value-that-is-longer"[..])
     );
     assert_eq!(
-        t.host().get(same.as_bytes()).unwrap().as_deref(),
+        h.get(s.same.as_bytes()).unwrap().as_deref(),
         Some(&b"waited"[..])
     );
-    assert_eq!(
-        t.host().get(other.as_bytes()).unwrap().as_deref(),
-        Some(&b"fine"[..])
-    );
-    t.assert_verified();
+    s.t.assert_verified();
 }
 
 fn start_host(store: &StoreName, log: &Path) -> ChildGuard {
@@ -116,84 +159,132 @@ fn hosted(store: &StoreName) -> bool {
     Client::open_read_only_in(&store.dir, &store.name).is_ok_and(|c| c.stats().host_pid.is_some())
 }
 
-#[test]
-fn clients_keep_working_while_the_host_is_killed_and_restarted() {
-    let store = StoreName::new("hostkill");
-    let tmp = std::env::temp_dir().join(format!("kvshm-{}", store.name));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let log = tmp.join("kvhost.log");
-    let mut host = start_host(&store, &log);
-    wait_for("host", Duration::from_secs(30), || hosted(&store));
-    let spawn_writer = |w: u64| {
-        let mut c = Command::new(CHILD);
-        c.arg("writer")
-            .arg(&store.dir)
-            .arg(&store.name)
-            .arg(w.to_string())
-            .arg(tmp.join(format!("ack-{w}")));
-        ChildGuard::new(
-            c.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let mut writers: Vec<ChildGuard> = (0..2).map(spawn_writer).collect();
-    let size = |w: u64| {
-        std::fs::metadata(tmp.join(format!("ack-{w}")))
+/// A hosted store with two writer processes logging their acknowledged writes, and a
+/// scratch directory (removed on drop).
+struct UnderLoad {
+    store: StoreName,
+    tmp: std::path::PathBuf,
+    log: std::path::PathBuf,
+    host: ChildGuard,
+    writers: Vec<ChildGuard>,
+}
+
+impl UnderLoad {
+    fn start(tag: &str) -> UnderLoad {
+        let store = StoreName::new(tag);
+        let tmp = std::env::temp_dir().join(format!("kvshm-{}", store.name));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let log = tmp.join("kvhost.log");
+        let host = start_host(&store, &log);
+        wait_for("host", Duration::from_secs(30), || hosted(&store));
+        let writers = (0..2u64)
+            .map(|w| {
+                let mut c = Command::new(CHILD);
+                c.arg("writer")
+                    .arg(&store.dir)
+                    .arg(&store.name)
+                    .arg(w.to_string())
+                    .arg(tmp.join(format!("ack-{w}")));
+                ChildGuard::new(
+                    c.stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        UnderLoad {
+            store,
+            tmp,
+            log,
+            host,
+            writers,
+        }
+    }
+
+    fn acked_bytes(&self, w: usize) -> u64 {
+        std::fs::metadata(self.tmp.join(format!("ack-{w}")))
             .map(|m| m.len())
             .unwrap_or(0)
-    };
-    for round in 0..3 {
-        std::thread::sleep(Duration::from_millis(300));
-        host.kill(); // SIGKILL the host mid-load
-        let before: Vec<u64> = (0..2).map(size).collect();
-        std::thread::sleep(Duration::from_millis(300));
-        for (w, child) in writers.iter_mut().enumerate() {
-            assert!(
-                child.child.try_wait().unwrap().is_none(),
-                "writer {w} died with the host (round {round})"
-            );
-            assert!(
-                size(w as u64) > before[w],
-                "writer {w} stalled without a host (round {round})"
-            );
-        }
-        host = start_host(&store, &log);
-        // Wait for the adoption itself (recovery + verify), not just the host lock: the
-        // writers are killed right after the last round.
+    }
+
+    fn adoptions(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .map(|t| t.matches("adopted existing store").count())
+            .unwrap_or(0)
+    }
+
+    /// Restart the (dead) host and wait for the adoption itself (recovery + verify), not just
+    /// the host lock.
+    fn restart_host(&mut self) {
+        let before = self.adoptions();
+        self.host = start_host(&self.store, &self.log);
         wait_for("the new host to adopt", Duration::from_secs(30), || {
-            std::fs::read_to_string(&log)
-                .is_ok_and(|t| t.matches("adopted existing store").count() > round)
+            self.adoptions() > before
         });
     }
-    for w in &mut writers {
-        w.kill();
+
+    /// Stop the writers; check the store and every acknowledged write; stop the host.
+    fn finish(mut self) {
+        for w in &mut self.writers {
+            w.kill();
+        }
+        let c = Client::open_in(&self.store.dir, &self.store.name).unwrap();
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:#?}", r.problems);
+        let mut model = HashMap::new();
+        let mut acked = 0;
+        for w in 0..2 {
+            acked += replay(
+                &std::fs::read_to_string(self.tmp.join(format!("ack-{w}"))).unwrap(),
+                &mut model,
+            )
+            .0;
+        }
+        assert!(acked > 100, "too little load: {acked}");
+        check_model(&c, &model);
+        drop(c);
+        signal(&self.host, libc::SIGTERM);
+        assert!(self.host.wait_limit(Duration::from_secs(30)).success());
     }
-    let c = Client::open_in(&store.dir, &store.name).unwrap();
-    let r = c.verify().unwrap();
-    assert!(r.is_ok(), "{:#?}", r.problems);
-    let mut model = HashMap::new();
-    let mut acked = 0;
-    for w in 0..2 {
-        acked += replay(
-            &std::fs::read_to_string(tmp.join(format!("ack-{w}"))).unwrap(),
-            &mut model,
-        )
-        .0;
+}
+
+impl Drop for UnderLoad {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
     }
-    assert!(acked > 100, "too little load: {acked}");
-    check_model(&c, &model);
-    let log_text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(
-        log_text.matches("adopted existing store").count(),
-        3,
-        "{log_text}"
-    );
-    drop(c);
-    signal(&host, libc::SIGTERM);
-    assert!(host.wait_limit(Duration::from_secs(30)).success());
-    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn writers_keep_working_while_the_host_is_dead() {
+    let mut l = UnderLoad::start("hostdead");
+    std::thread::sleep(Duration::from_millis(300));
+    l.host.kill(); // SIGKILL the host mid-load
+    let before: Vec<u64> = (0..2).map(|w| l.acked_bytes(w)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for (w, child) in l.writers.iter_mut().enumerate() {
+        assert!(
+            child.child.try_wait().unwrap().is_none(),
+            "writer {w} died with the host"
+        );
+    }
+    for (w, b) in before.iter().enumerate() {
+        assert!(l.acked_bytes(w) > *b, "writer {w} stalled without a host");
+    }
+    l.restart_host();
+    l.finish();
+}
+
+#[test]
+fn a_host_killed_and_restarted_under_load_loses_nothing() {
+    let mut l = UnderLoad::start("hostkill");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        l.host.kill();
+        l.restart_host();
+    }
+    assert_eq!(l.adoptions(), 3);
+    l.finish();
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! The `kvhost` daemon end to end, with the real binaries: start, share, refuse a second host,
-//! recover a killed client by itself, stop and adopt, release, restore from a snapshot, and
-//! refuse a corrupt snapshot with nothing changed.
+//! The `kvhost` daemon end to end, with the real binaries, one test per behaviour: start and
+//! share, refuse a second host, recover a killed client by itself, stop and adopt, release and
+//! restore from a snapshot, refuse a corrupt snapshot with nothing left behind.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -58,45 +58,125 @@ fn binary_value(i: u32) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn kvhost_lifecycle() {
-    let store = StoreName::new("kvhost");
-    let tmp = std::env::temp_dir().join(format!("kvhost-test-{}", store.name));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let snap = tmp.join("store.snap");
-    let log = tmp.join("kvhost.log");
+/// A store name, a scratch directory with the snapshot and log file, removed on drop.
+struct Fixture {
+    store: StoreName,
+    tmp: std::path::PathBuf,
+    snap: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
 
-    // start -> a client in another process (this one) and a child share the store
-    let mut host = start_host(&store, &snap, &log);
-    wait_hosted(&store);
-    let me = Client::open_in(&store.dir, &store.name).unwrap();
-    for i in 0..200u32 {
-        me.put(format!("bin-{i}").as_bytes(), &binary_value(i))
-            .unwrap();
+impl Fixture {
+    fn new(tag: &str) -> Fixture {
+        let store = StoreName::new(tag);
+        let tmp = std::env::temp_dir().join(format!("kvhost-test-{}", store.name));
+        std::fs::create_dir_all(&tmp).unwrap();
+        Fixture {
+            snap: tmp.join("store.snap"),
+            log: tmp.join("kvhost.log"),
+            store,
+            tmp,
+        }
     }
-    me.put(b"crash-key", b"old").unwrap();
-    let mut c = child(&store, &["get", "bin-7"], &[]);
-    assert!(c.wait_limit(Duration::from_secs(30)).success());
 
-    // a second host for the same store is refused with its own exit code
+    /// Start a host and wait until it serves the store.
+    fn host(&self) -> ChildGuard {
+        let h = start_host(&self.store, &self.snap, &self.log);
+        wait_hosted(&self.store);
+        h
+    }
+
+    fn client(&self) -> Client {
+        Client::open_in(&self.store.dir, &self.store.name).unwrap()
+    }
+
+    /// 200 binary values and one small key.
+    fn fill(&self, c: &Client) {
+        for i in 0..200u32 {
+            c.put(format!("bin-{i}").as_bytes(), &binary_value(i))
+                .unwrap();
+        }
+        c.put(b"crash-key", b"kept").unwrap();
+    }
+
+    fn assert_filled(&self, c: &Client) {
+        assert_eq!(c.len(), 201);
+        for i in 0..200u32 {
+            assert_eq!(
+                c.get(format!("bin-{i}").as_bytes()).unwrap().unwrap(),
+                binary_value(i)
+            );
+        }
+        assert_eq!(c.get(b"crash-key").unwrap().as_deref(), Some(&b"kept"[..]));
+    }
+
+    fn kvhost(&self, args: &[&str]) -> std::process::Output {
+        Command::new(workspace_bin("kvhost"))
+            .args(args)
+            .arg(&self.store.name)
+            .arg("--dir")
+            .arg(&self.store.dir)
+            .output()
+            .unwrap()
+    }
+
+    fn assert_logged(&self, needles: &[&str]) {
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        for needle in needles {
+            assert!(text.contains(needle), "log lacks {needle:?}:\n{text}");
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+fn stop(mut host: ChildGuard) {
+    signal(&host, libc::SIGTERM);
+    assert!(host.wait_limit(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn a_hosted_store_is_shared_by_processes() {
+    let f = Fixture::new("kvh-share");
+    let host = f.host();
+    let me = f.client();
+    f.fill(&me);
+    let mut c = child(&f.store, &["get", "bin-7"], &[]);
+    assert!(c.wait_limit(Duration::from_secs(30)).success());
+    f.assert_logged(&["attached"]);
+    drop(me);
+    stop(host);
+}
+
+#[test]
+fn a_second_host_is_refused_with_exit_6() {
+    let f = Fixture::new("kvh-second");
+    let host = f.host();
     let second = Command::new(workspace_bin("kvhost"))
-        .args(["--name", &store.name, "--dir"])
-        .arg(&store.dir)
+        .args(["--name", &f.store.name, "--dir"])
+        .arg(&f.store.dir)
         .stderr(Stdio::piped())
         .output()
         .unwrap();
-    assert_eq!(
-        second.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-    assert!(String::from_utf8_lossy(&second.stderr).contains("already hosted"));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(6), "{err}");
+    assert!(err.contains("already hosted"), "{err}");
+    stop(host);
+}
 
-    // a client SIGKILLed while holding a stripe lock is recovered by the host alone
+#[test]
+fn the_host_recovers_a_killed_client_by_itself() {
+    let f = Fixture::new("kvh-recover");
+    let host = f.host();
+    let me = f.client();
+    me.put(b"crash-key", b"old").unwrap();
     let recoveries_before = me.stats().recoveries;
     let mut victim = child(
-        &store,
+        &f.store,
         &["crash", "put-update"],
         &[("KVSHM_CRASH_AT", "put.replaced")],
     );
@@ -115,96 +195,70 @@ fn kvhost_lifecycle() {
     let v = me.get(b"crash-key").unwrap().unwrap();
     assert!(v == b"old" || v == b"new-value-that-is-longer", "{v:?}");
     me.put(b"crash-key", b"after-recovery").unwrap();
+    f.assert_logged(&["recovered dead client"]);
+    drop(me);
+    stop(host);
+}
 
-    // SIGTERM: final snapshot, exit 0, data left in place
-    signal(&host, libc::SIGTERM);
-    assert!(host.wait_limit(Duration::from_secs(30)).success());
-    assert!(store.path().exists());
-    assert!(snap.exists());
+#[test]
+fn sigterm_keeps_the_data_and_a_restarted_host_adopts_it() {
+    let f = Fixture::new("kvh-adopt");
+    let host = f.host();
+    let me = f.client();
+    f.fill(&me);
+    stop(host);
+    assert!(f.store.path().exists(), "SIGTERM must keep the store");
+    assert!(f.snap.exists(), "SIGTERM must write the final snapshot");
+    let host = f.host();
+    f.assert_filled(&me);
+    f.assert_logged(&["snapshot written", "adopted existing store"]);
+    drop(me);
+    stop(host);
+}
 
-    // restart adopts the store with all data
-    let mut host = start_host(&store, &snap, &log);
-    wait_hosted(&store);
-    assert_eq!(me.get(b"bin-199").unwrap().unwrap(), binary_value(199));
-    assert_eq!(
-        me.get(b"crash-key").unwrap().as_deref(),
-        Some(&b"after-recovery"[..])
-    );
-    signal(&host, libc::SIGTERM);
-    assert!(host.wait_limit(Duration::from_secs(30)).success());
-
-    // release -> store gone
-    let out = Command::new(workspace_bin("kvhost"))
-        .args(["release", &store.name, "--dir"])
-        .arg(&store.dir)
-        .output()
-        .unwrap();
+#[test]
+fn a_released_store_comes_back_from_its_snapshot() {
+    let f = Fixture::new("kvh-restore");
+    let host = f.host();
+    let me = f.client();
+    f.fill(&me);
+    drop(me);
+    stop(host);
+    let out = f.kvhost(&["release"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!store.path().exists());
+    assert!(!f.store.path().exists());
+    let host = f.host();
+    let me = f.client();
+    f.assert_filled(&me);
     drop(me);
-
-    // restart with the snapshot -> all data back, binary values intact
-    let mut host = start_host(&store, &snap, &log);
-    wait_hosted(&store);
-    let me = Client::open_in(&store.dir, &store.name).unwrap();
-    assert_eq!(me.len(), 201);
-    for i in 0..200u32 {
-        assert_eq!(
-            me.get(format!("bin-{i}").as_bytes()).unwrap().unwrap(),
-            binary_value(i)
-        );
-    }
-    assert_eq!(
-        me.get(b"crash-key").unwrap().as_deref(),
-        Some(&b"after-recovery"[..])
-    );
-    drop(me);
-    signal(&host, libc::SIGTERM);
-    assert!(host.wait_limit(Duration::from_secs(30)).success());
-    let status = Command::new(workspace_bin("kvhost"))
-        .args(["status", &store.name, "--dir"])
-        .arg(&store.dir)
-        .output()
-        .unwrap();
+    stop(host);
+    let status = f.kvhost(&["status"]);
     assert_eq!(status.status.code(), Some(1), "status of an unhosted store");
     assert!(String::from_utf8_lossy(&status.stdout).contains("keys:     201"));
-    let out = Command::new(workspace_bin("kvhost"))
-        .args(["release", &store.name, "--dir"])
-        .arg(&store.dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    f.assert_logged(&["loaded snapshot"]);
+}
 
-    // a corrupt snapshot is refused, and no store is left behind
-    let mut bytes = std::fs::read(&snap).unwrap();
+#[test]
+fn a_corrupt_snapshot_is_refused_and_leaves_no_store() {
+    let f = Fixture::new("kvh-badsnap");
+    let host = f.host();
+    f.fill(&f.client());
+    stop(host);
+    assert!(f.kvhost(&["release"]).status.success());
+    let mut bytes = std::fs::read(&f.snap).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
-    std::fs::write(&snap, &bytes).unwrap();
-    let mut host = start_host(&store, &snap, &log);
+    std::fs::write(&f.snap, &bytes).unwrap();
+    let mut host = start_host(&f.store, &f.snap, &f.log);
     let st = host.wait_limit(Duration::from_secs(30));
     assert_eq!(st.code(), Some(7), "corrupt snapshot must be refused");
     assert!(
-        !store.path().exists(),
+        !f.store.path().exists(),
         "store left behind after a refused snapshot"
     );
-
-    let log_text = std::fs::read_to_string(&log).unwrap();
-    for needle in [
-        "attached",
-        "recovered dead client",
-        "snapshot written",
-        "adopted existing store",
-        "loaded snapshot",
-        "bad snapshot",
-    ] {
-        assert!(
-            log_text.contains(needle),
-            "log lacks {needle:?}:\n{log_text}"
-        );
-    }
-    let _ = std::fs::remove_dir_all(&tmp);
+    f.assert_logged(&["bad snapshot"]);
 }
