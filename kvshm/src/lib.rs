@@ -55,4 +55,6 @@ pub use stats::{human_bytes, ClientInfo, Stats};
 pub use verify::Report;
 
 #[cfg(test)]
+mod module_graph;
+#[cfg(test)]
 mod tests;
