@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kvshm_core::Client;
 
 use crate::args::{bytes, c_str, opt_dir, out_ptr, slices};
-use crate::handle::{register, unregister, with_client, Entry};
+use crate::handle::{register, unregister, with_client, Entry, Kind};
 use crate::{fail, guard, invalid, kvshm_bytes, kvshm_client, kvshm_status, tri};
 use kvshm_status::*;
 
@@ -68,9 +68,9 @@ pub unsafe extern "C" fn kvshm_client_open_read_only(
 /// Detach. The handle is invalid afterwards (using it returns KVSHM_INVALID_ARGUMENT).
 #[no_mangle]
 pub extern "C" fn kvshm_client_close(client: *mut kvshm_client) -> kvshm_status {
-    guard(|| match unregister(client as usize) {
+    guard(|| match unregister(client as usize, Kind::Client) {
         Some(_) => KVSHM_OK,
-        None => invalid("unknown or closed client handle"),
+        None => invalid("unknown or closed client handle (or not a client handle)"),
     })
 }
 

@@ -1,5 +1,8 @@
 //! Handles: ids into a registry, never pointers. A handle is `index + 1 | generation << 32`,
-//! so a closed, double-closed or made-up handle is detected and refused.
+//! so a closed, double-closed or made-up handle is detected and refused. Every entry has a
+//! kind: a host handle is refused where a client handle is due and the other way round
+//! (nothing is closed by a call that then reports an error). A registry slot whose 32-bit
+//! generation is used up is retired instead of wrapping, so an old handle never comes back.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -20,15 +23,33 @@ pub struct kvshm_host {
 }
 
 pub(crate) enum Entry {
+    /// A client handle of its own attachment (`kvshm_client_open*`).
     Client(Arc<Client>),
+    /// A client handle that uses a host's attachment (`kvshm_host_client`).
+    HostClient(Arc<Host>),
+    /// A host handle.
     Host(Arc<Host>),
+}
+
+/// What a handle stands for, as the C types say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Client,
+    Host,
 }
 
 impl Entry {
     pub(crate) fn client(&self) -> &Client {
         match self {
             Entry::Client(c) => c,
-            Entry::Host(h) => h,
+            Entry::HostClient(h) | Entry::Host(h) => h,
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Entry::Client(_) | Entry::HostClient(_) => Kind::Client,
+            Entry::Host(_) => Kind::Host,
         }
     }
 }
@@ -56,29 +77,38 @@ pub(crate) fn register(e: Entry) -> usize {
         }
     };
     let slot = &mut r.slots[idx];
-    slot.0 = slot.0.wrapping_add(1).max(1);
+    slot.0 += 1; // below u32::MAX: such slots are never freed (see `unregister`)
     slot.1 = Some(Arc::new(e));
     (idx + 1) | (slot.0 as usize) << 32
 }
 
-pub(crate) fn lookup(h: usize) -> Option<Arc<Entry>> {
+/// The entry of handle `h` if it is open and of kind `kind`.
+pub(crate) fn lookup(h: usize, kind: Kind) -> Option<Arc<Entry>> {
     let idx = (h & 0xffff_ffff).checked_sub(1)?;
     let generation = (h >> 32) as u32;
     let r = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
     let (g, e) = r.slots.get(idx)?;
-    (*g == generation).then(|| e.clone()).flatten()
+    (*g == generation)
+        .then(|| e.clone())
+        .flatten()
+        .filter(|e| e.kind() == kind)
 }
 
-pub(crate) fn unregister(h: usize) -> Option<Arc<Entry>> {
+/// Close handle `h` if it is open and of kind `kind` (otherwise nothing changes).
+pub(crate) fn unregister(h: usize, kind: Kind) -> Option<Arc<Entry>> {
     let idx = (h & 0xffff_ffff).checked_sub(1)?;
     let generation = (h >> 32) as u32;
     let mut r = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
     let slot = r.slots.get_mut(idx)?;
-    if slot.0 != generation {
+    if slot.0 != generation || slot.1.as_ref().is_none_or(|e| e.kind() != kind) {
         return None;
     }
     let e = slot.1.take()?;
-    r.free.push(idx);
+    // A slot whose generation is used up is retired, never reused: the next generation would
+    // wrap and could bring back a handle closed long ago.
+    if slot.0 != u32::MAX {
+        r.free.push(idx);
+    }
     Some(e)
 }
 
@@ -86,8 +116,15 @@ pub(crate) fn with_client(
     h: *const kvshm_client,
     f: impl FnOnce(&Client) -> kvshm_status,
 ) -> kvshm_status {
-    guard(|| match lookup(h as usize) {
+    guard(|| match lookup(h as usize, Kind::Client) {
         Some(e) => f(e.client()),
         None => invalid("unknown or closed client handle"),
     })
+}
+
+#[cfg(test)]
+pub(crate) fn set_generation_for_test(h: usize, generation: u32) -> usize {
+    let idx = (h & 0xffff_ffff) - 1;
+    REGISTRY.write().unwrap().slots[idx].0 = generation;
+    (idx + 1) | (generation as usize) << 32
 }

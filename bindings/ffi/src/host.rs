@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kvshm_core::{Config, Host};
 
 use crate::args::{c_str, opt_dir, out_ptr};
-use crate::handle::{lookup, register, unregister, Entry};
+use crate::handle::{lookup, register, unregister, Entry, Kind};
 use crate::{fail, guard, invalid, kvshm_client, kvshm_host, kvshm_status, tri};
 use kvshm_status::*;
 
@@ -132,9 +132,9 @@ pub unsafe extern "C" fn kvshm_host_client(
     guard(|| {
         // SAFETY: checked by `out_ptr`.
         let out = tri!(unsafe { out_ptr(out, "out") });
-        match lookup(host as usize).as_deref() {
+        match lookup(host as usize, Kind::Host).as_deref() {
             Some(Entry::Host(h)) => {
-                *out = register(Entry::Host(h.clone())) as *mut kvshm_client;
+                *out = register(Entry::HostClient(h.clone())) as *mut kvshm_client;
                 KVSHM_OK
             }
             _ => invalid("unknown or closed host handle"),
@@ -145,10 +145,9 @@ pub unsafe extern "C" fn kvshm_host_client(
 /// Stop hosting, keeping the data for the next host. The handle is invalid afterwards.
 #[no_mangle]
 pub extern "C" fn kvshm_host_close(host: *mut kvshm_host) -> kvshm_status {
-    guard(|| match unregister(host as usize) {
-        Some(e) if matches!(*e, Entry::Host(_)) => KVSHM_OK,
-        Some(_) => invalid("not a host handle"),
-        None => invalid("unknown or closed host handle"),
+    guard(|| match unregister(host as usize, Kind::Host) {
+        Some(_) => KVSHM_OK,
+        None => invalid("unknown or closed host handle (or not a host handle)"),
     })
 }
 
@@ -156,9 +155,9 @@ pub extern "C" fn kvshm_host_close(host: *mut kvshm_host) -> kvshm_status {
 #[no_mangle]
 pub extern "C" fn kvshm_host_release(host: *mut kvshm_host) -> kvshm_status {
     guard(|| {
-        let e = match lookup(host as usize) {
+        let e = match lookup(host as usize, Kind::Host) {
             Some(e) => e,
-            None => return invalid("unknown or closed host handle"),
+            None => return invalid("unknown or closed host handle (or not a host handle)"),
         };
         let Entry::Host(h) = &*e else {
             return invalid("not a host handle");
@@ -166,7 +165,7 @@ pub extern "C" fn kvshm_host_release(host: *mut kvshm_host) -> kvshm_status {
         if let Err(err) = h.remove_store_file() {
             return fail(err);
         }
-        unregister(host as usize);
+        unregister(host as usize, Kind::Host);
         KVSHM_OK
     })
 }

@@ -300,6 +300,58 @@ mod tests {
         }
     }
 
+    /// Regression (issue 11, item 11): `kvshm_host_close` on a client handle closed it and then
+    /// reported an error; `kvshm_client_close` accepted host handles; generations wrapped.
+    #[test]
+    fn a_handle_of_the_other_kind_is_refused_and_stays_open() {
+        use crate::handle::set_generation_for_test;
+        use std::ptr::null_mut;
+        let name =
+            std::ffi::CString::new(format!("unit-ffi-kinds-{}", std::process::id())).unwrap();
+        let mut host = null_mut();
+        // SAFETY: a valid NUL-terminated name, NULL config, a valid out pointer.
+        let made = unsafe { kvshm_host_create(name.as_ptr(), std::ptr::null(), &mut host) };
+        assert_eq!(made, KVSHM_OK);
+        let (mut client, mut n) = (null_mut(), 0u64);
+        // SAFETY: valid out pointers (below too).
+        assert_eq!(unsafe { kvshm_host_client(host, &mut client) }, KVSHM_OK);
+        assert_eq!(
+            kvshm_host_close(client as *mut kvshm_host),
+            KVSHM_INVALID_ARGUMENT
+        );
+        // SAFETY: as above.
+        let open = unsafe { kvshm_len(client, &mut n) };
+        assert_eq!(open, KVSHM_OK, "client closed");
+        assert_eq!(
+            kvshm_client_close(host as *mut kvshm_client),
+            KVSHM_INVALID_ARGUMENT
+        );
+        // SAFETY: as above.
+        let still = unsafe { kvshm_len(host as *const kvshm_client, &mut n) };
+        assert_eq!(still, KVSHM_INVALID_ARGUMENT, "a host handle is no client");
+        let mut other = null_mut();
+        // SAFETY: as above.
+        let open = unsafe { kvshm_host_client(host, &mut other) };
+        assert_eq!(open, KVSHM_OK, "host closed");
+        // A slot at the last generation is retired when closed: never reused, never wraps.
+        let last = set_generation_for_test(other as usize, u32::MAX);
+        assert_eq!(kvshm_client_close(last as *mut kvshm_client), KVSHM_OK);
+        let mut next = null_mut();
+        // SAFETY: as above.
+        assert_eq!(unsafe { kvshm_host_client(host, &mut next) }, KVSHM_OK);
+        assert_ne!(
+            next as usize & 0xffff_ffff,
+            last & 0xffff_ffff,
+            "retired slot reused"
+        );
+        // SAFETY: as above.
+        let stale = unsafe { kvshm_len(last as *const kvshm_client, &mut n) };
+        assert_eq!(stale, KVSHM_INVALID_ARGUMENT);
+        assert_eq!(kvshm_client_close(next), KVSHM_OK);
+        assert_eq!(kvshm_client_close(client), KVSHM_OK);
+        assert_eq!(kvshm_host_release(host), KVSHM_OK);
+    }
+
     #[test]
     fn handles_are_checked() {
         assert_eq!(
