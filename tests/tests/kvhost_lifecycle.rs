@@ -120,10 +120,21 @@ impl Fixture {
             .unwrap()
     }
 
+    /// Every needle appears in the host's log within 30 s (the host logs after the state a test
+    /// can observe: e.g. "adopted existing store" after it already serves the store).
     fn assert_logged(&self, needles: &[&str]) {
-        let text = std::fs::read_to_string(&self.log).unwrap();
-        for needle in needles {
-            assert!(text.contains(needle), "log lacks {needle:?}:\n{text}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let missing: Vec<&&str> = needles.iter().filter(|n| !text.contains(**n)).collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "log lacks {missing:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
