@@ -2,7 +2,8 @@
 //!
 //! With the feature on, `KVSHM_CRASH_AT=name` makes the process SIGKILL itself the first time
 //! it reaches `crash_point!("name")`; `name@N` at the N-th time. With `KVSHM_CRASH_ACTION=stop`
-//! it SIGSTOPs itself there instead (a frozen lock holder, resumed by SIGCONT). Without the
+//! it SIGSTOPs itself there instead (a frozen lock holder, resumed by SIGCONT); with `panic` it
+//! panics there (a bug inside a locked section). Without the
 //! feature the macro expands to nothing.
 
 /// Every crash point in the library (a unit test checks this against the source).
@@ -66,10 +67,10 @@ pub fn hit(name: &str) {
     });
     if let Some((n, k)) = target {
         if n == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *k {
-            if std::env::var("KVSHM_CRASH_ACTION").is_ok_and(|a| a == "stop") {
-                crate::segment::stop_self();
-            } else {
-                crate::segment::kill_self();
+            match std::env::var("KVSHM_CRASH_ACTION").as_deref() {
+                Ok("stop") => crate::segment::stop_self(),
+                Ok("panic") => panic!("crash point {name} (KVSHM_CRASH_ACTION=panic)"),
+                _ => crate::segment::kill_self(),
             }
         }
     }

@@ -41,6 +41,10 @@ pub enum Error {
     /// Every client slot page is in use: `max` clients are attached at once (or slots are
     /// held by dead clients awaiting recovery).
     TooManyClients { max: u64 },
+    /// This `Client` was opened by process `opened_by` before it forked: a child must not act
+    /// as its parent's client slot. Open a new `Client` in the child (the inherited one may
+    /// be dropped; dropping it touches nothing shared).
+    Forked { opened_by: u64 },
     /// A bad argument (bad store name, bad configuration, a write on a read-only client).
     InvalidArgument(String),
     /// Any other operating-system error.
@@ -86,6 +90,10 @@ impl fmt::Display for Error {
             Error::TooManyClients { max } => {
                 write!(f, "too many clients: all {max} client slots are in use")
             }
+            Error::Forked { opened_by } => write!(
+                f,
+                "client was opened by process {opened_by} before a fork: open a new client in this process"
+            ),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
         }
@@ -130,6 +138,7 @@ pub enum ErrorCode {
     BatchTooLarge = 17,
     TxnLogFull = 18,
     TooManyClients = 19,
+    Forked = 20,
 }
 
 impl Error {
@@ -150,6 +159,7 @@ impl Error {
             Error::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
             Error::TxnLogFull { .. } => ErrorCode::TxnLogFull,
             Error::TooManyClients { .. } => ErrorCode::TooManyClients,
+            Error::Forked { .. } => ErrorCode::Forked,
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::Io(_) => ErrorCode::Io,
         }

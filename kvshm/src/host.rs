@@ -115,6 +115,9 @@ impl Deref for Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        if self.client.not_forked().is_err() {
+            return; // a forked child's copy: the host is the parent
+        }
         self.client
             .st
             .mem

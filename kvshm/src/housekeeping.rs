@@ -91,8 +91,14 @@ impl Host {
             let r = self.verify_stripe(stripe)?;
             out.problems.extend(r.problems);
             out.stripes_checked += 1;
-            if self.compact_stripe(stripe)? {
-                out.compacted += 1;
+            // A stripe that cannot be compacted (damaged) is a problem to report, not a
+            // reason to skip the rest of the pass.
+            match self.compact_stripe(stripe) {
+                Ok(true) => out.compacted += 1,
+                Ok(false) => {}
+                Err(e) => out
+                    .problems
+                    .push(format!("stripe {stripe}: compaction: {e}")),
             }
         }
         out.snapshot_requested = self.st.mem.header().snapshot_request.swap(0, R) != 0;

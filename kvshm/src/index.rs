@@ -22,13 +22,32 @@ struct Found {
     free: Option<u64>,
 }
 
-/// Smallest table (log2 of its words) that holds `n` keys at most half full.
+/// Smallest table (log2 of its words) that holds `n` keys at most half full; past
+/// [`TABLE_MAX_LOG2`] (a count no store can hold, e.g. a damaged one) it says
+/// `TABLE_MAX_LOG2 + 1`, which `rebuild_table` refuses.
 fn log2_for(n: u64) -> u32 {
+    let want = n.max(1).saturating_mul(2);
     let mut log2 = TABLE_MIN_LOG2;
-    while table_capacity(log2) < n.max(1) * 2 {
+    while log2 <= TABLE_MAX_LOG2 && table_capacity(log2) < want {
         log2 += 1;
     }
     log2
+}
+
+/// A stripe total plus or minus `delta`. Totals are read from the segment: one that would
+/// leave the range of a u64 was damaged, and is reported instead of panicking (in debug
+/// builds) or wrapping under the stripe lock.
+fn adjust(st: &Store, s: usize, what: &str, total: u64, add: u64, sub: u64) -> Result<u64> {
+    total
+        .checked_add(add)
+        .and_then(|t| t.checked_sub(sub))
+        .ok_or_else(|| {
+            let off = st.stripe_field_offset(s, &st.mem.stripe(s).count);
+            Error::corrupt(
+                off,
+                format!("stripe {s}: {what} {total} + {add} - {sub} out of range"),
+            )
+        })
 }
 
 /// Fill a freshly reserved record block.
@@ -83,16 +102,20 @@ pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> 
     let count = stripe.count.load(R);
     let tombs = stripe.tombstones.load(R);
     if tw == 0 {
-        return rebuild_table(txn, s, log2_for(count + adds));
+        return rebuild_table(txn, s, log2_for(count.saturating_add(adds)));
     }
     let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
-    if (count + tombs + adds) * 4 > 3 * table_capacity(log2) {
-        return rebuild_table(txn, s, log2_for(count + adds).max(log2));
+    let load = count.saturating_add(tombs).saturating_add(adds);
+    if load.saturating_mul(4) > 3 * table_capacity(log2.min(TABLE_MAX_LOG2)) {
+        return rebuild_table(txn, s, log2_for(count.saturating_add(adds)).max(log2));
     }
     Ok(())
 }
 
-/// Replace stripe `s`'s table by a fresh one of `2^log2` words holding the same keys.
+/// Replace stripe `s`'s table by a fresh one of `2^log2` words holding the same keys. The
+/// keys must fit at most 3/4 full: a table holding more live entries than the stripe's count
+/// (a damaged count) is reported, never placed into a table too small for them (which would
+/// probe forever under the stripe lock).
 fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32) -> Result<()> {
     if log2 > TABLE_MAX_LOG2 {
         return Err(Error::StoreFull {
@@ -111,6 +134,19 @@ fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32) -> Result<()> {
     }
     let old = stripe.table.load(R);
     if let Some((entries, _)) = st.table_entries(old)? {
+        let live = entries
+            .iter()
+            .filter(|e| !matches!(e.load(R), ENTRY_EMPTY | ENTRY_TOMBSTONE))
+            .count() as u64;
+        if live.saturating_mul(4) > 3 * cap {
+            return Err(Error::corrupt(
+                old & TABLE_OFFSET_MASK,
+                format!(
+                    "stripe {s}: table holds {live} keys, count says {}",
+                    stripe.count.load(R)
+                ),
+            ));
+        }
         let mut key = Vec::new();
         for e in entries {
             let e = e.load(R);
@@ -123,7 +159,7 @@ fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32) -> Result<()> {
             let hash = st.hash(&key);
             let mut i = table_home(hash, cap);
             while new_entries[i as usize].load(R) != ENTRY_EMPTY {
-                i = table_next(i, cap);
+                i = table_next(i, cap); // ends: at most 3/4 of the new table is filled
             }
             new_entries[i as usize].store(table_entry(hash, rec), R);
         }
@@ -169,11 +205,10 @@ pub(crate) fn put(
     let vb = stripe.value_bytes.load(R);
     if let Some((i, old)) = f.hit {
         let (_, old_len) = st.record_lens(old)?;
+        let vb = adjust(st, s, "value bytes", vb, value_len as u64, old_len as u64)?;
         txn.set(s, entry_off(i), table_entry(hash, rec))?;
         crash_point!("put.replaced");
-        stripe
-            .value_bytes
-            .store(vb - old_len as u64 + value_len as u64, REL);
+        stripe.value_bytes.store(vb, REL);
         txn.defer_free(old)?;
         return Ok(true);
     }
@@ -181,13 +216,15 @@ pub(crate) fn put(
         .free
         .ok_or_else(|| Error::corrupt(toff, "index table has no free entry"))?;
     let was_tomb = st.mem.word(entry_off(i))?.load(R) == ENTRY_TOMBSTONE;
+    let count = adjust(st, s, "count", stripe.count.load(R), 1, 0)?;
+    let tombs = stripe.tombstones.load(R);
+    let tombs = adjust(st, s, "tombstones", tombs, 0, u64::from(was_tomb))?;
+    let vb = adjust(st, s, "value bytes", vb, value_len as u64, 0)?;
     txn.set(s, entry_off(i), table_entry(hash, rec))?;
     crash_point!("put.inserted");
-    stripe.count.store(stripe.count.load(R) + 1, REL);
-    if was_tomb {
-        stripe.tombstones.store(stripe.tombstones.load(R) - 1, REL);
-    }
-    stripe.value_bytes.store(vb + value_len as u64, REL);
+    stripe.count.store(count, REL);
+    stripe.tombstones.store(tombs, REL);
+    stripe.value_bytes.store(vb, REL);
     Ok(false)
 }
 
@@ -213,15 +250,23 @@ pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Resu
         ENTRY_TOMBSTONE
     };
     let (_, vlen) = st.record_lens(rec)?;
+    let count = adjust(st, s, "count", stripe.count.load(R), 0, 1)?;
+    let tombs = stripe.tombstones.load(R);
+    let tombs = adjust(
+        st,
+        s,
+        "tombstones",
+        tombs,
+        u64::from(mark == ENTRY_TOMBSTONE),
+        0,
+    )?;
+    let vb = stripe.value_bytes.load(R);
+    let vb = adjust(st, s, "value bytes", vb, 0, vlen as u64)?;
     txn.set(s, toff + TABLE_HEADER_SIZE + i * TABLE_ENTRY_SIZE, mark)?;
     crash_point!("remove.unlinked");
-    stripe.count.store(stripe.count.load(R) - 1, REL);
-    if mark == ENTRY_TOMBSTONE {
-        stripe.tombstones.store(stripe.tombstones.load(R) + 1, REL);
-    }
-    stripe
-        .value_bytes
-        .store(stripe.value_bytes.load(R) - vlen as u64, REL);
+    stripe.count.store(count, REL);
+    stripe.tombstones.store(tombs, REL);
+    stripe.value_bytes.store(vb, REL);
     txn.defer_free(rec)?;
     Ok(true)
 }

@@ -21,8 +21,12 @@ use crate::layout::{Header, Slot, Stripe};
 pub struct Mem {
     map: MmapRaw,
     /// Process-local copy of `Header::committed_len` (monotonic, so a stale copy is only ever
-    /// too small: a failed check re-reads the header).
+    /// too small: a failed check re-reads the header). Never more than the file's length:
+    /// `committed_len` is segment data, and touching the mapping past the end of the file
+    /// is SIGBUS.
     committed: AtomicU64,
+    /// The store file, to check a grown `committed_len` against its length.
+    file: Option<std::fs::File>,
     stripes_offset: u64,
     stripe_count: u64,
     chunk_map_offset: u64,
@@ -35,6 +39,7 @@ impl Mem {
         Mem {
             map,
             committed: AtomicU64::new(crate::layout::HEADER_SIZE),
+            file: None,
             stripes_offset: 0,
             stripe_count: 0,
             chunk_map_offset: 0,
@@ -91,14 +96,39 @@ impl Mem {
         Ok(())
     }
 
-    /// Current committed length (refreshed from the header).
+    /// Address and length of the mapping (for the fork handler, `segment::register_fork_fd`).
+    pub(crate) fn map_range(&self) -> (usize, usize) {
+        (self.map.as_ptr() as usize, self.map.len())
+    }
+
+    /// The store file given to [`Mem::set_file`].
+    pub(crate) fn file(&self) -> Option<&std::fs::File> {
+        self.file.as_ref()
+    }
+
+    /// Check every later growth of `committed_len` against the length of `file` (a clone of
+    /// the store's descriptor).
+    pub(crate) fn set_file(&mut self, file: std::fs::File) {
+        self.file = Some(file);
+    }
+
+    /// Current committed length (refreshed from the header). A grown value is accepted only as
+    /// far as the file backs it (one `fstat` per growth seen): a raised `committed_len` in a
+    /// damaged segment makes offsets past the file fail the bounds check, never SIGBUS.
     pub fn committed(&self) -> u64 {
         let c = self
             .header()
             .committed_len
             .load(Ordering::Acquire)
             .min(self.map_len());
-        self.committed.fetch_max(c, Ordering::Relaxed);
+        let local = self.committed.load(Ordering::Relaxed);
+        if c > local {
+            let backed = match &self.file {
+                Some(f) => f.metadata().map_or(local, |m| c.min(m.len())),
+                None => c,
+            };
+            self.committed.fetch_max(backed, Ordering::Relaxed);
+        }
         self.committed.load(Ordering::Relaxed)
     }
 

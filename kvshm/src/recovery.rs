@@ -63,6 +63,29 @@ pub(crate) fn probe_and_recover(s: &Session<'_>, owner: u32) -> Result<()> {
 
 /// Recover slot `dead`, whose liveness byte the caller holds. Returns whether it was attached.
 pub(crate) fn recover_slot(s: &Session<'_>, dead: u32) -> Result<bool> {
+    recover(s, dead, Retire::Free)
+}
+
+/// Recover this session's own slot after a panic interrupted one of its operations: what it
+/// held (stripe and allocator locks, an open transaction) is rolled back or finished exactly
+/// as for a dead client, and the slot stays attached. A panic is a stop at one instruction,
+/// like a kill, so the log describes the state; without this, the locks would stay with a
+/// live owner (this process, e.g. kept alive by a caller's `catch_unwind`) and every other
+/// process would wait on them forever. The caller holds the client's write mutex.
+pub(crate) fn recover_own(s: &Session<'_>) -> Result<()> {
+    recover(s, s.me, Retire::Keep).map(|_| ())
+}
+
+/// What happens to the recovered slot at the end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retire {
+    /// A dead client's: counters folded, slot FREE.
+    Free,
+    /// Our own, after a panic: slot stays ALIVE.
+    Keep,
+}
+
+fn recover(s: &Session<'_>, dead: u32, retire: Retire) -> Result<bool> {
     rebuild_allocator(s, dead)?;
     let stripes: Vec<usize> = (0..s.st.mem.stripe_count())
         .filter(|&i| lock::owner(s.st.mem.stripe(i).lock.load(ACQ)) == Some(dead))
@@ -103,7 +126,23 @@ pub(crate) fn recover_slot(s: &Session<'_>, dead: u32) -> Result<bool> {
             release_stripes(s, &stripes);
         }
     }
-    retire_slot(s, ds, dead, state)?;
+    match retire {
+        Retire::Free => retire_slot(s, ds, dead, state)?,
+        Retire::Keep => {
+            ds.txn_state.store(TXN_IDLE, REL);
+            release_log_ext(s, ds, dead)?;
+            log::error!(
+                "client {} (slot {dead}): an operation panicked; its locks were released and \
+                 its transaction {}",
+                ds.client_id.load(R),
+                if state == TXN_COMMITTED {
+                    "completed"
+                } else {
+                    "rolled back"
+                }
+            );
+        }
+    }
     Ok(true)
 }
 

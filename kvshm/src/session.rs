@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::error::Result;
 use crate::layout::Slot;
+use crate::segment;
 use crate::store::Store;
 use crate::sync::{lock, seqlock};
 
@@ -49,7 +50,28 @@ impl<'a> Session<'a> {
     /// [`Session::lock_word`], held until the guard drops.
     pub(crate) fn guard_word<'w>(&self, w: &'w AtomicU32) -> Result<LockGuard<'w>> {
         self.lock_word(w)?;
-        Ok(LockGuard { word: w })
+        Ok(LockGuard::new(w))
+    }
+
+    /// Take `w` unless its owner turns out to be dead while we wait: then `Ok(Err(owner))`,
+    /// and the caller recovers `owner` itself once it holds nothing that recovery may need
+    /// (verify, which holds other allocator locks, must not recover from inside the wait).
+    pub(crate) fn guard_word_unless_dead<'w>(
+        &self,
+        w: &'w AtomicU32,
+    ) -> Result<std::result::Result<LockGuard<'w>, u32>> {
+        let r = lock::lock(w, self.me, |owner| {
+            match segment::ofd_is_locked(&self.st.file, segment::SLOT_LOCK_BASE + owner as u64) {
+                Ok(false) => Err(Ok(owner)),
+                Ok(true) => Ok(()),
+                Err(e) => Err(Err(e)),
+            }
+        });
+        match r {
+            Ok(()) => Ok(Ok(LockGuard::new(w))),
+            Err(Ok(dead)) => Ok(Err(dead)),
+            Err(Err(e)) => Err(e),
+        }
     }
 
     /// Lock stripe `s` (recording it in the slot's `waiting_on` while we wait).
@@ -58,7 +80,7 @@ impl<'a> Session<'a> {
         self.slot.waiting_on.store(s as u64 + 1, R);
         let r = self.lock_word(&stripe.lock);
         self.slot.waiting_on.store(0, R);
-        r.map(|_| LockGuard { word: &stripe.lock })
+        r.map(|_| LockGuard::new(&stripe.lock))
     }
 
     /// Lock stripe `s` for writing: locked, then its `seq` made odd (readers will retry).
@@ -93,25 +115,42 @@ pub(crate) fn stripe_write_end(st: &Store, s: usize) {
     seqlock::write_end(&st.mem.stripe(s).seq);
 }
 
-/// A lock word held by this process. Dropping it unlocks, unless the thread is panicking:
-/// then the lock stays with our slot and is released by the recovery of that slot once this
-/// process exits (what was half written under it is rolled back from the log), as
-/// `Client::drop` leaves an open transaction to recovery.
+/// A lock word held by this process. Dropping it unlocks, unless a panic began while it was
+/// held: then the lock stays with our slot, and the recovery of that slot releases it (what
+/// was half written under it is rolled back from the log): `client::WriteGuard` runs that
+/// recovery before the panic leaves the client. Locks taken *during* unwinding (by that very
+/// recovery) are released normally.
 #[must_use = "the lock is released when the guard drops"]
 pub(crate) struct LockGuard<'w> {
     word: &'w AtomicU32,
+    /// `std::thread::panicking()` when the lock was taken.
+    taken_panicking: bool,
+}
+
+impl<'w> LockGuard<'w> {
+    fn new(word: &'w AtomicU32) -> LockGuard<'w> {
+        LockGuard {
+            word,
+            taken_panicking: std::thread::panicking(),
+        }
+    }
+
+    /// Whether a panic began while the lock was held.
+    fn panicked_while_held(&self) -> bool {
+        std::thread::panicking() && !self.taken_panicking
+    }
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if !self.panicked_while_held() {
             lock::unlock(self.word);
         }
     }
 }
 
 /// A stripe locked for writing (`seq` odd). Dropping it makes `seq` even (publishing the
-/// writes) and unlocks, unless the thread is panicking (see [`LockGuard`]).
+/// writes) and unlocks, unless a panic began while it was held (see [`LockGuard`]).
 #[must_use = "the stripe is published and unlocked when the guard drops"]
 pub(crate) struct StripeWrite<'a> {
     st: &'a Store,
@@ -121,7 +160,7 @@ pub(crate) struct StripeWrite<'a> {
 
 impl Drop for StripeWrite<'_> {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if !self.lock.panicked_while_held() {
             stripe_write_end(self.st, self.stripe);
         }
         // `self.lock` drops after this body: unlock comes after the even `seq`.

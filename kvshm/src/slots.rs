@@ -38,20 +38,46 @@ pub(crate) fn session(st: &Store, r: SlotRef) -> Result<Session<'_>> {
     })
 }
 
-/// Every existing slot: (index, offset).
-pub(crate) fn slot_list(st: &Store) -> Vec<(u32, u64)> {
-    let mut out = Vec::new();
-    for (p, base) in st.mem.header().slot_pages.iter().enumerate() {
-        let base = base.load(ACQ);
-        if base == 0 {
-            break;
-        }
-        let first = slot_page_first(p);
-        for j in 0..slot_page_len(p) {
-            out.push(((first + j) as u32, base + j * SLOT_SIZE));
-        }
+/// Every existing slot: (index, offset), page by page. A page is listed only if it lies in
+/// the committed segment where the chunk map says it is (page 0 where the header put it); the
+/// first page that does not ends the list (pages are published in order), so damaged
+/// `slot_pages` words cost neither memory nor time beyond the store's own size.
+pub(crate) fn slot_list(st: &Store) -> impl Iterator<Item = (u32, u64)> + '_ {
+    let h = st.mem.header();
+    h.slot_pages
+        .iter()
+        .enumerate()
+        .map(|(p, base)| (p, base.load(ACQ)))
+        .take_while(move |&(p, base)| base != 0 && slot_page_ok(st, p, base))
+        .flat_map(|(p, base)| {
+            let first = slot_page_first(p);
+            (0..slot_page_len(p)).map(move |j| ((first + j) as u32, base + j * SLOT_SIZE))
+        })
+}
+
+/// Whether slot page `p` may be at `base`.
+pub(crate) fn slot_page_ok(st: &Store, p: usize, base: u64) -> bool {
+    let Some(bytes) = slot_page_len(p).checked_mul(SLOT_SIZE) else {
+        return false;
+    };
+    if st.mem.words(base, bytes / 8).is_err() {
+        log::debug!("client slot page {p} at {base:#x} lies outside the segment; ignored");
+        return false;
     }
-    out
+    if p == 0 {
+        return base == st.mem.header().slot_page0_offset.load(R);
+    }
+    let entry = CHUNK_SLOT_PAGE | p as u32;
+    let map = st.mem.chunk_map();
+    let ok = base >= st.chunk_base
+        && (base - st.chunk_base) % CHUNK_SIZE == 0
+        && map
+            .get(((base - st.chunk_base) / CHUNK_SIZE) as usize)
+            .is_some_and(|e| e.load(ACQ) == entry);
+    if !ok {
+        log::debug!("client slot page {p} at {base:#x} is not where the chunk map says; ignored");
+    }
+    ok
 }
 
 /// Find a free slot (or a dead client's, recovering it), creating a slot page if all are taken.

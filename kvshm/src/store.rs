@@ -45,6 +45,16 @@ pub(crate) struct Store {
     pub(crate) slot_page_mutex: std::sync::Mutex<()>,
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Before the descriptors close: their numbers may be reused by any file.
+        segment::unregister_fork_fd(&self.file);
+        if let Some(f) = self.mem.file() {
+            segment::unregister_fork_fd(f);
+        }
+    }
+}
+
 /// Outcome of one optimistic read attempt.
 pub(crate) enum Attempt<T> {
     Done(Result<T>),
@@ -184,7 +194,11 @@ impl Store {
         Store::from_parts(mem, file, path.to_path_buf())
     }
 
-    fn from_parts(mem: Mem, file: File, path: PathBuf) -> Result<Store> {
+    fn from_parts(mut mem: Mem, file: File, path: PathBuf) -> Result<Store> {
+        let mem_file = file.try_clone()?;
+        segment::register_fork_fd(&file, Some(mem.map_range()));
+        segment::register_fork_fd(&mem_file, None);
+        mem.set_file(mem_file);
         let h = mem.header();
         let r = Ordering::Relaxed;
         Ok(Store {
@@ -220,7 +234,10 @@ impl Store {
         segment::ofd_lock_wait(&self.file, segment::GROW_LOCK_BYTE)?;
         let r = (|| {
             let h = self.mem.header();
-            let cur = h.committed_len.load(Ordering::Acquire);
+            // What the file backs, not what the header says: a damaged (raised) committed_len
+            // is allocated for real here before it is published again.
+            let file_len = self.file.metadata()?.len();
+            let cur = h.committed_len.load(Ordering::Acquire).min(file_len);
             if cur >= min {
                 return Ok(());
             }

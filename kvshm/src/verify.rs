@@ -46,6 +46,7 @@ impl Report {
 impl Client {
     /// Check the whole store; see [`Report`].
     pub fn verify(&self) -> Result<Report> {
+        self.not_forked()?;
         let Ok(sess) = self.session() else {
             let mut last = Report::default();
             for _ in 0..3 {
@@ -57,22 +58,42 @@ impl Client {
             }
             return Ok(last);
         };
-        let recovered = self.recover_dead_clients()?;
+        let mut recovered = self.recover_dead_clients()?;
+        // Our slot takes the locks: another thread of this client must not write meanwhile
+        // (it would wait on a lock our slot holds and take itself for a dead owner).
+        let _g = self.guard();
         let h = self.st.mem.header();
         // Every lock, in the global order (stripes ascending, classes, span); the guards
         // release them in reverse when this scope ends, also on error.
-        let mut held = Vec::new();
+        let mut stripes = Vec::new();
         for s in 0..self.st.mem.stripe_count() {
-            held.push(sess.lock_stripe(s)?);
+            stripes.push(sess.lock_stripe(s)?);
         }
-        for cls in &h.classes {
-            held.push(sess.guard_word(&cls.lock)?);
-        }
-        held.push(sess.guard_word(&h.span_lock)?);
+        // A client that dies holding an allocator lock while we wait for it is recovered with
+        // no allocator lock held (its deferred frees may need one we took already); then we
+        // take them again from the first.
+        let alloc_locks = loop {
+            let mut held = Vec::new();
+            let mut dead = None;
+            for w in h.classes.iter().map(|c| &c.lock).chain([&h.span_lock]) {
+                match sess.guard_word_unless_dead(w)? {
+                    Ok(g) => held.push(g),
+                    Err(owner) => {
+                        dead = Some(owner);
+                        break;
+                    }
+                }
+            }
+            let Some(owner) = dead else { break held };
+            while let Some(g) = held.pop() {
+                drop(g);
+            }
+            crate::recovery::probe_and_recover(&sess, owner)?;
+            recovered += 1;
+        };
         let mut report = check(&self.st, Some(sess.me));
-        while let Some(g) = held.pop() {
-            drop(g);
-        }
+        drop(alloc_locks);
+        drop(stripes);
         report.recovered = recovered;
         Ok(report)
     }
@@ -307,7 +328,9 @@ impl Checker<'_> {
             let want = cls.free_count.load(R);
             let mut b = cls.head.load(R);
             let mut n = 0u64;
-            while b != 0 && n <= want {
+            // Bounded by what this check counted itself (free tags in the class's chunks),
+            // never by `free_count` read from the segment: a self-linked list must end.
+            while b != 0 && n <= free_tags[c] {
                 let chunk = b
                     .checked_sub(st.chunk_base)
                     .map(|d| (d >> CHUNK_SHIFT) as usize);
@@ -328,7 +351,10 @@ impl Checker<'_> {
             if b != 0 {
                 self.problem(
                     b,
-                    format!("class {c}: free list longer than its count {want}"),
+                    format!(
+                        "class {c}: free list longer than its {} free blocks (count says {want})",
+                        free_tags[c]
+                    ),
                 );
             } else if n != want || n != free_tags[c] {
                 self.problem(
@@ -374,6 +400,17 @@ impl Checker<'_> {
     }
 
     fn check_slots(&mut self) {
+        let h = self.st.mem.header();
+        let mut listed = true;
+        for (p, base) in h.slot_pages.iter().enumerate() {
+            let base = base.load(R);
+            if base == 0 {
+                listed = false;
+            } else if !listed || !crate::slots::slot_page_ok(self.st, p, base) {
+                self.problem(base, format!("client slot page {p} is not a valid page"));
+                listed = false;
+            }
+        }
         for (idx, off) in slot_list(self.st) {
             let Ok(slot) = self.st.mem.slot_at(off) else {
                 self.problem(off, format!("slot {idx} outside the segment"));

@@ -26,6 +26,7 @@ namespace KvShm
         BatchTooLarge = 17,
         TxnLogFull = 18,
         TooManyClients = 19,
+        Forked = 20,
     }
 
     [StructLayout(LayoutKind.Sequential)]

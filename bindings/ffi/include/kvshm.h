@@ -90,6 +90,11 @@ typedef enum {
    * Every client slot is in use.
    */
   KVSHM_TOO_MANY_CLIENTS = 19,
+  /**
+   * The client handle was opened by the parent of this (forked) process: open a new one
+   * here. Closing the inherited handle is allowed and touches nothing shared.
+   */
+  KVSHM_FORKED = 20,
 } kvshm_status;
 
 /**

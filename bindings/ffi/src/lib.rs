@@ -91,13 +91,16 @@ pub enum kvshm_status {
     KVSHM_TXN_LOG_FULL = 18,
     /// Every client slot is in use.
     KVSHM_TOO_MANY_CLIENTS = 19,
+    /// The client handle was opened by the parent of this (forked) process: open a new one
+    /// here. Closing the inherited handle is allowed and touches nothing shared.
+    KVSHM_FORKED = 20,
 }
 
 use kvshm_status::*;
 
 /// Every status, for tests and bindings that enumerate them.
 /// cbindgen:ignore
-pub const ALL_STATUSES: [kvshm_status; 20] = [
+pub const ALL_STATUSES: [kvshm_status; 21] = [
     KVSHM_OK,
     KVSHM_NOT_FOUND,
     KVSHM_BUFFER_TOO_SMALL,
@@ -118,6 +121,7 @@ pub const ALL_STATUSES: [kvshm_status; 20] = [
     KVSHM_BATCH_TOO_LARGE,
     KVSHM_TXN_LOG_FULL,
     KVSHM_TOO_MANY_CLIENTS,
+    KVSHM_FORKED,
 ];
 
 /// The status of a library error: one arm per [`ErrorCode`], so a new error kind in the library
@@ -138,6 +142,7 @@ pub(crate) fn status_of(e: &Error) -> kvshm_status {
         ErrorCode::BatchTooLarge => KVSHM_BATCH_TOO_LARGE,
         ErrorCode::TxnLogFull => KVSHM_TXN_LOG_FULL,
         ErrorCode::TooManyClients => KVSHM_TOO_MANY_CLIENTS,
+        ErrorCode::Forked => KVSHM_FORKED,
         ErrorCode::InvalidArgument => KVSHM_INVALID_ARGUMENT,
         ErrorCode::Io => KVSHM_IO,
     }
@@ -174,6 +179,7 @@ pub extern "C" fn kvshm_strerror(status: i32) -> *const c_char {
         KVSHM_BATCH_TOO_LARGE => c"batch too large",
         KVSHM_TXN_LOG_FULL => c"transaction log full (internal limit)",
         KVSHM_TOO_MANY_CLIENTS => c"too many clients",
+        KVSHM_FORKED => c"client inherited through fork: open a new one",
     };
     s.as_ptr()
 }
@@ -292,6 +298,7 @@ mod tests {
             ),
             (Error::TxnLogFull { capacity: 1 }, KVSHM_TXN_LOG_FULL),
             (Error::TooManyClients { max: 1 }, KVSHM_TOO_MANY_CLIENTS),
+            (Error::Forked { opened_by: 1 }, KVSHM_FORKED),
         ];
         for (e, s) in errors {
             assert_eq!(status_of(&e), s, "{e:?}");

@@ -41,6 +41,10 @@ pub struct Client {
     pub(crate) st: Store,
     slot: Option<SlotRef>,
     write: Mutex<()>,
+    /// `segment::fork_generation()` and pid when this client was opened: in a forked child
+    /// the generation differs, and every operation returns `Error::Forked`.
+    fork_generation: u64,
+    pid: u64,
 }
 
 impl Client {
@@ -64,20 +68,35 @@ impl Client {
     /// [`Client::open_read_only`] in `dir`.
     pub fn open_read_only_in(dir: impl AsRef<Path>, name: &str) -> Result<Client> {
         let path = segment::store_path(dir.as_ref(), name)?;
-        Ok(Client {
-            st: Store::attach(&path, false)?,
-            slot: None,
+        Ok(Client::new(Store::attach(&path, false)?, None))
+    }
+
+    fn new(st: Store, slot: Option<SlotRef>) -> Client {
+        Client {
+            st,
+            slot,
             write: Mutex::new(()),
-        })
+            fork_generation: segment::fork_generation(),
+            pid: segment::pid(),
+        }
+    }
+
+    /// `Err(Forked)` in a child process that inherited this client through `fork`. One
+    /// relaxed load: every operation starts with it.
+    #[inline]
+    pub(crate) fn not_forked(&self) -> Result<()> {
+        if segment::fork_generation() == self.fork_generation {
+            Ok(())
+        } else {
+            Err(Error::Forked {
+                opened_by: self.pid,
+            })
+        }
     }
 
     pub(crate) fn from_store(st: Store) -> Result<Client> {
         let slot = slots::claim_slot(&st)?;
-        let c = Client {
-            st,
-            slot: Some(slot),
-            write: Mutex::new(()),
-        };
+        let c = Client::new(st, Some(slot));
         let s = c.session()?;
         log::info!(
             "client {} (pid {}, slot {}) attached to {}",
@@ -91,6 +110,7 @@ impl Client {
 
     /// This client's session (its slot), or an error for a read-only client.
     pub(crate) fn session(&self) -> Result<Session<'_>> {
+        self.not_forked()?;
         let r = self.slot.ok_or_else(|| {
             Error::InvalidArgument("this client is read-only (open it with Client::open)".into())
         })?;
@@ -98,8 +118,14 @@ impl Client {
     }
 
     /// The in-process write mutex: one transaction log per slot, so one writer at a time.
-    pub(crate) fn guard(&self) -> MutexGuard<'_, ()> {
-        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    /// Every section of this client that takes segment locks runs under it; if such a section
+    /// panics, the guard recovers the slot's own transaction and locks before it lets go (see
+    /// [`WriteGuard`]).
+    pub(crate) fn guard(&self) -> WriteGuard<'_> {
+        WriteGuard {
+            client: self,
+            _mutex: self.write.lock().unwrap_or_else(|p| p.into_inner()),
+        }
     }
 
     /// Add to this client's counters; the slot is looked up once per operation. Read-only
@@ -194,8 +220,31 @@ impl Client {
     }
 }
 
+/// The write mutex, held. Dropped while the thread panics (a bug, or a debug assertion, inside
+/// a section that holds segment locks), it first recovers this client's own slot
+/// (`recovery::recover_own`): lock guards leave their locks held during a panic, and a live
+/// owner is never robbed, so without this every other process would wait forever.
+pub(crate) struct WriteGuard<'c> {
+    client: &'c Client,
+    _mutex: MutexGuard<'c, ()>,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        if let Ok(s) = self.client.session() {
+            if let Err(e) = recovery::recover_own(&s) {
+                log::error!("recovery after a panic failed: {e}");
+            }
+        }
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
+        // In a forked child (`session` fails): the slot is the parent's, leave it alone.
         let Ok(sess) = self.session() else { return };
         let s = sess.slot;
         let h = self.st.mem.header();

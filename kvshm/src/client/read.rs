@@ -25,6 +25,7 @@ impl Client {
     /// Copy the value of `key` into `out` (replacing its contents); returns whether the key was
     /// present. Allocates nothing once `out` has the capacity.
     pub fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+        self.not_forked()?;
         self.st.check_limits(key, None)?;
         let hash = self.st.hash(key);
         let s = self.st.stripe_of(hash);
@@ -50,6 +51,7 @@ impl Client {
 
     /// Whether `key` is present.
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        self.not_forked()?;
         self.st.check_limits(key, None)?;
         let hash = self.st.hash(key);
         let s = self.st.stripe_of(hash);
@@ -61,6 +63,7 @@ impl Client {
 
     /// Values of all `keys`, as one consistent snapshot (no write lands between them).
     pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.not_forked()?;
         for k in keys {
             self.st.check_limits(k.as_ref(), None)?;
         }
@@ -101,11 +104,23 @@ impl Client {
 
     /// Call `f(key, value)` for every key starting with `prefix`, stripe by stripe (each stripe
     /// is a consistent view; the whole scan is not a snapshot). `f` returns false to stop.
+    ///
+    /// One stripe is buffered at a time, and never more bytes than the store's committed size:
+    /// a healthy stripe holds less, so more means a torn view (retried) or a damaged table
+    /// (entries pointing at one big record many times: `Corrupt`), not an allocation of
+    /// gigabytes.
     pub fn scan(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        self.not_forked()?;
         for s in 0..self.st.mem.stripe_count() {
             let items = self.read_consistent(&[s], || {
                 let mut out = Vec::new();
+                let mut budget = self.st.mem.committed();
                 for rec in self.st.stripe_records(s)? {
+                    let (klen, vlen) = self.st.record_lens(rec)?;
+                    let need = (klen + vlen) as u64;
+                    budget = budget.checked_sub(need).ok_or_else(|| {
+                        Error::corrupt(rec, format!("stripe {s}: more record bytes than the store"))
+                    })?;
                     let mut k = Vec::new();
                     self.st.read_key(rec, &mut k)?;
                     if k.starts_with(prefix) {

@@ -303,3 +303,146 @@ pub fn stop_self() {
     // SAFETY: raise has no preconditions; the process continues after SIGCONT.
     unsafe { libc::raise(libc::SIGSTOP) };
 }
+
+// ---- fork ----
+//
+// Liveness is an OFD lock on the store file's open file description, and `fork` shares that
+// description with the child (through the descriptors *and* the shared mapping, which holds a
+// reference to the file too): a client that dies would look alive for as long as any child it
+// forked lives, and a child using the inherited `Client` would write as the parent's slot. So
+// every store descriptor and mapping is registered here, and a `pthread_atfork` child handler
+// points each descriptor at /dev/null and replaces each mapping by a read-only anonymous one
+// of the same range (reads see zeros, nothing faults, and the description, and so the lock,
+// stays the parent's alone). It also bumps the fork generation, which makes an inherited
+// `Client` refuse to run (`Error::Forked`; the child opens its own).
+
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+
+/// Incremented in every child process right after `fork`.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// A registered descriptor (-1: unused) and the mapping made from it (length 0: none). Nodes
+/// are leaked, never freed, so the child handler can walk the list without locks or
+/// allocation (what is allowed after `fork`).
+struct FdNode {
+    fd: AtomicI32,
+    map_addr: AtomicUsize,
+    map_len: AtomicUsize,
+    next: AtomicPtr<FdNode>,
+}
+
+static FD_LIST: AtomicPtr<FdNode> = AtomicPtr::new(std::ptr::null_mut());
+
+/// How many times this process's ancestors forked it (0 in the process that started).
+#[inline]
+pub fn fork_generation() -> u64 {
+    FORK_GENERATION.load(AtomicOrdering::Relaxed)
+}
+
+extern "C" fn on_fork_child() {
+    FORK_GENERATION.fetch_add(1, AtomicOrdering::Relaxed);
+    // SAFETY: open/dup2/close are async-signal-safe; the path is a static C string.
+    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if null < 0 {
+        return;
+    }
+    let mut node = FD_LIST.load(AtomicOrdering::Acquire);
+    while !node.is_null() {
+        // SAFETY: nodes are leaked `Box`es, never freed; the list is only ever prepended to.
+        let n = unsafe { &*node };
+        let fd = n.fd.load(AtomicOrdering::Acquire);
+        if fd >= 0 {
+            // SAFETY: `fd` is a descriptor of this (child) process inherited from the parent;
+            // dup2 replaces it atomically and keeps its number, so the `File` that owns it
+            // closes /dev/null later instead of the store's description.
+            unsafe { libc::dup2(null, fd) };
+            let (addr, len) = (
+                n.map_addr.load(AtomicOrdering::Acquire),
+                n.map_len.load(AtomicOrdering::Acquire),
+            );
+            if len > 0 {
+                // SAFETY: `addr..addr+len` is the store mapping this process inherited (still
+                // owned by its `Mem`, which unmaps the range on drop); MAP_FIXED replaces it
+                // in place by anonymous read-only zero pages, so no reference to the store
+                // file remains and no address in the range faults.
+                unsafe {
+                    libc::mmap(
+                        addr as *mut libc::c_void,
+                        len,
+                        libc::PROT_READ,
+                        libc::MAP_PRIVATE
+                            | libc::MAP_ANONYMOUS
+                            | libc::MAP_FIXED
+                            | libc::MAP_NORESERVE,
+                        -1,
+                        0,
+                    )
+                };
+            }
+        }
+        node = n.next.load(AtomicOrdering::Acquire);
+    }
+    // SAFETY: `null` is our own descriptor, opened above.
+    unsafe { libc::close(null) };
+}
+
+/// Register a store descriptor and the mapping made from it, if any (see the section
+/// comment). Installs the fork handler once.
+pub fn register_fork_fd(file: &File, map: Option<(usize, usize)>) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: registers a plain function with no captured state; it stays valid for the
+        // life of the process.
+        unsafe { libc::pthread_atfork(None, None, Some(on_fork_child)) };
+    });
+    let fd = file.as_raw_fd();
+    let (addr, len) = map.unwrap_or((0, 0));
+    let mut node = FD_LIST.load(AtomicOrdering::Acquire);
+    while !node.is_null() {
+        // SAFETY: as in `on_fork_child`.
+        let n = unsafe { &*node };
+        // Claim a free node (-2 while we fill it, so the child handler skips it), then publish.
+        if n.fd
+            .compare_exchange(-1, -2, AtomicOrdering::AcqRel, AtomicOrdering::Relaxed)
+            .is_ok()
+        {
+            n.map_addr.store(addr, AtomicOrdering::Relaxed);
+            n.map_len.store(len, AtomicOrdering::Relaxed);
+            n.fd.store(fd, AtomicOrdering::Release);
+            return;
+        }
+        node = n.next.load(AtomicOrdering::Acquire);
+    }
+    let new = Box::into_raw(Box::new(FdNode {
+        fd: AtomicI32::new(fd),
+        map_addr: AtomicUsize::new(addr),
+        map_len: AtomicUsize::new(len),
+        next: AtomicPtr::new(FD_LIST.load(AtomicOrdering::Acquire)),
+    }));
+    loop {
+        // SAFETY: `new` is ours until published by the CAS below.
+        let head = unsafe { &*new }.next.load(AtomicOrdering::Relaxed);
+        match FD_LIST.compare_exchange(head, new, AtomicOrdering::AcqRel, AtomicOrdering::Acquire) {
+            Ok(_) => return,
+            // SAFETY: as above.
+            Err(h) => unsafe { &*new }.next.store(h, AtomicOrdering::Relaxed),
+        }
+    }
+}
+
+/// Forget a store descriptor before it is closed (its number may be reused by any file).
+pub fn unregister_fork_fd(file: &File) {
+    let fd = file.as_raw_fd();
+    let mut node = FD_LIST.load(AtomicOrdering::Acquire);
+    while !node.is_null() {
+        // SAFETY: as in `on_fork_child`.
+        let n = unsafe { &*node };
+        if n.fd
+            .compare_exchange(fd, -1, AtomicOrdering::AcqRel, AtomicOrdering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+        node = n.next.load(AtomicOrdering::Acquire);
+    }
+}

@@ -62,10 +62,17 @@ pub fn lock<W: LockWord, E>(
     }
     loop {
         let cur = word.load(Ordering::Relaxed);
-        if cur == 0 {
-            // We may not be the only waiter: keep WAITERS so our unlock wakes the next one.
+        if cur & OWNER_MASK == 0 {
+            // Free. We may not be the only waiter: keep WAITERS so our unlock wakes the next
+            // one. (`cur` may be WAITERS alone: no code path leaves that, but a damaged word
+            // must not make every locker sleep forever, so an owner-less word is free.)
             if word
-                .compare_exchange(0, tag(slot) | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(
+                    cur,
+                    tag(slot) | WAITERS,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
             {
                 return Ok(());
@@ -143,6 +150,23 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(n.load(Ordering::Relaxed), 80_000);
+    }
+
+    /// Regression (issue 11, item 1): a word holding only WAITERS (no owner) made every
+    /// locker sleep-loop forever.
+    #[test]
+    fn a_word_with_waiters_but_no_owner_is_free() {
+        let w = AtomicU32::new(WAITERS);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = Arc::new(w);
+        let w2 = w.clone();
+        std::thread::spawn(move || {
+            let r = lock::<_, ()>(&*w2, 5, |_| Ok(()));
+            tx.send(r).unwrap();
+        });
+        let r = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(r, Ok(Ok(())), "locker hung on an owner-less word");
+        assert_eq!(owner(w.load(Ordering::Relaxed)), Some(5));
     }
 
     #[test]

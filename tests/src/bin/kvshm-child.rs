@@ -2,7 +2,7 @@
 //!
 //! Prints one line per acknowledged operation (flushed), so a parent that SIGKILLs it knows
 //! exactly which writes were acknowledged before the kill.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -44,6 +44,8 @@ fn main() {
             std::thread::sleep(Duration::from_secs(3600));
         }
         "crash" => crash_scenario(dir, name, &rest[0]),
+        "fork" => fork_child(dir, name, &rest[0]),
+        "panic-put" => panic_put(open(), &rest[0]),
         "fill" => fill(open(), &rest[0]),
         "probe" => probe(dir, name),
         "writer" => writer(open(), rest[0].parse().expect("id"), &rest[1]),
@@ -275,4 +277,71 @@ fn probe(dir: &str, name: &str) {
         Err(e) => out(format!("attach: {e}")),
     }
     out("done");
+}
+
+/// `fork` (the one place this binary needs `unsafe`).
+#[allow(unsafe_code)]
+fn fork() -> i32 {
+    // SAFETY: the child only runs straight-line code of this process's own (it makes no
+    // use of other threads' state: this binary is single-threaded here) and ends with `exit`.
+    unsafe { libc::fork() }
+}
+
+/// Fork with a client open. `then` = "check": the child must get `Forked` from the inherited
+/// client and work with a new one (exit 0 if so). `then` = "sleep-then-crash": the child
+/// sleeps (keeping the inherited descriptors) while the parent prints the child's pid and
+/// then runs the crash scenario put-update (expected to die at `KVSHM_CRASH_AT`).
+fn fork_child(dir: &str, name: &str, then: &str) {
+    let c = Client::open_in(dir, name).expect("attach");
+    c.put(b"before-fork", b"1").expect("put");
+    let pid = fork();
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        if then == "sleep-then-crash" {
+            std::thread::sleep(Duration::from_secs(120));
+            std::process::exit(0);
+        }
+        let forked = |r: kvshm::Result<()>| matches!(r, Err(kvshm::Error::Forked { .. }));
+        let ok = forked(c.put(b"k", b"v"))
+            && forked(c.get(b"before-fork").map(|_| ()))
+            && forked(c.remove(b"before-fork").map(|_| ()))
+            && forked(c.verify().map(|_| ()))
+            && forked(c.scan(b"", |_, _| true));
+        drop(c); // touches nothing shared
+        let mine = Client::open_in(dir, name).expect("attach in the child");
+        let ok = ok
+            && mine.put(b"from-forked-child", b"2").is_ok()
+            && mine.get(b"before-fork").ok().flatten().as_deref() == Some(&b"1"[..]);
+        std::process::exit(if ok { 0 } else { 1 });
+    }
+    if then == "sleep-then-crash" {
+        out(format!("child {pid}"));
+        c.put(b"crash-key", b"new-value-that-is-longer").unwrap();
+        out("ack");
+        return;
+    }
+    let mut status = 0;
+    #[allow(unsafe_code)]
+    // SAFETY: waits for our own child; `status` is a valid out pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    // The parent's client was not disturbed by the child.
+    c.put(b"after-fork", b"3")
+        .expect("parent put after the child");
+    out(if ok { "child ok" } else { "child failed" });
+}
+
+/// A put that panics at the crash point (`KVSHM_CRASH_ACTION=panic`), caught; then write the
+/// flag file and stay alive (the lock holder is alive: nobody may rob it), until killed.
+fn panic_put(c: Client, flag: &str) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.put(b"crash-key", b"new-value-that-is-longer")
+    }));
+    assert!(r.is_err(), "the crash point did not panic");
+    std::fs::write(flag, "panicked").expect("flag");
+    // The client stays usable after its own recovery.
+    c.put(b"after-panic", b"ok").expect("put after the panic");
+    std::fs::write(flag, "continued").expect("flag");
+    std::thread::sleep(Duration::from_secs(120));
 }

@@ -26,8 +26,15 @@ static int passed, failed;
 #define B(s) (const uint8_t *)(s), strlen(s)
 
 static char name[200], name2[200];
+static kvshm_client *inherited; /* the parent's client, inherited by fork */
 
 static void child_writer(void) {
+    /* The parent's client is not ours: refused, and closing it touches nothing shared. */
+    uint8_t b0[8];
+    size_t l0 = 0;
+    if (kvshm_put(inherited, B("from-inherited"), B("x")) != KVSHM_FORKED) _exit(14);
+    if (kvshm_get(inherited, B("parent-key"), b0, sizeof b0, &l0) != KVSHM_FORKED) _exit(15);
+    if (kvshm_client_close(inherited) != KVSHM_OK) _exit(16);
     kvshm_client *c = NULL;
     if (kvshm_client_open(name, NULL, &c) != KVSHM_OK) _exit(10);
     for (int i = 0; i < 100; i++) {
@@ -54,7 +61,7 @@ int main(int argc, char **argv) {
     snprintf(name2, sizeof name2, "%s-small", argv[1]);
 
     /* strerror: every status has a message, unknown values too. */
-    for (int s = KVSHM_OK; s <= KVSHM_TOO_MANY_CLIENTS; s++) CHECK(kvshm_strerror(s) && strlen(kvshm_strerror(s)) > 0);
+    for (int s = KVSHM_OK; s <= KVSHM_FORKED; s++) CHECK(kvshm_strerror(s) && strlen(kvshm_strerror(s)) > 0);
     CHECK(strcmp(kvshm_strerror(999), "unknown status") == 0);
 
     kvshm_config cfg;
@@ -71,6 +78,7 @@ int main(int argc, char **argv) {
     kvshm_client *hc = NULL;
     CHECK(kvshm_host_client(host, &hc) == KVSHM_OK);
     CHECK(kvshm_put(hc, B("parent-key"), B("parent-value")) == KVSHM_OK);
+    inherited = hc;
 
     /* A second process writes; we see its keys at once. */
     pid_t pid = fork();
