@@ -270,21 +270,31 @@ fn cmd_set(
     value: Option<&OsString>,
     file: Option<&Path>,
 ) -> kvshm::Result<u8> {
-    let v = match (value, file) {
-        (Some(v), _) if v == "-" => {
-            let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf)?;
-            buf
+    let c = writable(cli)?;
+    // Read at most one byte more than the store takes: `--file /dev/zero` must not eat memory.
+    let max = c.limits().1;
+    let bounded = |r: &mut dyn Read| -> kvshm::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        r.take(max as u64 + 1).read_to_end(&mut buf)?;
+        if buf.len() > max {
+            return Err(Error::ValueTooLong {
+                len: buf.len(),
+                max,
+            });
         }
+        Ok(buf)
+    };
+    let v = match (value, file) {
+        (Some(v), _) if v == "-" => bounded(&mut std::io::stdin().lock())?,
         (Some(v), _) => bytes(v).to_vec(),
-        (None, Some(f)) => std::fs::read(f)?,
+        (None, Some(f)) => bounded(&mut std::fs::File::open(f)?)?,
         (None, None) => {
             return Err(Error::InvalidArgument(
                 "set needs a VALUE, --file F, or - for stdin".into(),
             ))
         }
     };
-    writable(cli)?.put(bytes(key), &v)?;
+    c.put(bytes(key), &v)?;
     println!("OK");
     Ok(0)
 }
@@ -377,9 +387,10 @@ fn cmd_dump(cli: &Cli, file: &Path) -> kvshm::Result<u8> {
 
 fn cmd_load(cli: &Cli, file: &Path, replace: bool) -> kvshm::Result<u8> {
     let c = writable(cli)?;
-    let total = c.check_snapshot(file)?.keys;
-    let bar = progress(total, "loading");
-    let info = c.load_file(file, replace, |n| bar.set_position(n))?;
+    // One read of the file: validated whole, then applied from the same bytes.
+    let snap = c.read_snapshot_file(file)?;
+    let bar = progress(snap.info().keys, "loading");
+    let info = snap.apply(&c, replace, |n| bar.set_position(n))?;
     bar.finish_and_clear();
     eprintln!("loaded {} keys from {}", info.keys, file.display());
     Ok(0)
@@ -566,6 +577,12 @@ fn stats_table(cli: &Cli, c: &Client, s: &Stats) -> String {
 fn watch(cli: &Cli, count: Option<u64>, interval: f64) -> kvshm::Result<()> {
     let c = read_only(cli)?;
     let tty = std::io::stdout().is_terminal();
+    // `--interval inf` or NaN made from_secs_f64 panic: accept 0.05 s .. 1 day.
+    if !interval.is_finite() || interval > 86_400.0 {
+        return Err(Error::InvalidArgument(format!(
+            "--interval {interval}: give seconds between 0.05 and 86400"
+        )));
+    }
     let period = Duration::from_secs_f64(interval.max(0.05));
     let mut prev = c.stats();
     let mut at = Instant::now();

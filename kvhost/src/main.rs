@@ -97,10 +97,8 @@ fn init_logging(s: &Settings) -> Result<(), String> {
         b.parse_filters(&spec);
     }
     if let Some(path) = &s.log_file {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        // Trace logs hold keys: 0600, no symlink, a file of ours.
+        let f = kvshm::open_private_append(path)
             .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
         b.target(env_logger::Target::Pipe(Box::new(f)));
     }

@@ -187,11 +187,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = |mul: u64| {
+        n.checked_mul(mul)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("duration {s:?} is too long"))
+    };
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => secs(60)?,
+        "h" => secs(3600)?,
         u => {
             return Err(format!(
                 "bad duration unit {u:?} in {s:?} (use ms, s, m, h)"

@@ -310,18 +310,16 @@ impl<'a> Allocator<'a> {
         Ok(())
     }
 
+    /// Zero chunks `idx..idx+k` by storing zeros. (Punching a hole and re-allocating the
+    /// range left it sparse whenever the re-allocation failed, and a later touch of a sparse
+    /// page under memory pressure is SIGBUS, what growth takes care to avoid. Giving pages
+    /// back to the OS is the job of the memory reclaim of a later issue, which must keep the
+    /// chunk unusable until it is re-backed.)
     fn zero_chunks(&self, idx: u64, k: u64) -> Result<()> {
         let off = self.chunk_offset(idx);
-        let len = k * CHUNK_SIZE;
-        let words = self.st.mem.words(off, len / 8)?;
-        if !crate::segment::punch_hole(&self.st.file, off, len) {
-            for w in words {
-                w.store(0, R);
-            }
+        for w in self.st.mem.words(off, k * CHUNK_SIZE / 8)? {
+            w.store(0, R);
         }
-        // Punching a hole leaves the pages allocated-on-demand again: re-back them so a later
-        // touch cannot SIGBUS when memory is short (the store stays non-sparse).
-        crate::segment::allocate_range(&self.st.file, off, len)?;
         Ok(())
     }
 

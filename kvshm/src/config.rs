@@ -136,6 +136,14 @@ impl Config {
         if self.mode & !0o777 != 0 {
             return bad("mode must be permission bits only (e.g. 0o600)".into());
         }
+        if self.mode & 0o022 != 0 {
+            // Anyone who can write the file can truncate it: every client would die of SIGBUS.
+            return bad(format!(
+                "mode {:o} lets group or others write the store file (use 0600, or 0640/0644: \
+                 other users still cannot attach, the owner check refuses them)",
+                self.mode
+            ));
+        }
         let g = Geometry::new(self.stripes, self.max_size)?;
         if self.max_size < g.min_committed() {
             return bad(format!(
@@ -217,5 +225,12 @@ mod tests {
         assert!(Config::default().max_key_len(0).validate().is_err());
         assert!(Config::default().max_size(512 << 10).validate().is_err());
         assert!(Config::default().mode(0o4777).validate().is_err());
+        // Regression (issue 11, item 13): group/other write bits were accepted.
+        for m in [0o666, 0o777, 0o620, 0o602] {
+            assert!(Config::default().mode(m).validate().is_err(), "{m:o}");
+        }
+        for m in [0o600, 0o640, 0o644, 0o400] {
+            assert!(Config::default().mode(m).validate().is_ok(), "{m:o}");
+        }
     }
 }

@@ -45,7 +45,7 @@ impl Client {
     pub fn compact_stripe(&self, s: usize) -> Result<bool> {
         let stripe = self.st.mem.stripe(s);
         let (count, tombs) = (stripe.count.load(R), stripe.tombstones.load(R));
-        if tombs < 8 || tombs * 3 < count + tombs {
+        if tombs < 8 || tombs.saturating_mul(3) < count.saturating_add(tombs) {
             return Ok(false);
         }
         let sess = self.session()?;

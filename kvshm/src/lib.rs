@@ -49,8 +49,8 @@ pub use config::{default_dir, Config, MAX_KEY_LIMIT, MAX_VALUE_LIMIT};
 pub use error::{Error, ErrorCode, Result};
 pub use host::Host;
 pub use housekeeping::Housekeeping;
-pub use segment::{store_path, validate_name, DEFAULT_DIR};
-pub use snapshot::{read_snapshot, write_snapshot, SnapshotInfo};
+pub use segment::{open_private_append, store_path, validate_name, DEFAULT_DIR};
+pub use snapshot::{read_snapshot, write_snapshot, LoadedSnapshot, SnapshotInfo};
 pub use stats::{human_bytes, ClientInfo, Stats};
 pub use verify::Report;
 

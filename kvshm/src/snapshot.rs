@@ -229,21 +229,23 @@ impl Client {
         let file_name = path.file_name().ok_or_else(|| {
             Error::InvalidArgument(format!("{} is not a file path", path.display()))
         })?;
+        // An unpredictable name, created exclusively: nobody can plant it, and we remove only
+        // a file we created.
         let tmp = dir.join(format!(
-            ".{}.tmp-{}",
+            ".{}.tmp-{:016x}",
             file_name.to_string_lossy(),
-            std::process::id()
+            crate::segment::random_u64()
         ));
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
         let result = (|| {
-            let f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let mut w = BufWriter::with_capacity(1 << 20, &f);
             let info = write_snapshot(self, &mut w, progress)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&tmp, path)?;
             File::open(dir)?.sync_all()?;
             Ok(info)
@@ -256,44 +258,109 @@ impl Client {
 
     /// Check a snapshot file against this store's limits without changing anything.
     pub fn check_snapshot(&self, path: &Path) -> Result<SnapshotInfo> {
-        let f = File::open(path)?;
-        let len = f.metadata()?.len();
-        read_snapshot(f, len, self.limits(), |_, _| Ok(()))
+        Ok(self.read_snapshot_file(path)?.info)
     }
 
-    /// Load a snapshot file: the whole file is validated first (nothing changes if it is bad),
-    /// then its pairs are stored in batches. With `replace`, keys not in the snapshot are
-    /// removed first. A store that fills up mid-load reports `StoreFull` with what was loaded
-    /// kept.
+    /// Read a snapshot file once, whole, and validate it (checksum, limits, counts): what
+    /// [`LoadedSnapshot::apply`] then stores comes from this one read, so a file that changes
+    /// meanwhile cannot half-load. A file larger than the store's maximum size is refused
+    /// before anything is read (that bounds the memory this takes).
+    pub fn read_snapshot_file(&self, path: &Path) -> Result<LoadedSnapshot> {
+        let mut f = crate::segment::open_regular_file(path)?;
+        let len = f.metadata()?.len();
+        if len > self.st.reserve {
+            return Err(bad(
+                0,
+                format!(
+                    "{len} bytes is more than this store can hold ({} bytes)",
+                    self.st.reserve
+                ),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        (&mut f).take(len).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != len {
+            return Err(bad(bytes.len() as u64, "file changed size while read"));
+        }
+        let info = read_snapshot(&bytes[..], len, self.limits(), |_, _| Ok(()))?;
+        Ok(LoadedSnapshot { bytes, info })
+    }
+
+    /// Load a snapshot file: read once and validated whole first (nothing changes if it is
+    /// bad), then its pairs are stored in batches. With `replace`, keys not in the snapshot
+    /// are removed first. A store that fills up mid-load reports `StoreFull` with what was
+    /// loaded kept.
     pub fn load_file(
         &self,
         path: &Path,
         replace: bool,
+        progress: impl FnMut(u64),
+    ) -> Result<SnapshotInfo> {
+        self.read_snapshot_file(path)?
+            .apply(self, replace, progress)
+    }
+}
+
+/// A snapshot file read into memory and validated ([`Client::read_snapshot_file`]).
+#[derive(Debug)]
+pub struct LoadedSnapshot {
+    bytes: Vec<u8>,
+    info: SnapshotInfo,
+}
+
+impl LoadedSnapshot {
+    /// What the file holds.
+    pub fn info(&self) -> &SnapshotInfo {
+        &self.info
+    }
+
+    /// Store the snapshot's pairs into `client` (see [`Client::load_file`]); `progress` gets
+    /// the number of pairs stored so far.
+    pub fn apply(
+        &self,
+        client: &Client,
+        replace: bool,
         mut progress: impl FnMut(u64),
     ) -> Result<SnapshotInfo> {
-        let info = self.check_snapshot(path)?;
         if replace {
-            let keys = self.keys(b"")?;
+            let keys = client.keys(b"")?;
             for chunk in keys.chunks(LOAD_BATCH) {
-                self.remove_many(chunk)?;
+                client.remove_many(chunk)?;
             }
         }
-        let f = File::open(path)?;
-        let len = f.metadata()?.len();
-        let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(LOAD_BATCH);
+        let mut batch: Vec<(&[u8], &[u8])> = Vec::with_capacity(LOAD_BATCH);
         let mut done = 0u64;
-        read_snapshot(f, len, self.limits(), |k, v| {
-            batch.push((k.to_vec(), v.to_vec()));
+        for_each_entry(&self.bytes, |k, v| {
+            batch.push((k, v));
             if batch.len() == LOAD_BATCH {
-                self.put_many(&batch)?;
+                client.put_many(&batch)?;
                 done += batch.len() as u64;
                 batch.clear();
                 progress(done);
             }
             Ok(())
         })?;
-        self.put_many(&batch)?;
-        progress(info.keys);
-        Ok(info)
+        client.put_many(&batch)?;
+        progress(self.info.keys);
+        Ok(self.info)
     }
+}
+
+/// The entries of a snapshot already validated by `read_snapshot`, borrowed from its bytes.
+fn for_each_entry<'b>(
+    bytes: &'b [u8],
+    mut each: impl FnMut(&'b [u8], &'b [u8]) -> Result<()>,
+) -> Result<()> {
+    let end = bytes.len() - TRAILER_LEN as usize;
+    let mut pos = HEADER_LEN as usize;
+    while pos < end {
+        let klen = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let vlen =
+            u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
+        let k = &bytes[pos + 8..pos + 8 + klen];
+        let v = &bytes[pos + 8 + klen..pos + 8 + klen + vlen];
+        each(k, v)?;
+        pos += 8 + klen + vlen;
+    }
+    Ok(())
 }

@@ -60,7 +60,8 @@ pub struct Stats {
 }
 
 impl Client {
-    /// Current metrics.
+    /// Current metrics. Sums of words read from the segment saturate: a damaged word gives a
+    /// wrong figure, never a panic (debug builds) or a wrapped one.
     pub fn stats(&self) -> Stats {
         let st = &self.st;
         let h = st.mem.header();
@@ -79,9 +80,9 @@ impl Client {
         for i in 0..st.mem.stripe_count() {
             let stripe = st.mem.stripe(i);
             let n = stripe.count.load(R);
-            s.keys += n;
+            s.keys = s.keys.saturating_add(n);
             s.max_stripe_keys = s.max_stripe_keys.max(n);
-            s.value_bytes += stripe.value_bytes.load(R);
+            s.value_bytes = s.value_bytes.saturating_add(stripe.value_bytes.load(R));
         }
         let mut totals = [0u64; COUNTERS];
         for (i, t) in totals.iter_mut().enumerate() {
@@ -96,7 +97,7 @@ impl Client {
             }
             let c = |k: Counter| slot.counters[k as usize].load(R);
             for (i, t) in totals.iter_mut().enumerate() {
-                *t += slot.counters[i].load(R);
+                *t = t.saturating_add(slot.counters[i].load(R));
             }
             let waiting = slot.waiting_on.load(R);
             s.clients.push(ClientInfo {
@@ -121,7 +122,8 @@ impl Client {
         s.retries = totals[Counter::Retries as usize];
         let mut free = 0u64;
         for (c, cls) in h.classes.iter().enumerate() {
-            free += cls.free_count.load(R) * CLASS_SIZES[c] as u64;
+            free =
+                free.saturating_add(cls.free_count.load(R).saturating_mul(CLASS_SIZES[c] as u64));
         }
         let committed_chunks = s.committed_bytes.saturating_sub(st.chunk_base) / CHUNK_SIZE;
         let map = st.mem.chunk_map();
@@ -130,7 +132,9 @@ impl Client {
             .take(committed_chunks as usize)
             .filter(|e| e.load(R) == CHUNK_FREE)
             .count() as u64;
-        s.free_bytes = (free + free_chunks * CHUNK_SIZE).min(s.committed_bytes);
+        s.free_bytes = free
+            .saturating_add(free_chunks * CHUNK_SIZE)
+            .min(s.committed_bytes);
         s.used_bytes = s.committed_bytes - s.free_bytes;
         if segment::ofd_is_locked(&st.file, segment::HOST_LOCK_BYTE).unwrap_or(false) {
             s.host_pid = Some(h.host_pid.load(R));

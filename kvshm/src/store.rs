@@ -73,6 +73,7 @@ impl Store {
     /// Create and format a new store file. The file is removed again if formatting fails.
     pub fn format(name: &str, cfg: &Config) -> Result<Store> {
         cfg.validate()?;
+        segment::check_dir(&cfg.dir)?;
         let path = segment::store_path(&cfg.dir, name)?;
         let geo = Geometry::new(cfg.stripes, cfg.max_size)?;
         let file = segment::create_file(&path, cfg.mode)?;
@@ -122,6 +123,9 @@ impl Store {
 
     /// Attach to an existing store file, validating everything before mapping it.
     pub fn attach(path: &Path, writable: bool) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            segment::check_dir(dir)?;
+        }
         let file = segment::open_file(path, writable)?;
         let file_len = file.metadata()?.len();
         let incompatible = |what: String| Err(Error::Incompatible { what });

@@ -404,3 +404,47 @@ fn an_emptied_full_store_takes_records_of_another_size() {
     let r = c.verify().unwrap();
     assert!(r.is_ok(), "{:?}", r.problems);
 }
+
+/// Regression (issue 11, item 8): verify did not take the client's write mutex, so another
+/// thread of the same `Client` waiting on a lock verify held took its own slot for a dead
+/// owner: `Corrupt` in release builds, a debug-assert panic in debug builds.
+#[test]
+fn verify_and_writes_on_one_client_from_two_threads_never_fail() {
+    let t = TestStore::new("verifythreads", Config::default().stripes(16));
+    let c = std::sync::Arc::new(t.client());
+    for i in 0..20_000u32 {
+        c.put(&i.to_le_bytes(), &[1u8; 50]).unwrap();
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (c, done) = (c.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            let mut i = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    c.put(&(i % 20_000).to_le_bytes(), &[2u8; 60])
+                })) {
+                    Ok(Ok(())) => ok += 1,
+                    Ok(Err(e)) => failed.push(e.to_string()),
+                    Err(_) => failed.push("panic".into()),
+                }
+                i += 1;
+            }
+            (ok, failed)
+        })
+    };
+    for _ in 0..5 {
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:?}", r.problems);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = writer.join().unwrap();
+    assert!(ok > 0);
+    assert!(
+        failed.is_empty(),
+        "{} puts failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+}

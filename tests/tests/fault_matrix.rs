@@ -417,3 +417,42 @@ fn a_record_replaced_while_its_writer_is_being_recovered_is_freed() {
     );
     t.assert_verified();
 }
+
+/// Regression (issue 11, item 9): a writer that died while verify waited on its class lock was
+/// recovered *inside* verify, whose deferred frees needed a class lock verify already held:
+/// `Corrupt`, so kvhost refused a healthy store at adoption.
+#[test]
+fn a_writer_that_dies_while_verify_waits_on_its_class_lock_is_no_damage() {
+    let t = TestStore::new("verify-dies", Config::default().stripes(4), CHILD);
+    t.host().put(b"big", &[1u8; 3000]).unwrap();
+    t.host().put(b"small", b"0123456789").unwrap();
+    // Freeze the writer in its first deferred free: it holds the big record's class lock, and
+    // the small record (a smaller class, which verify locks first) is still to be freed.
+    let mut writer = t.spawn(
+        "crash",
+        &["put-two-sizes"],
+        &[
+            ("KVSHM_CRASH_AT", "free.tagged"),
+            ("KVSHM_CRASH_ACTION", "stop"),
+        ],
+    );
+    wait_for("the writer to stop", Duration::from_secs(30), || {
+        process_state(writer.pid()) == 'T'
+    });
+    let (dir, name) = (t.dir.clone(), t.name.clone());
+    let verify = std::thread::spawn(move || {
+        let c = Client::open_in(&dir, &name).unwrap();
+        c.verify()
+    });
+    std::thread::sleep(Duration::from_millis(500)); // verify now waits on the big class
+    assert!(
+        !verify.is_finished(),
+        "verify did not wait for the stopped writer"
+    );
+    writer.kill();
+    let report = verify.join().unwrap().expect("verify must not fail");
+    assert!(report.is_ok(), "{:#?}", report.problems);
+    assert_eq!(t.host().get(b"big").unwrap().as_deref(), Some(&b"x"[..]));
+    assert_eq!(t.host().get(b"small").unwrap().as_deref(), Some(&b"y"[..]));
+    t.assert_verified();
+}

@@ -80,6 +80,76 @@ pub fn open_file(path: &Path, writable: bool) -> Result<File> {
     Ok(f)
 }
 
+/// Open a file to read (a snapshot to load) the way store files are opened: no symlink at
+/// the last component, a regular file, owned by us (root may open any), and not writable by
+/// group or others (anybody could have changed it).
+pub fn open_regular_file(path: &Path) -> Result<File> {
+    let f = open_file(path, false)?;
+    let mode = f.metadata()?.mode();
+    if mode & 0o022 != 0 {
+        return Err(Error::PermissionDenied {
+            path: format!(
+                "{} (mode {:o}: writable by group or others)",
+                path.display(),
+                mode & 0o777
+            ),
+        });
+    }
+    Ok(f)
+}
+
+/// Create (or append to) a file only we may read and write, such as a log that holds keys:
+/// no symlink at the last component, created 0600, an existing one must be a regular file
+/// we own (root may use any) and is made 0600.
+pub fn open_private_append(path: &Path) -> Result<File> {
+    let f = open_raw(
+        path,
+        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NONBLOCK,
+        0o600,
+    )?;
+    let md = f.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if !md.file_type().is_file() || (euid != 0 && md.uid() != euid) {
+        return Err(Error::PermissionDenied {
+            path: format!("{} (not a regular file of ours)", path.display()),
+        });
+    }
+    // SAFETY: the descriptor is owned by `f`, alive for the call.
+    if unsafe { libc::fchmod(f.as_raw_fd(), 0o600) } != 0 {
+        return Err(Error::Io(io::Error::last_os_error()));
+    }
+    Ok(f)
+}
+
+/// A directory stores may live in: one that no other user can write to without the sticky
+/// bit (they could replace or remove a store file), owned by us or by root.
+pub fn check_dir(dir: &Path) -> Result<()> {
+    let md = std::fs::metadata(dir).map_err(|e| path_err(e, dir))?;
+    if !md.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let mode = md.mode();
+    let shared_writable = mode & 0o022 != 0 && mode & libc::S_ISVTX == 0;
+    if (md.uid() != euid && md.uid() != 0) || shared_writable {
+        return Err(Error::PermissionDenied {
+            path: format!(
+                "{} (directory owned by uid {} with mode {:o}: other users could replace \
+                 store files; use a directory of your own or one with the sticky bit)",
+                dir.display(),
+                md.uid(),
+                mode & 0o7777
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Remove the store file.
 pub fn remove_file(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(|e| path_err(e, path))
@@ -115,34 +185,6 @@ pub fn allocate(file: &File, from: u64, to: u64) -> Result<()> {
             _ => Err(Error::Io(e)),
         };
     }
-}
-
-/// Make sure bytes `off..off+len` of the file are allocated (after a hole was punched).
-pub fn allocate_range(file: &File, off: u64, len: u64) -> Result<()> {
-    // SAFETY: plain syscall on an fd owned by `file`.
-    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(Error::StoreFull {
-            hint: "no memory left to back a freed span",
-        })
-    }
-}
-
-/// Give the pages of `off..off+len` back to the system; they read as zero afterwards.
-/// Returns false where the file system cannot punch holes (the caller zeroes by hand).
-pub fn punch_hole(file: &File, off: u64, len: u64) -> bool {
-    // SAFETY: plain syscall on an fd owned by `file`.
-    let r = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            off as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    r == 0
 }
 
 fn flock_for(byte: u64, kind: libc::c_short) -> libc::flock {

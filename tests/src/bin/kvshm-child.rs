@@ -48,6 +48,7 @@ fn main() {
         "panic-put" => panic_put(open(), &rest[0]),
         "fill" => fill(open(), &rest[0]),
         "probe" => probe(dir, name),
+        "probe-attached" => probe_attached(dir, name, &rest[0]),
         "writer" => writer(open(), rest[0].parse().expect("id"), &rest[1]),
         "reader" => reader(
             open(),
@@ -76,6 +77,13 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
         }
         "remove" => {
             c.remove(b"crash-key").unwrap();
+            out("ack");
+        }
+        "put-two-sizes" => {
+            // Replaces a big and a small record: the deferred frees are the big one's (a big
+            // class) first, then the small one's (a smaller class).
+            c.put_many(&[(&b"big"[..], &b"x"[..]), (&b"small"[..], &b"y"[..])])
+                .unwrap();
             out("ack");
         }
         "put-many" => {
@@ -239,8 +247,41 @@ fn fill(c: Client, prefix: &str) {
 
 /// Exercise a possibly damaged store: every call must return (an error is fine); a crash or a
 /// hang is what the fuzz test looks for. Prints what happened.
+/// Cap this process's address space: an allocation sized from damaged segment data then fails
+/// (an abort the probe's parent sees) instead of quietly succeeding on a big machine.
+#[allow(unsafe_code)]
+fn limit_address_space(bytes: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: a valid rlimit struct for the duration of the call.
+    unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+}
+
 fn probe(dir: &str, name: &str) {
-    match Client::open_read_only_in(dir, name) {
+    limit_address_space(2 << 30);
+    run_probe(
+        Client::open_read_only_in(dir, name),
+        Client::open_in(dir, name),
+    );
+}
+
+/// Attach first, write "attached" to `flag`, wait until it says "go" (the parent damages the
+/// store meanwhile), then probe with the clients attached before the damage.
+fn probe_attached(dir: &str, name: &str, flag: &str) {
+    limit_address_space(2 << 30);
+    let ro = Client::open_read_only_in(dir, name);
+    let rw = Client::open_in(dir, name);
+    std::fs::write(flag, "attached").expect("flag");
+    while std::fs::read_to_string(flag).map_or(true, |s| s != "go") {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    run_probe(ro, rw);
+}
+
+fn run_probe(ro: kvshm::Result<Client>, rw: kvshm::Result<Client>) {
+    match ro {
         Ok(ro) => {
             out(format!(
                 "ro verify: {:?}",
@@ -255,7 +296,7 @@ fn probe(dir: &str, name: &str) {
         }
         Err(e) => out(format!("ro attach: {e}")),
     }
-    match Client::open_in(dir, name) {
+    match rw {
         Ok(c) => {
             out(format!(
                 "verify: {:?}",
@@ -272,6 +313,10 @@ fn probe(dir: &str, name: &str) {
                 c.put_many(&[(b"a".as_slice(), b"1".as_slice()), (b"b", b"2")])
             ));
             out(format!("scan: {:?}", c.keys(b"key-").map(|k| k.len())));
+            let stripes = c.stats().stripes as usize;
+            let compacted: Vec<_> = (0..stripes).map(|s| c.compact_stripe(s)).collect();
+            out(format!("compact: {compacted:?}"));
+            out(format!("recover: {:?}", c.recover_dead_clients()));
             let _ = c.stats();
         }
         Err(e) => out(format!("attach: {e}")),

@@ -1,0 +1,200 @@
+//! Files and inputs a user or another user controls (issue 11, items 13 and 14): store file
+//! modes, shared store directories, snapshot and log files, and command-line values that used
+//! to panic or read without bound. The real `kvhost` and `kvcli` binaries.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use kvshm::{Config, Host};
+use kvshm_tests::{workspace_bin, StoreName, TestStore};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
+
+/// A scratch directory removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("kvshm-files-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(workspace_bin(bin))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn kvhost_limited(args: &[&str]) -> Output {
+    // Every case here must be refused at start-up; a host that starts is stopped by timeout.
+    let mut c = Command::new("timeout");
+    c.arg("20").arg(workspace_bin("kvhost")).args(args);
+    c.stdin(Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn group_or_other_writable_store_modes_are_refused() {
+    let s = StoreName::new("mode");
+    for mode in ["0666", "0777", "0620"] {
+        let o = kvhost_limited(&[
+            "--name",
+            &s.name,
+            "--dir",
+            s.dir.to_str().unwrap(),
+            "--mode",
+            mode,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "mode {mode}: {o:?}");
+        assert!(!s.path().exists(), "store created with mode {mode}");
+    }
+    assert!(Host::create(&s.name, &Config::default().dir(&s.dir).mode(0o666)).is_err());
+}
+
+#[test]
+fn a_directory_others_may_write_without_the_sticky_bit_is_refused() {
+    let d = Scratch::new("dir");
+    std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = Host::create("shared", &Config::default().dir(&d.0));
+    assert!(
+        matches!(r, Err(kvshm::Error::PermissionDenied { .. })),
+        "{r:?}"
+    );
+    // With the sticky bit (as /dev/shm and /tmp have), a shared directory is fine.
+    std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let h = Host::create("shared", &Config::default().dir(&d.0)).unwrap();
+    h.release().unwrap();
+}
+
+#[test]
+fn a_log_file_is_private_and_never_a_symlink() {
+    let d = Scratch::new("log");
+    let s = StoreName::new("log");
+    let target = d.0.join("elsewhere");
+    std::fs::write(&target, "").unwrap();
+    let link = d.0.join("kvhost.log");
+    symlink(&target, &link).unwrap();
+    let o = kvhost_limited(&[
+        "--name",
+        &s.name,
+        "--dir",
+        s.dir.to_str().unwrap(),
+        "--log-file",
+        link.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "",
+        "wrote through a symlink"
+    );
+    // A fresh log file is created 0600 (trace logs hold keys).
+    let log = d.0.join("fresh.log");
+    let mut host = Command::new(workspace_bin("kvhost"))
+        .args([
+            "--name",
+            &s.name,
+            "--dir",
+            s.dir.to_str().unwrap(),
+            "--log-file",
+        ])
+        .arg(&log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    kvshm_tests::wait_for("the log file", Duration::from_secs(30), || log.exists());
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    // SAFETY: signals our own child.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(host.id() as i32, libc::SIGTERM);
+    }
+    host.wait().unwrap();
+    assert_eq!(mode, 0o600, "log file mode {mode:o}");
+}
+
+#[test]
+fn snapshot_files_to_load_must_be_ours_and_not_symlinks_and_dumps_use_fresh_temp_names() {
+    let t = TestStore::new("snapfiles", Config::default(), CHILD);
+    let d = Scratch::new("snap");
+    t.host().put(b"k", b"v").unwrap();
+    let snap = d.0.join("good.snap");
+    t.host().dump_file(&snap, |_| {}).unwrap();
+    // A file at the old predictable temp name is neither used nor removed by a dump.
+    let planted = d.0.join(format!(".good.snap.tmp-{}", std::process::id()));
+    std::fs::write(&planted, "not ours").unwrap();
+    t.host().dump_file(&snap, |_| {}).unwrap();
+    assert_eq!(std::fs::read_to_string(&planted).unwrap(), "not ours");
+    // A symlink to a snapshot is refused, and so is a group-writable one.
+    let link = d.0.join("link.snap");
+    symlink(&snap, &link).unwrap();
+    assert!(matches!(
+        t.host().load_file(&link, false, |_| {}),
+        Err(kvshm::Error::PermissionDenied { .. })
+    ));
+    std::fs::set_permissions(&snap, std::fs::Permissions::from_mode(0o620)).unwrap();
+    assert!(matches!(
+        t.host().load_file(&snap, false, |_| {}),
+        Err(kvshm::Error::PermissionDenied { .. })
+    ));
+    std::fs::set_permissions(&snap, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(t.host().load_file(&snap, false, |_| {}).unwrap().keys, 1);
+}
+
+#[test]
+fn kvcli_values_are_read_with_a_bound_and_bad_intervals_are_errors() {
+    let t = TestStore::new("cliinputs", Config::default().max_value_len(4096), CHILD);
+    let cli = |args: &[&str]| {
+        let mut full = vec!["--name", &t.name, "--dir", t.dir.to_str().unwrap()];
+        full.extend_from_slice(args);
+        run("kvcli", &full)
+    };
+    // /dev/zero never ends: the read must stop at the limit and say the value is too long.
+    let o = cli(&["set", "k", "--file", "/dev/zero"]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exceeds the limit"),
+        "{o:?}"
+    );
+    for bad in ["inf", "NaN", "-inf", "1e300"] {
+        let arg = format!("--interval={bad}");
+        let o = cli(&["watch", "--count", "1", &arg]);
+        assert_eq!(o.status.code(), Some(5), "--interval {bad}: {o:?}");
+        assert!(
+            !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+            "{o:?}"
+        );
+    }
+}
+
+#[test]
+fn kvhost_durations_that_overflow_are_refused_not_panicked_on() {
+    let s = StoreName::new("dur");
+    let o = kvhost_limited(&[
+        "--name",
+        &s.name,
+        "--dir",
+        s.dir.to_str().unwrap(),
+        "--snapshot",
+        "/nonexistent/x.snap",
+        "--snapshot-every",
+        "99999999999999999h",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+        "{o:?}"
+    );
+}
