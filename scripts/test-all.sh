@@ -12,6 +12,7 @@ gate() {
 }
 gate fmt.sh
 gate clippy.sh
+gate no-test-hooks.sh
 gate shellcheck.sh
 gate test.sh debug
 gate test.sh release
