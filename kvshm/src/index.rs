@@ -104,9 +104,12 @@ pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> 
     if tw == 0 {
         return rebuild_table(txn, s, log2_for(count.saturating_add(adds)));
     }
-    let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
+    // The table word is segment data: decode it with its checks (capacity in range).
+    let Some((_, log2)) = txn.session().st.table_entries(tw)? else {
+        return Ok(());
+    };
     let load = count.saturating_add(tombs).saturating_add(adds);
-    if load.saturating_mul(4) > 3 * table_capacity(log2.min(TABLE_MAX_LOG2)) {
+    if load.saturating_mul(4) > 3 * table_capacity(log2) {
         return rebuild_table(txn, s, log2_for(count.saturating_add(adds)).max(log2));
     }
     Ok(())

@@ -89,6 +89,13 @@ impl<'a> LogView<'a> {
                 cap: INLINE_LOG_CAP,
             });
         }
+        // `ext` is segment data: keep the arithmetic on it checked (no panic in debug builds).
+        if ext > MAX_RESERVE {
+            return Err(Error::corrupt(
+                slot_off,
+                format!("log extension at {ext:#x}"),
+            ));
+        }
         let cap = st.mem.word(ext + 8)?.load(R);
         if cap == 0 || cap > MAX_LOG_CAP {
             return Err(Error::corrupt(ext, format!("log extension capacity {cap}")));
@@ -120,7 +127,16 @@ pub(crate) struct Txn<'s, 'a> {
 impl<'s, 'a> Txn<'s, 'a> {
     /// Open a transaction of `s` whose log must hold `need` entries of each kind.
     pub(crate) fn begin(s: &'s Session<'a>, need: usize) -> Result<Txn<'s, 'a>> {
-        debug_assert_eq!(s.slot.txn_state.load(R), TXN_IDLE);
+        let state = s.slot.txn_state.load(R);
+        if state != TXN_IDLE {
+            // Our own slot, between our own transactions, can only be IDLE: somebody else
+            // wrote it. Report it (no panic, even in debug builds); the next one starts clean.
+            s.slot.txn_state.store(TXN_IDLE, REL);
+            return Err(Error::corrupt(
+                s.slot_off,
+                format!("own transaction state {state} between transactions"),
+            ));
+        }
         if need > INLINE_LOG_CAP {
             if need as u64 > MAX_LOG_CAP {
                 return Err(Error::BatchTooLarge {

@@ -123,10 +123,14 @@ pub const fn entry_matches(entry: u64, hash: u64) -> bool {
     entry & !ENTRY_OFF_MASK == entry_tag(hash)
 }
 
-/// Entries a table of `2^log2` words holds (the header takes two words).
+/// Entries a table of `2^log2` words holds (the header takes two words). Total over any
+/// `log2` (a damaged table word may hold anything): 0 below 2 words, 0 from 2^64 on.
 #[inline]
 pub const fn table_capacity(log2: u32) -> u64 {
-    (1u64 << log2) - 2
+    if log2 >= 64 {
+        return 0;
+    }
+    (1u64 << log2).saturating_sub(2)
 }
 
 /// The entry after `i` on a probe path through a table of `capacity` entries (wrapping).
