@@ -30,6 +30,12 @@ const ACQ: Ordering = Ordering::Acquire;
 /// in parallel and lock-free; writes of one `Client` are serialised by an in-process mutex,
 /// writes of different clients/processes only contend per stripe).
 ///
+/// **fork:** a `Client` belongs to the process that opened it. In a child created by `fork`
+/// (multiprocessing, preforking servers) every operation of an inherited `Client` returns
+/// [`Error::Forked`](crate::Error::Forked) and dropping it touches nothing shared; open a new
+/// one in the child. The parent is unaffected, and its death is seen by others as promptly as
+/// without the fork.
+///
 /// ```no_run
 /// let c = kvshm::Client::open("orders")?;
 /// c.put(b"k", b"v")?;
