@@ -194,6 +194,7 @@ impl Mem {
     }
 
     /// The slot at `off` (an offset computed from the slot-page table; checked).
+    #[inline]
     pub fn slot_at(&self, off: u64) -> Result<&Slot> {
         let w = self.words(off, crate::layout::SLOT_SIZE / 8)?;
         // SAFETY: `w` covers SLOT_SIZE bytes inside the mapping, 8-aligned; `Slot` is all

@@ -167,3 +167,41 @@ impl Drop for StripeWrite<'_> {
         let _ = &self.lock;
     }
 }
+
+/// The stripes one write holds, in locking (ascending) order. The first is kept inline: a
+/// single-key write (every `put` and `remove`) allocates nothing for it (measured: a `Vec`
+/// here cost ~110 instructions of malloc/free per put under callgrind).
+pub(crate) struct HeldStripes<'a> {
+    first: Option<StripeWrite<'a>>,
+    rest: Vec<StripeWrite<'a>>,
+}
+
+impl<'a> HeldStripes<'a> {
+    pub(crate) fn new() -> HeldStripes<'a> {
+        HeldStripes {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, s: StripeWrite<'a>) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(s);
+        } else {
+            self.rest.push(s);
+        }
+    }
+}
+
+impl<'a> IntoIterator for HeldStripes<'a> {
+    type Item = StripeWrite<'a>;
+    type IntoIter = std::iter::Chain<
+        std::option::IntoIter<StripeWrite<'a>>,
+        std::vec::IntoIter<StripeWrite<'a>>,
+    >;
+
+    /// In locking order (fields also drop in this order: `first`, then `rest`).
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
+}

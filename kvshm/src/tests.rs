@@ -440,6 +440,10 @@ fn verify_and_writes_on_one_client_from_two_threads_never_fail() {
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = writer.join().unwrap();
+    eprintln!(
+        "5 verifies during {ok} puts of another thread: {} failed",
+        failed.len()
+    );
     assert!(ok > 0);
     assert!(
         failed.is_empty(),

@@ -9,7 +9,7 @@
 //!    ([`Txn::log_stripe`]);
 //! 4. every other in-place write is preceded by an undo entry ([`Txn::set`]);
 //! 5. [`Txn::commit`]: state COMMITTED, new blocks LIVE; then `seq` even and unlock (the
-//!    [`StripeWrite`] guards drop);
+//!    `StripeWrite` guards drop);
 //! 6. [`Txn::finish`]: deferred frees (blocks unlinked in 4, freed only after their stripe went
 //!    odd), state IDLE.
 //!
@@ -22,7 +22,7 @@ use crate::alloc::{Allocator, Pool};
 use crate::crash_point;
 use crate::error::{Error, Result};
 use crate::layout::*;
-use crate::session::{Session, StripeWrite};
+use crate::session::{HeldStripes, Session};
 use crate::store::Store;
 
 const R: Ordering = Ordering::Relaxed;
@@ -241,7 +241,7 @@ impl<'s, 'a> Txn<'s, 'a> {
     }
 
     /// The commit point: from here on, recovery completes instead of rolling back. The caller
-    /// then drops its [`StripeWrite`]s (publish and unlock) and calls [`Txn::finish`].
+    /// then drops its `StripeWrite`s (publish and unlock) and calls [`Txn::finish`].
     pub(crate) fn commit(&self) {
         self.s.slot.txn_state.store(TXN_COMMITTED, REL);
         crash_point!("txn.committed");
@@ -277,7 +277,7 @@ impl<'s, 'a> Txn<'s, 'a> {
 
     /// Roll back while still holding `stripes` (seq odd): restore every logged word, then
     /// publish and unlock them, return the new blocks, and end the transaction.
-    pub(crate) fn abort(self, stripes: Vec<StripeWrite<'a>>) -> Result<()> {
+    pub(crate) fn abort(self, stripes: HeldStripes<'a>) -> Result<()> {
         for i in (0..self.n_undo.get()).rev() {
             let target = self.log.undo[2 * i].load(R);
             let old = self.log.undo[2 * i + 1].load(R);

@@ -25,7 +25,7 @@ pub struct Report {
     pub keys: u64,
     /// Blocks checked (records, tables, free blocks).
     pub blocks: u64,
-    /// Dead clients recovered before checking.
+    /// Dead clients recovered before checking (and while verify waited for their locks).
     pub recovered: usize,
     /// Clients found dead during the check, after the recovery pass (they died meanwhile).
     /// Not a problem: every lock was ours, so such a client held none, and anything it had

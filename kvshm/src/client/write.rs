@@ -7,7 +7,7 @@ use crate::crash_point;
 use crate::error::Result;
 use crate::index::{self, write_record};
 use crate::layout::{record_size, Counter};
-use crate::session::Session;
+use crate::session::{HeldStripes, Session};
 use crate::txn::{self, Txn};
 
 /// Which operation runs [`Client::apply_locked`]: it names the crash points on the way.
@@ -197,7 +197,7 @@ impl Client {
         op: WriteOp,
         apply: impl FnOnce(&Txn<'s, 'a>) -> Result<()>,
     ) -> Result<()> {
-        let mut held = Vec::with_capacity(stripes.len());
+        let mut held = HeldStripes::new();
         let r = (|| {
             for &s in stripes {
                 held.push(sess.write_stripe(s)?);
