@@ -34,7 +34,8 @@ defaults (starts at 4 MiB, may grow to 8 GiB). Clients attach by name:
 
 Exit codes: 0 ok, 1 other error, 2 bad configuration or usage, 3 store exists but is
 incompatible or corrupt, 4 permission denied, 5 out of memory/space (store full),
-6 another host already serves the store, 7 bad snapshot, 8 store not found.
+6 another host already serves the store, 7 bad snapshot (or the final snapshot at shutdown
+failed; the store is kept), 8 store not found.
 Sizes take units B, KiB, MiB, GiB, TiB; durations ms, s, m, h.
 Log level also from RUST_LOG (e.g. RUST_LOG=kvshm=trace for per-operation logs).";
 
@@ -284,14 +285,24 @@ fn run(a: &RunArgs) -> ExitCode {
         if snap_now.swap(false, Ordering::Relaxed) || due {
             last_snapshot = Instant::now();
             match &s.snapshot {
-                Some(p) => write_snapshot(&host, p),
+                Some(p) => {
+                    write_snapshot(&host, p);
+                }
                 None => log::warn!("snapshot requested but no --snapshot FILE is configured"),
             }
         }
     }
     log::info!("stopping");
-    if let Some(p) = &s.snapshot {
-        write_snapshot(&host, p);
+    // The final snapshot is what a reboot comes back to: if it fails, say so in the exit code
+    // (the data stays in the store either way, and release-on-exit is skipped).
+    let final_snapshot_failed = s
+        .snapshot
+        .as_ref()
+        .is_some_and(|p| !write_snapshot(&host, p));
+    if final_snapshot_failed {
+        eprintln!("kvhost: the final snapshot failed (see the log); the store is kept");
+        drop(host);
+        return ExitCode::from(EXIT_SNAPSHOT);
     }
     if s.release_on_exit {
         match host.release() {
@@ -356,7 +367,8 @@ fn open_or_create(s: &Settings, path: &Path) -> Result<Host, ExitCode> {
     Ok(host)
 }
 
-fn write_snapshot(host: &Host, path: &Path) {
+/// Write a snapshot; returns whether it was written (a failure is logged).
+fn write_snapshot(host: &Host, path: &Path) -> bool {
     let t = Instant::now();
     match host.dump_file(path, |_| {}) {
         Ok(info) => {
@@ -368,11 +380,15 @@ fn write_snapshot(host: &Host, path: &Path) {
                 kvshm::human_bytes(info.file_bytes),
                 t.elapsed()
             );
+            true
         }
-        Err(e) => log::error!(
-            "snapshot to {} failed (previous one kept): {e}",
-            path.display()
-        ),
+        Err(e) => {
+            log::error!(
+                "snapshot to {} failed (previous one kept): {e}",
+                path.display()
+            );
+            false
+        }
     }
 }
 

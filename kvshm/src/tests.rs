@@ -221,7 +221,17 @@ fn second_host_is_refused_and_release_removes() {
         Client::open_in(dir(), "no-such-store-xyz"),
         Err(Error::NotFound { .. })
     ));
-    let _ = t.host();
+    // Release removes the store for good: the file is gone and attaching says NotFound.
+    let mut t = t;
+    let host = t.host.take().unwrap();
+    let path = host.path().to_path_buf();
+    assert!(path.exists());
+    host.release().unwrap();
+    assert!(!path.exists(), "release left {}", path.display());
+    assert!(matches!(
+        Client::open_in(dir(), &t.name),
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -306,8 +316,13 @@ fn a_full_store_can_still_remove_a_large_batch() {
     );
     let c = t.client();
     let mut n = 0u32;
-    while c.put(&n.to_le_bytes(), &[1u8; 300]).is_ok() {
-        n += 1;
+    // Until full, and only full: any other error is a failure (issue 19).
+    loop {
+        match c.put(&n.to_le_bytes(), &[1u8; 300]) {
+            Ok(()) => n += 1,
+            Err(Error::StoreFull { .. }) => break,
+            Err(e) => panic!("filling failed with {e} instead of StoreFull"),
+        }
     }
     let keys: Vec<[u8; 4]> = (0..n.min(900)).map(|i| i.to_le_bytes()).collect();
     assert_eq!(c.remove_many(&keys).unwrap(), keys.len());

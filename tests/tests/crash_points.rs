@@ -41,6 +41,28 @@ const MATRIX: &[(&str, &str)] = &[
     ("many.unlocked_one@2", "put-many"),
 ];
 
+/// Where a point lies relative to the commit point of its operation: `Some(true)` at or after
+/// the commit (recovery must complete: the new value), `Some(false)` before it (recovery must
+/// roll back: the old value), `None` for scenarios judged otherwise (fill, spans, growth).
+fn committed(point: &str) -> Option<bool> {
+    match point.split('@').next().unwrap() {
+        "txn.committed" | "put.unlocked" | "txn.freeing" | "free.tagged" | "remove.unlocked"
+        | "many.unlocked_one" => Some(true),
+        "alloc.recorded"
+        | "alloc.tagged"
+        | "put.prepared"
+        | "put.locked"
+        | "put.replaced"
+        | "put.inserted"
+        | "remove.unlinked"
+        | "put_many.prepared"
+        | "put_many.applied_one"
+        | "remove_many.applied_one"
+        | "many.locked" => Some(false),
+        _ => None,
+    }
+}
+
 fn setup(t: &TestStore) {
     let h = t.host();
     for i in 0..300u32 {
@@ -57,7 +79,8 @@ fn setup(t: &TestStore) {
     h.put(b"big", &vec![9u8; 600_000]).unwrap();
 }
 
-fn check_after(t: &TestStore, scenario: &str, acked: &[String]) {
+/// `after_commit`: what [`committed`] says of the crash point (`None`: either state).
+fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Option<bool>) {
     let h = t.host();
     for i in 0..300u32 {
         assert_eq!(
@@ -77,6 +100,9 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String]) {
             if !acked.is_empty() {
                 assert!(n.is_some(), "acknowledged insert lost");
             }
+            if let Some(c) = after_commit {
+                assert_eq!(n.is_some(), c, "insert killed (after commit: {c}): {n:?}");
+            }
         }
         "put-update" => {
             assert!(
@@ -90,8 +116,25 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String]) {
                     "ack lost"
                 );
             }
+            if let Some(c) = after_commit {
+                let want: &[u8] = if c {
+                    b"new-value-that-is-longer"
+                } else {
+                    b"old"
+                };
+                assert_eq!(
+                    ck.as_deref(),
+                    Some(want),
+                    "update killed (after commit: {c})"
+                );
+            }
         }
-        "remove" => assert!(ck.is_none() || ck.as_deref() == Some(b"old"), "{ck:?}"),
+        "remove" => {
+            assert!(ck.is_none() || ck.as_deref() == Some(b"old"), "{ck:?}");
+            if let Some(c) = after_commit {
+                assert_eq!(ck.is_none(), c, "remove killed (after commit: {c}): {ck:?}");
+            }
+        }
         "put-many" | "remove-many" => {
             let vals: Vec<Option<Vec<u8>>> = (0..40)
                 .map(|i| h.get(format!("batch-{i}").as_bytes()).unwrap())
@@ -104,6 +147,9 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String]) {
             let all_before = (0..40).all(|i| vals[i] == before(i));
             let all_after = (0..40).all(|i| vals[i] == after(i));
             assert!(all_before || all_after, "batch half applied: {vals:?}");
+            if let Some(c) = after_commit {
+                assert_eq!(all_after, c, "batch killed (after commit: {c}): {vals:?}");
+            }
         }
         "fill" => {
             for line in acked {
@@ -159,7 +205,7 @@ fn run_point(point: &str, scenario: &str) {
     );
     let report = t.assert_verified();
     assert!(report.recovered >= 1, "{point}: dead child not recovered");
-    check_after(&t, scenario, &acked);
+    check_after(&t, scenario, &acked, committed(point));
     // Fully usable afterwards, from this process and a new one.
     t.host().put(b"crash-key", b"after").unwrap();
     assert_eq!(t.run("get", &["crash-key"]), vec!["after"]);
@@ -178,7 +224,7 @@ fn every_crash_point_is_survived() {
     let mut missing: Vec<&str> = kvshm::crash::CRASH_POINTS
         .iter()
         .copied()
-        .filter(|p| !listed.contains(p) && !p.starts_with("recover."))
+        .filter(|p| !listed.contains(p) && !RECOVERY_STAGES.contains(p))
         .collect();
     missing.sort();
     assert!(
@@ -190,13 +236,29 @@ fn every_crash_point_is_survived() {
     }
 }
 
+/// Every crash point inside recovery, each a target of the recoverer-kill test.
+const RECOVERY_STAGES: [&str; 4] = [
+    "recover.class_rebuilt",
+    "recover.undone",
+    "recover.stripes_released",
+    "recover.blocks_done",
+];
+
+/// Which victims leave a recovery that reaches `stage`: a class lock held (class_rebuilt), an
+/// ACTIVE transaction (undone), any open transaction (stripes_released, blocks_done).
+fn reaches(stage: &str, victim: &str) -> bool {
+    let active = committed(victim) == Some(false);
+    match stage {
+        "recover.class_rebuilt" => victim == "alloc.tagged",
+        "recover.undone" => active,
+        _ => true,
+    }
+}
+
 #[test]
 fn a_recoverer_killed_mid_recovery_is_recovered_in_turn() {
-    for stage in [
-        "recover.class_rebuilt",
-        "recover.undone",
-        "recover.blocks_done",
-    ] {
+    let mut killed = 0;
+    for stage in RECOVERY_STAGES {
         for victim in [
             "put.locked",
             "put.replaced",
@@ -219,15 +281,23 @@ fn a_recoverer_killed_mid_recovery_is_recovered_in_turn() {
             let mut r = t.spawn("crash", &["recover"], &[("KVSHM_CRASH_AT", stage)]);
             let st = r.wait_limit(Duration::from_secs(60));
             let lines = r.stdout_lines();
-            // Not every victim reaches every recovery stage (e.g. nothing to undo).
-            assert!(
-                killed_by(&st) == Some(libc::SIGKILL) || st.code() == Some(3),
-                "{st:?} {lines:?}"
-            );
+            // Each combination either must kill the recoverer at `stage` or must not reach it:
+            // a stage that stops being reached is a bug too.
+            if reaches(stage, victim) {
+                assert_eq!(
+                    killed_by(&st),
+                    Some(libc::SIGKILL),
+                    "{victim} -> recoverer should die at {stage}: {st:?} {lines:?}"
+                );
+                killed += 1;
+            } else {
+                assert_eq!(st.code(), Some(3), "{victim}/{stage}: {st:?} {lines:?}");
+            }
             t.assert_verified();
-            check_after(&t, scenario, &[]);
+            check_after(&t, scenario, &[], committed(victim));
         }
     }
+    assert_eq!(killed, 1 + 3 + 5 + 5, "recoverers killed");
 }
 
 #[test]

@@ -153,8 +153,12 @@ fn a_full_store_gives_exit_code_4() {
     );
     let v = vec![7u8; 100_000];
     let mut i = 0;
-    while t.host().put(format!("k{i}").as_bytes(), &v).is_ok() {
-        i += 1;
+    loop {
+        match t.host().put(format!("k{i}").as_bytes(), &v) {
+            Ok(()) => i += 1,
+            Err(kvshm::Error::StoreFull { .. }) => break,
+            Err(e) => panic!("filling failed with {e} instead of StoreFull"),
+        }
     }
     let o = kvcli(&t, &["set", "one-more", "-"], Some(&v));
     assert_eq!(

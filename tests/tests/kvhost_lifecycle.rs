@@ -264,12 +264,52 @@ fn a_corrupt_snapshot_is_refused_and_leaves_no_store() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&f.snap, &bytes).unwrap();
-    let mut host = start_host(&f.store, &f.snap, &f.log);
-    let st = host.wait_limit(Duration::from_secs(30));
-    assert_eq!(st.code(), Some(7), "corrupt snapshot must be refused");
+    let out = Command::new(workspace_bin("kvhost"))
+        .args(["--name", &f.store.name, "--dir"])
+        .arg(&f.store.dir)
+        .arg("--snapshot")
+        .arg(&f.snap)
+        .args(["--stripes", "4"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "corrupt snapshot must be refused"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad snapshot"), "{err}");
     assert!(
         !f.store.path().exists(),
         "store left behind after a refused snapshot"
     );
-    f.assert_logged(&["bad snapshot"]);
+}
+
+/// Regression (issue 19): kvhost exited 0 when its final snapshot failed.
+#[test]
+fn a_failed_final_snapshot_is_a_non_zero_exit_and_keeps_the_store() {
+    let f = Fixture::new("kvh-finalsnap");
+    let dir = f.tmp.join("gone");
+    std::fs::create_dir_all(&dir).unwrap();
+    let snap = dir.join("store.snap");
+    let mut host = start_host(&f.store, &snap, &f.log);
+    wait_hosted(&f.store);
+    f.client().put(b"k", b"v").unwrap();
+    std::fs::remove_dir_all(&dir).unwrap(); // the snapshot cannot be written any more
+    signal(&host, libc::SIGTERM);
+    let st = host.wait_limit(Duration::from_secs(30));
+    assert_eq!(
+        st.code(),
+        Some(7),
+        "exit status after a failed final snapshot"
+    );
+    assert!(f.store.path().exists(), "the store must be kept");
+    assert_eq!(f.client().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    let out = f.kvhost(&["release"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

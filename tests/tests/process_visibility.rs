@@ -112,3 +112,55 @@ fn attaching_to_missing_foreign_or_truncated_segments_fails_cleanly() {
     std::fs::remove_file(dir.join(format!("kvshm.{link}"))).unwrap();
     assert!(matches!(r, Err(Error::PermissionDenied { .. })), "{r:?}");
 }
+
+/// Regression (issue 19): growth was only ever read by freshly attached processes. Here a
+/// reader attached *before* the store grew reads what was written after, and then grows the
+/// store itself as a writer; this process, attached all along, reads that back.
+#[test]
+fn growth_is_seen_by_clients_attached_before_it() {
+    let t = kvshm_tests::TestStore::new(
+        "growth-attached",
+        kvshm::Config::default().initial_size(0).stripes(8),
+        CHILD,
+    );
+    let flag = std::env::temp_dir().join(format!("kvshm-growth-flag-{}", t.name));
+    let _ = std::fs::remove_file(&flag);
+    let mut child = t.spawn("attached-growth", &[flag.to_str().unwrap()], &[]);
+    kvshm_tests::wait_for(
+        "the child to attach",
+        std::time::Duration::from_secs(30),
+        || std::fs::read_to_string(&flag).is_ok_and(|s| s == "attached"),
+    );
+    let before = t.host().stats();
+    let n = 3000u32;
+    for i in 0..n {
+        t.host()
+            .put(format!("g-{i}").as_bytes(), &vec![(i % 251) as u8; 1000])
+            .unwrap();
+    }
+    let grown = t.host().stats();
+    assert!(
+        grown.committed_bytes > before.committed_bytes,
+        "the store did not grow: the test proves nothing"
+    );
+    std::fs::write(format!("{}.n", flag.display()), n.to_string()).unwrap();
+    std::fs::write(&flag, "go").unwrap();
+    let st = child.wait_limit(std::time::Duration::from_secs(120));
+    let lines = child.stdout_lines();
+    assert!(st.success(), "{st:?} {lines:?}");
+    assert_eq!(lines.last().map(String::as_str), Some("ok 3000"));
+    assert!(
+        t.host().stats().committed_bytes > grown.committed_bytes,
+        "child did not grow it"
+    );
+    for i in 0..3000u32 {
+        assert_eq!(
+            t.host().get(format!("c-{i}").as_bytes()).unwrap(),
+            Some(vec![(i % 13) as u8; 1000]),
+            "c-{i}"
+        );
+    }
+    let _ = std::fs::remove_file(&flag);
+    let _ = std::fs::remove_file(format!("{}.n", flag.display()));
+    t.assert_verified();
+}

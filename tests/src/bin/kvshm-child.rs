@@ -49,6 +49,7 @@ fn main() {
         "fill" => fill(open(), &rest[0]),
         "probe" => probe(dir, name),
         "probe-attached" => probe_attached(dir, name, &rest[0]),
+        "attached-growth" => attached_growth(open(), &rest[0]),
         "writer" => writer(open(), rest[0].parse().expect("id"), &rest[1]),
         "reader" => reader(
             open(),
@@ -110,8 +111,12 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
             // Fill the (small) store with one record size, remove them all, then insert
             // another size: only chunks given back by the first size's class make room.
             let mut n = 0u32;
-            while c.put(format!("rc-{n}").as_bytes(), &[5u8; 200]).is_ok() {
-                n += 1;
+            loop {
+                match c.put(format!("rc-{n}").as_bytes(), &[5u8; 200]) {
+                    Ok(()) => n += 1,
+                    Err(kvshm::Error::StoreFull { .. }) => break,
+                    Err(e) => panic!("filling failed with {e} instead of StoreFull"),
+                }
             }
             let keys: Vec<String> = (0..n).map(|i| format!("rc-{i}")).collect();
             for k in &keys {
@@ -389,4 +394,31 @@ fn panic_put(c: Client, flag: &str) {
     c.put(b"after-panic", b"ok").expect("put after the panic");
     std::fs::write(flag, "continued").expect("flag");
     std::thread::sleep(Duration::from_secs(120));
+}
+
+/// Attach, say so in `flag`, wait for "go" (the parent grows the store meanwhile), then read
+/// every key the parent wrote (in memory committed after we attached), and write 3000 more,
+/// growing the store ourselves. Prints "ok <keys read>".
+fn attached_growth(c: Client, flag: &str) {
+    std::fs::write(flag, "attached").expect("flag");
+    while std::fs::read_to_string(flag).map_or(true, |s| s != "go") {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let n: u32 = std::fs::read_to_string(format!("{flag}.n"))
+        .expect("key count")
+        .trim()
+        .parse()
+        .expect("number");
+    for i in 0..n {
+        let v = c
+            .get(format!("g-{i}").as_bytes())
+            .expect("get")
+            .expect("key written after attach");
+        assert_eq!(v, vec![(i % 251) as u8; 1000], "g-{i}");
+    }
+    for i in 0..3000u32 {
+        c.put(format!("c-{i}").as_bytes(), &vec![(i % 13) as u8; 1000])
+            .expect("put");
+    }
+    out(format!("ok {n}"));
 }
