@@ -427,7 +427,9 @@ fn an_emptied_full_store_takes_records_of_another_size() {
 fn verify_and_writes_on_one_client_from_two_threads_never_fail() {
     let t = TestStore::new("verifythreads", Config::default().stripes(16));
     let c = std::sync::Arc::new(t.client());
-    for i in 0..20_000u32 {
+    // Enough keys that a verify holds the locks longer than a waiter's stall check (20 ms),
+    // in release builds too.
+    for i in 0..150_000u32 {
         c.put(&i.to_le_bytes(), &[1u8; 50]).unwrap();
     }
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -438,7 +440,7 @@ fn verify_and_writes_on_one_client_from_two_threads_never_fail() {
             let mut i = 0u32;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    c.put(&(i % 20_000).to_le_bytes(), &[2u8; 60])
+                    c.put(&(i % 150_000).to_le_bytes(), &[2u8; 60])
                 })) {
                     Ok(Ok(())) => ok += 1,
                     Ok(Err(e)) => failed.push(e.to_string()),
@@ -452,6 +454,7 @@ fn verify_and_writes_on_one_client_from_two_threads_never_fail() {
     for _ in 0..5 {
         let r = c.verify().unwrap();
         assert!(r.is_ok(), "{:?}", r.problems);
+        std::thread::sleep(std::time::Duration::from_millis(20)); // let the writer run
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = writer.join().unwrap();
