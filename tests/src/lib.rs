@@ -88,19 +88,29 @@ impl ChildGuard {
     }
     /// Wait for the child to end, failing the test after `limit` (a hang is a bug).
     pub fn wait_limit(&mut self, limit: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if start.elapsed() > limit {
+        match self.wait_timeout(limit) {
+            Some(st) => st,
+            None => {
                 self.kill();
                 panic!(
                     "child {} still running after {limit:?} (deadlock?)",
                     self.child.id()
                 );
             }
-            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    /// Wait for the child to end, at most `limit`: `None` if it is still running (a hang, for
+    /// the caller to report; the guard kills it on drop).
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
     /// Lines the child printed (after it ended).

@@ -141,18 +141,7 @@ fn damaged_segments_give_errors_never_crashes() {
             .arg(&target.name)
             .stderr(std::process::Stdio::piped());
         let mut child = kvshm_tests::ChildGuard::spawn_captured(&mut c);
-        let st = {
-            let begin = Instant::now();
-            loop {
-                if let Some(st) = child.child.try_wait().unwrap() {
-                    break Some(st);
-                }
-                if begin.elapsed() > Duration::from_secs(30) {
-                    break None;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        };
+        let st = child.wait_timeout(Duration::from_secs(30));
         let out = child.stdout_lines();
         let ok =
             matches!(st, Some(s) if s.success()) && out.last().map(String::as_str) == Some("done");

@@ -232,15 +232,7 @@ fn probe(
         }
         std::fs::write(&flag, "go").unwrap();
     }
-    let st = loop {
-        if let Some(st) = child.child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if begin.elapsed() > limit {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let st = child.wait_timeout(limit.saturating_sub(begin.elapsed()));
     let _ = std::fs::remove_file(&flag);
     let lines = child.stdout_lines();
     match st {

@@ -4,7 +4,7 @@
 //! operation on it: errors are fine; a hang (60 s), a signal, an abort or a panic fails.
 
 use std::os::unix::fs::FileExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kvshm::layout::*;
 use kvshm::Config;
@@ -121,16 +121,7 @@ fn probe_attached_then_damage(t: &mut TestStore, damage: impl FnOnce(&TestStore)
 }
 
 fn finish(mut child: ChildGuard) -> Vec<String> {
-    let begin = Instant::now();
-    let st = loop {
-        if let Some(st) = child.child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if begin.elapsed() > Duration::from_secs(60) {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let st = child.wait_timeout(Duration::from_secs(60));
     let lines = child.stdout_lines();
     match st {
         None => panic!("probe hung on the damaged store: {lines:?}"),
