@@ -204,15 +204,30 @@ fn damaged_snapshots_are_refused_whole() {
     let (mut refused, mut accepted) = (0u64, 0u64);
     let start = Instant::now();
     let mut n = 0u64;
+    // The pairs of each seed, to compare what an accepted snapshot loaded.
+    let seed_pairs: Vec<Vec<(Vec<u8>, Vec<u8>)>> = seeds
+        .iter()
+        .map(|s| {
+            let mut pairs = Vec::new();
+            kvshm::read_snapshot(&s[..], s.len() as u64, (1 << 16, 1 << 30), |k, v| {
+                pairs.push((k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .expect("seeds are valid");
+            pairs
+        })
+        .collect();
     while keep_going(n, 20, start) {
         let i = n;
         n += 1;
-        let mut img = seeds[(i % seeds.len() as u64) as usize].clone();
+        let seed = (i % seeds.len() as u64) as usize;
+        let mut img = seeds[seed].clone();
         if i >= seeds.len() as u64 {
             mutate(&mut rng, &mut img, 64);
         }
         std::fs::write(&file, &img).unwrap();
         let before = t.host().len();
+        let stats_before = t.host().stats();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             t.host().load_file(&file, false, |_| {})
         }));
@@ -223,6 +238,17 @@ fn damaged_snapshots_are_refused_whole() {
             ),
             Ok(Ok(info)) => {
                 accepted += 1;
+                // Only an unchanged seed may be accepted (a changed one that still checks out
+                // would need a CRC-32 collision), and it must load exactly the seed's pairs.
+                assert!(
+                    img == seeds[seed],
+                    "a changed snapshot was accepted (saved to {})",
+                    save_failure("snapshot-accepted", &img).display()
+                );
+                assert_eq!(info.keys, seed_pairs[seed].len() as u64);
+                for (k, v) in &seed_pairs[seed] {
+                    assert_eq!(t.host().get(k).unwrap().as_ref(), Some(v), "{k:?}");
+                }
                 assert!(t.host().len() >= before.min(info.keys));
             }
             Ok(Err(e)) => {
@@ -237,9 +263,11 @@ fn damaged_snapshots_are_refused_whole() {
                     ),
                     "unexpected error kind: {e:?}"
                 );
+                // Nothing was written: no key, no value byte, not a single put.
+                let after = t.host().stats();
                 assert_eq!(
-                    t.host().len(),
-                    before,
+                    (t.host().len(), after.value_bytes, after.puts),
+                    (before, stats_before.value_bytes, stats_before.puts),
                     "a refused snapshot changed the store"
                 );
             }

@@ -34,7 +34,13 @@ fn store_files_are_private_by_default_and_mode_is_configurable() {
 fn another_user_cannot_attach() {
     let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
     if uid.trim() != "0" || Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIPPED another_user_cannot_attach: needs root and setpriv to switch users");
+        // A skip is not a pass (issue 19): say it loudly, and only when asked to.
+        assert!(
+            std::env::var_os("KVSHM_ALLOW_SKIP").is_some(),
+            "another_user_cannot_attach needs root and setpriv to switch users; \
+             set KVSHM_ALLOW_SKIP=1 to skip it knowingly"
+        );
+        eprintln!("SKIPPED another_user_cannot_attach (KVSHM_ALLOW_SKIP): needs root and setpriv");
         return;
     }
     let t = TestStore::new("otheruser", Config::default(), CHILD);
@@ -62,7 +68,37 @@ fn another_user_cannot_attach() {
         assert!(err.contains("PermissionDenied"), "{cmd}: {err}");
         assert!(!String::from_utf8_lossy(&o.stdout).contains("value"));
     }
+    // A store file of another user that the mode lets everybody read (0644 is allowed) is
+    // still refused: the owner check, not only the mode, keeps other users out.
+    // (kvcli get attaches read-only, which the mode allows here.)
+    let path = t.dir.join(format!("kvshm.{}", t.name));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cli = std::env::temp_dir().join(format!("kvcli-{}", std::process::id()));
+    std::fs::copy(kvshm_tests::workspace_bin("kvcli"), &cli).unwrap();
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&cli)
+        .args([
+            "--name",
+            &t.name,
+            "--dir",
+            t.dir.to_str().unwrap(),
+            "get",
+            "secret",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "uid 65534 read a 0644 store it does not own"
+    );
+    assert!(err.contains("owned by uid 0"), "{err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("value"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::remove_file(&bin).unwrap();
+    std::fs::remove_file(&cli).unwrap();
 }
 
 #[test]
