@@ -178,6 +178,24 @@ fn writer(c: Client, id: u64, ack_path: &str) {
                 c.remove(k.as_bytes()).expect("remove");
                 line("OK\n".into());
             }
+            5 if rng.below(2) == 0 => {
+                // One batch over fixed keys, one version for all: readers in other processes
+                // check with get_many that they never see two batches mixed.
+                let items: Vec<(String, u64)> = (0..BATCH_KEYS)
+                    .map(|j| (format!("b{id}-{j}"), ver))
+                    .collect();
+                let mut s = String::from("M");
+                for (k, v) in &items {
+                    s += &format!(" {k} {v}");
+                }
+                line(s + "\n");
+                let kv: Vec<(Vec<u8>, Vec<u8>)> = items
+                    .iter()
+                    .map(|(k, v)| (k.clone().into_bytes(), pattern(*v)))
+                    .collect();
+                c.put_many(&kv).expect("put_many batch");
+                line("OK\n".into());
+            }
             5 => {
                 let n = 1 + rng.below(8);
                 let items: Vec<(String, u64)> = (0..n)
@@ -213,12 +231,51 @@ fn writer(c: Client, id: u64, ack_path: &str) {
 }
 
 /// Read shared and own keys for `secs`, failing (exit 1) on any torn value.
+/// Keys `b<writer>-0..BATCH_KEYS` are only ever written together, by one `put_many`.
+const BATCH_KEYS: u64 = 4;
+
+/// Reads until `secs` pass. Every value must be whole (its pattern checks out) and belong to
+/// its key (a `w<id>-*` or `b<id>-*` key holds a version of writer `id`); a `get_many` of a
+/// writer's batch keys must see one batch: all absent, or all with the same version.
 fn reader(c: Client, secs: u64, writers: u64) {
     let mut rng = Rng::new(std::process::id() as u64);
     let end = Instant::now() + Duration::from_secs(secs);
-    let (mut reads, mut hits) = (0u64, 0u64);
+    let (mut reads, mut hits, mut batches) = (0u64, 0u64, 0u64);
     let mut buf = Vec::new();
+    let fail = |what: String| -> ! {
+        out(what);
+        std::process::exit(1);
+    };
+    let owner_ok = |k: &str, ver: u64| match k.strip_prefix(['w', 'b']) {
+        Some(rest) if !k.starts_with("shared") => {
+            rest.split('-').next().and_then(|id| id.parse::<u64>().ok()) == Some(ver >> 48)
+        }
+        _ => true,
+    };
     while Instant::now() < end {
+        if rng.below(4) == 0 {
+            let w = rng.below(writers);
+            let keys: Vec<String> = (0..BATCH_KEYS).map(|j| format!("b{w}-{j}")).collect();
+            let vals = c.get_many(&keys).expect("get_many");
+            reads += BATCH_KEYS;
+            let vers: Vec<Option<u64>> = vals
+                .iter()
+                .map(|v| v.as_ref().map(|v| check_pattern(v).unwrap_or(u64::MAX)))
+                .collect();
+            if vers.iter().any(|v| *v == Some(u64::MAX)) {
+                fail(format!("TORN batch of writer {w}: {vers:?}"));
+            }
+            if vers.iter().any(|v| *v != vers[0]) {
+                fail(format!("MIXED batch of writer {w}: {vers:?}"));
+            }
+            if let Some(v) = vers[0] {
+                batches += 1;
+                if v >> 48 != w {
+                    fail(format!("batch of writer {w} holds version {v:#x}"));
+                }
+            }
+            continue;
+        }
         let k = if rng.below(2) == 0 {
             format!("shared-{}", rng.below(50))
         } else {
@@ -227,13 +284,16 @@ fn reader(c: Client, secs: u64, writers: u64) {
         reads += 1;
         if c.get_into(k.as_bytes(), &mut buf).expect("get") {
             hits += 1;
-            if check_pattern(&buf).is_none() {
-                out(format!("TORN {k} len {}", buf.len()));
-                std::process::exit(1);
+            match check_pattern(&buf) {
+                None => fail(format!("TORN {k} len {}", buf.len())),
+                Some(ver) if !owner_ok(&k, ver) => {
+                    fail(format!("WRONG VALUE for {k}: version {ver:#x}"))
+                }
+                Some(_) => {}
             }
         }
     }
-    out(format!("reads {reads} hits {hits}"));
+    out(format!("reads {reads} hits {hits} batches {batches}"));
 }
 
 /// Put `pattern(n)` values under `<prefix>-<n>` until the store is full; print each acknowledged key,
