@@ -470,3 +470,42 @@ fn verify_and_writes_on_one_client_from_two_threads_never_fail() {
         &failed[..failed.len().min(3)]
     );
 }
+
+/// Two different keys whose hashes share the 21-bit tag an index entry keeps (issue 19: a
+/// probe that trusted the tag passed every other test, tag collisions being rare at random).
+#[test]
+fn keys_with_the_same_hash_tag_stay_apart() {
+    let t = TestStore::new("tagclash", Config::default().stripes(1));
+    let c = t.client();
+    // Same tag and the same home entry in the first (smallest) table, so that a probe for one
+    // key meets the other key's entry first.
+    let cap = crate::layout::table_capacity(crate::layout::TABLE_MIN_LOG2);
+    let tag = |k: &[u8]| {
+        let h = c.st.hash(k);
+        (
+            (h >> 32) & ((1 << 21) - 1),
+            crate::layout::table_home(h, cap),
+        )
+    };
+    let mut seen = std::collections::HashMap::new();
+    let (a, b) = (0u32..2_000_000)
+        .map(|i| format!("tag-{i}").into_bytes())
+        .find_map(|k| seen.insert(tag(&k), k.clone()).map(|other| (other, k)))
+        .expect("a tag and home collision among 2,000,000 keys");
+    assert_ne!(a, b);
+    c.put(&a, b"value of a").unwrap();
+    assert_eq!(c.get(&b).unwrap(), None, "b found a's record");
+    assert!(!c.contains(&b).unwrap());
+    assert!(!c.remove(&b).unwrap(), "removing b removed a");
+    c.put(&b, b"value of b").unwrap();
+    assert_eq!(c.get(&a).unwrap().as_deref(), Some(&b"value of a"[..]));
+    assert_eq!(c.get(&b).unwrap().as_deref(), Some(&b"value of b"[..]));
+    assert_eq!(
+        c.get_many(&[&a, &b]).unwrap(),
+        vec![Some(b"value of a".to_vec()), Some(b"value of b".to_vec())]
+    );
+    assert!(c.remove(&a).unwrap());
+    assert_eq!(c.get(&b).unwrap().as_deref(), Some(&b"value of b"[..]));
+    assert_eq!(c.len(), 1);
+    assert!(c.verify().unwrap().is_ok());
+}
