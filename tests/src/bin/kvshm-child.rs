@@ -262,7 +262,7 @@ fn reader(c: Client, secs: u64, writers: u64) {
                 .iter()
                 .map(|v| v.as_ref().map(|v| check_pattern(v).unwrap_or(u64::MAX)))
                 .collect();
-            if vers.iter().any(|v| *v == Some(u64::MAX)) {
+            if vers.contains(&Some(u64::MAX)) {
                 fail(format!("TORN batch of writer {w}: {vers:?}"));
             }
             if vers.iter().any(|v| *v != vers[0]) {
