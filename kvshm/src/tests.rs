@@ -509,3 +509,29 @@ fn keys_with_the_same_hash_tag_stay_apart() {
     assert_eq!(c.len(), 1);
     assert!(c.verify().unwrap().is_ok());
 }
+
+/// Exactly at the default value limit (1 MiB) and one byte over it (issue 19).
+#[test]
+fn values_of_exactly_the_default_limit_are_stored_and_one_more_byte_is_refused() {
+    let t = TestStore::new("atlimit", Config::default());
+    let c = t.client();
+    let (max_key, max_value) = c.limits();
+    assert_eq!(max_value, 1 << 20);
+    let key = vec![b'k'; max_key];
+    let value: Vec<u8> = (0..max_value).map(|i| (i * 7 % 251) as u8).collect();
+    c.put(&key, &value).unwrap();
+    assert_eq!(c.get(&key).unwrap().as_deref(), Some(&value[..]));
+    let over = vec![0u8; max_value + 1];
+    assert!(matches!(
+        c.put(b"over", &over),
+        Err(Error::ValueTooLong { len, max }) if len == max_value + 1 && max == max_value
+    ));
+    let long_key = vec![b'k'; max_key + 1];
+    assert!(matches!(
+        c.put(&long_key, b"v"),
+        Err(Error::KeyTooLong { .. })
+    ));
+    assert!(matches!(c.get(&long_key), Err(Error::KeyTooLong { .. })));
+    assert_eq!(c.get(b"over").unwrap(), None);
+    assert!(c.verify().unwrap().is_ok());
+}

@@ -456,3 +456,31 @@ fn a_writer_that_dies_while_verify_waits_on_its_class_lock_is_no_damage() {
     assert_eq!(t.host().get(b"small").unwrap().as_deref(), Some(&b"y"[..]));
     t.assert_verified();
 }
+
+/// A read-only client cannot take a lock: on a stripe a stopped writer holds it gives up with
+/// `Busy` (after its patience), reads other stripes meanwhile, and reads the new value once the
+/// writer resumes (issue 19: read-only clients had no such test).
+#[test]
+fn a_read_only_client_says_busy_on_a_stopped_writers_stripe_and_reads_on_after() {
+    let mut s = stopped_holder("sigstop-ro");
+    let ro = Client::open_read_only_in(&s.t.dir, &s.t.name).unwrap();
+    s.t.host().put(s.other.as_bytes(), b"elsewhere").unwrap();
+    assert_eq!(
+        ro.get(s.other.as_bytes()).unwrap().as_deref(),
+        Some(&b"elsewhere"[..])
+    );
+    assert!(
+        matches!(ro.get(b"crash-key"), Err(kvshm::Error::Busy)),
+        "a read-only get on a stopped writer's stripe must give up with Busy"
+    );
+    assert!(matches!(
+        ro.put(b"x", b"y"),
+        Err(kvshm::Error::InvalidArgument(_))
+    ));
+    s.resume();
+    assert_eq!(
+        ro.get(b"crash-key").unwrap().as_deref(),
+        Some(&b"new-value-that-is-longer"[..])
+    );
+    s.t.assert_verified();
+}
