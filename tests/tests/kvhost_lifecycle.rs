@@ -313,3 +313,56 @@ fn a_failed_final_snapshot_is_a_non_zero_exit_and_keeps_the_store() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The pairs of a snapshot file, read with the library's reader.
+fn snapshot_pairs(path: &Path) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    kvshm::read_snapshot(
+        &bytes[..],
+        bytes.len() as u64,
+        (1 << 16, 1 << 30),
+        |k, v| {
+            out.insert(k.to_vec(), v.to_vec());
+            Ok(())
+        },
+    )
+    .unwrap();
+    out
+}
+
+/// SIGUSR1 and `kvcli snapshot` (a request through the store) each write a snapshot that holds
+/// exactly what the store held (issue 19: only the final snapshot was checked, by count).
+#[test]
+fn requested_snapshots_hold_what_the_store_held() {
+    let f = Fixture::new("kvh-snapreq");
+    let host = f.host();
+    let me = f.client();
+    f.fill(&me);
+    let count = || me.last_snapshot().1;
+    // SIGUSR1
+    let before = count();
+    signal(&host, libc::SIGUSR1);
+    wait_for("the SIGUSR1 snapshot", Duration::from_secs(30), || {
+        count() > before
+    });
+    let mut want: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = (0..200u32)
+        .map(|i| (format!("bin-{i}").into_bytes(), binary_value(i)))
+        .collect();
+    want.insert(b"crash-key".to_vec(), b"kept".to_vec());
+    assert_eq!(snapshot_pairs(&f.snap), want, "SIGUSR1 snapshot content");
+    // A request through the store, after a change.
+    me.remove(b"bin-0").unwrap();
+    me.put(b"added", b"later").unwrap();
+    want.remove(&b"bin-0"[..]);
+    want.insert(b"added".to_vec(), b"later".to_vec());
+    let before = count();
+    me.request_snapshot().unwrap();
+    wait_for("the requested snapshot", Duration::from_secs(30), || {
+        count() > before
+    });
+    assert_eq!(snapshot_pairs(&f.snap), want, "requested snapshot content");
+    drop(me);
+    stop(host);
+    assert_eq!(snapshot_pairs(&f.snap), want, "final snapshot content");
+}
