@@ -6,7 +6,7 @@
 //! - a tag changes FREE <-> non-FREE only under the class lock (or the span lock for spans);
 //! - whoever reserves a block records it in its log (`record`) *before* tagging it, so a
 //!   reserved block is always findable from a log;
-//! - a free chunk (map entry 0) is all zeroes; freeing a span punches (or writes) it back to
+//! - a free chunk (map entry 0) is all zeroes; freeing a span writes it back to
 //!   zero before its map entries are cleared.
 //!
 //! Lock order: stripe -> class -> span -> grow (an OFD byte lock, see `Store::grow`).
@@ -27,26 +27,25 @@ const REL: Ordering = Ordering::Release;
 #[derive(Clone, Copy)]
 pub(crate) struct Allocator<'a> {
     s: Session<'a>,
-    st: &'a Store,
 }
 
 impl<'a> Allocator<'a> {
     pub(crate) fn new(s: &Session<'a>) -> Allocator<'a> {
-        Allocator { s: *s, st: s.st }
+        Allocator { s: *s }
     }
 
     fn next_gen(&self) -> u32 {
-        self.st.mem.header().gen_counter.fetch_add(1, R) as u32
+        self.s.st.mem.header().gen_counter.fetch_add(1, R) as u32
     }
 
     fn chunk_offset(&self, idx: u64) -> u64 {
-        self.st.chunk_base + idx * CHUNK_SIZE
+        self.s.st.chunk_base + idx * CHUNK_SIZE
     }
 
     /// Chunk index of a block offset, if inside the chunk area.
     pub(crate) fn chunk_of(&self, off: u64) -> Option<u64> {
-        let idx = off.checked_sub(self.st.chunk_base)? >> CHUNK_SHIFT;
-        (idx < self.st.mem.chunk_map().len() as u64).then_some(idx)
+        let idx = off.checked_sub(self.s.st.chunk_base)? >> CHUNK_SHIFT;
+        (idx < self.s.st.mem.chunk_map().len() as u64).then_some(idx)
     }
 
     /// Reserve a block of at least `size` bytes. `record(offset)` is called before the block
@@ -72,7 +71,7 @@ impl<'a> Allocator<'a> {
                     if bytes as u64 > 2 * size {
                         break;
                     }
-                    if self.st.mem.header().classes[bigger].head.load(R) == 0 {
+                    if self.s.st.mem.header().classes[bigger].head.load(R) == 0 {
                         continue;
                     }
                     match self.alloc_class(bigger, pool, &mut once) {
@@ -95,7 +94,7 @@ impl<'a> Allocator<'a> {
     /// store can reuse the room for another size. Returns how many chunks were released.
     /// Takes one class lock at a time (never two), like every allocator path.
     pub(crate) fn release_free_class_chunks(&self, except: usize) -> Result<u64> {
-        let h = self.st.mem.header();
+        let h = self.s.st.mem.header();
         let mut released = 0;
         for d in (0..NUM_CLASSES).filter(|&d| d != except) {
             let cls = &h.classes[d];
@@ -116,10 +115,16 @@ impl<'a> Allocator<'a> {
     /// lock with a dead owner, whose recovery rebuilds the list from the tags (zeroed blocks
     /// read as FREE), and nobody uses class `d`'s list before that.
     fn release_class_chunks_locked(&self, d: usize) -> Result<u64> {
-        let map = self.st.mem.chunk_map();
+        let map = self.s.st.mem.chunk_map();
         let entry = CHUNK_CLASS_BASE + d as u32;
         let size = CLASS_SIZES[d] as u64;
-        let committed = (self.st.mem.committed().saturating_sub(self.st.chunk_base)) / CHUNK_SIZE;
+        let committed = (self
+            .s
+            .st
+            .mem
+            .committed()
+            .saturating_sub(self.s.st.chunk_base))
+            / CHUNK_SIZE;
         let mut released = 0;
         for idx in 0..committed.min(map.len() as u64) {
             if map[idx as usize].load(R) != entry {
@@ -146,18 +151,18 @@ impl<'a> Allocator<'a> {
     }
 
     fn alloc_class(&self, c: usize, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
-        let cls = &self.st.mem.header().classes[c];
+        let cls = &self.s.st.mem.header().classes[c];
         let _g = self.s.guard_word(&cls.lock)?;
         self.alloc_class_locked(c, pool, record)
     }
 
     fn alloc_class_locked(&self, c: usize, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
-        let cls = &self.st.mem.header().classes[c];
+        let cls = &self.s.st.mem.header().classes[c];
         let mut head = cls.head.load(R);
         if head == 0 {
             head = self.refill_class(c, pool)?;
         }
-        let words = self.st.mem.words(head, 2)?;
+        let words = self.s.st.mem.words(head, 2)?;
         let tag = Tag::from_word(words[0].load(R));
         if tag.state != TAG_FREE || self.chunk_class(head) != Some(c) {
             // A free list that points at a non-free block: rebuild from the tags and retry.
@@ -177,7 +182,7 @@ impl<'a> Allocator<'a> {
 
     /// Class of the chunk holding `off`, if it is a class chunk.
     fn chunk_class(&self, off: u64) -> Option<usize> {
-        let e = self.st.mem.chunk_map()[self.chunk_of(off)? as usize].load(R);
+        let e = self.s.st.mem.chunk_map()[self.chunk_of(off)? as usize].load(R);
         (CHUNK_CLASS_BASE..CHUNK_CLASS_BASE + NUM_CLASSES as u32)
             .contains(&e)
             .then(|| (e - CHUNK_CLASS_BASE) as usize)
@@ -186,7 +191,7 @@ impl<'a> Allocator<'a> {
     /// Claim a free chunk for class `c` and carve it onto the (empty) free list.
     fn refill_class(&self, c: usize, pool: Pool) -> Result<u64> {
         let e = CHUNK_CLASS_BASE + c as u32;
-        let idx = self.st.claim_chunks(1, e, e, pool)?;
+        let idx = self.s.st.claim_chunks(1, e, e, pool)?;
         crash_point!("alloc.chunk_claimed");
         let size = CLASS_SIZES[c] as u64;
         let base = self.chunk_offset(idx);
@@ -195,10 +200,10 @@ impl<'a> Allocator<'a> {
         let mut head = 0;
         for b in (0..n).rev() {
             let off = base + b * size;
-            self.st.mem.word(off + 8)?.store(head, R);
+            self.s.st.mem.word(off + 8)?.store(head, R);
             head = off;
         }
-        let cls = &self.st.mem.header().classes[c];
+        let cls = &self.s.st.mem.header().classes[c];
         cls.head.store(head, REL);
         cls.free_count.fetch_add(n, R);
         cls.chunks.fetch_add(1, R);
@@ -211,15 +216,17 @@ impl<'a> Allocator<'a> {
                 hint: "allocation larger than the store",
             });
         }
-        let h = self.st.mem.header();
+        let h = self.s.st.mem.header();
         let _g = self.s.guard_word(&h.span_lock)?;
         let idx = self
+            .s
             .st
             .claim_chunks(k, CHUNK_SPAN_HEAD | k as u32, CHUNK_SPAN_CONT, pool)?;
         let off = self.chunk_offset(idx);
         record(off);
         crash_point!("span.recorded");
-        self.st
+        self.s
+            .st
             .mem
             .word(off)?
             .store(Tag::reserved(self.s.me, self.next_gen()).word(), REL);
@@ -240,7 +247,7 @@ impl<'a> Allocator<'a> {
         let idx = self
             .chunk_of(block)
             .ok_or_else(|| Error::corrupt(block, "free outside chunks"))?;
-        let e = self.st.mem.chunk_map()[idx as usize].load(R);
+        let e = self.s.st.mem.chunk_map()[idx as usize].load(R);
         if e & CHUNK_SPAN_HEAD != 0 {
             if self.chunk_offset(idx) != block {
                 return Err(Error::corrupt(
@@ -260,9 +267,9 @@ impl<'a> Allocator<'a> {
         if (block - self.chunk_offset(idx)) % size != 0 {
             return Err(Error::corrupt(block, "free of a misaligned block"));
         }
-        let cls = &self.st.mem.header().classes[c];
+        let cls = &self.s.st.mem.header().classes[c];
         let _g = self.s.guard_word(&cls.lock)?;
-        let words = self.st.mem.words(block, 2)?;
+        let words = self.s.st.mem.words(block, 2)?;
         let generation = Tag::from_word(expect).generation;
         if words[0]
             .compare_exchange(expect, Tag::free(generation).word(), REL, R)
@@ -278,10 +285,10 @@ impl<'a> Allocator<'a> {
     }
 
     fn free_span(&self, idx: u64, expect: u64) -> Result<bool> {
-        let h = self.st.mem.header();
+        let h = self.s.st.mem.header();
         let _g = self.s.guard_word(&h.span_lock)?;
         let off = self.chunk_offset(idx);
-        let tag = self.st.mem.word(off)?;
+        let tag = self.s.st.mem.word(off)?;
         if tag
             .compare_exchange(expect, Tag::free(0).word(), REL, R)
             .is_err()
@@ -295,7 +302,7 @@ impl<'a> Allocator<'a> {
 
     /// Zero a span (its tag already FREE) and clear its map entries, head first.
     fn release_span(&self, idx: u64) -> Result<()> {
-        let map = self.st.mem.chunk_map();
+        let map = self.s.st.mem.chunk_map();
         let k = (map[idx as usize].load(R) & CHUNK_SPAN_LEN_MASK) as u64;
         if k == 0 || idx + k > map.len() as u64 {
             return Err(Error::corrupt(self.chunk_offset(idx), "span length"));
@@ -306,7 +313,7 @@ impl<'a> Allocator<'a> {
         for j in 1..k {
             map[(idx + j) as usize].store(CHUNK_FREE, REL);
         }
-        self.st.mem.header().span_chunks.fetch_sub(k, R);
+        self.s.st.mem.header().span_chunks.fetch_sub(k, R);
         Ok(())
     }
 
@@ -317,7 +324,7 @@ impl<'a> Allocator<'a> {
     /// chunk unusable until it is re-backed.)
     fn zero_chunks(&self, idx: u64, k: u64) -> Result<()> {
         let off = self.chunk_offset(idx);
-        for w in self.st.mem.words(off, k * CHUNK_SIZE / 8)? {
+        for w in self.s.st.mem.words(off, k * CHUNK_SIZE / 8)? {
             w.store(0, R);
         }
         Ok(())
@@ -325,9 +332,9 @@ impl<'a> Allocator<'a> {
 
     /// Rebuild the free list of class `c` from the block tags (caller holds the class lock).
     pub(crate) fn rebuild_class(&self, c: usize) -> Result<()> {
-        let cls = &self.st.mem.header().classes[c];
+        let cls = &self.s.st.mem.header().classes[c];
         let size = CLASS_SIZES[c] as u64;
-        let map = self.st.mem.chunk_map();
+        let map = self.s.st.mem.chunk_map();
         let (mut head, mut free, mut chunks) = (0u64, 0u64, 0u64);
         for (i, e) in map.iter().enumerate().rev() {
             if e.load(R) != CHUNK_CLASS_BASE + c as u32 {
@@ -336,7 +343,7 @@ impl<'a> Allocator<'a> {
             chunks += 1;
             let base = self.chunk_offset(i as u64);
             for b in (0..CHUNK_SIZE / size).rev() {
-                let words = self.st.mem.words(base + b * size, 2)?;
+                let words = self.s.st.mem.words(base + b * size, 2)?;
                 if Tag::from_word(words[0].load(R)).state == TAG_FREE {
                     words[1].store(head, R);
                     head = base + b * size;
@@ -353,7 +360,7 @@ impl<'a> Allocator<'a> {
     /// Repair spans after the span-lock owner died (caller holds the span lock): release
     /// spans whose tag is FREE and orphaned continuation entries.
     pub(crate) fn rebuild_spans(&self) -> Result<()> {
-        let map = self.st.mem.chunk_map();
+        let map = self.s.st.mem.chunk_map();
         let mut i = 0u64;
         let mut covered_until = 0u64;
         let mut held = 0u64;
@@ -361,7 +368,7 @@ impl<'a> Allocator<'a> {
             let e = map[i as usize].load(R);
             if e & CHUNK_SPAN_HEAD != 0 {
                 let k = (e & CHUNK_SPAN_LEN_MASK) as u64;
-                let tag = Tag::from_word(self.st.mem.word(self.chunk_offset(i))?.load(R));
+                let tag = Tag::from_word(self.s.st.mem.word(self.chunk_offset(i))?.load(R));
                 if tag.state == TAG_FREE {
                     // Clear only the entries that are still ours (CONT) after the head.
                     self.zero_chunks(i, 1)?;
@@ -385,13 +392,13 @@ impl<'a> Allocator<'a> {
             }
             i += 1;
         }
-        self.st.mem.header().span_chunks.store(held, R);
+        self.s.st.mem.header().span_chunks.store(held, R);
         Ok(())
     }
 
     /// A word inside the segment as `&AtomicU64` (checked).
     fn word(&self, off: u64) -> Result<&'a AtomicU64> {
-        self.st.mem.word(off)
+        self.s.st.mem.word(off)
     }
 }
 

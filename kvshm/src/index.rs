@@ -104,10 +104,15 @@ pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> 
     if tw == 0 {
         return rebuild_table(txn, s, log2_for(count.saturating_add(adds)));
     }
-    // The table word is segment data: decode it with its checks (capacity in range).
-    let Some((_, log2)) = txn.session().st.table_entries(tw)? else {
-        return Ok(());
-    };
+    // The table word is segment data: its capacity must be in range (the entries themselves
+    // are bounds-checked by `find`, which decodes the same word right after).
+    let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
+    if !(TABLE_MIN_LOG2..=TABLE_MAX_LOG2).contains(&log2) {
+        return Err(Error::corrupt(
+            tw & TABLE_OFFSET_MASK,
+            format!("table capacity 2^{log2}"),
+        ));
+    }
     let load = count.saturating_add(tombs).saturating_add(adds);
     if load.saturating_mul(4) > 3 * table_capacity(log2) {
         return rebuild_table(txn, s, log2_for(count.saturating_add(adds)).max(log2));

@@ -185,7 +185,7 @@ impl<'a> HeldStripes<'a> {
     }
 
     pub(crate) fn push(&mut self, s: StripeWrite<'a>) {
-        if self.first.is_none() && self.rest.is_empty() {
+        if self.first.is_none() {
             self.first = Some(s);
         } else {
             self.rest.push(s);

@@ -85,9 +85,7 @@ impl Client {
                 }
             }
             let Some(owner) = dead else { break held };
-            while let Some(g) = held.pop() {
-                drop(g);
-            }
+            drop(held);
             crate::recovery::probe_and_recover(&sess, owner)?;
             recovered += 1;
         };

@@ -102,26 +102,25 @@ fn a_log_file_is_private_and_never_a_symlink() {
     );
     // A fresh log file is created 0600 (trace logs hold keys).
     let log = d.0.join("fresh.log");
-    let mut host = Command::new(workspace_bin("kvhost"))
-        .args([
-            "--name",
-            &s.name,
-            "--dir",
-            s.dir.to_str().unwrap(),
-            "--log-file",
-        ])
-        .arg(&log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    // A guard: the host is killed even if an assertion below fails.
+    let mut host = kvshm_tests::ChildGuard::new(
+        Command::new(workspace_bin("kvhost"))
+            .args([
+                "--name",
+                &s.name,
+                "--dir",
+                s.dir.to_str().unwrap(),
+                "--log-file",
+            ])
+            .arg(&log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     kvshm_tests::wait_for("the log file", Duration::from_secs(30), || log.exists());
     let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
-    // SAFETY: signals our own child.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(host.id() as i32, libc::SIGTERM);
-    }
-    host.wait().unwrap();
+    kvshm_tests::signal(&host, libc::SIGTERM);
+    assert!(host.wait_limit(Duration::from_secs(30)).success());
     assert_eq!(mode, 0o600, "log file mode {mode:o}");
 }
 

@@ -184,17 +184,7 @@ fn writer(c: Client, id: u64, ack_path: &str) {
                 let items: Vec<(String, u64)> = (0..BATCH_KEYS)
                     .map(|j| (format!("b{id}-{j}"), ver))
                     .collect();
-                let mut s = String::from("M");
-                for (k, v) in &items {
-                    s += &format!(" {k} {v}");
-                }
-                line(s + "\n");
-                let kv: Vec<(Vec<u8>, Vec<u8>)> = items
-                    .iter()
-                    .map(|(k, v)| (k.clone().into_bytes(), pattern(*v)))
-                    .collect();
-                c.put_many(&kv).expect("put_many batch");
-                line("OK\n".into());
+                put_batch(&c, &items, &mut line);
             }
             5 => {
                 let n = 1 + rng.below(8);
@@ -206,17 +196,7 @@ fn writer(c: Client, id: u64, ack_path: &str) {
                         )
                     })
                     .collect();
-                let mut s = String::from("M");
-                for (k, v) in &items {
-                    s += &format!(" {k} {v}");
-                }
-                line(s + "\n");
-                let kv: Vec<(Vec<u8>, Vec<u8>)> = items
-                    .iter()
-                    .map(|(k, v)| (k.clone().into_bytes(), pattern(*v)))
-                    .collect();
-                c.put_many(&kv).expect("put_many");
-                line("OK\n".into());
+                put_batch(&c, &items, &mut line);
             }
             6..=8 => {
                 let k = format!("shared-{}", rng.below(50));
@@ -231,6 +211,21 @@ fn writer(c: Client, id: u64, ack_path: &str) {
 }
 
 /// Read shared and own keys for `secs`, failing (exit 1) on any torn value.
+/// One `put_many` of `items` (key, version), logged as an `M` intent line and an `OK` ack.
+fn put_batch(c: &Client, items: &[(String, u64)], line: &mut impl FnMut(String)) {
+    let mut s = String::from("M");
+    for (k, v) in items {
+        s += &format!(" {k} {v}");
+    }
+    line(s + "\n");
+    let kv: Vec<(Vec<u8>, Vec<u8>)> = items
+        .iter()
+        .map(|(k, v)| (k.clone().into_bytes(), pattern(*v)))
+        .collect();
+    c.put_many(&kv).expect("put_many");
+    line("OK\n".into());
+}
+
 /// Keys `b<writer>-0..BATCH_KEYS` are only ever written together, by one `put_many`.
 const BATCH_KEYS: u64 = 4;
 
@@ -389,7 +384,7 @@ fn run_probe(ro: kvshm::Result<Client>, rw: kvshm::Result<Client>) {
     out("done");
 }
 
-/// `fork` (the one place this binary needs `unsafe`).
+/// `fork` (one of the few `unsafe` calls of this binary: fork, waitpid, setrlimit).
 #[allow(unsafe_code)]
 fn fork() -> i32 {
     // SAFETY: the child only runs straight-line code of this process's own (it makes no
