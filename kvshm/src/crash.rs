@@ -35,6 +35,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "remove_many.applied_one",
     "many.locked",
     "many.unlocked_one",
+    "get_many.key_read",
     "recover.class_rebuilt",
     "recover.undone",
     "recover.stripes_released",

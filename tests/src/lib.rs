@@ -282,6 +282,14 @@ pub fn signal(child: &ChildGuard, sig: i32) {
     assert!(st.is_ok_and(|s| s.success()), "kill -{sig} failed");
 }
 
+/// The state letter of process `pid` from /proc (`T` when stopped), `?` when it is gone.
+pub fn process_state(pid: i32) -> char {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().and_then(|r| r.trim().chars().next()))
+        .unwrap_or('?')
+}
+
 /// Poll `f` until it returns true, failing after `limit`.
 pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();

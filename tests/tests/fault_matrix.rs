@@ -10,18 +10,11 @@ use std::time::{Duration, Instant};
 
 use kvshm::{Client, Config};
 use kvshm_tests::{
-    check_model, check_pattern, pattern, replay, signal, wait_for, workspace_bin, ChildGuard,
-    StoreName, TestStore,
+    check_model, check_pattern, pattern, process_state, replay, signal, wait_for, workspace_bin,
+    ChildGuard, StoreName, TestStore,
 };
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
-
-fn process_state(pid: i32) -> char {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(')').next().and_then(|r| r.trim().chars().next()))
-        .unwrap_or('?')
-}
 
 /// Keys on the same stripe as `crash-key` and on another stripe.
 fn keys_by_stripe(c: &Client) -> (String, String) {

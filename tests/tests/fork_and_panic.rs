@@ -22,10 +22,7 @@ impl Drop for KillOnDrop {
 }
 
 fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(')').next().and_then(|r| r.trim().chars().next()))
-        .is_some_and(|state| state != 'Z' && state != 'X')
+    !matches!(kvshm_tests::process_state(pid), 'Z' | 'X' | '?')
 }
 
 /// Run `f` on another thread; `None` if it has not finished by `limit` (it is left running:

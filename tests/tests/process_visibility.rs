@@ -1,7 +1,9 @@
 //! Visibility, updates, removal and reuse across real processes.
 
+use std::time::Duration;
+
 use kvshm::Config;
-use kvshm_tests::TestStore;
+use kvshm_tests::{process_state, signal, wait_for, TestStore};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
 
@@ -163,4 +165,54 @@ fn growth_is_seen_by_clients_attached_before_it() {
     let _ = std::fs::remove_file(&flag);
     let _ = std::fs::remove_file(format!("{}.n", flag.display()));
     t.assert_verified();
+}
+
+/// A `get_many` is one snapshot even when a `put_many` from another process lands between two
+/// of its keys. The reader is frozen (SIGSTOP at a test point) after reading the second of
+/// three keys on three stripes; a writer changes the second and third keys together; the
+/// resumed reader must not return the old second value beside the new third one. The first
+/// key sits on the lowest stripe and does not change, so a reader that validates only some of
+/// its stripes returns the mixed batch.
+#[test]
+fn get_many_is_one_snapshot_when_a_put_many_lands_between_its_keys() {
+    let t = TestStore::new("many-snap", Config::default().stripes(8), CHILD);
+    let h = t.host();
+    // Keys on three distinct stripes, the first on the lowest of them.
+    let mut keys: Vec<String> = Vec::new();
+    for i in 0.. {
+        let k = format!("k{i}");
+        let s = h.stripe_of_key(k.as_bytes());
+        if keys.iter().all(|o| h.stripe_of_key(o.as_bytes()) != s) {
+            keys.push(k);
+        }
+        if keys.len() == 3 {
+            break;
+        }
+    }
+    keys.sort_by_key(|k| h.stripe_of_key(k.as_bytes()));
+    for k in &keys {
+        h.put(k.as_bytes(), b"A").unwrap();
+    }
+    let args: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+    let mut reader = t.spawn(
+        "get-many",
+        &args,
+        &[
+            ("KVSHM_CRASH_AT", "get_many.key_read@2"),
+            ("KVSHM_CRASH_ACTION", "stop"),
+        ],
+    );
+    wait_for(
+        "the reader to stop between two keys",
+        Duration::from_secs(30),
+        || process_state(reader.pid()) == 'T',
+    );
+    h.put_many(&[
+        (keys[1].as_bytes(), &b"B"[..]),
+        (keys[2].as_bytes(), &b"B"[..]),
+    ])
+    .unwrap();
+    signal(&reader, libc::SIGCONT);
+    assert!(reader.wait_limit(Duration::from_secs(30)).success());
+    assert_eq!(reader.stdout_lines(), vec!["A", "B", "B"]);
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Client;
+use crate::crash_point;
 use crate::error::{Error, Result};
 use crate::layout::Counter;
 use crate::store::{backoff, Attempt, OPTIMISTIC_READS};
@@ -74,14 +75,17 @@ impl Client {
                 .zip(&hashes)
                 .map(|(k, &h)| {
                     let tw = self.st.mem.stripe(self.st.stripe_of(h)).table.load(R);
-                    match self.st.probe(tw, h, k.as_ref())? {
+                    let v = match self.st.probe(tw, h, k.as_ref())? {
                         Some(rec) => {
                             let mut v = Vec::new();
                             self.st.read_value(rec, &mut v)?;
-                            Ok(Some(v))
+                            Some(v)
                         }
-                        None => Ok(None),
-                    }
+                        None => None,
+                    };
+                    // A test stops a reader here, between two keys of one batch.
+                    crash_point!("get_many.key_read");
+                    Ok(v)
                 })
                 .collect::<Result<Vec<_>>>()
         })?;

@@ -38,6 +38,14 @@ fn main() {
         },
         "remove" => out(open().remove(rest[0].as_bytes()).expect("remove")),
         "len" => out(open().len()),
+        "get-many" => {
+            let vals = open().get_many(rest).expect("get_many");
+            for v in vals {
+                out(v.map_or("<none>".into(), |v| {
+                    String::from_utf8_lossy(&v).into_owned()
+                }));
+            }
+        }
         "hold" => {
             let _c = open();
             out("attached");
