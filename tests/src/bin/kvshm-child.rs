@@ -102,6 +102,12 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
             c.put_many(&items).unwrap();
             out("ack");
         }
+        "get-many" => {
+            let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("batch-{i}").into_bytes()).collect();
+            let vals = c.get_many(&keys).unwrap();
+            assert!(vals.iter().all(|v| v.as_deref() == Some(&b"old"[..])));
+            out("ack");
+        }
         "remove-many" => {
             let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("batch-{i}").into_bytes()).collect();
             c.remove_many(&keys).unwrap();
