@@ -299,59 +299,376 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Replay a storm writer's ack log (intent lines `P k v` / `D k` / `M k v ...`, each followed
-/// by `OK` once acknowledged) into the set of values each key may hold now. Returns
-/// (acknowledged ops, ops in flight at a kill).
-pub fn replay(log: &str, model: &mut HashMap<String, HashSet<Option<u64>>>) -> (u64, u64) {
-    let lines: Vec<&str> = log.lines().collect();
-    let (mut acked, mut ambiguous) = (0, 0);
-    let mut i = 0;
-    while i < lines.len() {
-        let intent = lines[i];
-        if intent == "OK" || intent.is_empty() {
+/// A read of a shared key: the version seen (`None`: absent) and CLOCK_MONOTONIC ns before
+/// and after the get.
+#[derive(Clone, Debug)]
+pub struct SharedRead {
+    pub seen: Option<u64>,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Everything done to one shared key, by every writer.
+#[derive(Clone, Debug, Default)]
+pub struct SharedHistory {
+    pub ops: Vec<SharedOp>,
+    pub reads: Vec<SharedRead>,
+}
+
+/// One write to a key that several writers share: its value (`None` for a remove) and the
+/// CLOCK_MONOTONIC nanoseconds taken before it began and after it returned (`end` is `None`
+/// when its writer was killed before it returned).
+#[derive(Clone, Debug)]
+pub struct SharedOp {
+    pub value: Option<u64>,
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+/// One storm writer's ack log, replayed. The log holds, one per line:
+/// - intent lines for the writer's own keys, `P k v` (put), `D k` (remove), `M k v ...`
+///   (`put_many`), each followed by `OK` once acknowledged;
+/// - intent lines for shared keys, `S k v t0` (put) and `X k t0` (remove), followed by
+///   `OK t1` (t0, t1: CLOCK_MONOTONIC ns before the call and after it returned), and reads
+///   of shared keys, `R k v|- t0 t1`;
+/// - checkpoints `C k v|- ...`: the values of every own key that a new incarnation of the
+///   writer read from the store when it started (after checking them against the log).
+///
+/// A line without its `OK` was in flight when the writer was killed; a torn line never began.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// The values each own key may hold now.
+    pub model: HashMap<String, HashSet<Option<u64>>>,
+    /// Every write and read of shared keys, by key.
+    pub shared: HashMap<String, SharedHistory>,
+    /// Acknowledged operations (own and shared keys).
+    pub acked: u64,
+    /// Operations in flight when their writer was killed.
+    pub ambiguous: u64,
+    /// Checkpoints (a new incarnation of the writer checked every own key).
+    pub checkpoints: u64,
+    /// The own-key operation in flight at the last kill (the last value per key), until a
+    /// checkpoint judges it.
+    pub in_flight: Option<Vec<(String, Option<u64>)>>,
+    /// What the log contradicts: a checkpoint value the log does not allow, a batch applied
+    /// in part.
+    pub problems: Vec<String>,
+}
+
+fn parse_ver(s: &str) -> Option<Option<u64>> {
+    if s == "-" {
+        Some(None)
+    } else {
+        s.parse().ok().map(Some)
+    }
+}
+
+impl Replay {
+    /// Replay `log` (a whole log, or the part from a checkpoint on).
+    pub fn feed(&mut self, log: &str) {
+        let lines: Vec<&str> = log.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let intent = lines[i];
             i += 1;
-            continue;
-        }
-        let ok = lines.get(i + 1) == Some(&"OK");
-        let parts: Vec<&str> = intent.split(' ').collect();
-        let parsed: Option<Vec<(String, Option<u64>)>> = match parts[0] {
-            "P" if parts.len() == 3 => parts[2]
-                .parse()
-                .ok()
-                .map(|v| vec![(parts[1].to_string(), Some(v))]),
-            "D" if parts.len() == 2 => Some(vec![(parts[1].to_string(), None)]),
-            "M" if parts.len() % 2 == 1 => parts[1..]
-                .chunks(2)
-                .map(|c| c[1].parse().ok().map(|v| (c[0].to_string(), Some(v))))
-                .collect(),
-            _ => None,
-        };
-        // A torn line (writer killed inside write()): that operation never started.
-        let Some(changes) = parsed else {
-            i += 1;
-            continue;
-        };
-        // Within a batch the last value of a key wins.
-        let mut last: HashMap<String, Option<u64>> = HashMap::new();
-        for (k, v) in changes {
-            last.insert(k, v);
-        }
-        for (k, v) in last {
-            let e = model.entry(k).or_insert_with(|| HashSet::from([None]));
-            if ok {
-                e.clear();
+            let parts: Vec<&str> = intent.split(' ').collect();
+            let ack = lines.get(i).filter(|l| l.starts_with("OK"));
+            match parts[0] {
+                "C" if parts.len() % 2 == 1 => {
+                    let vals: Option<Vec<(String, Option<u64>)>> = parts[1..]
+                        .chunks(2)
+                        .map(|c| parse_ver(c[1]).map(|v| (c[0].to_string(), v)))
+                        .collect();
+                    if let Some(vals) = vals {
+                        self.checkpoint(&vals);
+                    }
+                }
+                "R" if parts.len() == 5 => {
+                    let read = parse_ver(parts[2])
+                        .zip(parts[3].parse().ok())
+                        .zip(parts[4].parse().ok());
+                    if let Some(((seen, start), end)) = read {
+                        self.shared
+                            .entry(parts[1].to_string())
+                            .or_default()
+                            .reads
+                            .push(SharedRead { seen, start, end });
+                    }
+                }
+                "S" | "X" => {
+                    let parsed = match (parts[0], parts.len()) {
+                        ("S", 4) => parts[2].parse().ok().map(Some).zip(parts[3].parse().ok()),
+                        ("X", 3) => Some(None).zip(parts[2].parse().ok()),
+                        _ => None,
+                    };
+                    let Some((value, start)) = parsed else {
+                        continue; // torn: never began
+                    };
+                    let end = ack.and_then(|l| l.strip_prefix("OK ")?.parse().ok());
+                    if end.is_some() {
+                        self.acked += 1;
+                        i += 1;
+                    } else {
+                        self.ambiguous += 1;
+                    }
+                    self.shared
+                        .entry(parts[1].to_string())
+                        .or_default()
+                        .ops
+                        .push(SharedOp { value, start, end });
+                }
+                "P" | "D" | "M" => {
+                    let parsed: Option<Vec<(String, Option<u64>)>> = match parts[0] {
+                        "P" if parts.len() == 3 => parts[2]
+                            .parse()
+                            .ok()
+                            .map(|v| vec![(parts[1].to_string(), Some(v))]),
+                        "D" if parts.len() == 2 => Some(vec![(parts[1].to_string(), None)]),
+                        "M" if parts.len() % 2 == 1 => parts[1..]
+                            .chunks(2)
+                            .map(|c| c[1].parse().ok().map(|v| (c[0].to_string(), Some(v))))
+                            .collect(),
+                        _ => None,
+                    };
+                    let Some(changes) = parsed else {
+                        continue; // torn: never began
+                    };
+                    // Within a batch the last value of a key wins.
+                    let mut last: Vec<(String, Option<u64>)> = Vec::new();
+                    for (k, v) in changes {
+                        last.retain(|(o, _)| *o != k);
+                        last.push((k, v));
+                    }
+                    let ok = ack.is_some();
+                    for (k, v) in &last {
+                        let e = self
+                            .model
+                            .entry(k.clone())
+                            .or_insert_with(|| HashSet::from([None]));
+                        if ok {
+                            e.clear();
+                        }
+                        e.insert(*v);
+                    }
+                    if ok {
+                        self.acked += 1;
+                        i += 1;
+                    } else {
+                        self.ambiguous += 1;
+                        self.in_flight = Some(last);
+                    }
+                }
+                _ => {} // an `OK` without its intent, an empty or torn line
             }
-            e.insert(v);
-        }
-        if ok {
-            acked += 1;
-            i += 2;
-        } else {
-            ambiguous += 1;
-            i += 1;
         }
     }
-    (acked, ambiguous)
+
+    /// Replay the part of a log from its last checkpoint on (`<log>.pos` gives the offset):
+    /// the checkpoint it starts with is the base, taken as it is (the incarnation that wrote
+    /// it checked it; the whole-log replay checks it again).
+    pub fn resume(&mut self, tail: &str) {
+        let (first, rest) = tail.split_once('\n').unwrap_or((tail, ""));
+        if let Some(base) = first.strip_prefix("C") {
+            let parts: Vec<&str> = base.split(' ').skip(1).collect();
+            if parts.len() % 2 == 0 && rest.len() + first.len() < tail.len() {
+                for c in parts.chunks(2) {
+                    if let Some(v) = parse_ver(c[1]) {
+                        self.model.insert(c[0].to_string(), HashSet::from([v]));
+                    }
+                }
+                self.feed(rest);
+                return;
+            }
+        }
+        self.feed(tail);
+    }
+
+    /// A checkpoint: the values its writer read; each must be one the log allows, and a batch
+    /// in flight before it must show entirely or not at all.
+    fn checkpoint(&mut self, vals: &[(String, Option<u64>)]) {
+        let now: HashMap<&str, Option<u64>> = vals.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        if let Some(batch) = self.in_flight.take() {
+            self.judge_batch(&batch, |k| now.get(k).copied().flatten());
+        }
+        for (k, v) in vals {
+            let e = self
+                .model
+                .entry(k.clone())
+                .or_insert_with(|| HashSet::from([None]));
+            if !e.contains(v) {
+                self.problems
+                    .push(format!("checkpoint: {k} holds {v:?}, the log allows {e:?}"));
+            }
+            e.clear();
+            e.insert(*v);
+        }
+        self.checkpoints += 1;
+    }
+
+    fn judge_batch(&mut self, batch: &[(String, Option<u64>)], now: impl Fn(&str) -> Option<u64>) {
+        if batch.len() < 2 {
+            return;
+        }
+        let applied: Vec<bool> = batch.iter().map(|(k, v)| now(k) == *v).collect();
+        if applied.iter().any(|a| *a) && !applied.iter().all(|a| *a) {
+            self.problems.push(format!(
+                "batch in flight at a kill applied in part: {:?}",
+                batch
+                    .iter()
+                    .zip(&applied)
+                    .map(|((k, _), a)| format!("{k}:{}", if *a { "new" } else { "old" }))
+                    .collect::<Vec<_>>()
+            ));
+        }
+    }
+
+    /// Check the store against this writer's own keys: every key holds a value the log allows,
+    /// a batch in flight at the last kill shows entirely or not at all, and the batch keys
+    /// `b<id>-*` (only ever written together) hold one version. Returns the problems (those
+    /// of the log itself included).
+    pub fn check_store(&mut self, c: &kvshm::Client) -> Vec<String> {
+        let mut now: HashMap<String, Option<u64>> = HashMap::new();
+        for (k, allowed) in &self.model {
+            let got = match c.get(k.as_bytes()) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.problems.push(format!("{k}: get failed: {e}"));
+                    continue;
+                }
+            };
+            let ver = match got.as_deref().map(check_pattern) {
+                Some(None) => {
+                    self.problems.push(format!("{k}: torn value"));
+                    continue;
+                }
+                Some(Some(v)) => Some(v),
+                None => None,
+            };
+            if !allowed.contains(&ver) {
+                self.problems
+                    .push(format!("{k}: holds {ver:?}, the log allows {allowed:?}"));
+            }
+            now.insert(k.clone(), ver);
+        }
+        if let Some(batch) = self.in_flight.clone() {
+            self.judge_batch(&batch, |k| now.get(k).copied().flatten());
+        }
+        let batch_vers: HashSet<Option<u64>> = now
+            .iter()
+            .filter(|(k, _)| k.starts_with('b'))
+            .map(|(_, v)| *v)
+            .collect();
+        if batch_vers.len() > 1 {
+            self.problems
+                .push(format!("batch keys hold different batches: {batch_vers:?}"));
+        }
+        self.problems.clone()
+    }
+}
+
+/// Check shared keys against the real-time order of the operations on them (from every
+/// writer's log), as a linearizable register must behave:
+/// - a read sees no write that had not begun when the read returned, and no value nobody
+///   wrote;
+/// - a read is not stale: it sees no write W when another acknowledged write began after W
+///   returned and returned before the read began (a lost or reordered write shows up here at
+///   the next read of its key);
+/// - the store's final value is that of a write after which no acknowledged write began.
+///
+/// Returns the problems and the number of reads checked.
+pub fn check_shared(
+    c: &kvshm::Client,
+    shared: &HashMap<String, SharedHistory>,
+) -> (Vec<String>, u64) {
+    let mut problems = Vec::new();
+    let mut reads_checked = 0;
+    for (k, h) in shared {
+        // Acknowledged writes by start time, and the least end among those starting at or
+        // after each position: `overwritten_by(t)` = when the first acknowledged write that
+        // began after t had returned (u64::MAX: none).
+        let mut acked: Vec<(u64, u64)> = h
+            .ops
+            .iter()
+            .filter_map(|o| o.end.map(|e| (o.start, e)))
+            .collect();
+        acked.sort_unstable();
+        let mut suffix_min_end = vec![u64::MAX; acked.len() + 1];
+        for i in (0..acked.len()).rev() {
+            suffix_min_end[i] = suffix_min_end[i + 1].min(acked[i].1);
+        }
+        let overwritten_by = |t: u64| suffix_min_end[acked.partition_point(|&(s, _)| s <= t)];
+        // The writes of each value (the initial absence counts as a remove that ended at time
+        // 0), by start time, with the latest end among those that began by each position
+        // (u64::MAX while in flight). The read of a value is fine if one of its writes began
+        // before the read returned and was not overwritten before the read began; the write
+        // with the latest end is the best witness (`overwritten_by` only grows with time).
+        let mut by_value: HashMap<Option<u64>, Vec<(u64, u64)>> = HashMap::new();
+        by_value.entry(None).or_default().push((0, 0));
+        for o in &h.ops {
+            let end = o.end.unwrap_or(u64::MAX);
+            by_value.entry(o.value).or_default().push((o.start, end));
+        }
+        for w in by_value.values_mut() {
+            w.sort_unstable();
+            for i in 1..w.len() {
+                w[i].1 = w[i].1.max(w[i - 1].1);
+            }
+        }
+        for r in &h.reads {
+            reads_checked += 1;
+            let w = by_value.get(&r.seen).map(Vec::as_slice).unwrap_or(&[]);
+            let begun = w.partition_point(|&(s, _)| s <= r.end);
+            if begun == 0 {
+                problems.push(format!(
+                    "{k}: a read saw {:?}, which no write had begun by then",
+                    r.seen
+                ));
+            } else if overwritten_by(w[begun - 1].1) < r.start {
+                problems.push(format!(
+                    "{k}: stale read: saw {:?} at {}, overwritten by an acknowledged write \
+                     that returned before",
+                    r.seen, r.start
+                ));
+            }
+        }
+        let last_start = acked.last().map(|a| a.0);
+        let mut allowed: HashSet<Option<u64>> = h
+            .ops
+            .iter()
+            .filter(|o| match (o.end, last_start) {
+                (Some(end), Some(s)) => end >= s,
+                _ => true,
+            })
+            .map(|o| o.value)
+            .collect();
+        if last_start.is_none() {
+            allowed.insert(None);
+        }
+        let got = c.get(k.as_bytes()).unwrap();
+        let ver = got.as_deref().map(check_pattern);
+        if ver == Some(None) {
+            problems.push(format!("{k}: torn value"));
+        } else if !allowed.contains(&ver.flatten()) {
+            problems.push(format!(
+                "{k}: holds {:?}, but only {allowed:?} may be last ({} writes)",
+                ver.flatten(),
+                h.ops.len()
+            ));
+        }
+    }
+    (problems, reads_checked)
+}
+
+/// Replay one writer's ack log into the set of values each of its keys may hold now. Returns
+/// (acknowledged ops, ops in flight at a kill).
+pub fn replay(log: &str, model: &mut HashMap<String, HashSet<Option<u64>>>) -> (u64, u64) {
+    let mut r = Replay::default();
+    r.feed(log);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    for (k, v) in r.model {
+        model.insert(k, v);
+    }
+    (r.acked, r.ambiguous)
 }
 
 /// Check the store against a replayed model: every key holds one of its allowed values.

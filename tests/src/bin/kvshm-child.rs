@@ -164,61 +164,176 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
     std::process::exit(3);
 }
 
-/// A storm writer: random puts, removes and batches over its own keys (logged to `ack_path`
-/// as intent lines followed by `OK`), plus contended writes to shared keys.
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine.
+#[allow(unsafe_code)]
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Report `problems` (one line each) and exit 1 if there are any: the storm fails on a writer
+/// that exits by itself and shows its output.
+fn fail_on(problems: &[String]) {
+    if !problems.is_empty() {
+        lost(problems);
+    }
+}
+
+fn lost(problems: &[String]) -> ! {
+    for p in problems {
+        out(format!("LOST: {p}"));
+    }
+    std::process::exit(1);
+}
+
+/// A storm writer: random puts, removes and batches over its own keys, plus contended writes
+/// to shared keys, logged to `ack_path` (format: [`kvshm_tests::Replay`]).
+///
+/// Every acknowledged write to an own key is checked: before each operation the writer reads
+/// the keys it is about to write and compares them with what it last wrote; a new incarnation
+/// (after a SIGKILL) first replays the log from the last checkpoint, checks every own key
+/// against it (and the batch in flight at the kill: all or nothing), and writes a checkpoint
+/// with the values it read. `<ack_path>.pos` holds the offset of the last checkpoint.
 fn writer(c: Client, id: u64, ack_path: &str) {
+    use std::io::{Read, Seek, SeekFrom};
+    let pos_path = format!("{ack_path}.pos");
+    let pos: u64 = std::fs::read_to_string(&pos_path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     let mut ack = OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(ack_path)
         .expect("ack file");
+    let mut tail = String::new();
+    ack.seek(SeekFrom::Start(pos)).expect("seek");
+    ack.read_to_string(&mut tail).expect("read ack log");
+    let mut replay = kvshm_tests::Replay::default();
+    replay.resume(&tail);
+    fail_on(&replay.check_store(&c));
+    // What each own key holds now (checked above): the expected value before each operation.
+    let mut model: std::collections::HashMap<String, Option<u64>> = replay
+        .model
+        .keys()
+        .map(|k| {
+            let v = c
+                .get(k.as_bytes())
+                .expect("get")
+                .map(|v| check_pattern(&v).unwrap());
+            (k.clone(), v)
+        })
+        .collect();
+    let mut offset = ack.metadata().expect("ack len").len();
+    if !tail.is_empty() && !tail.ends_with('\n') {
+        ack.write_all(b"\n").expect("ack write"); // end a line torn by the kill
+        offset += 1;
+    }
+    let mut ckpt = String::from("C");
+    for (k, v) in &model {
+        ckpt += &format!(" {k} {}", v.map_or("-".into(), |v| v.to_string()));
+    }
+    ack.write_all((ckpt + "\n").as_bytes()).expect("ack write");
+    std::fs::write(format!("{pos_path}.tmp"), offset.to_string()).expect("pos");
+    std::fs::rename(format!("{pos_path}.tmp"), &pos_path).expect("pos");
+
     let mut rng =
         Rng::new(id ^ std::process::id() as u64 ^ (Instant::now().elapsed().as_nanos() as u64));
     let mut line = |s: String| {
         ack.write_all(s.as_bytes()).expect("ack write");
     };
+    // Before writing `keys`: each must still hold what this writer last wrote to it.
+    let check =
+        |c: &Client, model: &std::collections::HashMap<String, Option<u64>>, keys: &[&str]| {
+            let vals = c.get_many(keys).expect("get_many");
+            let problems: Vec<String> = keys
+                .iter()
+                .zip(vals)
+                .filter_map(|(k, v)| {
+                    let want = model.get(*k).copied().flatten();
+                    match v.as_deref().map(check_pattern) {
+                        Some(None) => Some(format!("{k}: torn value")),
+                        have => (have.flatten() != want).then(|| {
+                            format!(
+                                "{k}: holds {:?}, last acknowledged {want:?}",
+                                have.flatten()
+                            )
+                        }),
+                    }
+                })
+                .collect();
+            fail_on(&problems);
+        };
     loop {
         let ver = (id << 48) | (rng.next_u64() & ((1 << 48) - 1));
         match rng.below(10) {
             0..=3 => {
                 let k = format!("w{id}-{}", rng.below(200));
+                check(&c, &model, &[&k]);
                 line(format!("P {k} {ver}\n"));
                 c.put(k.as_bytes(), &pattern(ver)).expect("put");
                 line("OK\n".into());
+                model.insert(k, Some(ver));
             }
             4 => {
                 let k = format!("w{id}-{}", rng.below(200));
+                check(&c, &model, &[&k]);
                 line(format!("D {k}\n"));
                 c.remove(k.as_bytes()).expect("remove");
                 line("OK\n".into());
-            }
-            5 if rng.below(2) == 0 => {
-                // One batch over fixed keys, one version for all: readers in other processes
-                // check with get_many that they never see two batches mixed.
-                let items: Vec<(String, u64)> = (0..BATCH_KEYS)
-                    .map(|j| (format!("b{id}-{j}"), ver))
-                    .collect();
-                put_batch(&c, &items, &mut line);
+                model.insert(k, None);
             }
             5 => {
-                let n = 1 + rng.below(8);
-                let items: Vec<(String, u64)> = (0..n)
-                    .map(|j| {
-                        (
-                            format!("w{id}-{}", rng.below(200)),
-                            ver.wrapping_add(j) & !(0xffff << 48) | id << 48,
-                        )
-                    })
-                    .collect();
+                let items: Vec<(String, u64)> = if rng.below(2) == 0 {
+                    // One batch over fixed keys, one version for all: readers in other
+                    // processes check with get_many that they never see two batches mixed.
+                    (0..BATCH_KEYS)
+                        .map(|j| (format!("b{id}-{j}"), ver))
+                        .collect()
+                } else {
+                    (0..1 + rng.below(8))
+                        .map(|j| {
+                            (
+                                format!("w{id}-{}", rng.below(200)),
+                                ver.wrapping_add(j) & !(0xffff << 48) | id << 48,
+                            )
+                        })
+                        .collect()
+                };
+                let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+                check(&c, &model, &keys);
                 put_batch(&c, &items, &mut line);
+                for (k, v) in items {
+                    model.insert(k, Some(v));
+                }
             }
-            6..=8 => {
+            op => {
+                // A shared key: read it (checked offline against every writer's log), then
+                // put or remove it.
                 let k = format!("shared-{}", rng.below(50));
-                c.put(k.as_bytes(), &pattern(ver)).expect("put shared");
-            }
-            _ => {
-                let k = format!("shared-{}", rng.below(50));
-                c.remove(k.as_bytes()).expect("remove shared");
+                let t0 = monotonic_ns();
+                let seen = c.get(k.as_bytes()).expect("get shared");
+                let t1 = monotonic_ns();
+                let seen = match seen.as_deref().map(check_pattern) {
+                    Some(None) => lost(&[format!("{k}: torn value")]),
+                    Some(Some(v)) => v.to_string(),
+                    None => "-".into(),
+                };
+                line(format!("R {k} {seen} {t0} {t1}\n"));
+                if op <= 8 {
+                    line(format!("S {k} {ver} {}\n", monotonic_ns()));
+                    c.put(k.as_bytes(), &pattern(ver)).expect("put shared");
+                } else {
+                    line(format!("X {k} {}\n", monotonic_ns()));
+                    c.remove(k.as_bytes()).expect("remove shared");
+                }
+                line(format!("OK {}\n", monotonic_ns()));
             }
         }
     }
