@@ -164,6 +164,15 @@ impl Checker<'_> {
             stripe.value_bytes.load(R),
         );
         let soff = st.stripe_field_offset(s, &stripe.table);
+        // Under the stripe's lock (a writable verify holds it) no write is in progress: an odd
+        // `seq` is a write bracket left open (readers would retry forever, and the next
+        // writer's bracket would publish with the parity inverted).
+        if self.me.is_some() && stripe.seq.load(R) & 1 == 1 {
+            self.problem(
+                st.stripe_field_offset(s, &stripe.seq),
+                format!("stripe {s}: seq is odd with no write in progress"),
+            );
+        }
         let entries = match st.table_entries(tw) {
             Ok(Some((entries, log2))) => {
                 let toff = tw & TABLE_OFFSET_MASK;
