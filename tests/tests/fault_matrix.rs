@@ -477,3 +477,44 @@ fn a_read_only_client_says_busy_on_a_stopped_writers_stripe_and_reads_on_after()
     );
     s.t.assert_verified();
 }
+
+/// A live writer frozen while it holds an allocator lock is waited for, not taken for dead:
+/// verify must not recover it (its liveness lock is held), and once resumed the writer
+/// finishes its put and verify reports a clean store with nothing recovered.
+#[test]
+fn verify_waits_for_a_live_allocator_lock_holder_and_never_recovers_it() {
+    let t = TestStore::new("verify-live", Config::default().stripes(4), CHILD);
+    t.host().put(b"big", &[1u8; 3000]).unwrap();
+    t.host().put(b"small", b"0123456789").unwrap();
+    let mut writer = t.spawn(
+        "crash",
+        &["put-two-sizes"],
+        &[
+            ("KVSHM_CRASH_AT", "free.tagged"),
+            ("KVSHM_CRASH_ACTION", "stop"),
+        ],
+    );
+    wait_for("the writer to stop", Duration::from_secs(30), || {
+        process_state(writer.pid()) == 'T'
+    });
+    let (dir, name) = (t.dir.clone(), t.name.clone());
+    let verify = std::thread::spawn(move || {
+        let c = Client::open_in(&dir, &name).unwrap();
+        c.verify()
+    });
+    // Many stall periods: each one probes the holder's liveness.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        !verify.is_finished(),
+        "verify did not wait for the stopped (live) writer"
+    );
+    signal(&writer, libc::SIGCONT);
+    let st = writer.wait_limit(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(3), "the writer should finish its put");
+    let report = verify.join().unwrap().expect("verify must not fail");
+    assert!(report.is_ok(), "{:#?}", report.problems);
+    assert_eq!(report.recovered, 0, "a live writer was recovered");
+    assert_eq!(t.host().get(b"big").unwrap().as_deref(), Some(&b"x"[..]));
+    assert_eq!(t.host().get(b"small").unwrap().as_deref(), Some(&b"y"[..]));
+    t.assert_verified();
+}
