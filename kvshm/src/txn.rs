@@ -119,6 +119,11 @@ impl<'a> LogView<'a> {
 pub(crate) struct Txn<'s, 'a> {
     s: &'s Session<'a>,
     log: LogView<'a>,
+    /// Entries of each kind this transaction reserved (`need`, at most the log's capacity):
+    /// using more is a sizing bug, reported as [`Error::TxnLogFull`] even where the inline
+    /// log would have room, so a wrong `log_entries_*` shows in every test and not only once
+    /// a batch needs a log extension.
+    limit: usize,
     n_undo: Cell<usize>,
     n_new: Cell<usize>,
     n_free: Cell<usize>,
@@ -155,9 +160,11 @@ impl<'s, 'a> Txn<'s, 'a> {
         s.slot.n_new.store(0, R);
         s.slot.n_free.store(0, R);
         s.slot.txn_state.store(TXN_ACTIVE, REL);
+        let limit = need.min(log.cap);
         Ok(Txn {
             s,
             log,
+            limit,
             n_undo: Cell::new(0),
             n_new: Cell::new(0),
             n_free: Cell::new(0),
@@ -170,14 +177,14 @@ impl<'s, 'a> Txn<'s, 'a> {
 
     fn full(&self) -> Error {
         Error::TxnLogFull {
-            capacity: self.log.cap,
+            capacity: self.limit,
         }
     }
 
     /// Reserve a new block for this transaction (rolled back unless committed).
     pub(crate) fn alloc(&self, size: u64) -> Result<u64> {
         let i = self.n_new.get();
-        if i >= self.log.cap {
+        if i >= self.limit {
             return Err(self.full());
         }
         let b = Allocator::new(self.s).alloc(size, Pool::Data, |b| {
@@ -192,7 +199,7 @@ impl<'s, 'a> Txn<'s, 'a> {
     #[inline]
     pub(crate) fn log_undo(&self, stripe: usize, off: u64, word: &AtomicU64) -> Result<()> {
         let i = self.n_undo.get();
-        if i >= self.log.cap {
+        if i >= self.limit {
             return Err(self.full());
         }
         self.log.undo[2 * i].store(off | (stripe as u64) << UNDO_STRIPE_SHIFT, R);
@@ -226,7 +233,7 @@ impl<'s, 'a> Txn<'s, 'a> {
     /// Free `block` after commit, if its tag is then `LIVE` with the generation it has now.
     pub(crate) fn defer_free(&self, block: u64) -> Result<()> {
         let i = self.n_free.get();
-        if i >= self.log.cap {
+        if i >= self.limit {
             return Err(self.full());
         }
         let t = Tag::from_word(self.s.word(block)?.load(R));
