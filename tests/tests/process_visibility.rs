@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use kvshm::Config;
-use kvshm_tests::{process_state, signal, wait_for, TestStore};
+use kvshm_tests::{pattern, process_state, signal, wait_for, ChildGuard, TestStore};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
 
@@ -215,4 +215,62 @@ fn get_many_is_one_snapshot_when_a_put_many_lands_between_its_keys() {
     signal(&reader, libc::SIGCONT);
     assert!(reader.wait_limit(Duration::from_secs(30)).success());
     assert_eq!(reader.stdout_lines(), vec!["A", "B", "B"]);
+}
+
+/// Index tables double (a stripe's table outgrows its block) and are compacted (tombstones
+/// dropped) while readers in other processes read stable keys: every get and `get_many` finds
+/// every key with its value throughout.
+#[test]
+fn readers_elsewhere_see_every_key_while_tables_double_and_compact() {
+    const STABLE: u64 = 500;
+    const CHURN: u64 = 20_000;
+    let t = TestStore::new(
+        "double",
+        Config::default().stripes(2).initial_size(0),
+        CHILD,
+    );
+    let h = t.host();
+    for i in 0..STABLE {
+        h.put(format!("stable-{i}").as_bytes(), &pattern(i))
+            .unwrap();
+    }
+    let stop = std::env::temp_dir().join(format!("kvshm-double-stop-{}", std::process::id()));
+    let _ = std::fs::remove_file(&stop);
+    let n = STABLE.to_string();
+    let mut readers: Vec<ChildGuard> = (0..2)
+        .map(|_| t.spawn("check-keys", &["stable", &n, stop.to_str().unwrap()], &[]))
+        .collect();
+    for r in &mut readers {
+        wait_for("a reader to read", Duration::from_secs(30), || {
+            !r.stdout_lines().is_empty()
+        });
+    }
+    let mut compacted = 0;
+    for round in 0..10 {
+        for j in 0..CHURN {
+            h.put(format!("churn-{round}-{j}").as_bytes(), b"x")
+                .unwrap();
+        }
+        for j in 0..CHURN {
+            assert!(h.remove(format!("churn-{round}-{j}").as_bytes()).unwrap());
+        }
+        for s in 0..2 {
+            compacted += h.compact_stripe(s).unwrap() as usize;
+        }
+    }
+    std::fs::write(&stop, b"stop").unwrap();
+    for r in &mut readers {
+        let st = r.wait_limit(Duration::from_secs(60));
+        let lines = r.stdout_lines();
+        assert!(st.success(), "a reader failed: {lines:?}");
+        let reads: u64 = lines[1].trim_start_matches("reads ").parse().unwrap();
+        assert!(reads > 0, "{lines:?}");
+    }
+    let _ = std::fs::remove_file(&stop);
+    assert!(
+        compacted >= 10,
+        "tables were compacted only {compacted} times"
+    );
+    assert_eq!(h.len(), STABLE);
+    t.assert_verified();
 }

@@ -38,6 +38,7 @@ fn main() {
         },
         "remove" => out(open().remove(rest[0].as_bytes()).expect("remove")),
         "len" => out(open().len()),
+        "check-keys" => check_keys(open(), &rest[0], rest[1].parse().expect("n"), &rest[2]),
         "get-many" => {
             let vals = open().get_many(rest).expect("get_many");
             for v in vals {
@@ -418,6 +419,37 @@ fn reader(c: Client, secs: u64, writers: u64) {
         }
     }
     out(format!("reads {reads} hits {hits} batches {batches}"));
+}
+
+/// Read `<prefix>-<i>` (i < n, each holding `pattern(i)`) until the file `stop` exists: every
+/// get must find its key with its value, and every `get_many` of three keys all three. Prints
+/// the number of reads; exits 1 at the first wrong one.
+fn check_keys(c: Client, prefix: &str, n: u64, stop: &str) {
+    let mut rng = Rng::new(std::process::id() as u64);
+    let mut reads = 0u64;
+    let mut buf = Vec::new();
+    while !std::path::Path::new(stop).exists() {
+        for _ in 0..1000 {
+            let i = rng.below(n);
+            let found = c.get_into(format!("{prefix}-{i}").as_bytes(), &mut buf);
+            if !matches!(found, Ok(true)) || buf != pattern(i) {
+                lost(&[format!("{prefix}-{i}: {found:?}, {} bytes", buf.len())]);
+            }
+            let ids = [rng.below(n), rng.below(n), rng.below(n)];
+            let keys: Vec<String> = ids.iter().map(|i| format!("{prefix}-{i}")).collect();
+            let vals = c.get_many(&keys).expect("get_many");
+            for (i, v) in ids.iter().zip(vals) {
+                if v.as_deref() != Some(&pattern(*i)[..]) {
+                    lost(&[format!("get_many {prefix}-{i}: {v:?}")]);
+                }
+            }
+            reads += 4;
+        }
+        if reads == 4000 {
+            out("reading");
+        }
+    }
+    out(format!("reads {reads}"));
 }
 
 /// Put `pattern(n)` values under `<prefix>-<n>` until the store is full; print each acknowledged key,
