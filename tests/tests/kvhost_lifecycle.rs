@@ -12,7 +12,12 @@ use kvshm_tests::{killed_by, signal, wait_for, workspace_bin, ChildGuard, StoreN
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
 
 fn start_host(store: &StoreName, snapshot: &Path, log: &Path) -> ChildGuard {
+    start_host_with(store, snapshot, log, &[])
+}
+
+fn start_host_with(store: &StoreName, snapshot: &Path, log: &Path, extra: &[&str]) -> ChildGuard {
     let mut c = Command::new(workspace_bin("kvhost"));
+    c.args(extra);
     c.args(["--name", &store.name, "--dir"])
         .arg(&store.dir)
         .arg("--snapshot")
@@ -362,6 +367,125 @@ fn requested_snapshots_hold_what_the_store_held() {
         count() > before
     });
     assert_eq!(snapshot_pairs(&f.snap), want, "requested snapshot content");
+    drop(me);
+    stop(host);
+    assert_eq!(snapshot_pairs(&f.snap), want, "final snapshot content");
+}
+
+/// Every value ever written to each key, from storm writers' ack logs (`P`, `M` and `S` lines;
+/// whether acknowledged or not).
+fn written_values(
+    logs: &[String],
+) -> std::collections::HashMap<String, std::collections::HashSet<u64>> {
+    let mut out: std::collections::HashMap<String, std::collections::HashSet<u64>> =
+        std::collections::HashMap::new();
+    for log in logs {
+        for line in log.lines() {
+            let p: Vec<&str> = line.split(' ').collect();
+            let pairs: &[&str] = match p[0] {
+                "P" | "M" => &p[1..],
+                "S" if p.len() == 4 => &p[1..3],
+                _ => continue,
+            };
+            for c in pairs.chunks(2) {
+                if let [k, v] = c {
+                    if let Ok(v) = v.parse() {
+                        out.entry(k.to_string()).or_default().insert(v);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `--snapshot-every` while writer processes change the store as fast as they can: each
+/// periodic snapshot is a whole, valid file, and every pair in it is one a writer wrote (the
+/// value whole, under its own key: no torn, mixed or invented value). The final snapshot after
+/// the writers stop holds exactly the store.
+#[test]
+fn periodic_snapshots_under_concurrent_writes_hold_only_written_values() {
+    let f = Fixture::new("kvh-snapevery");
+    let host = start_host_with(&f.store, &f.snap, &f.log, &["--snapshot-every", "100ms"]);
+    wait_hosted(&f.store);
+    let me = f.client();
+    let ack = |w: u32| f.tmp.join(format!("ack-{w}"));
+    let mut writers: Vec<ChildGuard> = (0..2)
+        .map(|w| {
+            child(
+                &f.store,
+                &["writer", &w.to_string(), ack(w).to_str().unwrap()],
+                &[],
+            )
+        })
+        .collect();
+    // Read the file again and again (every read must be one whole snapshot: it is replaced by
+    // a rename, never written in place) until five periodic snapshots have come and gone.
+    let mut snapshots: Vec<Vec<u8>> = Vec::new();
+    let mut reads = 0u64;
+    let first = me.last_snapshot().1;
+    let start = std::time::Instant::now();
+    while me.last_snapshot().1 < first + 5 || snapshots.len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "only {} periodic snapshots in 60 s",
+            me.last_snapshot().1 - first
+        );
+        if let Ok(bytes) = std::fs::read(&f.snap) {
+            reads += 1;
+            if snapshots.last() != Some(&bytes) {
+                snapshots.push(bytes);
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    eprintln!(
+        "{reads} reads of the snapshot file, {} distinct contents",
+        snapshots.len()
+    );
+    for w in &mut writers {
+        assert!(
+            w.child.try_wait().unwrap().is_none(),
+            "a writer died: {:?}",
+            w.stdout_lines()
+        );
+        w.kill();
+    }
+    let logs: Vec<String> = (0..2)
+        .map(|w| std::fs::read_to_string(ack(w)).unwrap())
+        .collect();
+    let written = written_values(&logs);
+    let mut pairs_checked = 0;
+    for (i, bytes) in snapshots.iter().enumerate() {
+        kvshm::read_snapshot(
+            &bytes[..],
+            bytes.len() as u64,
+            (1 << 16, 1 << 30),
+            |k, v| {
+                let k = String::from_utf8(k.to_vec()).expect("a key no writer wrote");
+                let ver = kvshm_tests::check_pattern(v)
+                    .unwrap_or_else(|| panic!("snapshot {i}: {k} holds a torn value"));
+                assert!(
+                    written.get(&k).is_some_and(|vs| vs.contains(&ver)),
+                    "snapshot {i}: {k} holds {ver:#x}, which no writer wrote to it"
+                );
+                pairs_checked += 1;
+                Ok(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("snapshot {i} is not a valid snapshot: {e}"));
+    }
+    assert!(
+        pairs_checked > 100,
+        "snapshots were nearly empty ({pairs_checked} pairs)"
+    );
+    // Writers stopped: the final snapshot is exactly the store.
+    let mut want = std::collections::BTreeMap::new();
+    me.scan(b"", |k, v| {
+        want.insert(k.to_vec(), v.to_vec());
+        true
+    })
+    .unwrap();
     drop(me);
     stop(host);
     assert_eq!(snapshot_pairs(&f.snap), want, "final snapshot content");
