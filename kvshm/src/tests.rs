@@ -535,3 +535,80 @@ fn values_of_exactly_the_default_limit_are_stored_and_one_more_byte_is_refused()
     assert_eq!(c.get(b"over").unwrap(), None);
     assert!(c.verify().unwrap().is_ok());
 }
+
+/// The largest value any store can be configured for (`MAX_VALUE_LIMIT`, 1 GiB) is stored,
+/// read back byte for byte and removed; a limit above it is refused (issue 19).
+#[test]
+fn values_of_max_value_limit_round_trip() {
+    use crate::MAX_VALUE_LIMIT;
+    assert!(matches!(
+        Config::default()
+            .max_value_len(MAX_VALUE_LIMIT + 1)
+            .dir(dir())
+            .validate(),
+        Err(Error::InvalidArgument(_))
+    ));
+    let t = TestStore::new(
+        "maxvalue",
+        Config::default()
+            .max_value_len(MAX_VALUE_LIMIT)
+            .max_size(3 << 30)
+            .initial_size(0),
+    );
+    let c = t.client();
+    let mut value = vec![0xa5u8; MAX_VALUE_LIMIT];
+    for (i, b) in [(0, 1u8), (MAX_VALUE_LIMIT / 2, 2), (MAX_VALUE_LIMIT - 1, 3)] {
+        value[i] = b;
+    }
+    c.put(b"huge", &value).unwrap();
+    let got = c.get(b"huge").unwrap().expect("the huge value");
+    assert!(got == value, "the 1 GiB value came back different");
+    drop(got);
+    assert!(matches!(
+        c.put(b"over", &vec![0u8; MAX_VALUE_LIMIT + 1]),
+        Err(Error::ValueTooLong { .. })
+    ));
+    assert!(c.remove(b"huge").unwrap());
+    assert!(c.verify().unwrap().is_ok());
+}
+
+/// Client slots live in pages claimed from the store: a small store runs out of room for them.
+/// The next attach then fails with a clear `StoreFull` (never a panic or `Corrupt`), clients
+/// attached before keep working, and slots given back are taken again (issue 19).
+#[test]
+fn running_out_of_room_for_client_slots_is_a_clear_error_and_slots_come_back() {
+    let t = TestStore::new(
+        "slotroom",
+        Config::default()
+            .max_size(4 << 20)
+            .initial_size(0)
+            .stripes(4),
+    );
+    let mut clients = Vec::new();
+    let err = loop {
+        match Client::open_in(dir(), &t.name) {
+            Ok(c) => clients.push(c),
+            Err(e) => break e,
+        }
+        assert!(clients.len() < 100_000, "4 MiB cannot hold this many slots");
+    };
+    assert!(
+        matches!(err, Error::StoreFull { .. } | Error::TooManyClients { .. }),
+        "{err:?}"
+    );
+    assert!(clients.len() > 16, "only {} clients", clients.len());
+    for (i, c) in clients.iter().enumerate() {
+        c.put(&(i as u32).to_le_bytes(), b"x").unwrap();
+    }
+    let n = clients.len();
+    clients.truncate(n - 10);
+    let again: Vec<Client> = (0..10).map(|_| t.client()).collect();
+    assert_eq!(t.host().stats().clients.len(), n + 1);
+    for c in &again {
+        assert_eq!(
+            c.get(&0u32.to_le_bytes()).unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
+    }
+    assert!(t.host().verify().unwrap().is_ok());
+}

@@ -58,7 +58,11 @@ fn main() {
         "fill" => fill(open(), &rest[0]),
         "probe" => probe(dir, name),
         "probe-attached" => probe_attached(dir, name, &rest[0]),
-        "attached-growth" => attached_growth(open(), &rest[0]),
+        "attached-growth" => attached_growth(
+            open(),
+            Client::open_read_only_in(dir, name).expect("attach read-only"),
+            &rest[0],
+        ),
         "writer" => writer(open(), rest[0].parse().expect("id"), &rest[1]),
         "reader" => reader(
             open(),
@@ -615,7 +619,7 @@ fn panic_put(c: Client, flag: &str) {
 /// Attach, say so in `flag`, wait for "go" (the parent grows the store meanwhile), then read
 /// every key the parent wrote (in memory committed after we attached), and write 3000 more,
 /// growing the store ourselves. Prints "ok <keys read>".
-fn attached_growth(c: Client, flag: &str) {
+fn attached_growth(c: Client, ro: Client, flag: &str) {
     std::fs::write(flag, "attached").expect("flag");
     while std::fs::read_to_string(flag).map_or(true, |s| s != "go") {
         std::thread::sleep(Duration::from_millis(5));
@@ -626,12 +630,20 @@ fn attached_growth(c: Client, flag: &str) {
         .parse()
         .expect("number");
     for i in 0..n {
-        let v = c
-            .get(format!("g-{i}").as_bytes())
-            .expect("get")
-            .expect("key written after attach");
-        assert_eq!(v, vec![(i % 251) as u8; 1000], "g-{i}");
+        for (client, kind) in [(&c, "writable"), (&ro, "read-only")] {
+            let v = client
+                .get(format!("g-{i}").as_bytes())
+                .expect("get")
+                .unwrap_or_else(|| {
+                    panic!("g-{i}, written after attach, not seen by the {kind} client")
+                });
+            assert_eq!(v, vec![(i % 251) as u8; 1000], "g-{i} ({kind})");
+        }
     }
+    assert!(
+        matches!(ro.put(b"ro", b"x"), Err(kvshm::Error::InvalidArgument(_))),
+        "a read-only client must refuse writes"
+    );
     for i in 0..3000u32 {
         c.put(format!("c-{i}").as_bytes(), &vec![(i % 13) as u8; 1000])
             .expect("put");
