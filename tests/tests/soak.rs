@@ -15,6 +15,26 @@ use kvshm_tests::{Rng, TestStore};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
 
+/// A value unique to (writer, put number, key): its first bytes are the writer and put number,
+/// the rest a stream seeded by all three, so a value returned under the wrong key, or an older
+/// value of the same length, never equals the model's.
+fn soak_value(w: u64, seq: u64, key: &[u8], len: usize) -> Vec<u8> {
+    let seed = key
+        .iter()
+        .fold(seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ w, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+    let mut head = (w << 56 | seq).to_le_bytes().to_vec();
+    head.truncate(len);
+    let mut rng = Rng::new(seed);
+    let mut v = head;
+    while v.len() < len {
+        let word = rng.next_u64().to_le_bytes();
+        v.extend_from_slice(&word[..(len - v.len()).min(8)]);
+    }
+    v
+}
+
 #[test]
 fn soak_mixed_workload_matches_the_model() {
     let secs: u64 = std::env::var("KVSHM_SOAK_SECS")
@@ -40,6 +60,7 @@ fn soak_mixed_workload_matches_the_model() {
                 let c = Client::open_in(&dir, &name).unwrap();
                 let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
                 let mut rng = Rng::new(w + 1);
+                let mut seq = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("s{w}-{}", rng.below(2000)).into_bytes();
                     match rng.below(20) {
@@ -49,7 +70,8 @@ fn soak_mixed_workload_matches_the_model() {
                             } else {
                                 rng.below(300)
                             };
-                            let v: Vec<u8> = (0..len).map(|i| (i as u8) ^ (w as u8)).collect();
+                            seq += 1;
+                            let v = soak_value(w, seq, &key, len as usize);
                             c.put(&key, &v).unwrap();
                             model.insert(key, v);
                         }

@@ -122,6 +122,12 @@ pub fn orchestrate(a: &Args) -> Res<()> {
             p.display()
         );
     }
+    if rep.wrong_values() > 0 {
+        return Err(format!(
+            "{} run(s) had gets that returned wrong bytes (see Skipped)",
+            rep.wrong_values()
+        ));
+    }
     match rep.missing() {
         0 => Ok(()),
         n => Err(format!(

@@ -162,6 +162,14 @@ impl Report {
         self.all_records().iter().filter(|r| r.misses > 0).count()
     }
 
+    /// Runs in which a get returned bytes the workload never wrote under its key.
+    pub fn wrong_values(&self) -> usize {
+        self.skips
+            .iter()
+            .filter(|s| s.contains(crate::worker::WRONG_VALUE))
+            .count()
+    }
+
     pub fn all_records(&self) -> Vec<&Record> {
         self.cells.iter().chain(&self.scaling).collect()
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::WorkerResult;
 use crate::systems::{self, Conn, Res};
-use crate::workload::{fill_value, key, Cell, Chooser, Histogram, Rng};
+use crate::workload::{fill_value, key, load_value, Cell, Chooser, Histogram, Rng};
 
 pub fn worker(system: &str, spec: &str, cpu: Option<&String>) {
     if let Some(c) = cpu {
@@ -34,6 +34,32 @@ pub fn worker(system: &str, spec: &str, cpu: Option<&String>) {
     }
 }
 
+/// How a worker's error about wrong bytes starts (the run then fails, unlike a skipped peer).
+pub const WRONG_VALUE: &str = "WRONG VALUE";
+
+/// A value a get of key index `idx` (one of `ids`) returned must be one this workload wrote
+/// there: the loaded value of one of those keys or a put's value (compared after the 8-byte
+/// stamp both carry, with their length).
+fn check_value(got: &[u8], put_value: &[u8], ids: &[u64], scratch: &mut Vec<u8>) -> Res<()> {
+    let len = put_value.len();
+    let n = len.min(8);
+    let same = |a: &[u8], b: &[u8]| a.len() == b.len() && a[n..] == b[n..];
+    if same(got, put_value) {
+        return Ok(());
+    }
+    for &i in ids {
+        load_value(scratch, len, i);
+        if same(got, scratch) {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "{WRONG_VALUE}: a get returned {} bytes that this workload never wrote under its key \
+         ({len} expected)",
+        got.len()
+    ))
+}
+
 /// One client's loop: warm up, then measure for the cell's time. Latency is the time between
 /// consecutive completions (one clock read per batch), so it includes choosing the key.
 pub fn drive(conn: &mut dyn Conn, cell: &Cell, idx: usize) -> Res<WorkerResult> {
@@ -43,18 +69,22 @@ pub fn drive(conn: &mut dyn Conn, cell: &Cell, idx: usize) -> Res<WorkerResult> 
     fill_value(&mut value, cell.value_bytes, 0);
     let mut out = Vec::with_capacity(cell.value_bytes);
     let mut ops = vec![(true, [0u8; 16]); cell.batch];
+    let mut ids = vec![0u64; cell.batch];
+    let mut scratch = Vec::with_capacity(cell.value_bytes);
     let mut r = WorkerResult::default();
     let mut stamp = idx as u64;
     let mut phase = |dur: Duration, r: Option<&mut WorkerResult>| -> Res<()> {
+        let check_all = r.is_none();
         let start = Instant::now();
         let end = start + dur;
         let mut prev = start;
         let (mut n, mut gets, mut hits) = (0u64, 0u64, 0u64);
         let (mut get_hist, mut put_hist) = (Histogram::default(), Histogram::default());
         loop {
-            for op in ops.iter_mut() {
+            for (op, id) in ops.iter_mut().zip(ids.iter_mut()) {
                 op.0 = rng.below(100) < cell.read_pct as u64;
-                key(chooser.next(&mut rng), &mut op.1);
+                *id = chooser.next(&mut rng);
+                key(*id, &mut op.1);
                 gets += op.0 as u64;
             }
             if !ops.iter().all(|o| o.0) {
@@ -63,13 +93,31 @@ pub fn drive(conn: &mut dyn Conn, cell: &Cell, idx: usize) -> Res<WorkerResult> 
             }
             hits += if cell.batch == 1 {
                 if ops[0].0 {
-                    conn.get(&ops[0].1, &mut out)? as u64
+                    let hit = conn.get(&ops[0].1, &mut out)?;
+                    // Every get of the warm-up, one in 16 measured: the bytes must be a value
+                    // this workload wrote (its length, and the tail fixed per length; the
+                    // first 8 bytes are a stamp).
+                    if hit && (check_all || n % 16 == 0) {
+                        check_value(&out, &value, &ids, &mut scratch)?;
+                    }
+                    hit as u64
                 } else {
                     conn.put(&ops[0].1, &value)?;
                     0
                 }
             } else {
-                conn.batch(&ops, &value, &mut out)?
+                let h = conn.batch(&ops, &value, &mut out)?;
+                // `out` holds the batch's last value found.
+                if h > 0 && (check_all || n % 16 == 0) {
+                    let gets: Vec<u64> = ops
+                        .iter()
+                        .zip(&ids)
+                        .filter(|(o, _)| o.0)
+                        .map(|(_, &i)| i)
+                        .collect();
+                    check_value(&out, &value, &gets, &mut scratch)?;
+                }
+                h
             };
             let now = Instant::now();
             let ns = (now - prev).as_nanos() as u64;
