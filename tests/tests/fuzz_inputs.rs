@@ -9,6 +9,8 @@
 //! runs each target for that long instead; `KVSHM_FUZZ_SEED` sets the seed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvshm::{Client, Config, Error, Host};
@@ -217,6 +219,28 @@ fn damaged_snapshots_are_refused_whole() {
             pairs
         })
         .collect();
+    // Loads run in this process: one that hangs cannot be unwound, so a watchdog thread saves
+    // the input of a load running over 20 s and ends the test process with a failure.
+    type Running = Option<(Instant, Vec<u8>)>;
+    let current: Arc<Mutex<Running>> = Arc::new(Mutex::new(None));
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (current, done) = (current.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some((t0, img)) = &*current.lock().unwrap() {
+                    if t0.elapsed() > Duration::from_secs(20) {
+                        eprintln!(
+                            "a snapshot load has run for 20 s: hung (input saved to {})",
+                            save_failure("snapshot-hang", img).display()
+                        );
+                        std::process::exit(1);
+                    }
+                }
+            }
+        })
+    };
     while keep_going(n, 20, start) {
         let i = n;
         n += 1;
@@ -226,11 +250,13 @@ fn damaged_snapshots_are_refused_whole() {
             mutate(&mut rng, &mut img, 64);
         }
         std::fs::write(&file, &img).unwrap();
+        *current.lock().unwrap() = Some((Instant::now(), img.clone()));
         let before = t.host().len();
         let stats_before = t.host().stats();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             t.host().load_file(&file, false, |_| {})
         }));
+        *current.lock().unwrap() = None;
         match r {
             Err(_) => panic!(
                 "snapshot reader panicked (input saved to {})",
@@ -277,6 +303,8 @@ fn damaged_snapshots_are_refused_whole() {
             Some(&b"kept"[..])
         );
     }
+    done.store(true, Ordering::Relaxed);
+    watchdog.join().unwrap();
     let _ = std::fs::remove_file(&file);
     eprintln!(
         "snapshot fuzz: {n} inputs in {:?}, {refused} refused whole, {accepted} valid",
