@@ -612,3 +612,68 @@ fn running_out_of_room_for_client_slots_is_a_clear_error_and_slots_come_back() {
     }
     assert!(t.host().verify().unwrap().is_ok());
 }
+
+/// A batch that fails inside its locked section (no room for the table it must rebuild, after
+/// its records were allocated) is rolled back whole: the store holds exactly what it held, the
+/// client's next transaction starts clean, and verify finds no leak (issue 19: `Txn::abort`
+/// doing nothing passed every test).
+#[test]
+fn a_batch_that_fails_while_locked_is_rolled_back_whole() {
+    let t = TestStore::new(
+        "abort",
+        Config::default()
+            .max_size(4 << 20)
+            .initial_size(0)
+            .stripes(1),
+    );
+    let c = t.client();
+    let mut n = 0u32;
+    loop {
+        match c.put(&n.to_le_bytes(), b"v") {
+            Ok(()) => n += 1,
+            Err(Error::StoreFull { .. }) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    // Room for records again (small blocks), none for a new table.
+    for i in 0..64u32 {
+        assert!(c.remove(&i.to_le_bytes()).unwrap());
+    }
+    let mut aborted = 0;
+    for round in 0..200u32 {
+        let batch: Vec<(Vec<u8>, Vec<u8>)> = (0..40u32)
+            .map(|j| (format!("new-{round}-{j}").into_bytes(), b"w".to_vec()))
+            .collect();
+        let len = c.len();
+        match c.put_many(&batch) {
+            Ok(()) => {
+                assert_eq!(c.len(), len + 40);
+                c.remove_many(&batch.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
+                    .unwrap();
+            }
+            Err(Error::StoreFull { .. }) => {
+                aborted += 1;
+                assert_eq!(c.len(), len, "a failed batch changed the key count");
+                for (k, _) in &batch {
+                    assert_eq!(c.get(k).unwrap(), None, "a failed batch left a key");
+                }
+            }
+            Err(e) => panic!("round {round}: {e:?}"),
+        }
+        // The next transaction starts clean.
+        match c.put(b"probe", b"p") {
+            Ok(()) => assert!(c.remove(b"probe").unwrap()),
+            Err(Error::StoreFull { .. }) => {}
+            Err(e) => panic!("after round {round}: {e:?}"),
+        }
+        if aborted >= 3 {
+            break;
+        }
+    }
+    assert!(aborted > 0, "no batch failed inside its locked section");
+    for i in 64..n {
+        assert_eq!(c.get(&i.to_le_bytes()).unwrap().as_deref(), Some(&b"v"[..]));
+    }
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+}
