@@ -334,3 +334,107 @@ pub(crate) fn release_log_ext(s: &Session<'_>, slot: &Slot, owner: u32) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{log_ext_size, LOG_EXT_HEADER_SIZE, MAX_RESERVE};
+
+    fn addr(w: &[AtomicU64]) -> (usize, usize) {
+        (w.as_ptr() as usize, std::mem::size_of_val(w))
+    }
+
+    /// The log views are exactly the slot's own arrays (inline) or the three consecutive
+    /// arrays of the extension block, inside that block: a view shifted or sized wrong would
+    /// write one log over another, or over a neighbour (cargo-mutants survivors: recovery reads
+    /// through the same view, so crash tests alone cannot tell).
+    #[test]
+    fn log_views_are_the_slot_arrays_or_lie_inside_the_extension() {
+        let t = crate::tests::TestStore::new("logview", crate::Config::default());
+        let c = t.client();
+        let s = c.session().unwrap();
+        let log = LogView::of(s.st, s.slot, s.slot_off).unwrap();
+        assert_eq!(log.cap, INLINE_LOG_CAP);
+        let words = |p: *const u8, bytes: usize| (p as usize, bytes);
+        assert_eq!(
+            addr(log.undo),
+            words(
+                s.slot.undo.as_ptr().cast(),
+                std::mem::size_of_val(&s.slot.undo)
+            )
+        );
+        assert_eq!(
+            addr(log.new),
+            words(
+                s.slot.new_blocks.as_ptr().cast(),
+                std::mem::size_of_val(&s.slot.new_blocks)
+            )
+        );
+        assert_eq!(
+            addr(log.frees),
+            words(
+                s.slot.frees.as_ptr().cast(),
+                std::mem::size_of_val(&s.slot.frees)
+            )
+        );
+        // As many entries as the slot holds: no extension.
+        let txn = Txn::begin(&s, INLINE_LOG_CAP).unwrap();
+        assert_eq!(s.slot.log_ext.load(R), 0);
+        txn.cancel().unwrap();
+        // Beyond the largest extension: refused before anything is allocated.
+        assert!(matches!(
+            Txn::begin(&s, MAX_LOG_CAP as usize + 1).err(),
+            Some(Error::BatchTooLarge { .. })
+        ));
+        assert_eq!(s.slot.txn_state.load(R), TXN_IDLE);
+        // An extension for one entry more than the slot holds.
+        let need = INLINE_LOG_CAP + 1;
+        let txn = Txn::begin(&s, need).unwrap();
+        let ext = s.slot.log_ext.load(R);
+        assert_ne!(ext, 0);
+        let block = s.st.mem.words(ext, log_ext_size(need as u64) / 8).unwrap();
+        let (start, len) = addr(block);
+        let base = start + LOG_EXT_HEADER_SIZE as usize;
+        assert_eq!(txn.log.cap, need);
+        assert_eq!(addr(txn.log.undo), (base, 16 * need));
+        assert_eq!(addr(txn.log.new), (base + 16 * need, 8 * need));
+        assert_eq!(addr(txn.log.frees), (base + 24 * need, 16 * need));
+        assert_eq!(
+            base + 40 * need,
+            start + len,
+            "the views fill the block exactly"
+        );
+        txn.cancel().unwrap();
+        assert_eq!(s.slot.log_ext.load(R), 0, "the extension was given back");
+    }
+
+    /// A log-extension word or capacity damaged by another process is reported, never
+    /// followed (and no arithmetic on it overflows: no panic in debug builds).
+    #[test]
+    fn a_damaged_log_extension_is_reported_not_followed() {
+        let t = crate::tests::TestStore::new("logdamage", crate::Config::default());
+        let c = t.client();
+        let s = c.session().unwrap();
+        let corrupt = |s: &Session<'_>| {
+            matches!(
+                LogView::of(s.st, s.slot, s.slot_off).err(),
+                Some(Error::Corrupt { .. })
+            )
+        };
+        for bad in [u64::MAX - 4, MAX_RESERVE + 8] {
+            s.slot.log_ext.store(bad, R);
+            assert!(corrupt(&s), "log extension at {bad:#x} was followed");
+        }
+        s.slot.log_ext.store(0, R);
+        let txn = Txn::begin(&s, INLINE_LOG_CAP + 1).unwrap();
+        let cap = s.st.mem.word(s.slot.log_ext.load(R) + 8).unwrap();
+        let good = cap.load(R);
+        for bad in [0, MAX_LOG_CAP + 1, u64::MAX] {
+            cap.store(bad, R);
+            assert!(corrupt(&s), "log extension capacity {bad} was taken");
+        }
+        cap.store(good, R);
+        assert!(!corrupt(&s));
+        txn.cancel().unwrap();
+    }
+}
