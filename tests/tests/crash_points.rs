@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kvshm::Config;
-use kvshm_tests::{killed_by, TestStore};
+use kvshm_tests::{killed_by, process_state, signal, wait_for, TestStore};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
 
@@ -326,5 +326,60 @@ fn a_killed_lock_holder_does_not_block_others() {
     let mut tally: HashMap<&str, u64> = HashMap::new();
     *tally.entry("recoveries").or_default() += t.host().stats().recoveries;
     assert!(tally["recoveries"] >= 1);
+    t.assert_verified();
+}
+
+/// A recoverer killed after it freed a dead writer's new record leaves that writer's log
+/// naming the block; another writer then reserves the same block (frozen there, live). The
+/// next recovery of the dead writer must leave the block alone (it is reserved by someone
+/// else now): the frozen writer resumes, commits its record in that block, and the store
+/// verifies clean.
+#[test]
+fn a_block_freed_by_a_killed_recoverer_and_reserved_again_is_not_freed_twice() {
+    let t = TestStore::new("rec-reuse", Config::default().stripes(4), CHILD);
+    setup(&t);
+    let mut v = t.spawn(
+        "crash",
+        &["put-update"],
+        &[("KVSHM_CRASH_AT", "put.replaced")],
+    );
+    assert_eq!(
+        killed_by(&v.wait_limit(Duration::from_secs(60))),
+        Some(libc::SIGKILL)
+    );
+    let mut r = t.spawn(
+        "crash",
+        &["recover"],
+        &[("KVSHM_CRASH_AT", "recover.blocks_done")],
+    );
+    assert_eq!(
+        killed_by(&r.wait_limit(Duration::from_secs(60))),
+        Some(libc::SIGKILL),
+        "the recoverer should die after freeing the dead writer's new block"
+    );
+    // Same key and value size: it takes the block just freed (the free list's head).
+    let mut x = t.spawn(
+        "crash",
+        &["put-update"],
+        &[
+            ("KVSHM_CRASH_AT", "put.prepared"),
+            ("KVSHM_CRASH_ACTION", "stop"),
+        ],
+    );
+    wait_for("the writer to stop", Duration::from_secs(30), || {
+        process_state(x.pid()) == 'T'
+    });
+    let n = t.host().recover_dead_clients().unwrap();
+    assert_eq!(n, 2, "the dead writer and the dead recoverer");
+    signal(&x, libc::SIGCONT);
+    assert_eq!(
+        x.wait_limit(Duration::from_secs(30)).code(),
+        Some(3),
+        "the frozen writer should finish its put"
+    );
+    assert_eq!(
+        t.host().get(b"crash-key").unwrap().as_deref(),
+        Some(&b"new-value-that-is-longer"[..])
+    );
     t.assert_verified();
 }
