@@ -94,12 +94,23 @@ impl<'a> Allocator<'a> {
     /// store can reuse the room for another size. Returns how many chunks were released.
     /// Takes one class lock at a time (never two), like every allocator path.
     pub(crate) fn release_free_class_chunks(&self, except: usize) -> Result<u64> {
+        self.release_free_class_chunks_above(except, 1)
+    }
+
+    /// [`Allocator::release_free_class_chunks`] for classes holding at least `min_chunks`
+    /// chunks' worth of free blocks (the host's reclaim passes ask for 2: a class with one
+    /// chunk of slack keeps it, so steady churn does not give back and re-carve chunks).
+    pub(crate) fn release_free_class_chunks_above(
+        &self,
+        except: usize,
+        min_chunks: u64,
+    ) -> Result<u64> {
         let h = self.s.st.mem.header();
         let mut released = 0;
         for d in (0..NUM_CLASSES).filter(|&d| d != except) {
             let cls = &h.classes[d];
-            if cls.free_count.load(R) < CHUNK_SIZE / CLASS_SIZES[d] as u64 {
-                continue; // not even one chunk's worth of free blocks
+            if cls.free_count.load(R) < min_chunks * (CHUNK_SIZE / CLASS_SIZES[d] as u64) {
+                continue; // not enough free blocks to empty a chunk
             }
             let _g = self.s.guard_word(&cls.lock)?;
             released += self.release_class_chunks_locked(d)?;
@@ -443,7 +454,7 @@ impl Store {
                 if i == 0 || (i == hint && hint != 0) {
                     run = 0;
                 }
-                if map[i as usize].load(R) == CHUNK_FREE {
+                if crate::reclaim::claimable(map[i as usize].load(R)) {
                     run += 1;
                     if run == k {
                         found = Some(i + 1 - k);
@@ -461,6 +472,10 @@ impl Store {
                     return Ok(start);
                 }
                 continue; // lost a race for one of the chunks
+            }
+            // Chunks given back to the OS are taken again before the store grows.
+            if self.back_punched(k, limit)? {
+                continue;
             }
             // Need more committed chunks: at least `k` past the current end.
             if limit + k > total {
@@ -480,21 +495,24 @@ impl Store {
 
     fn claim_range(&self, start: u64, k: u64, head: u32, cont: u32) -> bool {
         let map = self.mem.chunk_map();
+        // A COOLING chunk is as free as a FREE one (backed, zero-filled); taking it cancels
+        // its reclaim. A claim that loses a race puts back FREE.
+        let take = |i: u64, v: u32| {
+            [CHUNK_FREE, CHUNK_COOLING].iter().any(|&from| {
+                map[i as usize]
+                    .compare_exchange(from, v, Ordering::AcqRel, R)
+                    .is_ok()
+            })
+        };
         for j in 1..k {
-            let e = &map[(start + j) as usize];
-            if e.compare_exchange(CHUNK_FREE, cont, Ordering::AcqRel, R)
-                .is_err()
-            {
+            if !take(start + j, cont) {
                 for back in 1..j {
                     map[(start + back) as usize].store(CHUNK_FREE, REL);
                 }
                 return false;
             }
         }
-        if map[start as usize]
-            .compare_exchange(CHUNK_FREE, head, Ordering::AcqRel, R)
-            .is_err()
-        {
+        if !take(start, head) {
             for back in 1..k {
                 map[(start + back) as usize].store(CHUNK_FREE, REL);
             }

@@ -18,6 +18,8 @@ pub const CRASH_POINTS: &[&str] = &[
     "span.head_cleared",
     "free.tagged",
     "grow.allocated",
+    "reclaim.punching",
+    "reclaim.backing",
     "slots.page_claimed",
     "put.prepared",
     "put.locked",

@@ -25,6 +25,8 @@ use crate::store::{now_unix, Store};
 #[derive(Debug)]
 pub struct Host {
     client: Client,
+    /// When the last reclaim pass ran (housekeeping runs one per `RECLAIM_PERIOD`).
+    pub(crate) last_reclaim: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Host {
@@ -68,7 +70,10 @@ impl Host {
         h.host_start_unix.store(now_unix(), Ordering::Relaxed);
         let client = Client::from_store(st)?;
         log::info!("hosting {}", client.path().display());
-        Ok(Host { client })
+        Ok(Host {
+            client,
+            last_reclaim: std::sync::Mutex::new(None),
+        })
     }
 
     /// The host's own client handle.

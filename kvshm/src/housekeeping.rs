@@ -3,10 +3,13 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::alloc::Allocator;
 use crate::client::{Client, WriteOp};
 use crate::error::Result;
 use crate::host::Host;
 use crate::index;
+use crate::layout::CHUNK_SIZE;
+pub use crate::reclaim::ReclaimPass;
 use crate::txn::{self, Txn};
 
 const R: Ordering = Ordering::Relaxed;
@@ -25,7 +28,13 @@ pub struct Housekeeping {
     pub compacted: usize,
     /// A client asked for a snapshot since the last pass.
     pub snapshot_requested: bool,
+    /// What the reclaim pass did (once per [`RECLAIM_PERIOD`]; zeros otherwise).
+    pub reclaim: ReclaimPass,
 }
+
+/// How often the host gives memory back: also the least time between marking a free chunk
+/// and punching it.
+pub const RECLAIM_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Client {
     /// Ask the host for a snapshot now (it notices on its next housekeeping pass).
@@ -39,6 +48,28 @@ impl Client {
     pub fn last_snapshot(&self) -> (u64, u64) {
         let h = self.st.mem.header();
         (h.last_snapshot_unix.load(R), h.snapshot_count.load(R))
+    }
+
+    /// One reclaim pass (what the host runs once per [`RECLAIM_PERIOD`]): free chunks marked
+    /// by the previous pass and claimed by nobody since give their pages back to the OS;
+    /// size-class chunks whose blocks are all free go back to the chunk pool (classes with
+    /// at least two chunks' worth of free blocks); free chunks beyond `keep_bytes` are marked
+    /// for the next pass. Calling it more often than the host does shortens the time between
+    /// marking and punching, which protects readers that still hold an offset into a freed
+    /// chunk (see docs/ARCHITECTURE.md, "Memory back to the OS").
+    pub fn reclaim_pass(&self, keep_bytes: u64) -> Result<ReclaimPass> {
+        let sess = self.session()?;
+        let punched = self.st.punch_cooling()?;
+        let released = {
+            let _g = self.guard();
+            Allocator::new(&sess).release_free_class_chunks_above(usize::MAX, 2)?
+        };
+        let marked = self.st.mark_cooling(keep_bytes / CHUNK_SIZE);
+        Ok(ReclaimPass {
+            punched,
+            released,
+            marked,
+        })
     }
 
     /// Rebuild stripe `s` if tombstones make up over a third of its used slots.
@@ -76,7 +107,8 @@ impl Host {
         // GROW_STEP_MAX at a time, so a client that must grow never waits on a long one.
         let s = self.stats();
         let headroom = (s.committed_bytes / 4).min(GROW_AHEAD_MAX);
-        if s.free_bytes < headroom && s.committed_bytes < s.max_bytes {
+        // Memory given back to the OS is taken again before growing: it counts as room.
+        if s.free_bytes + s.returned_bytes < headroom && s.committed_bytes < s.max_bytes {
             let want = (s.committed_bytes + headroom - s.free_bytes).min(s.max_bytes);
             while self.st.mem.committed() < want {
                 let next = (self.st.mem.committed() + crate::store::GROW_STEP_MAX).min(want);
@@ -99,6 +131,23 @@ impl Host {
                 Err(e) => out
                     .problems
                     .push(format!("stripe {stripe}: compaction: {e}")),
+            }
+        }
+        // Memory back to the OS, once per period: keep a little free memory ready (1/32 of
+        // the committed size, at most GROW_AHEAD_MAX / 4), give back the rest.
+        let due = {
+            let mut last = self.last_reclaim.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= RECLAIM_PERIOD);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            let keep = (self.st.mem.committed() / 32).min(GROW_AHEAD_MAX / 4);
+            match self.reclaim_pass(keep) {
+                Ok(p) => out.reclaim = p,
+                Err(e) => out.problems.push(format!("reclaim: {e}")),
             }
         }
         out.snapshot_requested = self.st.mem.header().snapshot_request.swap(0, R) != 0;

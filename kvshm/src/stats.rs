@@ -30,12 +30,16 @@ pub struct ClientInfo {
 pub struct Stats {
     pub keys: u64,
     pub value_bytes: u64,
-    /// Bytes of the store file backed by memory.
+    /// Bytes of the store file in use as store memory (`used + free + returned`).
     pub committed_bytes: u64,
     /// Committed bytes holding metadata, records, tables or slots.
     pub used_bytes: u64,
-    /// Committed bytes available without growing (free blocks and free chunks).
+    /// Committed bytes available without growing, backed by memory (free blocks and free
+    /// chunks).
     pub free_bytes: u64,
+    /// Committed bytes of free chunks whose memory went back to the OS (holes in the file;
+    /// taken again, before the store grows, when needed).
+    pub returned_bytes: u64,
     /// The size the store may grow to.
     pub max_bytes: u64,
     pub gets: u64,
@@ -130,12 +134,13 @@ impl Client {
         let free_chunks = map
             .iter()
             .take(committed_chunks as usize)
-            .filter(|e| e.load(R) == CHUNK_FREE)
+            .filter(|e| crate::reclaim::claimable(e.load(R)))
             .count() as u64;
         s.free_bytes = free
             .saturating_add(free_chunks * CHUNK_SIZE)
             .min(s.committed_bytes);
-        s.used_bytes = s.committed_bytes - s.free_bytes;
+        s.returned_bytes = st.returned_bytes().min(s.committed_bytes - s.free_bytes);
+        s.used_bytes = s.committed_bytes - s.free_bytes - s.returned_bytes;
         if segment::ofd_is_locked(&st.file, segment::HOST_LOCK_BYTE).unwrap_or(false) {
             s.host_pid = Some(h.host_pid.load(R));
         }

@@ -41,7 +41,7 @@ pub(crate) struct Store {
     pub stripe_shift: u32,
     pub chunk_base: u64,
     pub reserve: u64,
-    grow_mutex: std::sync::Mutex<()>,
+    pub(crate) grow_mutex: std::sync::Mutex<()>,
     pub(crate) slot_page_mutex: std::sync::Mutex<()>,
 }
 
@@ -234,9 +234,7 @@ impl Store {
                 hint: "store reached its maximum size",
             });
         }
-        let _local = self.grow_mutex.lock().unwrap_or_else(|p| p.into_inner());
-        segment::ofd_lock_wait(&self.file, segment::GROW_LOCK_BYTE)?;
-        let r = (|| {
+        self.with_grow_lock(|| {
             let h = self.mem.header();
             // What the file backs, not what the header says: a damaged (raised) committed_len
             // is allocated for real here before it is published again.
@@ -260,9 +258,7 @@ impl Store {
             h.growth_count.fetch_add(1, Ordering::Relaxed);
             log::debug!("store grew from {cur} to {new} bytes");
             Ok(())
-        })();
-        segment::ofd_unlock(&self.file, segment::GROW_LOCK_BYTE);
-        r
+        })
     }
 
     #[inline]

@@ -677,3 +677,86 @@ fn a_batch_that_fails_while_locked_is_rolled_back_whole() {
     let r = c.verify().unwrap();
     assert!(r.is_ok(), "{:#?}", r.problems);
 }
+
+/// Bytes of the store file that occupy memory (tmpfs blocks), not its length.
+fn allocated_bytes(t: &TestStore) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir().join(format!("kvshm.{}", t.name)))
+        .unwrap()
+        .blocks()
+        * 512
+}
+
+/// Issue 12: memory of removed keys goes back to the OS in two reclaim passes (mark, then
+/// punch), is taken again before the store grows, and a chunk claimed between the passes is
+/// not punched. Verify stays clean throughout.
+#[test]
+fn removed_keys_give_memory_back_and_it_is_taken_again_before_growing() {
+    let t = TestStore::new("reclaim", Config::default().initial_size(0).stripes(8));
+    let c = t.client();
+    let value = vec![7u8; 200];
+    for i in 0..40_000u32 {
+        c.put(&i.to_le_bytes(), &value).unwrap();
+    }
+    let peak = allocated_bytes(&t);
+    let committed = c.stats().committed_bytes;
+    for i in 0..40_000u32 {
+        assert!(c.remove(&i.to_le_bytes()).unwrap());
+    }
+    for s in 0..8 {
+        c.compact_stripe(s).unwrap();
+    }
+    let first = c.reclaim_pass(0).unwrap();
+    assert_eq!(first.punched, 0, "nothing was marked before");
+    assert!(first.released > 0 && first.marked > 0, "{first:?}");
+    assert!(c.verify().unwrap().is_ok());
+    let second = c.reclaim_pass(0).unwrap();
+    assert!(second.punched >= first.marked, "{second:?} after {first:?}");
+    let after = allocated_bytes(&t);
+    assert!(
+        after * 5 < peak,
+        "{after} bytes still allocated of a {peak}-byte peak"
+    );
+    let s = c.stats();
+    assert!(
+        s.returned_bytes > 0 && s.committed_bytes == committed,
+        "{s:?}"
+    );
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+    // The same data again: taken from the punched chunks, no growth.
+    for i in 0..40_000u32 {
+        c.put(&i.to_le_bytes(), &value).unwrap();
+    }
+    assert_eq!(
+        c.stats().committed_bytes,
+        committed,
+        "the store grew instead"
+    );
+    for i in (0..40_000u32).step_by(97) {
+        assert_eq!(
+            c.get(&i.to_le_bytes()).unwrap().as_deref(),
+            Some(&value[..])
+        );
+    }
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+    // A chunk claimed between the passes is not punched: mark, refill, punch.
+    for i in 0..40_000u32 {
+        c.remove(&i.to_le_bytes()).unwrap();
+    }
+    let marked = c.reclaim_pass(0).unwrap();
+    for i in 0..40_000u32 {
+        c.put(&i.to_le_bytes(), &value).unwrap();
+    }
+    let punched = c.reclaim_pass(0).unwrap();
+    for i in 0..40_000u32 {
+        assert_eq!(
+            c.get(&i.to_le_bytes()).unwrap().as_deref(),
+            Some(&value[..]),
+            "key {i} lost to a punch ({marked:?}, then {punched:?})"
+        );
+    }
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+}

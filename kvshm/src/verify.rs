@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use crate::client::Client;
 use crate::error::Result;
 use crate::layout::*;
+use crate::reclaim::is_free_entry;
 use crate::segment;
 use crate::slots::slot_list;
 use crate::store::Store;
@@ -277,7 +278,7 @@ impl Checker<'_> {
         while i < map.len() {
             let e = map[i].load(R);
             let off = chunk_off(i);
-            if e != CHUNK_FREE && off + CHUNK_SIZE > committed {
+            if !is_free_entry(e) && off + CHUNK_SIZE > committed {
                 self.problem(off, format!("chunk {i} in use beyond the committed length"));
                 break;
             }
@@ -316,7 +317,7 @@ impl Checker<'_> {
                 if first.is_none_or(|f| f == 0 || f > off) {
                     self.problem(off, format!("chunk of unpublished slot page {p}"));
                 }
-            } else if e != CHUNK_FREE {
+            } else if !is_free_entry(e) {
                 self.problem(off, format!("unknown chunk map entry {e:#x}"));
             }
             i += 1;

@@ -22,6 +22,8 @@ const MATRIX: &[(&str, &str)] = &[
     ("span.head_cleared", "big"),
     ("free.tagged", "put-update"),
     ("grow.allocated", "fill"),
+    ("reclaim.punching@3", "reclaim"),
+    ("reclaim.backing@3", "reclaim"),
     ("slots.page_claimed", "many-clients"),
     ("put.prepared", "put-update"),
     ("put.locked", "put-update"),
@@ -162,6 +164,26 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
                     .unwrap()
                     .expect("acknowledged fill key lost");
                 assert_eq!(v, vec![(i % 251) as u8; (i * 37) % 3000]);
+            }
+        }
+        "reclaim" => {
+            for line in acked.iter().filter(|l| l.starts_with("ack nw-")) {
+                let k = line.trim_start_matches("ack ");
+                let i: usize = k.trim_start_matches("nw-").parse().unwrap();
+                let v = h.get(k.as_bytes()).unwrap().expect("acknowledged key lost");
+                assert_eq!(v, vec![(i % 251) as u8; 1000]);
+            }
+            // Room for as much again: punched chunks (one left RECLAIMING by the dead
+            // process included) are taken back; what is stored stays.
+            for i in 0..3000u32 {
+                h.put(format!("again-{i}").as_bytes(), &[5u8; 1000])
+                    .unwrap();
+            }
+            for i in 0..3000u32 {
+                assert_eq!(
+                    h.get(format!("again-{i}").as_bytes()).unwrap().as_deref(),
+                    Some(&[5u8; 1000][..])
+                );
             }
         }
         "reclass" => {

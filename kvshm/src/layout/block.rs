@@ -165,6 +165,18 @@ pub const CHUNK_SPAN_HEAD: u32 = 0x8000_0000;
 pub const CHUNK_SPAN_CONT: u32 = 0x4000_0000;
 /// Chunk-map entry of every chunk of client-slot page `p`: `CHUNK_SLOT_PAGE | p`.
 pub const CHUNK_SLOT_PAGE: u32 = 0x2000_0000;
+/// Chunk-map entry of a free chunk (backed, zero-filled) that the host will give back to the
+/// OS unless somebody claims it first (claimers take it as they take a FREE one). Marking
+/// and punching are at least one reclaim period apart: a reader still holding an offset into
+/// the chunk from before it was freed has long retried.
+pub const CHUNK_COOLING: u32 = 0x1000_0000;
+/// Chunk-map entry of a free chunk whose pages went back to the OS (a hole in the file: it
+/// reads as zeros and backs nothing). It is allocated again (made FREE) before it is claimed.
+pub const CHUNK_PUNCHED: u32 = 0x1000_0001;
+/// Chunk-map entry while the grow-lock holder punches the chunk or allocates it again. One
+/// left behind by a holder that died (its OFD lock went with it) is punched again and made
+/// PUNCHED by the next holder.
+pub const CHUNK_RECLAIMING: u32 = 0x1000_0002;
 /// Mask of the length of a span head entry.
 pub const CHUNK_SPAN_LEN_MASK: u32 = 0x3fff_ffff;
 

@@ -187,6 +187,33 @@ pub fn allocate(file: &File, from: u64, to: u64) -> Result<()> {
     }
 }
 
+/// Give bytes `from..to` of the file back to the OS (a hole; the file keeps its length, and
+/// the range reads as zeros). [`allocate`] makes it memory again.
+pub fn punch_hole(file: &File, from: u64, to: u64) -> Result<()> {
+    if to <= from {
+        return Ok(());
+    }
+    loop {
+        // SAFETY: plain syscall on an fd owned by `file`.
+        let r = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                from as libc::off_t,
+                (to - from) as libc::off_t,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return Err(Error::Io(e));
+    }
+}
+
 fn flock_for(byte: u64, kind: libc::c_short) -> libc::flock {
     // SAFETY: flock is plain old data; all-zero is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };

@@ -107,6 +107,25 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
             c.put_many(&items).unwrap();
             out("ack");
         }
+        "reclaim" => {
+            // Fill, empty, give the memory back (two passes), then fill again: the second
+            // fill takes the punched chunks back.
+            for i in 0..3000u32 {
+                c.put(format!("rc-{i}").as_bytes(), &[3u8; 1000]).unwrap();
+            }
+            for i in 0..3000u32 {
+                c.remove(format!("rc-{i}").as_bytes()).unwrap();
+            }
+            out("ack removed");
+            c.reclaim_pass(0).unwrap();
+            let p = c.reclaim_pass(0).unwrap();
+            out(format!("ack punched {}", p.punched));
+            for i in 0..3000u32 {
+                c.put(format!("nw-{i}").as_bytes(), &vec![(i % 251) as u8; 1000])
+                    .unwrap();
+                out(format!("ack nw-{i}"));
+            }
+        }
         "get-many" => {
             let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("batch-{i}").into_bytes()).collect();
             let vals = c.get_many(&keys).unwrap();
