@@ -494,6 +494,7 @@ fn stats_json(cli: &Cli, c: &Client, s: &Stats) -> String {
         "committed_bytes": s.committed_bytes,
         "used_bytes": s.used_bytes,
         "free_bytes": s.free_bytes,
+        "returned_bytes": s.returned_bytes,
         "max_bytes": s.max_bytes,
         "gets": s.gets, "hits": s.hits, "puts": s.puts, "removes": s.removes,
         "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "lock_fallback_reads": s.retries,
@@ -532,10 +533,11 @@ fn stats_table(cli: &Cli, c: &Client, s: &Stats) -> String {
     row(
         "memory",
         format!(
-            "{} committed, {} used, {} free, max {}",
+            "{} committed, {} used, {} free, {} returned to the OS, max {}",
             kvshm::human_bytes(s.committed_bytes),
             kvshm::human_bytes(s.used_bytes),
             kvshm::human_bytes(s.free_bytes),
+            kvshm::human_bytes(s.returned_bytes),
             kvshm::human_bytes(s.max_bytes)
         ),
     );
