@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use kvshm::{Client, Config, Host};
 
 fn allocated(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0)
+    std::fs::metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
 }
 
 fn mib(b: u64) -> String {
@@ -131,11 +133,13 @@ fn drifting() {
         let n = per_round / size as u64;
         let value = vec![round as u8; size];
         for i in 0..n {
-            c.put(format!("r{round}-{i:08}").as_bytes(), &value).unwrap();
+            c.put(format!("r{round}-{i:08}").as_bytes(), &value)
+                .unwrap();
         }
         if let Some((pn, _)) = prev {
             for i in 0..pn {
-                c.remove(format!("r{}-{i:08}", round - 1).as_bytes()).unwrap();
+                c.remove(format!("r{}-{i:08}", round - 1).as_bytes())
+                    .unwrap();
             }
         }
         prev = Some((n, size));
@@ -148,7 +152,8 @@ fn drifting() {
             let f = Bench::new(&format!("fresh{round}"), false);
             let fc = f.client();
             for i in 0..n {
-                fc.put(format!("r{round}-{i:08}").as_bytes(), &value).unwrap();
+                fc.put(format!("r{round}-{i:08}").as_bytes(), &value)
+                    .unwrap();
             }
             allocated(&f.path)
         };
@@ -164,7 +169,10 @@ fn drifting() {
 }
 
 fn churn(housekeeping: bool) -> f64 {
-    let b = Bench::new(if housekeeping { "churn-hk" } else { "churn" }, housekeeping);
+    let b = Bench::new(
+        if housekeeping { "churn-hk" } else { "churn" },
+        housekeeping,
+    );
     let c = b.client();
     let value = vec![1u8; 200];
     for i in 0..100_000u32 {

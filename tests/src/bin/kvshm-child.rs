@@ -38,6 +38,7 @@ fn main() {
         },
         "remove" => out(open().remove(rest[0].as_bytes()).expect("remove")),
         "len" => out(open().len()),
+        "churn-big" => churn_big(open(), &rest[0]),
         "check-keys" => check_keys(open(), &rest[0], rest[1].parse().expect("n"), &rest[2]),
         "get-many" => {
             let vals = open().get_many(rest).expect("get_many");
@@ -442,6 +443,37 @@ fn reader(c: Client, secs: u64, writers: u64) {
         }
     }
     out(format!("reads {reads} hits {hits} batches {batches}"));
+}
+
+/// Forever: put 300 keys `<prefix>-<j>` with 3 KB values (one `put_many` of 50 and single
+/// puts), check them, remove them (one `remove_many`), pause 30 ms: whole chunks are filled
+/// and emptied, so reclaim passes give them back and claims take them again. Exits 1 on a
+/// wrong value.
+fn churn_big(c: Client, prefix: &str) {
+    let mut rng = Rng::new(std::process::id() as u64);
+    loop {
+        let ver = rng.next_u64() >> 16;
+        let keys: Vec<String> = (0..300).map(|j| format!("{prefix}-{j}")).collect();
+        let val = |j: usize| {
+            let mut v = pattern(ver + j as u64);
+            v.resize(3000, 0xee);
+            v
+        };
+        let batch: Vec<(Vec<u8>, Vec<u8>)> = (0..50)
+            .map(|j| (keys[j].clone().into_bytes(), val(j)))
+            .collect();
+        c.put_many(&batch).expect("put_many");
+        for (j, k) in keys.iter().enumerate().skip(50) {
+            c.put(k.as_bytes(), &val(j)).expect("put");
+        }
+        for (j, k) in keys.iter().enumerate() {
+            if c.get(k.as_bytes()).expect("get").as_deref() != Some(&val(j)[..]) {
+                lost(&[format!("{k}: not the value just written")]);
+            }
+        }
+        c.remove_many(&keys).expect("remove_many");
+        std::thread::sleep(Duration::from_millis(30));
+    }
 }
 
 /// Read `<prefix>-<i>` (i < n, each holding `pattern(i)`) until the file `stop` exists: every
