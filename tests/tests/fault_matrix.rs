@@ -104,14 +104,19 @@ fn a_writer_waits_for_a_stopped_holder_and_stats_show_it() {
         blocked.child.try_wait().unwrap().is_none(),
         "writer did not wait for a live holder"
     );
-    let waiting =
+    let waiting: Vec<Option<u32>> =
         s.t.host()
             .stats()
             .clients
             .iter()
-            .filter(|c| c.waiting_on_stripe.is_some())
-            .count();
-    assert_eq!(waiting, 1, "stats should show the waiting client");
+            .filter_map(|c| c.waiting_on_stripe.map(Some))
+            .collect();
+    let stripe = s.t.host().stripe_of_key(s.same.as_bytes()) as u32;
+    assert_eq!(
+        waiting,
+        vec![Some(stripe)],
+        "stats should show the waiting client and the stripe it waits on"
+    );
     s.resume();
     assert!(blocked.wait_limit(Duration::from_secs(30)).success());
     s.t.assert_verified();
