@@ -22,6 +22,9 @@ use crate::store::Store;
 const R: Ordering = Ordering::Relaxed;
 const REL: Ordering = Ordering::Release;
 
+/// The `StoreFull` hint of a claim that would have grown the store but was asked not to.
+pub(crate) const WOULD_GROW: &str = "the store would have to grow";
+
 /// The allocator, acting as one session (whose slot tags what it reserves and whose lock
 /// waits recover dead lock owners).
 #[derive(Clone, Copy)]
@@ -65,7 +68,18 @@ impl<'a> Allocator<'a> {
                 f(off)
             }
         };
-        match self.alloc_class(c, pool, &mut once) {
+        // Before the store grows for this class, chunks of other classes whose blocks are all
+        // free come back to the chunk pool (without a host's reclaim passes, too).
+        let mut r = self.alloc_class(c, pool, false, &mut once);
+        if matches!(r, Err(Error::StoreFull { hint }) if hint == WOULD_GROW) {
+            if self.release_free_class_chunks(c)? > 0 {
+                r = self.alloc_class(c, pool, false, &mut once);
+            }
+            if matches!(r, Err(Error::StoreFull { hint }) if hint == WOULD_GROW) {
+                r = self.alloc_class(c, pool, true, &mut once);
+            }
+        }
+        match r {
             Err(Error::StoreFull { hint }) => {
                 for (bigger, &bytes) in CLASS_SIZES.iter().enumerate().skip(c + 1) {
                     if bytes as u64 > 2 * size {
@@ -74,7 +88,7 @@ impl<'a> Allocator<'a> {
                     if self.s.st.mem.header().classes[bigger].head.load(R) == 0 {
                         continue;
                     }
-                    match self.alloc_class(bigger, pool, &mut once) {
+                    match self.alloc_class(bigger, pool, true, &mut once) {
                         Err(Error::StoreFull { .. }) => continue,
                         r => return r,
                     }
@@ -82,7 +96,7 @@ impl<'a> Allocator<'a> {
                 // Last resort: chunks of other classes whose blocks are all free go back to
                 // the chunk pool.
                 if self.release_free_class_chunks(c)? > 0 {
-                    return self.alloc_class(c, pool, &mut once);
+                    return self.alloc_class(c, pool, true, &mut once);
                 }
                 Err(Error::StoreFull { hint })
             }
@@ -161,17 +175,31 @@ impl<'a> Allocator<'a> {
         Ok(released)
     }
 
-    fn alloc_class(&self, c: usize, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
+    /// A block of class `c`. Without `grow`, a refill that would need the store to grow
+    /// fails with `StoreFull { hint: WOULD_GROW }` instead.
+    fn alloc_class(
+        &self,
+        c: usize,
+        pool: Pool,
+        grow: bool,
+        record: impl FnOnce(u64),
+    ) -> Result<u64> {
         let cls = &self.s.st.mem.header().classes[c];
         let _g = self.s.guard_word(&cls.lock)?;
-        self.alloc_class_locked(c, pool, record)
+        self.alloc_class_locked(c, pool, grow, record)
     }
 
-    fn alloc_class_locked(&self, c: usize, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
+    fn alloc_class_locked(
+        &self,
+        c: usize,
+        pool: Pool,
+        grow: bool,
+        record: impl FnOnce(u64),
+    ) -> Result<u64> {
         let cls = &self.s.st.mem.header().classes[c];
         let mut head = cls.head.load(R);
         if head == 0 {
-            head = self.refill_class(c, pool)?;
+            head = self.refill_class(c, pool, grow)?;
         }
         let words = self.s.st.mem.words(head, 2)?;
         let tag = Tag::from_word(words[0].load(R));
@@ -179,7 +207,7 @@ impl<'a> Allocator<'a> {
             // A free list that points at a non-free block: rebuild from the tags and retry.
             log::error!("free list of class {c} is damaged at {head:#x}; rebuilding it");
             self.rebuild_class(c)?;
-            return self.alloc_class_locked(c, pool, record);
+            return self.alloc_class_locked(c, pool, grow, record);
         }
         let next = words[1].load(R);
         record(head);
@@ -200,9 +228,9 @@ impl<'a> Allocator<'a> {
     }
 
     /// Claim a free chunk for class `c` and carve it onto the (empty) free list.
-    fn refill_class(&self, c: usize, pool: Pool) -> Result<u64> {
+    fn refill_class(&self, c: usize, pool: Pool, grow: bool) -> Result<u64> {
         let e = CHUNK_CLASS_BASE + c as u32;
-        let idx = self.s.st.claim_chunks(1, e, e, pool)?;
+        let idx = self.s.st.claim_chunks(1, e, e, pool, grow)?;
         crash_point!("alloc.chunk_claimed");
         let size = CLASS_SIZES[c] as u64;
         let base = self.chunk_offset(idx);
@@ -229,10 +257,10 @@ impl<'a> Allocator<'a> {
         }
         let h = self.s.st.mem.header();
         let _g = self.s.guard_word(&h.span_lock)?;
-        let idx = self
-            .s
-            .st
-            .claim_chunks(k, CHUNK_SPAN_HEAD | k as u32, CHUNK_SPAN_CONT, pool)?;
+        let idx =
+            self.s
+                .st
+                .claim_chunks(k, CHUNK_SPAN_HEAD | k as u32, CHUNK_SPAN_CONT, pool, true)?;
         let off = self.chunk_offset(idx);
         record(off);
         crash_point!("span.recorded");
@@ -432,7 +460,17 @@ pub(crate) fn reserve_chunks(total: u64) -> u64 {
 impl Store {
     /// Find `k` consecutive free chunks inside the committed length (growing it if needed)
     /// and set their map entries: `head` on the first, `cont` on the others.
-    pub(crate) fn claim_chunks(&self, k: u64, head: u32, cont: u32, pool: Pool) -> Result<u64> {
+    /// Claim `k` contiguous free chunks (map entries `head`, then `cont`), allocating punched
+    /// ones again or growing the store as needed. Without `grow`, a claim that would grow
+    /// fails with `StoreFull { hint: WOULD_GROW }` (the caller frees room first).
+    pub(crate) fn claim_chunks(
+        &self,
+        k: u64,
+        head: u32,
+        cont: u32,
+        pool: Pool,
+        grow: bool,
+    ) -> Result<u64> {
         let map = self.mem.chunk_map();
         let total = match pool {
             Pool::Data => map.len() as u64 - reserve_chunks(map.len() as u64),
@@ -476,6 +514,9 @@ impl Store {
             // Chunks given back to the OS are taken again before the store grows.
             if self.back_punched(k, limit)? {
                 continue;
+            }
+            if !grow && committed_chunks < total {
+                return Err(Error::StoreFull { hint: WOULD_GROW });
             }
             // Need more committed chunks: at least `k` past the current end.
             if limit + k > total {

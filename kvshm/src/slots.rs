@@ -130,7 +130,7 @@ fn grow_slot_pages(st: &Store) -> Result<()> {
         };
         let entry = CHUNK_SLOT_PAGE | p as u32;
         let k = (slot_page_len(p) * SLOT_SIZE).div_ceil(CHUNK_SIZE);
-        let idx = st.claim_chunks(k, entry, entry, Pool::Data)?;
+        let idx = st.claim_chunks(k, entry, entry, Pool::Data, true)?;
         crash_point!("slots.page_claimed");
         h.slot_pages[p].store(st.chunk_base + idx * CHUNK_SIZE, REL);
         log::debug!("client slot page {p} added ({} slots)", slot_page_len(p));
