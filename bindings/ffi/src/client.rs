@@ -120,24 +120,39 @@ pub unsafe extern "C" fn kvshm_get(
         if buf.is_null() && buf_len != 0 {
             return invalid("NULL buffer with a non-zero length");
         }
-        let mut v = Vec::new();
-        match c.get_into(k, &mut v) {
-            Ok(false) => KVSHM_NOT_FOUND,
-            Ok(true) => {
-                *vl = v.len();
-                if v.len() > buf_len {
-                    return KVSHM_BUFFER_TOO_SMALL;
+        // A per-thread buffer: a hit allocates nothing once it has the capacity (it keeps at
+        // most 1 MiB between calls).
+        GET_BUF.with(|cell| {
+            let mut v = cell.take();
+            let status = match c.get_into(k, &mut v) {
+                Ok(false) => KVSHM_NOT_FOUND,
+                Ok(true) => {
+                    *vl = v.len();
+                    if v.len() > buf_len {
+                        KVSHM_BUFFER_TOO_SMALL
+                    } else {
+                        if !v.is_empty() {
+                            // SAFETY: `buf` is non-NULL here (v.len() > 0 and <= buf_len) and
+                            // holds `buf_len >= v.len()` writable bytes (caller contract).
+                            unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), buf, v.len()) };
+                        }
+                        KVSHM_OK
+                    }
                 }
-                if !v.is_empty() {
-                    // SAFETY: `buf` is non-NULL here (v.len() > 0 and <= buf_len) and holds
-                    // `buf_len >= v.len()` writable bytes (caller contract).
-                    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), buf, v.len()) };
-                }
-                KVSHM_OK
+                Err(e) => fail(e),
+            };
+            if v.capacity() > 1 << 20 {
+                v = Vec::new();
             }
-            Err(e) => fail(e),
-        }
+            cell.set(v);
+            status
+        })
     })
+}
+
+thread_local! {
+    /// `kvshm_get`'s copy buffer, reused by the calls of one thread.
+    static GET_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Remove `key`. `*existed` (may be NULL) tells whether it was there.
