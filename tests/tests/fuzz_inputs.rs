@@ -226,6 +226,8 @@ fn damaged_snapshots_are_refused_whole() {
     let done = Arc::new(AtomicBool::new(false));
     let watchdog = {
         let (current, done) = (current.clone(), done.clone());
+        // `exit` skips destructors: the watchdog removes the store and the input file itself.
+        let (store, input) = (t.path(), file.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
@@ -235,6 +237,8 @@ fn damaged_snapshots_are_refused_whole() {
                             "a snapshot load has run for 20 s: hung (input saved to {})",
                             save_failure("snapshot-hang", img).display()
                         );
+                        let _ = std::fs::remove_file(&store);
+                        let _ = std::fs::remove_file(&input);
                         std::process::exit(1);
                     }
                 }
