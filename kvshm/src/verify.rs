@@ -396,7 +396,14 @@ impl Checker<'_> {
                 }
             }
             TAG_RESERVED => {
-                if !self.owner_alive(t.owner) && !self.awaiting_recovery(t.owner) {
+                // Verify holds this client's write mutex: it has no transaction open, so a
+                // block it still reserves was never committed or given back.
+                if Some(t.owner) == self.me {
+                    self.problem(
+                        off,
+                        "block reserved by this client outside a transaction (leak)",
+                    );
+                } else if !self.owner_alive(t.owner) && !self.awaiting_recovery(t.owner) {
                     self.problem(
                         off,
                         format!("block reserved by dead client slot {}", t.owner),
