@@ -53,6 +53,7 @@ pub use housekeeping::{Housekeeping, ReclaimPass, RECLAIM_PERIOD};
 pub use segment::{open_private_append, store_path, validate_name, DEFAULT_DIR};
 pub use snapshot::{read_snapshot, write_snapshot, LoadedSnapshot, SnapshotInfo};
 pub use stats::{human_bytes, ClientInfo, Stats};
+pub use store::LockWaitStats;
 pub use verify::Report;
 
 #[cfg(test)]

@@ -44,7 +44,19 @@ impl<'a> Session<'a> {
     /// Take a lock word in the segment as this client, recovering a dead owner if need be.
     /// Prefer [`Session::guard_word`], which unlocks on drop.
     pub(crate) fn lock_word(&self, w: &AtomicU32) -> Result<()> {
-        lock::lock(w, self.me, |owner| (self.on_stall)(self, owner))
+        self.lock_counted(w, &self.st.lock_waits.other)
+    }
+
+    /// Take `w`; a take that does not succeed at once is counted in `waits` with the time it
+    /// took (process-local: the clock is read only on that slow path).
+    fn lock_counted(&self, w: &AtomicU32, waits: &crate::store::WaitCounter) -> Result<()> {
+        if lock::try_lock(w, self.me) {
+            return Ok(());
+        }
+        let t = std::time::Instant::now();
+        let r = lock::lock(w, self.me, |owner| (self.on_stall)(self, owner));
+        waits.record(t.elapsed());
+        r
     }
 
     /// [`Session::lock_word`], held until the guard drops.
@@ -78,7 +90,7 @@ impl<'a> Session<'a> {
     pub(crate) fn lock_stripe(&self, s: usize) -> Result<LockGuard<'a>> {
         let stripe = self.st.mem.stripe(s);
         self.slot.waiting_on.store(s as u64 + 1, R);
-        let r = self.lock_word(&stripe.lock);
+        let r = self.lock_counted(&stripe.lock, &self.st.lock_waits.stripe);
         self.slot.waiting_on.store(0, R);
         r.map(|_| LockGuard::new(&stripe.lock))
     }

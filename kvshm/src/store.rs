@@ -42,6 +42,8 @@ pub(crate) struct Store {
     pub chunk_base: u64,
     pub reserve: u64,
     pub(crate) grow_mutex: std::sync::Mutex<()>,
+    /// Lock waits of this attachment (process-local; see [`crate::Client::lock_waits`]).
+    pub(crate) lock_waits: LockWaits,
     pub(crate) slot_page_mutex: std::sync::Mutex<()>,
 }
 
@@ -51,6 +53,59 @@ impl Drop for Store {
         segment::unregister_fork_fd(&self.file);
         if let Some(f) = self.mem.file() {
             segment::unregister_fork_fd(f);
+        }
+    }
+}
+
+/// Lock takes that had to wait, and how long they waited in all.
+#[derive(Debug, Default)]
+pub(crate) struct WaitCounter {
+    waits: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl WaitCounter {
+    pub(crate) fn record(&self, d: std::time::Duration) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        self.nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+    fn get(&self) -> (u64, u64) {
+        (
+            self.waits.load(Ordering::Relaxed),
+            self.nanos.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Lock waits of one attachment: stripe locks, and every other lock word (allocator class
+/// and span locks, slot-page lock).
+#[derive(Debug, Default)]
+pub(crate) struct LockWaits {
+    pub stripe: WaitCounter,
+    pub other: WaitCounter,
+}
+
+/// What [`crate::Client::lock_waits`] reports: lock takes of this client that did not succeed
+/// at once, and the time they waited (spinning, sleeping, recovering a dead owner).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockWaitStats {
+    pub stripe_waits: u64,
+    pub stripe_wait_ns: u64,
+    /// Allocator class and span locks (and the rarely taken slot-page lock).
+    pub alloc_waits: u64,
+    pub alloc_wait_ns: u64,
+}
+
+impl LockWaits {
+    pub(crate) fn stats(&self) -> LockWaitStats {
+        let (stripe_waits, stripe_wait_ns) = self.stripe.get();
+        let (alloc_waits, alloc_wait_ns) = self.other.get();
+        LockWaitStats {
+            stripe_waits,
+            stripe_wait_ns,
+            alloc_waits,
+            alloc_wait_ns,
         }
     }
 }
@@ -216,6 +271,7 @@ impl Store {
             file,
             path,
             grow_mutex: std::sync::Mutex::new(()),
+            lock_waits: LockWaits::default(),
             slot_page_mutex: std::sync::Mutex::new(()),
         })
     }

@@ -791,3 +791,27 @@ fn emptied_chunks_of_one_size_are_used_for_another_before_growing() {
     let r = c.verify().unwrap();
     assert!(r.is_ok(), "{:#?}", r.problems);
 }
+
+/// A put that finds its stripe locked by another client waits, and its client counts the wait
+/// and the time (the contention profile of issue 12, part 2).
+#[test]
+fn lock_waits_are_counted_with_their_time() {
+    let t = TestStore::new("lockwaits", Config::default().stripes(4));
+    let (a, b) = (t.client(), t.client());
+    assert_eq!(b.lock_waits(), crate::LockWaitStats::default());
+    b.put(b"k", b"1").unwrap();
+    assert_eq!(b.lock_waits().stripe_waits, 0, "an uncontended put waited");
+    let stripe = a.stripe_of_key(b"k");
+    let sess = a.session().unwrap();
+    let held = sess.lock_stripe(stripe).unwrap();
+    let waiter = std::thread::spawn(move || {
+        b.put(b"k", b"2").unwrap();
+        b.lock_waits()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    drop(held);
+    let w = waiter.join().unwrap();
+    assert_eq!(w.stripe_waits, 1, "{w:?}");
+    assert!(w.stripe_wait_ns >= 50_000_000, "{w:?}");
+    assert_eq!(a.get(b"k").unwrap().as_deref(), Some(&b"2"[..]));
+}

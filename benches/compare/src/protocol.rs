@@ -28,6 +28,10 @@ pub struct WorkerResult {
     pub hits: u64,
     pub get_hist: Histogram,
     pub put_hist: Histogram,
+    /// Lock waits during the measured phase (kvshm's Rust client only; see
+    /// `kvshm::Client::lock_waits`): [stripe waits, stripe ns, allocator waits, allocator ns].
+    #[serde(default)]
+    pub lock_waits: [u64; 4],
 }
 
 /// One measured cell: what the report and the JSON file hold.
@@ -53,6 +57,16 @@ pub struct Record {
     pub put_p999_ns: u64,
     pub bytes_per_key: f64,
     pub misses: u64,
+    /// Contention profile (kvshm only, 0 elsewhere): lock takes that waited per 1,000 ops,
+    /// and the time waited per op, on stripe locks and on allocator locks.
+    #[serde(default)]
+    pub stripe_waits_per_kop: f64,
+    #[serde(default)]
+    pub stripe_wait_ns_per_op: f64,
+    #[serde(default)]
+    pub alloc_waits_per_kop: f64,
+    #[serde(default)]
+    pub alloc_wait_ns_per_op: f64,
 }
 
 /// Lines a runner prints to the main process.

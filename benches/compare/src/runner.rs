@@ -79,7 +79,11 @@ pub fn runner(plan_json: &str) {
         for (cell, ws) in results {
             let (mut hist, mut gh, mut ph): (Histogram, Histogram, Histogram) = Default::default();
             let (mut ops, mut gets, mut hits, mut ns) = (0, 0, 0, 1);
+            let mut waits = [0u64; 4];
             for w in &ws {
+                for (a, b) in waits.iter_mut().zip(w.lock_waits) {
+                    *a += b;
+                }
                 Histogram::merge(&mut gh, &w.get_hist);
                 Histogram::merge(&mut ph, &w.put_hist);
                 Histogram::merge(&mut hist, &w.get_hist);
@@ -115,6 +119,10 @@ pub fn runner(plan_json: &str) {
                 put_p999_ns: ph.quantile(0.999),
                 bytes_per_key: bytes as f64 / plan.keys as f64,
                 misses: gets - hits,
+                stripe_waits_per_kop: waits[0] as f64 * 1000.0 / ops.max(1) as f64,
+                stripe_wait_ns_per_op: waits[1] as f64 / ops.max(1) as f64,
+                alloc_waits_per_kop: waits[2] as f64 * 1000.0 / ops.max(1) as f64,
+                alloc_wait_ns_per_op: waits[3] as f64 / ops.max(1) as f64,
             }));
         }
     }

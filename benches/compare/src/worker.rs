@@ -75,6 +75,7 @@ pub fn drive(conn: &mut dyn Conn, cell: &Cell, idx: usize) -> Res<WorkerResult> 
     let mut stamp = idx as u64;
     let mut phase = |dur: Duration, r: Option<&mut WorkerResult>| -> Res<()> {
         let check_all = r.is_none();
+        let waits_before = conn.lock_waits();
         let start = Instant::now();
         let end = start + dur;
         let mut prev = start;
@@ -142,6 +143,10 @@ pub fn drive(conn: &mut dyn Conn, cell: &Cell, idx: usize) -> Res<WorkerResult> 
                 hits,
                 get_hist,
                 put_hist,
+                lock_waits: match (waits_before, conn.lock_waits()) {
+                    (Some(b), Some(a)) => std::array::from_fn(|i| a[i] - b[i]),
+                    _ => [0; 4],
+                },
             };
         }
         Ok(())

@@ -180,6 +180,12 @@ impl Client {
     }
 
     /// The index stripe `key` belongs to (for tests and diagnostics).
+    /// Lock takes of this client (this attachment, in this process) that did not succeed at
+    /// once, and how long they waited in all: a contention profile. Counted since attach.
+    pub fn lock_waits(&self) -> crate::store::LockWaitStats {
+        self.st.lock_waits.stats()
+    }
+
     #[doc(hidden)]
     pub fn stripe_of_key(&self, key: &[u8]) -> usize {
         self.st.stripe_of(self.st.hash(key))

@@ -102,6 +102,15 @@ impl System for KvShm {
 struct RsConn(Client);
 
 impl Conn for RsConn {
+    fn lock_waits(&self) -> Option<[u64; 4]> {
+        let w = self.0.lock_waits();
+        Some([
+            w.stripe_waits,
+            w.stripe_wait_ns,
+            w.alloc_waits,
+            w.alloc_wait_ns,
+        ])
+    }
     fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Res<bool> {
         self.0.get_into(key, out).map_err(|e| e.to_string())
     }

@@ -45,6 +45,11 @@ pub enum Mode {
 
 /// One client's connection / handle.
 pub trait Conn {
+    /// kvshm's lock-wait counters of this connection (see `kvshm::Client::lock_waits`):
+    /// [stripe waits, stripe ns, allocator waits, allocator ns]; `None` elsewhere.
+    fn lock_waits(&self) -> Option<[u64; 4]> {
+        None
+    }
     /// Copy the value of `key` into `out`; false when absent.
     fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Res<bool>;
     /// Insert or replace.
