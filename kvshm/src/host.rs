@@ -27,6 +27,8 @@ pub struct Host {
     client: Client,
     /// When the last reclaim pass ran (housekeeping runs one per `RECLAIM_PERIOD`).
     pub(crate) last_reclaim: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Set when the file system refused to punch a hole: no more reclaim passes.
+    pub(crate) reclaim_unsupported: std::sync::atomic::AtomicBool,
 }
 
 impl Host {
@@ -73,6 +75,7 @@ impl Host {
         Ok(Host {
             client,
             last_reclaim: std::sync::Mutex::new(None),
+            reclaim_unsupported: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -143,10 +143,19 @@ impl Host {
             }
             due
         };
-        if due {
+        if due && !self.reclaim_unsupported.load(R) {
             let keep = (self.st.mem.committed() / 32).min(GROW_AHEAD_MAX / 4);
             match self.reclaim_pass(keep) {
                 Ok(p) => out.reclaim = p,
+                // A file system that cannot punch holes (`--dir` elsewhere than tmpfs): say
+                // so once and stop trying; free chunks are still reused before growing.
+                Err(crate::Error::Io(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    self.reclaim_unsupported.store(true, R);
+                    log::warn!(
+                        "the store's file system cannot punch holes: memory of removed keys \
+                         is reused but not given back to the OS"
+                    );
+                }
                 Err(e) => out.problems.push(format!("reclaim: {e}")),
             }
         }
