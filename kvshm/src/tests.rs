@@ -815,3 +815,68 @@ fn lock_waits_are_counted_with_their_time() {
     assert!(w.stripe_wait_ns >= 50_000_000, "{w:?}");
     assert_eq!(a.get(b"k").unwrap().as_deref(), Some(&b"2"[..]));
 }
+
+/// A full store with no block of a record's class and no free chunk still takes the record in
+/// a free block of a bigger class (at most twice its size): the fallback of `Allocator::alloc`
+/// (a cargo-mutants survivor: no test reached it).
+#[test]
+fn a_full_store_takes_a_record_in_a_free_block_of_a_bigger_class() {
+    use crate::layout::{class_for, record_size, CLASS_SIZES};
+    let t = TestStore::new(
+        "biggerclass",
+        Config::default()
+            .max_size(4 << 20)
+            .initial_size(0)
+            .stripes(4),
+    );
+    let c = t.client();
+    let key = |i: u32| format!("k{i:06}").into_bytes();
+    let (big, klen) = (2000u64, 7u64);
+    let c2 = class_for(record_size(klen, big)).unwrap();
+    let small = (1..big)
+        .rev()
+        .find(|&v| {
+            let r = record_size(klen, v);
+            class_for(r).unwrap() < c2 && CLASS_SIZES[c2] as u64 <= 2 * r
+        })
+        .expect("a smaller class within 2x");
+    let c1 = class_for(record_size(klen, small)).unwrap();
+    let mut n = 0;
+    loop {
+        match c.put(&key(n), &vec![1u8; big as usize]) {
+            Ok(()) => n += 1,
+            Err(Error::StoreFull { .. }) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    // One block of the bigger class comes free (its chunk keeps other records).
+    assert!(c.remove(&key(0)).unwrap());
+    let h = c.st.mem.header();
+    assert_eq!(
+        h.classes[c1]
+            .free_count
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // Replacing another key's value with a smaller one needs a block of the smaller class.
+    c.put(&key(1), &vec![2u8; small as usize]).unwrap();
+    assert_eq!(c.get(&key(1)).unwrap(), Some(vec![2u8; small as usize]));
+    // It went into the bigger class's block: the fallback ran.
+    let hash = c.st.hash(&key(1));
+    let s = c.st.stripe_of(hash);
+    let tw =
+        c.st.mem
+            .stripe(s)
+            .table
+            .load(std::sync::atomic::Ordering::Relaxed);
+    let rec = c.st.probe(tw, hash, &key(1)).unwrap().expect("the record");
+    let entry = c.st.mem.chunk_map()[((rec - c.st.chunk_base) / 256 / 1024) as usize]
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        entry,
+        crate::layout::CHUNK_CLASS_BASE + c2 as u32,
+        "the record is not in a block of the bigger class"
+    );
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+}
