@@ -416,17 +416,20 @@ fn a_record_replaced_while_its_writer_is_being_recovered_is_freed() {
     t.assert_verified();
 }
 
-/// Regression (issue 11, item 9): a writer that died while verify waited on its class lock was
-/// recovered *inside* verify, whose deferred frees needed a class lock verify already held:
-/// `Corrupt`, so kvhost refused a healthy store at adoption.
-#[test]
-fn a_writer_that_dies_while_verify_waits_on_its_class_lock_is_no_damage() {
-    let t = TestStore::new("verify-dies", Config::default().stripes(4), CHILD);
+/// A writer frozen (SIGSTOP) in its first deferred free of a put replacing a big and a small
+/// record: it holds the big record's class lock, and the small record (a smaller class, which
+/// verify locks first) is still to be freed. Then a verify started on another thread.
+fn verify_beside_a_frozen_writer(
+    tag: &str,
+) -> (
+    TestStore,
+    ChildGuard,
+    std::thread::JoinHandle<kvshm::Result<kvshm::Report>>,
+) {
+    let t = TestStore::new(tag, Config::default().stripes(4), CHILD);
     t.host().put(b"big", &[1u8; 3000]).unwrap();
     t.host().put(b"small", b"0123456789").unwrap();
-    // Freeze the writer in its first deferred free: it holds the big record's class lock, and
-    // the small record (a smaller class, which verify locks first) is still to be freed.
-    let mut writer = t.spawn(
+    let writer = t.spawn(
         "crash",
         &["put-two-sizes"],
         &[
@@ -442,6 +445,15 @@ fn a_writer_that_dies_while_verify_waits_on_its_class_lock_is_no_damage() {
         let c = Client::open_in(&dir, &name).unwrap();
         c.verify()
     });
+    (t, writer, verify)
+}
+
+/// Regression (issue 11, item 9): a writer that died while verify waited on its class lock was
+/// recovered *inside* verify, whose deferred frees needed a class lock verify already held:
+/// `Corrupt`, so kvhost refused a healthy store at adoption.
+#[test]
+fn a_writer_that_dies_while_verify_waits_on_its_class_lock_is_no_damage() {
+    let (t, mut writer, verify) = verify_beside_a_frozen_writer("verify-dies");
     std::thread::sleep(Duration::from_millis(500)); // verify now waits on the big class
     assert!(
         !verify.is_finished(),
@@ -488,25 +500,7 @@ fn a_read_only_client_says_busy_on_a_stopped_writers_stripe_and_reads_on_after()
 /// finishes its put and verify reports a clean store with nothing recovered.
 #[test]
 fn verify_waits_for_a_live_allocator_lock_holder_and_never_recovers_it() {
-    let t = TestStore::new("verify-live", Config::default().stripes(4), CHILD);
-    t.host().put(b"big", &[1u8; 3000]).unwrap();
-    t.host().put(b"small", b"0123456789").unwrap();
-    let mut writer = t.spawn(
-        "crash",
-        &["put-two-sizes"],
-        &[
-            ("KVSHM_CRASH_AT", "free.tagged"),
-            ("KVSHM_CRASH_ACTION", "stop"),
-        ],
-    );
-    wait_for("the writer to stop", Duration::from_secs(30), || {
-        process_state(writer.pid()) == 'T'
-    });
-    let (dir, name) = (t.dir.clone(), t.name.clone());
-    let verify = std::thread::spawn(move || {
-        let c = Client::open_in(&dir, &name).unwrap();
-        c.verify()
-    });
+    let (t, mut writer, verify) = verify_beside_a_frozen_writer("verify-live");
     // Many stall periods: each one probes the holder's liveness.
     std::thread::sleep(Duration::from_millis(600));
     assert!(

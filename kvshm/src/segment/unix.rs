@@ -159,37 +159,24 @@ pub fn remove_file(path: &Path) -> Result<()> {
 /// be an error here, not a SIGBUS later). Growth passes only the new range: tmpfs walks every
 /// page of the range it is given, so allocating from 0 made each growth cost O(file size).
 pub fn allocate(file: &File, from: u64, to: u64) -> Result<()> {
-    if to <= from {
-        return Ok(());
-    }
-    loop {
-        // SAFETY: plain syscall on an fd owned by `file`.
-        let r = unsafe {
-            libc::fallocate(
-                file.as_raw_fd(),
-                0,
-                from as libc::off_t,
-                (to - from) as libc::off_t,
-            )
-        };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::ENOMEM) => Err(Error::StoreFull {
-                hint: "no memory or space left for the store file; free memory, raise the tmpfs \
-                       size, or host the store on another --dir",
-            }),
-            _ => Err(Error::Io(e)),
-        };
-    }
+    fallocate_range(file, 0, from, to).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::ENOMEM) => Error::StoreFull {
+            hint: "no memory or space left for the store file; free memory, raise the tmpfs \
+                   size, or host the store on another --dir",
+        },
+        _ => Error::Io(e),
+    })
 }
 
 /// Give bytes `from..to` of the file back to the OS (a hole; the file keeps its length, and
 /// the range reads as zeros). [`allocate`] makes it memory again.
 pub fn punch_hole(file: &File, from: u64, to: u64) -> Result<()> {
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    fallocate_range(file, mode, from, to).map_err(Error::Io)
+}
+
+/// `fallocate(mode)` over `from..to` (nothing for an empty range), retried on EINTR.
+fn fallocate_range(file: &File, mode: libc::c_int, from: u64, to: u64) -> io::Result<()> {
     if to <= from {
         return Ok(());
     }
@@ -198,7 +185,7 @@ pub fn punch_hole(file: &File, from: u64, to: u64) -> Result<()> {
         let r = unsafe {
             libc::fallocate(
                 file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                mode,
                 from as libc::off_t,
                 (to - from) as libc::off_t,
             )
@@ -207,10 +194,9 @@ pub fn punch_hole(file: &File, from: u64, to: u64) -> Result<()> {
             return Ok(());
         }
         let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EINTR) {
-            continue;
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
         }
-        return Err(Error::Io(e));
     }
 }
 
