@@ -58,10 +58,14 @@ impl Client {
     /// marking and punching, which protects readers that still hold an offset into a freed
     /// chunk (see docs/ARCHITECTURE.md, "Memory back to the OS").
     pub fn reclaim_pass(&self, keep_bytes: u64) -> Result<ReclaimPass> {
-        let sess = self.session()?;
+        self.session()?;
         let punched = self.st.punch_cooling()?;
+        // Writers flush their block caches at their next write, so that chunks their cached
+        // blocks keep from being all-free can go at a later pass; this client's go now.
+        self.st.mem.header().cache_flush.fetch_add(1, R);
         let released = {
-            let _g = self.guard();
+            let g = self.guard();
+            let sess = self.session_w(&g)?;
             Allocator::new(&sess).release_free_class_chunks_above(usize::MAX, 2)?
         };
         let marked = self.st.mark_cooling(keep_bytes / CHUNK_SIZE);
@@ -79,8 +83,9 @@ impl Client {
         if tombs < 8 || tombs.saturating_mul(3) < count.saturating_add(tombs) {
             return Ok(false);
         }
-        let sess = self.session()?;
-        let _g = self.guard();
+        self.session()?;
+        let g = self.guard();
+        let sess = self.session_w(&g)?;
         let txn = Txn::begin(&sess, txn::log_entries_compact())?;
         let mut did = false;
         self.apply_locked(&sess, txn, &[s], WriteOp::Many, |txn| {

@@ -23,6 +23,7 @@
 #![deny(unsafe_code)]
 
 mod alloc;
+mod cache;
 mod client;
 mod config;
 #[doc(hidden)]

@@ -11,7 +11,8 @@
 //! 4. [`release_stripes`]: `seq` even and unlock.
 //! 5. [`free_blocks`]: an ACTIVE transaction's new blocks (unreachable since the undo) go back;
 //!    a COMMITTED one's deferred frees are done.
-//! 6. [`retire_slot`]: state IDLE, log extension freed, counters folded into the store
+//! 6. [`release_slot_cache`]: blocks still in the client's block cache go back.
+//! 7. [`retire_slot`]: state IDLE, log extension freed, counters folded into the store
 //!    totals, slot FREE.
 //!
 //! Recovery of slot `d` runs only while holding `d`'s OFD byte, so exactly one recoverer works
@@ -29,7 +30,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::alloc::Allocator;
+use crate::alloc::{release_slot_cache, Allocator};
 use crate::crash_point;
 use crate::error::{Error, Result};
 use crate::layout::*;
@@ -126,6 +127,8 @@ fn recover(s: &Session<'_>, dead: u32, retire: Retire) -> Result<bool> {
             release_stripes(s, &stripes);
         }
     }
+    // After the transaction: a block both logged and still in an entry is LIVE or FREE now.
+    release_slot_cache(s, ds, dead)?;
     match retire {
         Retire::Free => retire_slot(s, ds, dead, state)?,
         Retire::Keep => {
@@ -241,7 +244,7 @@ fn free_blocks(
     Ok(())
 }
 
-/// Step 6: end the dead client's transaction and give its slot back.
+/// Step 7: end the dead client's transaction and give its slot back.
 fn retire_slot(s: &Session<'_>, ds: &Slot, dead: u32, state: u64) -> Result<()> {
     let h = s.st.mem.header();
     ds.txn_state.store(TXN_IDLE, REL);

@@ -29,6 +29,9 @@ pub(crate) struct Session<'a> {
     pub slot_off: u64,
     pub slot: &'a Slot,
     pub on_stall: OnStall,
+    /// The client's block cache, for sessions of a client holding its write mutex (recoverers
+    /// and sessions without the mutex allocate from the classes directly).
+    pub cache: Option<&'a crate::cache::BlockCache>,
 }
 
 impl std::fmt::Debug for Session<'_> {

@@ -35,6 +35,7 @@ pub(crate) fn session(st: &Store, r: SlotRef) -> Result<Session<'_>> {
         slot_off: r.off,
         slot: st.mem.slot_at(r.off)?,
         on_stall: recovery::probe_and_recover,
+        cache: None,
     })
 }
 

@@ -880,3 +880,106 @@ fn a_full_store_takes_a_record_in_a_free_block_of_a_bigger_class() {
     let r = c.verify().unwrap();
     assert!(r.is_ok(), "{:#?}", r.problems);
 }
+
+/// Blocks in `c`'s block cache (its slot's entries).
+fn cached_blocks(c: &Client) -> Vec<u64> {
+    let s = c.session().unwrap();
+    s.slot
+        .cache
+        .iter()
+        .map(|w| w.load(std::sync::atomic::Ordering::Relaxed))
+        .filter(|&b| b != 0)
+        .collect()
+}
+
+/// Chunks carved into the size class of records with these lengths.
+fn class_chunks(c: &Client, key_len: u64, value_len: u64) -> u64 {
+    let class = crate::layout::class_for(crate::layout::record_size(key_len, value_len)).unwrap();
+    c.st.mem.header().classes[class]
+        .chunks
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Issue 12 part 2: a writer's puts and removes go through its block cache, which stays within
+/// its bounds, holds distinct blocks that verify accounts to it, and does not keep a reused
+/// block when the update path hands one back.
+#[test]
+fn a_writers_block_cache_stays_bounded_and_verifies() {
+    let t = TestStore::new("cache", Config::default().stripes(8));
+    let c = t.client();
+    assert!(cached_blocks(&c).is_empty());
+    c.put(b"k", b"v").unwrap();
+    // The refill: the block asked for, and up to REFILL - 1 more cached (the stripe's first
+    // table may have taken one of them).
+    let n = cached_blocks(&c).len();
+    assert!((1..crate::cache::REFILL).contains(&n), "{n} cached");
+    for i in 0..2000u32 {
+        c.put(&i.to_le_bytes(), &[1u8; 100]).unwrap();
+    }
+    let s = c.session().unwrap();
+    for i in 0..2000u32 {
+        assert!(c.remove(&i.to_le_bytes()).unwrap());
+        let mut per_class = std::collections::HashMap::new();
+        for b in cached_blocks(&c) {
+            let class = crate::alloc::Allocator::new(&s).class_block(b).unwrap();
+            *per_class.entry(class).or_insert(0) += 1;
+        }
+        assert!(
+            per_class.values().all(|&n| n <= crate::cache::PER_CLASS),
+            "{per_class:?}"
+        );
+    }
+    let blocks = cached_blocks(&c);
+    let distinct: std::collections::HashSet<_> = blocks.iter().collect();
+    assert_eq!(distinct.len(), blocks.len(), "a block cached twice");
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+    // Dropping the client gives its cached blocks back: another client's verify finds no
+    // block reserved by a slot that left.
+    drop(c);
+    let r = t.client().verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+}
+
+/// Issue 12 part 2 must not defeat part 1: a writer's cached blocks pin their chunks only until
+/// its first write after the host's reclaim pass asked for a flush; the next pass then gives
+/// the class's chunks back.
+#[test]
+fn cached_blocks_go_back_at_the_first_write_after_a_reclaim_pass() {
+    let t = TestStore::new("cacheflush", Config::default().initial_size(0).stripes(8));
+    let (w, h) = (t.client(), t.client());
+    for i in 0..20_000u32 {
+        w.put(&i.to_le_bytes(), &[1u8; 100]).unwrap();
+    }
+    for i in 0..20_000u32 {
+        assert!(w.remove(&i.to_le_bytes()).unwrap());
+    }
+    for s in 0..8 {
+        h.compact_stripe(s).unwrap();
+    }
+    assert!(!cached_blocks(&w).is_empty());
+    h.reclaim_pass(0).unwrap();
+    assert!(
+        class_chunks(&h, 4, 100) >= 1,
+        "the writer's cached blocks keep their chunks"
+    );
+    // One write of another size class: the writer flushes first.
+    w.put(b"other", &[2u8; 1000]).unwrap();
+    let small = crate::layout::class_for(crate::layout::record_size(4, 100));
+    let s = w.session().unwrap();
+    for b in cached_blocks(&w) {
+        let class = crate::alloc::Allocator::new(&s).class_block(b).unwrap();
+        assert_ne!(
+            class, small,
+            "a block of the removed records is still cached"
+        );
+    }
+    h.reclaim_pass(0).unwrap();
+    assert_eq!(
+        class_chunks(&h, 4, 100),
+        0,
+        "chunks of removed records still held after the flush"
+    );
+    let r = h.verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+}

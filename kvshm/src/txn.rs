@@ -273,7 +273,7 @@ impl<'s, 'a> Txn<'s, 'a> {
                 self.log.frees[2 * i + 1].load(R),
             );
             crash_point!("txn.freeing");
-            if let Err(e) = alloc.free_block(b, expect) {
+            if let Err(e) = alloc.free_block_cached(b, expect) {
                 log::error!("deferred free of {b:#x} failed: {e}");
                 first_err.get_or_insert(e);
             }
@@ -302,7 +302,7 @@ impl<'s, 'a> Txn<'s, 'a> {
             let b = self.log.new[i].load(R);
             let t = Tag::from_word(self.s.word(b)?.load(R));
             if t.state == TAG_RESERVED && t.owner == self.s.me {
-                alloc.free_block(b, t.word())?;
+                alloc.free_block_cached(b, t.word())?;
             }
         }
         Ok(())

@@ -109,6 +109,7 @@ impl Client {
             me: Some(sess.me),
             report: Report::default(),
             referenced: HashSet::new(),
+            own_cache: HashSet::new(),
         };
         c.check_stripe(s);
         Ok(c.report)
@@ -124,6 +125,8 @@ struct Checker<'a> {
     me: Option<u32>,
     report: Report,
     referenced: HashSet<u64>,
+    /// Blocks in our own slot's block cache (stable: we hold our write mutex).
+    own_cache: HashSet<u64>,
 }
 
 impl Checker<'_> {
@@ -397,8 +400,11 @@ impl Checker<'_> {
             }
             TAG_RESERVED => {
                 // Verify holds this client's write mutex: it has no transaction open, so a
-                // block it still reserves was never committed or given back.
-                if Some(t.owner) == self.me {
+                // block it still reserves and does not cache was never committed or given
+                // back. (Other live clients' reserved blocks are in their logs or caches,
+                // which change under us without a lock: cached blocks are given and taken
+                // without one.)
+                if Some(t.owner) == self.me && !self.own_cache.contains(&off) {
                     self.problem(
                         off,
                         "block reserved by this client outside a transaction (leak)",
@@ -411,6 +417,32 @@ impl Checker<'_> {
                 }
             }
             s => self.problem(off, format!("unknown tag state {s}")),
+        }
+    }
+
+    /// Our own block cache: every entry a distinct block reserved by us.
+    fn check_own_cache(&mut self) {
+        let Some(me) = self.me else { return };
+        let Some(slot) = self
+            .st
+            .slot_offset(me)
+            .and_then(|o| self.st.mem.slot_at(o).ok())
+        else {
+            return;
+        };
+        for (e, w) in slot.cache.iter().enumerate() {
+            let b = w.load(R);
+            if b == 0 {
+                continue;
+            }
+            match self.tag(b) {
+                Some(t) if t.state == TAG_RESERVED && t.owner == me => {
+                    if !self.own_cache.insert(b) {
+                        self.problem(b, format!("block cache entry {e}: block cached twice"));
+                    }
+                }
+                t => self.problem(b, format!("block cache entry {e}: block tag {t:?}")),
+            }
         }
     }
 
@@ -466,7 +498,9 @@ pub(crate) fn check(st: &Store, me: Option<u32>) -> Report {
         me,
         report: Report::default(),
         referenced: HashSet::new(),
+        own_cache: HashSet::new(),
     };
+    c.check_own_cache();
     let h = st.mem.header();
     if h.committed_len.load(R) > st.reserve {
         c.problem(0, "committed length beyond the reserve");

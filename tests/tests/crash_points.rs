@@ -20,7 +20,14 @@ const MATRIX: &[(&str, &str)] = &[
     ("span.recorded", "big"),
     ("span.free_tagged", "big"),
     ("span.head_cleared", "big"),
-    ("free.tagged", "put-update"),
+    // A fresh child's cache is empty: its first allocation refills it under the class lock,
+    // and the old record's deferred free goes into it; the 20 frees of remove-many overflow
+    // it (half of it and the overflowing block back to the class).
+    ("free.tagged", "remove-many"),
+    ("cache.refilled", "put-update"),
+    ("cache.given", "put-update"),
+    ("cache.taken", "put-many"),
+    ("cache.flushed@2", "remove-many"),
     ("grow.allocated", "fill"),
     ("reclaim.punching@3", "reclaim"),
     ("reclaim.backing@3", "reclaim"),
@@ -51,9 +58,11 @@ const MATRIX: &[(&str, &str)] = &[
 fn committed(point: &str) -> Option<bool> {
     match point.split('@').next().unwrap() {
         "txn.committed" | "put.unlocked" | "txn.freeing" | "free.tagged" | "remove.unlocked"
-        | "many.unlocked_one" => Some(true),
+        | "many.unlocked_one" | "cache.given" | "cache.flushed" => Some(true),
         "alloc.recorded"
         | "alloc.tagged"
+        | "cache.refilled"
+        | "cache.taken"
         | "put.prepared"
         | "put.locked"
         | "put.replaced"
@@ -404,4 +413,25 @@ fn a_block_freed_by_a_killed_recoverer_and_reserved_again_is_not_freed_twice() {
         Some(&b"new-value-that-is-longer"[..])
     );
     t.assert_verified();
+}
+
+/// Issue 12 part 2: a writer that dies with a full block cache (blocks reserved by it outside
+/// any transaction) is recovered like any other: every cached block goes back to its class
+/// (verify finds none reserved by a recovered slot, and lists, counts and tags agree).
+#[test]
+fn a_dead_writers_cached_blocks_come_back() {
+    let t = TestStore::new("cachedead", Config::default().stripes(4), CHILD);
+    setup(&t);
+    let mut c = t.spawn("crash", &["cache-full"], &[]);
+    assert_eq!(c.wait_limit(Duration::from_secs(60)).code(), Some(3));
+    assert_eq!(c.stdout_lines(), vec!["ack"]);
+    let report = t.assert_verified();
+    assert_eq!(report.recovered, 1, "the writer left without detaching");
+    for i in 0..40 {
+        assert!(t
+            .host()
+            .get(format!("cf-{i}").as_bytes())
+            .unwrap()
+            .is_none());
+    }
 }

@@ -417,8 +417,9 @@ fn a_record_replaced_while_its_writer_is_being_recovered_is_freed() {
 }
 
 /// A writer frozen (SIGSTOP) in its first deferred free of a put replacing a big and a small
-/// record: it holds the big record's class lock, and the small record (a smaller class, which
-/// verify locks first) is still to be freed. Then a verify started on another thread.
+/// record: it holds the big record's class lock (a class too big for block caches, so the
+/// free takes the lock), and the small record (a smaller class, which verify locks first) is
+/// still to be freed. Then a verify started on another thread.
 fn verify_beside_a_frozen_writer(
     tag: &str,
 ) -> (
@@ -427,7 +428,7 @@ fn verify_beside_a_frozen_writer(
     std::thread::JoinHandle<kvshm::Result<kvshm::Report>>,
 ) {
     let t = TestStore::new(tag, Config::default().stripes(4), CHILD);
-    t.host().put(b"big", &[1u8; 3000]).unwrap();
+    t.host().put(b"big", &[1u8; 6000]).unwrap();
     t.host().put(b"small", b"0123456789").unwrap();
     let writer = t.spawn(
         "crash",

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::alloc::Allocator;
+use crate::cache::BlockCache;
 use crate::config::default_dir;
 use crate::error::{Error, Result};
 use crate::layout::*;
@@ -46,7 +48,8 @@ const ACQ: Ordering = Ordering::Acquire;
 pub struct Client {
     pub(crate) st: Store,
     slot: Option<SlotRef>,
-    write: Mutex<()>,
+    /// The write mutex; it owns the client's block cache (`cache.rs`).
+    write: Mutex<BlockCache>,
     /// `segment::fork_generation()` and pid when this client was opened: in a forked child
     /// the generation differs, and every operation returns `Error::Forked`.
     fork_generation: u64,
@@ -78,10 +81,11 @@ impl Client {
     }
 
     fn new(st: Store, slot: Option<SlotRef>) -> Client {
+        let flush_seen = st.mem.header().cache_flush.load(R);
         Client {
             st,
             slot,
-            write: Mutex::new(()),
+            write: Mutex::new(BlockCache::new(flush_seen)),
             fork_generation: segment::fork_generation(),
             pid: segment::pid(),
         }
@@ -123,6 +127,15 @@ impl Client {
         slots::session(&self.st, r)
     }
 
+    /// This client's session with its block cache, for a caller holding the write mutex
+    /// `g`. Flushes the cache first if the host asked for it since the last flush.
+    pub(crate) fn session_w<'g>(&'g self, g: &'g WriteGuard<'_>) -> Result<Session<'g>> {
+        let mut s = self.session()?;
+        s.cache = Some(&*g.mutex);
+        Allocator::new(&s).flush_cache_if_asked()?;
+        Ok(s)
+    }
+
     /// The in-process write mutex: one transaction log per slot, so one writer at a time.
     /// Every section of this client that takes segment locks runs under it; if such a section
     /// panics, the guard recovers the slot's own transaction and locks before it lets go (see
@@ -130,7 +143,7 @@ impl Client {
     pub(crate) fn guard(&self) -> WriteGuard<'_> {
         WriteGuard {
             client: self,
-            _mutex: self.write.lock().unwrap_or_else(|p| p.into_inner()),
+            mutex: self.write.lock().unwrap_or_else(|p| p.into_inner()),
         }
     }
 
@@ -238,7 +251,7 @@ impl Client {
 /// owner is never robbed, so without this every other process would wait forever.
 pub(crate) struct WriteGuard<'c> {
     client: &'c Client,
-    _mutex: MutexGuard<'c, ()>,
+    mutex: MutexGuard<'c, BlockCache>,
 }
 
 impl Drop for WriteGuard<'_> {
@@ -251,6 +264,8 @@ impl Drop for WriteGuard<'_> {
                 log::error!("recovery after a panic failed: {e}");
             }
         }
+        // Recovery gave the slot's cached blocks back (or left them to the next recovery).
+        self.mutex.reset();
     }
 }
 
@@ -264,6 +279,19 @@ impl Drop for Client {
             // Only possible after a panic mid-operation: leave the slot to recovery, which
             // will roll back or complete it once our byte lock goes with the descriptor.
             log::error!("client slot {} detached with an open transaction", sess.me);
+            return;
+        }
+        let cache = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let flushed = Allocator::new(&Session {
+            cache: Some(&*cache),
+            ..sess
+        })
+        .flush_cache();
+        drop(cache);
+        if let Err(e) = flushed {
+            // Left to recovery, which frees what the cache still holds once our byte lock
+            // goes with the descriptor.
+            log::error!("client slot {}: block cache not flushed: {e}", sess.me);
             return;
         }
         for (i, c) in s.counters.iter().enumerate() {

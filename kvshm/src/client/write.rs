@@ -54,8 +54,9 @@ impl Client {
     /// sees the new value; on `Err` nothing changed.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.st.check_limits(key, Some(value))?;
-        let sess = self.session()?;
-        let _g = self.guard();
+        self.session()?;
+        let g = self.guard();
+        let sess = self.session_w(&g)?;
         let hash = self.st.hash(key);
         let s = self.st.stripe_of(hash);
         let txn = Txn::begin(&sess, txn::log_entries_single())?;
@@ -79,7 +80,7 @@ impl Client {
     /// Remove `key`; returns whether it was present.
     pub fn remove(&self, key: &[u8]) -> Result<bool> {
         self.st.check_limits(key, None)?;
-        let sess = self.session()?;
+        self.session()?;
         let hash = self.st.hash(key);
         let s = self.st.stripe_of(hash);
         // A consistent view that shows the key absent is a valid linearisation point.
@@ -87,7 +88,8 @@ impl Client {
         if let Some(Ok(false)) = self.st.read_optimistic(s, hash, key, &mut scratch, 4) {
             return Ok(false);
         }
-        let _g = self.guard();
+        let g = self.guard();
+        let sess = self.session_w(&g)?;
         let txn = Txn::begin(&sess, txn::log_entries_single())?;
         let mut existed = false;
         self.apply_locked(&sess, txn, &[s], WriteOp::Remove, |txn| {
@@ -108,8 +110,9 @@ impl Client {
         if items.is_empty() {
             return Ok(());
         }
-        let sess = self.session()?;
-        let _g = self.guard();
+        self.session()?;
+        let g = self.guard();
+        let sess = self.session_w(&g)?;
         let hashes: Vec<u64> = items
             .iter()
             .map(|(k, _)| self.st.hash(k.as_ref()))
@@ -162,8 +165,9 @@ impl Client {
         if keys.is_empty() {
             return Ok(0);
         }
-        let sess = self.session()?;
-        let _g = self.guard();
+        self.session()?;
+        let g = self.guard();
+        let sess = self.session_w(&g)?;
         let hashes: Vec<u64> = keys.iter().map(|k| self.st.hash(k.as_ref())).collect();
         let stripes = self.stripes_of(&hashes);
         let txn = Txn::begin(&sess, txn::log_entries_remove_many(keys.len()))?;

@@ -94,7 +94,7 @@ pub struct Header {
     /// Pid of the hosting process (diagnostics only; liveness is the host OFD lock).
     pub host_pid: AtomicU64,
     pub host_start_unix: AtomicU64,
-    pub _unused2: AtomicU64,
+    pub cache_flush: AtomicU64,
     /// Set by a client that asks the host for a snapshot; cleared by the host.
     pub snapshot_request: AtomicU64,
     pub _pad2: [AtomicU64; 3],
@@ -154,7 +154,7 @@ assert_offsets!(Header {
     recoveries: 192,
     host_pid: 200,
     host_start_unix: 208,
-    _unused2: 216,
+    cache_flush: 216,
     snapshot_request: 224,
     folded: 256,
     slot_pages: 384,

@@ -35,6 +35,8 @@ pub const fn slot_page_of(idx: u32) -> (usize, u64) {
 
 /// Log entries of each kind kept inside the slot; bigger batches use an extension block.
 pub const INLINE_LOG_CAP: usize = 160;
+/// Entries of a slot's block cache.
+pub const BLOCK_CACHE_CAP: usize = 32;
 /// Number of per-client counters (see [`Counter`]).
 pub const COUNTERS: usize = 8;
 
@@ -108,7 +110,10 @@ pub struct Slot {
     pub undo: [UndoEntry; INLINE_LOG_CAP],
     pub new_blocks: [AtomicU64; INLINE_LOG_CAP],
     pub frees: [FreeEntry; INLINE_LOG_CAP],
-    pub _pad1: [AtomicU64; 192],
+    /// The client's block cache: offsets of blocks tagged RESERVED by this slot that no
+    /// transaction uses yet (0 = empty entry). See `cache.rs`.
+    pub cache: [AtomicU64; BLOCK_CACHE_CAP],
+    pub _pad1: [AtomicU64; 192 - BLOCK_CACHE_CAP],
 }
 const _: () = assert!(size_of::<Slot>() as u64 == SLOT_SIZE);
 assert_offsets!(Slot {
@@ -126,6 +131,7 @@ assert_offsets!(Slot {
     undo: 256,
     new_blocks: 2816,
     frees: 4096,
+    cache: 6656,
 });
 
 /// A log extension block: `[tag][capacity]` then `undo[cap]`, `new[cap]`, `frees[cap]`.

@@ -101,6 +101,17 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
                 .unwrap();
             out("ack");
         }
+        "cache-full" => {
+            // Leaves this client's block cache full (the removed records' blocks) when the
+            // process exits without detaching, as a killed one would.
+            for i in 0..40 {
+                c.put(format!("cf-{i}").as_bytes(), b"cached").unwrap();
+            }
+            for i in 0..40 {
+                c.remove(format!("cf-{i}").as_bytes()).unwrap();
+            }
+            out("ack");
+        }
         "put-many" => {
             let items: Vec<(Vec<u8>, Vec<u8>)> = (0..40)
                 .map(|i| (format!("batch-{i}").into_bytes(), b"new".to_vec()))

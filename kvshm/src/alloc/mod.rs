@@ -19,6 +19,9 @@ use crate::layout::*;
 use crate::session::Session;
 use crate::store::Store;
 
+mod cache;
+pub(crate) use cache::release_slot_cache;
+
 const R: Ordering = Ordering::Relaxed;
 const REL: Ordering = Ordering::Release;
 
@@ -29,7 +32,7 @@ pub(crate) const WOULD_GROW: &str = "the store would have to grow";
 /// waits recover dead lock owners).
 #[derive(Clone, Copy)]
 pub(crate) struct Allocator<'a> {
-    s: Session<'a>,
+    pub(crate) s: Session<'a>,
 }
 
 impl<'a> Allocator<'a> {
@@ -39,6 +42,31 @@ impl<'a> Allocator<'a> {
 
     fn next_gen(&self) -> u32 {
         self.s.st.mem.header().gen_counter.fetch_add(1, R) as u32
+    }
+
+    /// The class of the class-chunk block at `off` (checked: inside a class chunk, on a block
+    /// boundary), or `None` for the head of a span.
+    pub(crate) fn class_block(&self, off: u64) -> Result<Option<usize>> {
+        let idx = self
+            .chunk_of(off)
+            .ok_or_else(|| Error::corrupt(off, "block outside chunks"))?;
+        let e = self.s.st.mem.chunk_map()[idx as usize].load(R);
+        if e & CHUNK_SPAN_HEAD != 0 {
+            if self.chunk_offset(idx) != off {
+                return Err(Error::corrupt(off, "a span at a non-chunk offset"));
+            }
+            return Ok(None);
+        }
+        let Some(c) = self.chunk_class(off) else {
+            return Err(Error::corrupt(
+                off,
+                format!("block in a chunk with map entry {e:#x}"),
+            ));
+        };
+        if (off - self.chunk_offset(idx)) % CLASS_SIZES[c] as u64 != 0 {
+            return Err(Error::corrupt(off, "misaligned block"));
+        }
+        Ok(Some(c))
     }
 
     fn chunk_offset(&self, idx: u64) -> u64 {
@@ -68,9 +96,20 @@ impl<'a> Allocator<'a> {
                 f(off)
             }
         };
+        if pool == Pool::Data {
+            if let Some(b) = self.cache_take(c, &mut once)? {
+                return Ok(b);
+            }
+        }
         // Before the store grows for this class, chunks of other classes whose blocks are all
-        // free come back to the chunk pool (without a host's reclaim passes, too).
+        // free come back to the chunk pool (without a host's reclaim passes, too); this
+        // client's cached blocks go back first, so that their chunks can.
         let mut r = self.alloc_class(c, pool, false, &mut once);
+        if matches!(r, Err(Error::StoreFull { hint }) if hint == WOULD_GROW)
+            && self.flush_cache()? > 0
+        {
+            r = self.alloc_class(c, pool, false, &mut once);
+        }
         if matches!(r, Err(Error::StoreFull { hint }) if hint == WOULD_GROW) {
             if self.release_free_class_chunks(c)? > 0 {
                 r = self.alloc_class(c, pool, false, &mut once);
@@ -81,6 +120,11 @@ impl<'a> Allocator<'a> {
         }
         match r {
             Err(Error::StoreFull { hint }) => {
+                if self.flush_cache()? > 0 {
+                    if let r @ Ok(_) = self.alloc_class(c, pool, true, &mut once) {
+                        return r;
+                    }
+                }
                 for (bigger, &bytes) in CLASS_SIZES.iter().enumerate().skip(c + 1) {
                     if bytes as u64 > 2 * size {
                         break;
@@ -186,7 +230,11 @@ impl<'a> Allocator<'a> {
     ) -> Result<u64> {
         let cls = &self.s.st.mem.header().classes[c];
         let _g = self.s.guard_word(&cls.lock)?;
-        self.alloc_class_locked(c, pool, grow, record)
+        let b = self.alloc_class_locked(c, pool, grow, record)?;
+        if pool == Pool::Data {
+            self.cache_refill_locked(c)?;
+        }
+        Ok(b)
     }
 
     fn alloc_class_locked(
@@ -283,31 +331,18 @@ impl<'a> Allocator<'a> {
         if self.word(block)?.load(R) != expect {
             return Ok(false);
         }
-        let idx = self
-            .chunk_of(block)
-            .ok_or_else(|| Error::corrupt(block, "free outside chunks"))?;
-        let e = self.s.st.mem.chunk_map()[idx as usize].load(R);
-        if e & CHUNK_SPAN_HEAD != 0 {
-            if self.chunk_offset(idx) != block {
-                return Err(Error::corrupt(
-                    block,
-                    "free of a span at a non-chunk offset",
-                ));
-            }
+        let Some(c) = self.class_block(block)? else {
+            let idx = self.chunk_of(block).unwrap_or(0);
             return self.free_span(idx, expect);
-        }
-        let Some(c) = self.chunk_class(block) else {
-            return Err(Error::corrupt(
-                block,
-                format!("free in a chunk with map entry {e:#x}"),
-            ));
         };
-        let size = CLASS_SIZES[c] as u64;
-        if (block - self.chunk_offset(idx)) % size != 0 {
-            return Err(Error::corrupt(block, "free of a misaligned block"));
-        }
         let cls = &self.s.st.mem.header().classes[c];
         let _g = self.s.guard_word(&cls.lock)?;
+        self.free_class_locked(c, block, expect)
+    }
+
+    /// Caller holds class `c`'s lock: free `block` (of class `c`) if its tag is `expect`.
+    pub(crate) fn free_class_locked(&self, c: usize, block: u64, expect: u64) -> Result<bool> {
+        let cls = &self.s.st.mem.header().classes[c];
         let words = self.s.st.mem.words(block, 2)?;
         let generation = Tag::from_word(expect).generation;
         if words[0]
