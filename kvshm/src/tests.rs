@@ -295,6 +295,72 @@ fn verify_reports_damage() {
         .free_block(b, tag)
         .unwrap());
     assert!(c.verify().unwrap().is_ok());
+    // ...a block this client reserved and lost track of (in no log, in no cache)...
+    let txn = crate::txn::Txn::begin(&sess, 4).unwrap();
+    let b = txn.alloc(100).unwrap();
+    std::mem::forget(txn);
+    sess.slot.txn_state.store(crate::layout::TXN_IDLE, Relaxed);
+    sess.slot.n_new.store(0, Relaxed);
+    let r = c.verify().unwrap();
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.contains("reserved by this client outside a transaction")),
+        "{:?}",
+        r.problems
+    );
+    let tag = c.st.mem.word(b).unwrap().load(Relaxed);
+    assert!(crate::alloc::Allocator::new(&sess)
+        .free_block(b, tag)
+        .unwrap());
+    // ...and a block-cache entry naming a block its client does not hold.
+    let last = crate::layout::BLOCK_CACHE_CAP - 1;
+    sess.slot.cache[last].store(b, Relaxed);
+    let r = c.verify().unwrap();
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.contains(&format!("block cache entry {last}"))),
+        "{:?}",
+        r.problems
+    );
+    sess.slot.cache[last].store(0, Relaxed);
+    assert!(c.verify().unwrap().is_ok());
+}
+
+/// A full store whose client holds the last freed blocks in its cache still takes records of
+/// another size in all the room the removes made: the client flushes its cache before it
+/// reports `StoreFull` (or grows), so the cached blocks' chunks can change class.
+#[test]
+fn a_full_store_emptied_by_one_client_takes_another_size_despite_its_cache() {
+    let t = TestStore::new("cachefull", Config::default().max_size(4 << 20).stripes(4));
+    let c = t.client();
+    let mut n = 0u32;
+    loop {
+        match c.put(&n.to_le_bytes(), &[1u8; 100]) {
+            Ok(()) => n += 1,
+            Err(Error::StoreFull { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // Remove all but every 200th key, then those: the last frees (the ones a cache keeps)
+    // lie in different chunks.
+    for i in (0..n).filter(|i| i % 200 != 0) {
+        assert!(c.remove(&i.to_le_bytes()).unwrap());
+    }
+    for i in (0..n).filter(|i| i % 200 == 0) {
+        assert!(c.remove(&i.to_le_bytes()).unwrap());
+    }
+    let mut m = 0u32;
+    while c.put(&(n + m).to_le_bytes(), &[2u8; 1000]).is_ok() {
+        m += 1;
+    }
+    assert!(
+        m as u64 * 1000 * 10 >= n as u64 * 100 * 6,
+        "{m} values of 1000 B after {n} of 100 B"
+    );
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
 }
 
 #[test]
