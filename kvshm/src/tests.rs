@@ -298,7 +298,7 @@ fn verify_reports_damage() {
     // ...a block this client reserved and lost track of (in no log, in no cache)...
     let txn = crate::txn::Txn::begin(&sess, 4).unwrap();
     let b = txn.alloc(100).unwrap();
-    drop(txn); // no Drop: the transaction stays open in the slot
+    let _ = txn; // not ended: the transaction stays open in the slot
     sess.slot.txn_state.store(crate::layout::TXN_IDLE, Relaxed);
     sess.slot.n_new.store(0, Relaxed);
     let r = c.verify().unwrap();
