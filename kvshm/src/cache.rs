@@ -59,17 +59,23 @@ pub(crate) fn cacheable(c: usize) -> bool {
 
 /// The process-local mirror of a slot's cache entries (class, offset and tag word of each),
 /// owned by the client's write mutex. The slot's entries are the truth for recovery; this
-/// mirror only saves reading the chunk map and tags to find a block of a class.
+/// mirror only saves reading the chunk map and tags to find a block of a class. Each class
+/// has a bitmask of its entries, so finding, counting and placing are a few bit operations.
 #[derive(Debug)]
 pub(crate) struct BlockCache {
     class: [Cell<u8>; BLOCK_CACHE_CAP],
     block: [Cell<u64>; BLOCK_CACHE_CAP],
     tag: [Cell<u64>; BLOCK_CACHE_CAP],
+    /// Entries holding a block of class `c`: bit `e` of `of_class[c]`.
+    of_class: [Cell<u32>; NUM_CLASSES],
+    /// Entries holding a block (the union of `of_class`).
+    used: Cell<u32>,
     gen_next: Cell<u64>,
     gen_end: Cell<u64>,
     /// `Header::cache_flush` when this cache was last flushed (or created).
     flush_seen: Cell<u64>,
 }
+const _: () = assert!(BLOCK_CACHE_CAP <= 32);
 
 impl BlockCache {
     pub(crate) fn new(flush_seen: u64) -> BlockCache {
@@ -77,6 +83,8 @@ impl BlockCache {
             class: std::array::from_fn(|_| Cell::new(EMPTY)),
             block: std::array::from_fn(|_| Cell::new(0)),
             tag: std::array::from_fn(|_| Cell::new(0)),
+            of_class: std::array::from_fn(|_| Cell::new(0)),
+            used: Cell::new(0),
             gen_next: Cell::new(0),
             gen_end: Cell::new(0),
             flush_seen: Cell::new(flush_seen),
@@ -85,27 +93,35 @@ impl BlockCache {
 
     /// Forget every entry (after recovery of the own slot released them).
     pub(crate) fn reset(&self) {
-        for c in &self.class {
-            c.set(EMPTY);
+        for e in 0..BLOCK_CACHE_CAP {
+            self.clear(e);
         }
     }
 
+    /// An entry holding a block of class `c`.
+    #[inline]
     pub(crate) fn find(&self, c: usize) -> Option<usize> {
-        self.class.iter().position(|x| x.get() as usize == c)
+        let m = self.of_class[c].get();
+        (m != 0).then(|| m.trailing_zeros() as usize)
     }
 
+    /// Blocks of class `c` held.
+    #[inline]
     pub(crate) fn count(&self, c: usize) -> usize {
-        self.class.iter().filter(|x| x.get() as usize == c).count()
+        self.of_class[c].get().count_ones() as usize
     }
 
+    /// An entry holding nothing.
+    #[inline]
     pub(crate) fn empty_entry(&self) -> Option<usize> {
-        self.class.iter().position(|x| x.get() == EMPTY)
+        let e = (!self.used.get()).trailing_zeros() as usize;
+        (e < BLOCK_CACHE_CAP).then_some(e)
     }
 
     /// Cached blocks (entry index, offset, tag word).
     pub(crate) fn entries(&self) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
         (0..BLOCK_CACHE_CAP)
-            .filter(|&e| self.class[e].get() != EMPTY)
+            .filter(|&e| self.used.get() & (1 << e) != 0)
             .map(|e| (e, self.block[e].get(), self.tag[e].get()))
     }
 
@@ -130,13 +146,21 @@ impl BlockCache {
     }
 
     pub(crate) fn set(&self, e: usize, c: usize, block: u64, tag: u64) {
+        self.clear(e);
         self.class[e].set(c as u8);
         self.block[e].set(block);
         self.tag[e].set(tag);
+        self.of_class[c].set(self.of_class[c].get() | 1 << e);
+        self.used.set(self.used.get() | 1 << e);
     }
 
     pub(crate) fn clear(&self, e: usize) {
-        self.class[e].set(EMPTY);
+        let c = self.class[e].replace(EMPTY);
+        if c != EMPTY {
+            let m = &self.of_class[c as usize];
+            m.set(m.get() & !(1 << e));
+            self.used.set(self.used.get() & !(1 << e));
+        }
     }
 
     /// A fresh generation (unique store-wide until the 32-bit tag field wraps).

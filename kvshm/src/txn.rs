@@ -219,14 +219,28 @@ impl<'s, 'a> Txn<'s, 'a> {
     }
 
     /// Log the stripe words that writes under its lock may change (right after its `seq`
-    /// went odd).
+    /// went odd): four entries, published by one count store.
     pub(crate) fn log_stripe(&self, s: usize) -> Result<()> {
+        use core::mem::offset_of;
         let st = self.s.st.mem.stripe(s);
-        let words: [&AtomicU64; STRIPE_UNDO] =
-            [&st.table, &st.count, &st.tombstones, &st.value_bytes];
-        for w in words {
-            self.log_undo(s, self.s.st.stripe_field_offset(s, w), w)?;
+        let i = self.n_undo.get();
+        if i + STRIPE_UNDO > self.limit {
+            return Err(self.full());
         }
+        let base = self.s.st.stripe_field_offset(s, &st.table) - offset_of!(Stripe, table) as u64;
+        let words: [(&AtomicU64, usize); STRIPE_UNDO] = [
+            (&st.table, offset_of!(Stripe, table)),
+            (&st.count, offset_of!(Stripe, count)),
+            (&st.tombstones, offset_of!(Stripe, tombstones)),
+            (&st.value_bytes, offset_of!(Stripe, value_bytes)),
+        ];
+        for (j, (w, field)) in words.into_iter().enumerate() {
+            let target = (base + field as u64) | (s as u64) << UNDO_STRIPE_SHIFT;
+            self.log.undo[2 * (i + j)].store(target, R);
+            self.log.undo[2 * (i + j) + 1].store(w.load(R), R);
+        }
+        self.s.slot.n_undo.store((i + STRIPE_UNDO) as u64, REL);
+        self.n_undo.set(i + STRIPE_UNDO);
         Ok(())
     }
 

@@ -54,7 +54,8 @@ impl Client {
     /// sees the new value; on `Err` nothing changed.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.st.check_limits(key, Some(value))?;
-        self.session()?;
+        // Before the mutex: in a forked child another thread may have held it at the fork.
+        self.not_forked()?;
         let g = self.guard();
         let sess = self.session_w(&g)?;
         let hash = self.st.hash(key);
@@ -110,7 +111,8 @@ impl Client {
         if items.is_empty() {
             return Ok(());
         }
-        self.session()?;
+        // Before the mutex: in a forked child another thread may have held it at the fork.
+        self.not_forked()?;
         let g = self.guard();
         let sess = self.session_w(&g)?;
         let hashes: Vec<u64> = items
@@ -165,7 +167,8 @@ impl Client {
         if keys.is_empty() {
             return Ok(0);
         }
-        self.session()?;
+        // Before the mutex: in a forked child another thread may have held it at the fork.
+        self.not_forked()?;
         let g = self.guard();
         let sess = self.session_w(&g)?;
         let hashes: Vec<u64> = keys.iter().map(|k| self.st.hash(k.as_ref())).collect();
