@@ -202,3 +202,137 @@ impl Mem {
         Ok(unsafe { &*(w.as_ptr() as *const Slot) })
     }
 }
+
+/// Copies at least this long use one `rep movsb` (x86-64); shorter ones a loop of word loads
+/// (`rep movsb` has a start-up cost of tens of cycles).
+const BULK_COPY_MIN: usize = 1024;
+
+/// Copy the first `len` bytes of `words` (at most all of them) into `out`, replacing its
+/// contents. The words may be written concurrently by another process: the bytes are then
+/// torn, and the caller's seqlock validation throws them away.
+///
+/// Word loads are atomic (`Relaxed`), as everywhere. A long copy is one `rep movsb` in an
+/// `asm!` block: the compiler knows nothing of what the block reads, so a concurrent write is
+/// not a data race in the Rust abstract machine (the same reasoning as the "atomic memcpy" of
+/// RFC 3301, whose proposed implementation is inline assembly); the CPU's own semantics for a
+/// racing `movs` are defined (each byte is some value that was written). Measured: a 16 KiB
+/// get spent most of its time zero-filling the output and then copying it word by word
+/// (docs/PERFORMANCE.md, issue 12 part 4).
+pub(crate) fn copy_words_out(words: &[AtomicU64], len: usize, out: &mut Vec<u8>) {
+    let len = len.min(words.len() * 8);
+    out.clear();
+    out.reserve(len);
+    let dst = out.spare_capacity_mut();
+    #[cfg(target_arch = "x86_64")]
+    if len >= BULK_COPY_MIN {
+        // SAFETY: `words` is a live, in-bounds slice of the mapping of at least `len` bytes
+        // (`len` was clamped to it), `dst` has room for `len` bytes (reserved above) and does
+        // not overlap the mapping; `rep movsb` copies exactly `rcx` bytes forward (the ABI
+        // guarantees the direction flag is clear), touches no stack and no flags we rely on.
+        // Afterwards the first `len` bytes of the spare capacity are initialised.
+        unsafe {
+            core::arch::asm!(
+                "rep movsb",
+                inout("rcx") len => _,
+                inout("rsi") words.as_ptr() as *const u8 => _,
+                inout("rdi") dst.as_mut_ptr() as *mut u8 => _,
+                options(nostack, preserves_flags)
+            );
+            out.set_len(len);
+        }
+        return;
+    }
+    let full = len / 8;
+    for (w, d) in words[..full].iter().zip(dst.chunks_exact_mut(8)) {
+        for (b, v) in d.iter_mut().zip(w.load(Ordering::Relaxed).to_le_bytes()) {
+            b.write(v);
+        }
+    }
+    let rest = len % 8;
+    if rest != 0 {
+        let last = words[full].load(Ordering::Relaxed).to_le_bytes();
+        for (b, &v) in dst[full * 8..len].iter_mut().zip(&last[..rest]) {
+            b.write(v);
+        }
+    }
+    // SAFETY: the loops above initialised exactly the first `len` bytes of the spare capacity
+    // (`full` whole words, then `rest` bytes of the next), and `len <= capacity`.
+    unsafe { out.set_len(len) };
+}
+
+/// Store `bytes` into `words`, zero-padding the last word (at most `words.len() * 8` bytes are
+/// stored). The words belong to a block this writer reserved, but a reader that still holds an
+/// older offset into it may read them meanwhile (its seqlock will retry): long copies are one
+/// `rep movsb` for the same reasons as [`copy_words_out`].
+pub(crate) fn copy_words_in(words: &[AtomicU64], bytes: &[u8]) {
+    let bytes = &bytes[..bytes.len().min(words.len() * 8)];
+    let full = bytes.len() / 8;
+    #[cfg(target_arch = "x86_64")]
+    let done = if full * 8 >= BULK_COPY_MIN {
+        // SAFETY: `words` is a live, in-bounds slice of the mapping of at least `full * 8`
+        // bytes, `bytes` has at least that many and does not overlap the mapping; `rep movsb`
+        // copies exactly `rcx` bytes forward (direction flag clear per the ABI).
+        unsafe {
+            core::arch::asm!(
+                "rep movsb",
+                inout("rcx") full * 8 => _,
+                inout("rsi") bytes.as_ptr() => _,
+                inout("rdi") words.as_ptr() as *mut u8 => _,
+                options(nostack, preserves_flags)
+            );
+        }
+        true
+    } else {
+        false
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = false;
+    if !done {
+        for (w, c) in words.iter().zip(bytes.chunks_exact(8)) {
+            w.store(
+                u64::from_le_bytes(c.try_into().expect("8 bytes")),
+                Ordering::Relaxed,
+            );
+        }
+    }
+    let rest = &bytes[full * 8..];
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        words[full].store(u64::from_le_bytes(last), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    /// Both copies, on both sides of the bulk threshold and at every tail length: the bytes
+    /// round-trip, the padding of the last word is zero, and nothing past `len` is touched.
+    #[test]
+    fn copies_round_trip_at_every_length_and_pad_with_zeros() {
+        let words: Vec<AtomicU64> = (0..700).map(|_| AtomicU64::new(u64::MAX)).collect();
+        let mut out = vec![7u8; 3];
+        for len in (0..80)
+            .chain(BULK_COPY_MIN - 20..BULK_COPY_MIN + 20)
+            .chain([4000, 4799])
+        {
+            for w in &words {
+                w.store(u64::MAX, Ordering::Relaxed);
+            }
+            let src: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+            copy_words_in(&words, &src);
+            let used = len.div_ceil(8);
+            if len % 8 != 0 {
+                let last = words[used - 1].load(Ordering::Relaxed).to_le_bytes();
+                assert!(last[len % 8..].iter().all(|&b| b == 0), "padding at {len}");
+            }
+            assert_eq!(words[used].load(Ordering::Relaxed), u64::MAX, "past {len}");
+            copy_words_out(&words, len, &mut out);
+            assert_eq!(out, src, "len {len}");
+            // A shorter length than the words hold: only `len` bytes come out.
+            copy_words_out(&words[..used], len.saturating_sub(3), &mut out);
+            assert_eq!(out, src[..len.saturating_sub(3)], "len {len} - 3");
+        }
+    }
+}

@@ -584,32 +584,13 @@ pub(crate) fn words_eq(words: &[AtomicU64], bytes: &[u8]) -> bool {
 /// Copy `len` bytes held in `words` into `out` (replacing its contents).
 #[inline]
 pub(crate) fn copy_out(words: &[AtomicU64], len: usize, out: &mut Vec<u8>) {
-    out.clear();
-    out.resize(words.len() * 8, 0);
-    for (w, c) in words.iter().zip(out.chunks_exact_mut(8)) {
-        c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
-    }
-    out.truncate(len);
+    crate::mem::copy_words_out(words, len, out)
 }
 
 /// Store bytes into words, zero-padding the last one.
 #[inline]
 pub(crate) fn copy_in(words: &[AtomicU64], bytes: &[u8]) {
-    let mut chunks = bytes.chunks_exact(8);
-    for (w, c) in words.iter().zip(&mut chunks) {
-        w.store(
-            u64::from_le_bytes(c.try_into().expect("8 bytes")),
-            Ordering::Relaxed,
-        );
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        if let Some(w) = words.get(bytes.len() / 8) {
-            w.store(u64::from_le_bytes(last), Ordering::Relaxed);
-        }
-    }
+    crate::mem::copy_words_in(words, bytes)
 }
 
 pub(crate) fn now_unix() -> u64 {
