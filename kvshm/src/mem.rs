@@ -229,7 +229,6 @@ pub(crate) fn copy_words_out(words: &[AtomicU64], len: usize, out: &mut Vec<u8>)
         // (`len` was clamped to it), `dst` has room for `len` bytes (reserved above) and does
         // not overlap the mapping; `rep movsb` copies exactly `rcx` bytes forward (the ABI
         // guarantees the direction flag is clear), touches no stack and no flags we rely on.
-        // Afterwards the first `len` bytes of the spare capacity are initialised.
         unsafe {
             core::arch::asm!(
                 "rep movsb",
@@ -238,8 +237,10 @@ pub(crate) fn copy_words_out(words: &[AtomicU64], len: usize, out: &mut Vec<u8>)
                 inout("rdi") dst.as_mut_ptr() as *mut u8 => _,
                 options(nostack, preserves_flags)
             );
-            out.set_len(len);
         }
+        // SAFETY: the copy above initialised the first `len` bytes of the spare capacity, and
+        // `len <= capacity`.
+        unsafe { out.set_len(len) };
         return;
     }
     let full = len / 8;
