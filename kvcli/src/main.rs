@@ -18,6 +18,8 @@ const EXIT_STORE_MISSING: u8 = 2;
 const EXIT_LIMIT: u8 = 3;
 const EXIT_FULL: u8 = 4;
 const EXIT_OTHER: u8 = 5;
+const EXIT_CONFLICT: u8 = 6;
+const EXIT_TIMEOUT: u8 = 7;
 
 const AFTER_HELP: &str = "\
 Keys and values are taken byte for byte from the arguments. Binary keys are printed escaped
@@ -25,7 +27,9 @@ Keys and values are taken byte for byte from the arguments. Binary keys are prin
 hex with --hex.
 
 Exit codes: 0 ok, 1 key not found (get, exists), 2 store missing, 3 key or value over the
-store's limit, 4 store full, 5 any other error (including `verify` finding problems).";
+store's limit, 4 store full, 5 any other error (including `verify` finding problems, and `incr`
+of a value that is not an integer or would overflow), 6 conflict (`set --if-version` /
+`--if-absent` found another version; nothing changed), 7 timeout (`wait`).";
 
 #[derive(Parser, Debug)]
 #[command(name = "kvcli", version, about = "Operate and inspect a kvshm store", after_help = AFTER_HELP)]
@@ -55,7 +59,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Print the value of KEY (exit 1 if missing).
-    Get { key: OsString },
+    Get {
+        key: OsString,
+        /// Print the key's version instead of its value.
+        #[arg(long = "version")]
+        show_version: bool,
+    },
     /// Store VALUE under KEY (or the contents of --file, or stdin with `-`).
     Set {
         key: OsString,
@@ -63,6 +72,35 @@ enum Cmd {
         /// Read the value from this file.
         #[arg(long, conflicts_with = "value")]
         file: Option<PathBuf>,
+        /// Only if the key's version is V (from `get --version`); exit 6 otherwise.
+        #[arg(long, value_name = "V")]
+        if_version: Option<u64>,
+        /// Only if the key is absent; exit 6 otherwise.
+        #[arg(long, conflicts_with = "if_version")]
+        if_absent: bool,
+    },
+    /// Add DELTA (default 1) to the integer under KEY (missing = 0) and print the result.
+    Incr {
+        key: OsString,
+        #[arg(allow_negative_numbers = true)]
+        delta: Option<i64>,
+    },
+    /// Append VALUE to the value of KEY (missing = empty) and print the new length.
+    Append {
+        key: OsString,
+        #[arg(allow_hyphen_values = true)]
+        value: OsString,
+    },
+    /// Wait until KEY changes (is written or removed, or created if missing), then print its
+    /// new version (`absent` if removed). Exit 7 on --timeout.
+    Wait {
+        key: OsString,
+        /// Give up after this long (`500ms`, `10s`, `5m`); default: wait indefinitely.
+        #[arg(long, value_parser = kvshm::parse_duration)]
+        timeout: Option<Duration>,
+        /// Wait for a version other than V (default: the key's version now).
+        #[arg(long, value_name = "V")]
+        since: Option<u64>,
     },
     /// Remove keys (atomically); prints how many existed.
     #[command(alias = "mdel")]
@@ -223,8 +261,36 @@ fn print_scan(
 /// Run one command; returns the exit code (0, or a "not found"/"problems" code).
 fn run(cli: &Cli) -> kvshm::Result<u8> {
     match &cli.cmd {
-        Cmd::Get { key } => cmd_get(cli, key),
-        Cmd::Set { key, value, file } => cmd_set(cli, key, value.as_ref(), file.as_deref()),
+        Cmd::Get { key, show_version } => cmd_get(cli, key, *show_version),
+        Cmd::Set {
+            key,
+            value,
+            file,
+            if_version,
+            if_absent,
+        } => {
+            let cond = match (if_version, if_absent) {
+                (Some(v), _) => Some(Some(*v)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            cmd_set(cli, key, value.as_ref(), file.as_deref(), cond)
+        }
+        Cmd::Incr { key, delta } => {
+            let n = writable(cli)?.incr(bytes(key), delta.unwrap_or(1))?;
+            println!("{n}");
+            Ok(0)
+        }
+        Cmd::Append { key, value } => {
+            let n = writable(cli)?.append(bytes(key), bytes(value))?;
+            println!("{n}");
+            Ok(0)
+        }
+        Cmd::Wait {
+            key,
+            timeout,
+            since,
+        } => cmd_wait(cli, key, *timeout, *since),
         Cmd::Del { keys } => cmd_del(cli, keys),
         Cmd::Exists { key } => cmd_exists(cli, key),
         Cmd::Mget { keys } => cmd_mget(cli, keys),
@@ -245,8 +311,16 @@ fn run(cli: &Cli) -> kvshm::Result<u8> {
     }
 }
 
-fn cmd_get(cli: &Cli, key: &OsString) -> kvshm::Result<u8> {
+fn cmd_get(cli: &Cli, key: &OsString, show_version: bool) -> kvshm::Result<u8> {
     let c = read_only(cli)?;
+    if show_version {
+        let Some(v) = c.version(bytes(key))? else {
+            eprintln!("kvcli: key not found");
+            return Ok(EXIT_KEY_NOT_FOUND);
+        };
+        println!("{v}");
+        return Ok(0);
+    }
     let Some(v) = c.get(bytes(key))? else {
         eprintln!("kvcli: key not found");
         return Ok(EXIT_KEY_NOT_FOUND);
@@ -269,6 +343,7 @@ fn cmd_set(
     key: &OsString,
     value: Option<&OsString>,
     file: Option<&Path>,
+    expected: Option<Option<u64>>,
 ) -> kvshm::Result<u8> {
     let c = writable(cli)?;
     // Read at most one byte more than the store takes: `--file /dev/zero` must not eat memory.
@@ -294,9 +369,59 @@ fn cmd_set(
             ))
         }
     };
-    c.put(bytes(key), &v)?;
+    if let Some(expected) = expected {
+        match c.put_if_version(bytes(key), &v, expected) {
+            Err(Error::Conflict { current, .. }) => {
+                match current {
+                    Some(cur) => eprintln!("kvcli: conflict: the key is at version {cur}"),
+                    None => eprintln!("kvcli: conflict: the key is absent"),
+                }
+                return Ok(EXIT_CONFLICT);
+            }
+            r => {
+                r?;
+            }
+        }
+    } else {
+        c.put(bytes(key), &v)?;
+    }
     println!("OK");
     Ok(0)
+}
+
+fn cmd_wait(
+    cli: &Cli,
+    key: &OsString,
+    timeout: Option<Duration>,
+    since: Option<u64>,
+) -> kvshm::Result<u8> {
+    let c = writable(cli)?;
+    let since = match since {
+        Some(v) => Some(v),
+        None => c.version(bytes(key))?,
+    };
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        // Without --timeout, wait in slices of an hour (each one a single sleep).
+        let left = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(3600),
+        };
+        match c.wait_changed(bytes(key), since, left)? {
+            kvshm::WaitResult::Changed(v) => {
+                match v {
+                    Some(v) => println!("{v}"),
+                    None => println!("absent"),
+                }
+                return Ok(0);
+            }
+            kvshm::WaitResult::Timeout if deadline.is_some() => {
+                eprintln!("kvcli: timed out; the key did not change");
+                return Ok(EXIT_TIMEOUT);
+            }
+            kvshm::WaitResult::Timeout => {}
+        }
+    }
 }
 
 fn cmd_del(cli: &Cli, keys: &[OsString]) -> kvshm::Result<u8> {

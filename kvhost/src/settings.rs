@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use kvshm::Config;
+use kvshm::{parse_duration, Config};
 use serde::Deserialize;
 
 #[derive(Args, Debug, Default, Clone)]
@@ -179,30 +179,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} too large"))
-}
-
-/// Parse a duration: a number with unit ms, s, m, h (e.g. `500ms`, `30s`, `5m`, `1h`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = |mul: u64| {
-        n.checked_mul(mul)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("duration {s:?} is too long"))
-    };
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => secs(60)?,
-        "h" => secs(3600)?,
-        u => {
-            return Err(format!(
-                "bad duration unit {u:?} in {s:?} (use ms, s, m, h)"
-            ))
-        }
-    })
 }
 
 /// Parse an octal file mode such as `0600` or `0o640`.

@@ -1,6 +1,7 @@
 //! Store configuration (fixed when a store is created) and the derived segment geometry.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::layout::{
@@ -203,6 +204,30 @@ impl Geometry {
     pub fn initial_committed(&self, requested: u64) -> u64 {
         round_up(requested.max(self.min_committed()), CHUNK_SIZE).min(self.reserve)
     }
+}
+
+/// Parse a duration: a number with unit ms, s, m, h (e.g. `500ms`, `30s`, `5m`, `1h`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = |mul: u64| {
+        n.checked_mul(mul)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("duration {s:?} is too long"))
+    };
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => secs(60)?,
+        "h" => secs(3600)?,
+        u => {
+            return Err(format!(
+                "bad duration unit {u:?} in {s:?} (use ms, s, m, h)"
+            ))
+        }
+    })
 }
 
 #[cfg(test)]

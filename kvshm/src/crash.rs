@@ -41,6 +41,8 @@ pub const CRASH_POINTS: &[&str] = &[
     "remove_many.applied_one",
     "many.locked",
     "many.unlocked_one",
+    "modify.locked",
+    "modify.unlocked",
     "get_many.key_read",
     "recover.class_rebuilt",
     "recover.undone",

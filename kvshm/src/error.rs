@@ -45,6 +45,16 @@ pub enum Error {
     /// as its parent's client slot. Open a new `Client` in the child (the inherited one may
     /// be dropped; dropping it touches nothing shared).
     Forked { opened_by: u64 },
+    /// A conditional write found another version than it expected (`current`: the key's
+    /// version then, `None` when absent); nothing was changed. `index` is the position of the
+    /// failed check in [`Client::commit_if`](crate::Client::commit_if)'s checks (0 for a
+    /// single-key operation).
+    Conflict { index: usize, current: Option<u64> },
+    /// `incr` on a value that is not a decimal 64-bit integer (Redis's rule: optional `-`,
+    /// digits, no leading zeros, no spaces, at most 20 bytes); nothing was changed.
+    NotAnInteger,
+    /// `incr` would overflow a signed 64-bit integer; nothing was changed.
+    Overflow,
     /// A bad argument (bad store name, bad configuration, a write on a read-only client).
     InvalidArgument(String),
     /// Any other operating-system error.
@@ -94,6 +104,12 @@ impl fmt::Display for Error {
                 f,
                 "client was opened by process {opened_by} before a fork: open a new client in this process"
             ),
+            Error::Conflict { index, current } => match current {
+                Some(v) => write!(f, "conflict: check {index} found version {v}"),
+                None => write!(f, "conflict: check {index} found the key absent"),
+            },
+            Error::NotAnInteger => write!(f, "value is not an integer or out of range"),
+            Error::Overflow => write!(f, "increment or decrement would overflow"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
         }
@@ -139,6 +155,9 @@ pub enum ErrorCode {
     TxnLogFull = 18,
     TooManyClients = 19,
     Forked = 20,
+    Conflict = 21,
+    NotAnInteger = 22,
+    Overflow = 23,
 }
 
 impl Error {
@@ -160,6 +179,9 @@ impl Error {
             Error::TxnLogFull { .. } => ErrorCode::TxnLogFull,
             Error::TooManyClients { .. } => ErrorCode::TooManyClients,
             Error::Forked { .. } => ErrorCode::Forked,
+            Error::Conflict { .. } => ErrorCode::Conflict,
+            Error::NotAnInteger => ErrorCode::NotAnInteger,
+            Error::Overflow => ErrorCode::Overflow,
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::Io(_) => ErrorCode::Io,
         }

@@ -55,10 +55,11 @@ pub(crate) fn write_record(st: &Store, rec: u64, key: &[u8], value: &[u8]) -> Re
     let size = record_size(key.len() as u64, value.len() as u64);
     let words = st.mem.words(rec + 8, (size - 8) / 8)?;
     words[0].store(key.len() as u64 | (value.len() as u64) << 32, R);
-    words[1].store(0, R); // meta: no expiry, reference bit clear
+    words[1].store(0, R); // version: set under the stripe lock (`set_version`)
+    words[2].store(0, R); // meta: no expiry, reference bit clear
     let kw = (pad8(key.len() as u64) / 8) as usize;
-    copy_in(&words[2..2 + kw], key);
-    copy_in(&words[2 + kw..], value);
+    copy_in(&words[3..3 + kw], key);
+    copy_in(&words[3 + kw..], value);
     Ok(())
 }
 
@@ -211,6 +212,10 @@ pub(crate) fn put(
     let entry_off = |i: u64| toff + TABLE_HEADER_SIZE + i * TABLE_ENTRY_SIZE;
     let f = find(txn, tw, hash, key)?;
     let vb = stripe.value_bytes.load(R);
+    // The record is still ours alone (RESERVED): its version is set before it is published.
+    st.mem
+        .word(rec + RECORD_VERSION_OFFSET)?
+        .store(st.next_version(s), R);
     if let Some((i, old)) = f.hit {
         let (_, old_len) = st.record_lens(old)?;
         let vb = adjust(st, s, "value bytes", vb, value_len as u64, old_len as u64)?;
@@ -236,6 +241,12 @@ pub(crate) fn put(
     Ok(false)
 }
 
+/// The record of `key` in stripe `s` (caller holds the stripe lock), if present.
+pub(crate) fn lookup(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Result<Option<u64>> {
+    let tw = txn.session().st.mem.stripe(s).table.load(R);
+    Ok(find(txn, tw, hash, key)?.hit.map(|(_, rec)| rec))
+}
+
 /// Remove `key` from stripe `s`. Returns whether it was there.
 pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Result<bool> {
     let st = txn.session().st;
@@ -244,6 +255,8 @@ pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Resu
     let Some((i, rec)) = find(txn, tw, hash, key)?.hit else {
         return Ok(false);
     };
+    // A later insert of the key must get a higher version than any it had.
+    st.next_version(s);
     let toff = tw & TABLE_OFFSET_MASK;
     let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
     let next = table_next(i, table_capacity(log2));

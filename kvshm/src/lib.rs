@@ -46,8 +46,8 @@ mod sync;
 mod txn;
 mod verify;
 
-pub use client::Client;
-pub use config::{default_dir, Config, MAX_KEY_LIMIT, MAX_VALUE_LIMIT};
+pub use client::{Client, WaitResult};
+pub use config::{default_dir, parse_duration, Config, MAX_KEY_LIMIT, MAX_VALUE_LIMIT};
 pub use error::{Error, ErrorCode, Result};
 pub use host::Host;
 pub use housekeeping::{Housekeeping, ReclaimPass, RECLAIM_PERIOD};

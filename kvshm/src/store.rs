@@ -412,6 +412,28 @@ impl Store {
         Ok((k, v))
     }
 
+    /// The version stored in the record at `off`.
+    #[inline]
+    pub fn record_version(&self, off: u64) -> Result<u64> {
+        Ok(self
+            .mem
+            .word(off + RECORD_VERSION_OFFSET)?
+            .load(Ordering::Relaxed))
+    }
+
+    /// The version of the next write to stripe `s` (the caller holds its lock): the stripe's
+    /// revision, bumped, with the stripe number in the low 16 bits. Unique store-wide and
+    /// increasing per key (a key always lives in one stripe, whose revision never goes back,
+    /// not even when a transaction rolls back: that only leaves a gap). Not one global order:
+    /// a store-wide counter would put one contended cache line in every write of every
+    /// process (docs/ARCHITECTURE.md, "Versions").
+    pub(crate) fn next_version(&self, s: usize) -> u64 {
+        let stripe = self.mem.stripe(s);
+        let r = stripe.revision.load(Ordering::Relaxed) + 1;
+        stripe.revision.store(r, Ordering::Release);
+        r << 16 | s as u64
+    }
+
     /// Whether the record at `off` holds `key`.
     #[inline]
     pub fn record_key_eq(&self, off: u64, key: &[u8]) -> Result<bool> {

@@ -238,3 +238,58 @@ fn dump_release_load_round_trips_every_byte() {
     );
     let _ = std::fs::remove_file(&snap);
 }
+
+/// Issue 13 from the shell: `incr`, `append`, `get --version`, `set --if-version` /
+/// `--if-absent` (exit 6 on a conflict, nothing changed), and `wait` in one process woken by a
+/// `set` in another (exit 7 on its timeout).
+#[test]
+fn versions_counters_and_waiting_from_the_shell() {
+    let t = TestStore::new("cli13", Config::default(), CHILD);
+    assert_eq!(ok(&t, &["incr", "hits"]), "1\n");
+    assert_eq!(ok(&t, &["incr", "hits", "41"]), "42\n");
+    assert_eq!(ok(&t, &["incr", "hits", "-50"]), "-8\n");
+    assert_eq!(ok(&t, &["get", "hits"]), "-8");
+    assert_eq!(ok(&t, &["append", "log", "-a"]), "2\n");
+    assert_eq!(ok(&t, &["append", "log", "bc"]), "4\n");
+    assert_eq!(code(&t, &["incr", "log"]), 5, "incr of a non-integer");
+    assert_eq!(ok(&t, &["get", "log"]), "-abc");
+    let v: u64 = ok(&t, &["get", "--version", "hits"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(Some(v), t.host().version(b"hits").unwrap());
+    assert_eq!(code(&t, &["get", "--version", "nope"]), 1);
+    assert_eq!(
+        code(
+            &t,
+            &["set", "hits", "0", "--if-version", &(v + 1).to_string()]
+        ),
+        6
+    );
+    assert_eq!(code(&t, &["set", "hits", "0", "--if-absent"]), 6);
+    assert_eq!(ok(&t, &["get", "hits"]), "-8", "a conflict changed the key");
+    assert_eq!(
+        ok(&t, &["set", "hits", "0", "--if-version", &v.to_string()]),
+        "OK\n"
+    );
+    assert_eq!(ok(&t, &["set", "new", "1", "--if-absent"]), "OK\n");
+    // A waiter in one kvcli process, a writer in another.
+    let mut w = Command::new(workspace_bin("kvcli"));
+    w.args(["--name", &t.name, "--dir"])
+        .arg(&t.dir)
+        .args(["wait", "hits", "--timeout", "30s"])
+        .stdout(Stdio::piped());
+    let waiter = w.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(ok(&t, &["set", "hits", "7"]), "OK\n");
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let nv: u64 = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(Some(nv), t.host().version(b"hits").unwrap());
+    assert_eq!(code(&t, &["wait", "hits", "--timeout", "200ms"]), 7);
+    assert!(t.host().verify().unwrap().is_ok());
+}

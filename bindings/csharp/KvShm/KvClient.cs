@@ -116,6 +116,118 @@ namespace KvShm
             return v == null ? null : Encoding.UTF8.GetString(v);
         }
 
+        /// <summary>The value of <paramref name="key"/> and its version, or false when absent.
+        /// Versions are never 0.</summary>
+        public bool TryGetVersioned(byte[] key, out byte[] value, out ulong version)
+        {
+            NotNull(key, nameof(key));
+            var buf = _buf ?? (_buf = new byte[4096]);
+            while (true)
+            {
+                UIntPtr len = UIntPtr.Zero;
+                ulong ver = 0;
+                var b = buf;
+                var s = With(h => Native.kvshm_get_versioned(h, key, Native.Len(key), b, Native.Len(b), out len, out ver));
+                if (s == KvStatus.NotFound)
+                {
+                    value = null;
+                    version = 0;
+                    return false;
+                }
+                var n = (int)len.ToUInt64();
+                if (s == KvStatus.BufferTooSmall)
+                {
+                    buf = _buf = new byte[Math.Max(n, buf.Length * 2)];
+                    continue;
+                }
+                Native.Check(s);
+                value = new byte[n];
+                Buffer.BlockCopy(buf, 0, value, 0, n);
+                version = ver;
+                return true;
+            }
+        }
+
+        /// <summary>Store <paramref name="value"/> only if the key's version is
+        /// <paramref name="expected"/> (0: only if absent). True with the new version, or false
+        /// with the version found in <paramref name="version"/> (0: absent); nothing changed then.
+        /// </summary>
+        public bool TryPutIfVersion(byte[] key, byte[] value, ulong expected, out ulong version)
+        {
+            NotNull(key, nameof(key));
+            NotNull(value, nameof(value));
+            ulong nv = 0, cur = 0;
+            var s = With(h => Native.kvshm_put_if_version(h, key, Native.Len(key), value, Native.Len(value), expected, out nv, out cur));
+            if (s == KvStatus.Conflict)
+            {
+                version = cur;
+                return false;
+            }
+            Native.Check(s);
+            version = nv;
+            return true;
+        }
+
+        /// <summary>Remove the key only if its version is <paramref name="expected"/>; false
+        /// (nothing changed) otherwise.</summary>
+        public bool TryRemoveIfVersion(byte[] key, ulong expected)
+        {
+            NotNull(key, nameof(key));
+            ulong cur = 0;
+            var s = With(h => Native.kvshm_remove_if_version(h, key, Native.Len(key), expected, out cur));
+            if (s == KvStatus.Conflict) return false;
+            Native.Check(s);
+            return true;
+        }
+
+        /// <summary>Store only if absent; true if stored.</summary>
+        public bool PutIfAbsent(byte[] key, byte[] value)
+        {
+            NotNull(key, nameof(key));
+            NotNull(value, nameof(value));
+            bool stored = false;
+            Native.Check(With(h => Native.kvshm_put_if_absent(h, key, Native.Len(key), value, Native.Len(value), out stored)));
+            return stored;
+        }
+
+        /// <summary>Add <paramref name="delta"/> to the decimal integer under the key (absent =
+        /// 0) and return the result. Throws with NotAnInteger or Overflow (nothing changed).
+        /// </summary>
+        public long Incr(byte[] key, long delta = 1)
+        {
+            NotNull(key, nameof(key));
+            long r = 0;
+            Native.Check(With(h => Native.kvshm_incr(h, key, Native.Len(key), delta, out r)));
+            return r;
+        }
+
+        /// <summary>UTF-8 overload of <see cref="Incr(byte[], long)"/>.</summary>
+        public long Incr(string key, long delta = 1) { return Incr(Utf8(key), delta); }
+
+        /// <summary>Append to the key's value (absent = empty); returns the new length.</summary>
+        public long Append(byte[] key, byte[] data)
+        {
+            NotNull(key, nameof(key));
+            NotNull(data, nameof(data));
+            UIntPtr n = UIntPtr.Zero;
+            Native.Check(With(h => Native.kvshm_append(h, key, Native.Len(key), data, Native.Len(data), out n)));
+            return (long)n.ToUInt64();
+        }
+
+        /// <summary>Wait until the key's version is no longer <paramref name="since"/> (0: until
+        /// it exists), at most <paramref name="timeout"/>, sleeping. True with the new version
+        /// (0: absent), false on timeout.</summary>
+        public bool WaitChanged(byte[] key, ulong since, TimeSpan timeout, out ulong version)
+        {
+            NotNull(key, nameof(key));
+            bool changed = false;
+            ulong v = 0;
+            var ms = (ulong)Math.Max(0, timeout.TotalMilliseconds);
+            Native.Check(With(h => Native.kvshm_wait_changed(h, key, Native.Len(key), since, ms, out changed, out v)));
+            version = v;
+            return changed;
+        }
+
         /// <summary>Remove <paramref name="key"/>; true if it was present.</summary>
         public bool Remove(byte[] key)
         {

@@ -27,6 +27,12 @@ namespace KvShm
         TxnLogFull = 18,
         TooManyClients = 19,
         Forked = 20,
+        /// <summary>A conditional write found another version; nothing changed.</summary>
+        Conflict = 21,
+        /// <summary>Incr on a value that is not a decimal 64-bit integer.</summary>
+        NotAnInteger = 22,
+        /// <summary>Incr would overflow a signed 64-bit integer.</summary>
+        Overflow = 23,
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -97,6 +103,13 @@ namespace KvShm
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_put_many(IntPtr client, NativeBytes[] keys, NativeBytes[] values, UIntPtr n);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_get_many(IntPtr client, NativeBytes[] keys, UIntPtr n, [In, Out] byte[] buf, UIntPtr bufLen, [In, Out] UIntPtr[] valueLens, out UIntPtr needed);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_remove_many(IntPtr client, NativeBytes[] keys, UIntPtr n, out UIntPtr removed);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_get_versioned(IntPtr client, byte[] key, UIntPtr keyLen, [In, Out] byte[] buf, UIntPtr bufLen, out UIntPtr valueLen, out ulong version);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_put_if_version(IntPtr client, byte[] key, UIntPtr keyLen, byte[] value, UIntPtr valueLen, ulong expected, out ulong newVersion, out ulong current);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_remove_if_version(IntPtr client, byte[] key, UIntPtr keyLen, ulong expected, out ulong current);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_put_if_absent(IntPtr client, byte[] key, UIntPtr keyLen, byte[] value, UIntPtr valueLen, [MarshalAs(UnmanagedType.U1)] out bool stored);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_incr(IntPtr client, byte[] key, UIntPtr keyLen, long delta, out long result);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_append(IntPtr client, byte[] key, UIntPtr keyLen, byte[] data, UIntPtr dataLen, out UIntPtr newLen);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_wait_changed(IntPtr client, byte[] key, UIntPtr keyLen, ulong since, ulong timeoutMs, [MarshalAs(UnmanagedType.U1)] out bool changed, out ulong version);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_get_stats(IntPtr client, out KvStats stats);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_verify(IntPtr client, out ulong problems, [In, Out] byte[] report, UIntPtr reportLen);
 

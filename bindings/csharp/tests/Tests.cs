@@ -108,6 +108,40 @@ static class Tests
                     Check(text == "hello from C#", "a Rust process reads what C# wrote: " + text);
                 }
 
+                // Versions, conditional writes, counters, waiting (issue 13).
+                var ck = Encoding.UTF8.GetBytes("cas");
+                ulong v1, v2, cur;
+                Check(c.TryPutIfVersion(ck, Encoding.UTF8.GetBytes("one"), 0, out v1) && v1 != 0, "put if absent by version");
+                Check(!c.TryPutIfVersion(ck, Encoding.UTF8.GetBytes("two"), 0, out cur) && cur == v1, "conflict reports the version");
+                Check(c.TryPutIfVersion(ck, Encoding.UTF8.GetBytes("two"), v1, out v2) && v2 > v1, "put at the expected version");
+                byte[] gv;
+                ulong gver;
+                Check(c.TryGetVersioned(ck, out gv, out gver) && gver == v2 && Encoding.UTF8.GetString(gv) == "two", "get versioned");
+                Check(!c.TryRemoveIfVersion(ck, v1) && c.TryRemoveIfVersion(ck, v2), "remove if version");
+                Check(c.PutIfAbsent(ck, new byte[] { 1 }) && !c.PutIfAbsent(ck, new byte[] { 2 }), "put if absent");
+                Check(c.Append(ck, new byte[] { 3, 4 }) == 3, "append");
+                Throws(KvStatus.NotAnInteger, () => c.Incr(ck, 1), "incr of a non-integer");
+                Check(c.Incr("counter", 5) == 5 && c.Incr("counter", -2) == 3 && c.Get("counter") == "3", "incr");
+                c.Put("max", "9223372036854775807");
+                Throws(KvStatus.Overflow, () => c.Incr("max"), "incr overflow");
+                var cnt = Encoding.UTF8.GetBytes("counter");
+                ulong cv;
+                c.TryGetVersioned(cnt, out gv, out cv);
+                var sw = Stopwatch.StartNew();
+                Check(!c.WaitChanged(cnt, cv, TimeSpan.FromMilliseconds(100), out gver) && sw.ElapsedMilliseconds >= 100, "wait times out");
+                var t = new System.Threading.Thread(() =>
+                {
+                    System.Threading.Thread.Sleep(50);
+                    using (var other = KvClient.Open(name)) other.Incr("counter");
+                });
+                t.Start();
+                Check(c.WaitChanged(cnt, cv, TimeSpan.FromSeconds(20), out gver) && gver > cv, "wait sees a change");
+                t.Join();
+                Check(c.Get("counter") == "4", "counter after the other client's incr");
+                c.Remove(ck);
+                c.Remove("counter");
+                c.Remove("max");
+
                 using (var ro = KvClient.OpenReadOnly(name))
                 {
                     Check(ro.Get("greeting") == "hello from C#", "read-only get");

@@ -95,6 +95,19 @@ typedef enum {
    * here. Closing the inherited handle is allowed and touches nothing shared.
    */
   KVSHM_FORKED = 20,
+  /**
+   * A conditional write found another version than expected (the version found is
+   * reported through the call's `current` argument; 0 = absent); nothing was changed.
+   */
+  KVSHM_CONFLICT = 21,
+  /**
+   * kvshm_incr on a value that is not a decimal 64-bit integer; nothing was changed.
+   */
+  KVSHM_NOT_AN_INTEGER = 22,
+  /**
+   * kvshm_incr would overflow a signed 64-bit integer; nothing was changed.
+   */
+  KVSHM_OVERFLOW = 23,
 } kvshm_status;
 
 /**
@@ -376,6 +389,111 @@ kvshm_status kvshm_verify(const kvshm_client *client,
                           uint64_t *problems,
                           char *report,
                           size_t report_len);
+
+/**
+ * Like `kvshm_get`, and `*version` (may be NULL) receives the value's version.
+ *
+ * # Safety
+ * As for `kvshm_get`; `version` is NULL or points to a writable `uint64_t`.
+ */
+kvshm_status kvshm_get_versioned(const kvshm_client *client,
+                                 const uint8_t *key,
+                                 size_t key_len,
+                                 uint8_t *buf,
+                                 size_t buf_len,
+                                 size_t *value_len,
+                                 uint64_t *version);
+
+/**
+ * Store `value` only if `key`'s version is `expected` (0: only if absent). `*new_version`
+ * (may be NULL) receives the new version; on KVSHM_CONFLICT `*current` (may be NULL) receives
+ * the version found (0: absent) and nothing changed.
+ *
+ * # Safety
+ * `key`/`value` point to readable ranges of the stated lengths (NULL if 0); `new_version`
+ * and `current` are NULL or point to writable `uint64_t`s.
+ */
+kvshm_status kvshm_put_if_version(const kvshm_client *client,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  const uint8_t *value,
+                                  size_t value_len,
+                                  uint64_t expected,
+                                  uint64_t *new_version,
+                                  uint64_t *current);
+
+/**
+ * Remove `key` only if its version is `expected`; KVSHM_CONFLICT (with `*current`, 0 =
+ * absent) otherwise.
+ *
+ * # Safety
+ * `key` points to `key_len` readable bytes (NULL if 0); `current` is NULL or writable.
+ */
+kvshm_status kvshm_remove_if_version(const kvshm_client *client,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     uint64_t expected,
+                                     uint64_t *current);
+
+/**
+ * Store `value` only if `key` is absent; `*stored` (may be NULL) says whether it was.
+ *
+ * # Safety
+ * As for `kvshm_put`; `stored` is NULL or points to a writable `bool`.
+ */
+kvshm_status kvshm_put_if_absent(const kvshm_client *client,
+                                 const uint8_t *key,
+                                 size_t key_len,
+                                 const uint8_t *value,
+                                 size_t value_len,
+                                 bool *stored);
+
+/**
+ * Add `delta` to the decimal integer under `key` (absent = 0), store it as decimal text, and
+ * write the result to `*result` (may be NULL). KVSHM_NOT_AN_INTEGER / KVSHM_OVERFLOW change
+ * nothing.
+ *
+ * # Safety
+ * `key` points to `key_len` readable bytes (NULL if 0); `result` is NULL or writable.
+ */
+kvshm_status kvshm_incr(const kvshm_client *client,
+                        const uint8_t *key,
+                        size_t key_len,
+                        int64_t delta,
+                        int64_t *result);
+
+/**
+ * Append `data` to the value of `key` (absent = empty); `*new_len` (may be NULL) receives
+ * the new length.
+ *
+ * # Safety
+ * `key`/`data` point to readable ranges of the stated lengths (NULL if 0); `new_len` is NULL
+ * or writable.
+ */
+kvshm_status kvshm_append(const kvshm_client *client,
+                          const uint8_t *key,
+                          size_t key_len,
+                          const uint8_t *data,
+                          size_t data_len,
+                          size_t *new_len);
+
+/**
+ * Wait until `key`'s version is no longer `since` (0: until it exists), at most `timeout_ms`
+ * milliseconds, sleeping (no polling). `*changed` says whether it changed (false: timed out)
+ * and `*version` (both may be NULL) receives the version then (0: absent). Needs a writable
+ * client.
+ *
+ * # Safety
+ * `key` points to `key_len` readable bytes (NULL if 0); `changed` and `version` are NULL or
+ * writable.
+ */
+kvshm_status kvshm_wait_changed(const kvshm_client *client,
+                                const uint8_t *key,
+                                size_t key_len,
+                                uint64_t since,
+                                uint64_t timeout_ms,
+                                bool *changed,
+                                uint64_t *version);
 
 #ifdef __cplusplus
 }  // extern "C"

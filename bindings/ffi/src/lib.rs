@@ -12,7 +12,8 @@
 //!   `KVSHM_PANIC` instead.
 //!
 //! Layout: `lib.rs` (statuses, messages, the panic guard), `handle.rs` (the handle registry),
-//! `args.rs` (argument checks), `host.rs`, `client.rs`, `stats.rs` (the entry points).
+//! `args.rs` (argument checks), `host.rs`, `client.rs`, `versioned.rs`, `stats.rs` (the entry
+//! points).
 //!
 //! Thread safety: every function may be called from any thread, concurrently, on the same or
 //! different handles. Closing a handle while another thread uses it is safe: the other call
@@ -34,6 +35,7 @@ mod client;
 mod handle;
 mod host;
 mod stats;
+mod versioned;
 
 pub use args::kvshm_bytes;
 pub use client::*;
@@ -94,13 +96,20 @@ pub enum kvshm_status {
     /// The client handle was opened by the parent of this (forked) process: open a new one
     /// here. Closing the inherited handle is allowed and touches nothing shared.
     KVSHM_FORKED = 20,
+    /// A conditional write found another version than expected (the version found is
+    /// reported through the call's `current` argument; 0 = absent); nothing was changed.
+    KVSHM_CONFLICT = 21,
+    /// kvshm_incr on a value that is not a decimal 64-bit integer; nothing was changed.
+    KVSHM_NOT_AN_INTEGER = 22,
+    /// kvshm_incr would overflow a signed 64-bit integer; nothing was changed.
+    KVSHM_OVERFLOW = 23,
 }
 
 use kvshm_status::*;
 
 /// Every status, for tests and bindings that enumerate them.
 /// cbindgen:ignore
-pub const ALL_STATUSES: [kvshm_status; 21] = [
+pub const ALL_STATUSES: [kvshm_status; 24] = [
     KVSHM_OK,
     KVSHM_NOT_FOUND,
     KVSHM_BUFFER_TOO_SMALL,
@@ -122,6 +131,9 @@ pub const ALL_STATUSES: [kvshm_status; 21] = [
     KVSHM_TXN_LOG_FULL,
     KVSHM_TOO_MANY_CLIENTS,
     KVSHM_FORKED,
+    KVSHM_CONFLICT,
+    KVSHM_NOT_AN_INTEGER,
+    KVSHM_OVERFLOW,
 ];
 
 /// The status of a library error: one arm per [`ErrorCode`], so a new error kind in the library
@@ -143,6 +155,9 @@ pub(crate) fn status_of(e: &Error) -> kvshm_status {
         ErrorCode::TxnLogFull => KVSHM_TXN_LOG_FULL,
         ErrorCode::TooManyClients => KVSHM_TOO_MANY_CLIENTS,
         ErrorCode::Forked => KVSHM_FORKED,
+        ErrorCode::Conflict => KVSHM_CONFLICT,
+        ErrorCode::NotAnInteger => KVSHM_NOT_AN_INTEGER,
+        ErrorCode::Overflow => KVSHM_OVERFLOW,
         ErrorCode::InvalidArgument => KVSHM_INVALID_ARGUMENT,
         ErrorCode::Io => KVSHM_IO,
     }
@@ -180,6 +195,9 @@ pub extern "C" fn kvshm_strerror(status: i32) -> *const c_char {
         KVSHM_TXN_LOG_FULL => c"transaction log full (internal limit)",
         KVSHM_TOO_MANY_CLIENTS => c"too many clients",
         KVSHM_FORKED => c"client inherited through fork: open a new one",
+        KVSHM_CONFLICT => c"conflict: the key has another version",
+        KVSHM_NOT_AN_INTEGER => c"value is not an integer",
+        KVSHM_OVERFLOW => c"increment would overflow",
     };
     s.as_ptr()
 }
@@ -299,6 +317,15 @@ mod tests {
             (Error::TxnLogFull { capacity: 1 }, KVSHM_TXN_LOG_FULL),
             (Error::TooManyClients { max: 1 }, KVSHM_TOO_MANY_CLIENTS),
             (Error::Forked { opened_by: 1 }, KVSHM_FORKED),
+            (
+                Error::Conflict {
+                    index: 0,
+                    current: None,
+                },
+                KVSHM_CONFLICT,
+            ),
+            (Error::NotAnInteger, KVSHM_NOT_AN_INTEGER),
+            (Error::Overflow, KVSHM_OVERFLOW),
         ];
         for (e, s) in errors {
             assert_eq!(status_of(&e), s, "{e:?}");

@@ -2,7 +2,9 @@
 //!
 //! - `mod.rs`: attaching, identity, counters, slot recovery, detaching;
 //! - `read.rs`: the lock-free reads (`get`, `contains`, `get_many`, `scan`, ...);
-//! - `write.rs`: the transactional writes (`put`, `remove`, `put_many`, `remove_many`).
+//! - `write.rs`: the transactional writes (`put`, `remove`, `put_many`, `remove_many`);
+//! - `versioned.rs`: versions, conditional writes, `incr`/`append`/`update`, `commit_if`,
+//!   `wait_changed`.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -20,7 +22,10 @@ use crate::slots::{self, slot_list, SlotRef};
 use crate::store::Store;
 
 mod read;
+mod versioned;
 mod write;
+
+pub use versioned::WaitResult;
 
 pub(crate) use write::WriteOp;
 

@@ -157,7 +157,11 @@ impl Client {
     /// Run `f` against a consistent view of `stripes` (sorted, distinct): up to
     /// [`OPTIMISTIC_READS`] lock-free attempts (spinning, then yielding), then
     /// [`Client::read_slow`].
-    fn read_consistent<T>(&self, stripes: &[usize], mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    pub(super) fn read_consistent<T>(
+        &self,
+        stripes: &[usize],
+        mut f: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
         for i in 0..OPTIMISTIC_READS {
             if let Attempt::Done(r) = self.st.attempt_all(stripes, &mut f) {
                 return r;

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::index::{self, write_record};
 use crate::layout::{record_size, Counter};
 use crate::session::{HeldStripes, Session};
+use crate::sync::change;
 use crate::txn::{self, Txn};
 
 /// Which operation runs [`Client::apply_locked`]: it names the crash points on the way.
@@ -17,6 +18,8 @@ pub(crate) enum WriteOp {
     Remove,
     /// `put_many`, `remove_many`, and the host's table compaction.
     Many,
+    /// A conditional write or read-modify-write (`versioned.rs`), decided under the lock.
+    Modify,
 }
 
 impl WriteOp {
@@ -29,6 +32,9 @@ impl WriteOp {
             WriteOp::Remove => {}
             WriteOp::Many => {
                 crash_point!("many.locked");
+            }
+            WriteOp::Modify => {
+                crash_point!("modify.locked");
             }
         }
     }
@@ -44,6 +50,9 @@ impl WriteOp {
             }
             WriteOp::Many => {
                 crash_point!("many.unlocked_one");
+            }
+            WriteOp::Modify => {
+                crash_point!("modify.unlocked");
             }
         }
     }
@@ -218,9 +227,25 @@ impl Client {
             return Err(e);
         }
         txn.commit();
+        // Waiters for a change in these stripes (`client/wait.rs`): told under the lock, so a
+        // waiter either saw this write before it slept or finds `changes` moved.
+        let mut wake = 0u64;
+        for (i, &s) in stripes.iter().enumerate() {
+            let stripe = self.st.mem.stripe(s);
+            if change::notice_locked(&stripe.waiters, &stripe.changes) {
+                wake |= 1 << i.min(63);
+            }
+        }
         for stripe in held {
             drop(stripe);
             op.unlocked_one();
+        }
+        if wake != 0 {
+            for (i, &s) in stripes.iter().enumerate() {
+                if wake & 1 << i.min(63) != 0 {
+                    change::wake_all(&self.st.mem.stripe(s).changes);
+                }
+            }
         }
         txn.finish()
     }

@@ -64,15 +64,20 @@ impl Tag {
     }
 }
 
-/// Record = `[tag][key_len u32 | value_len u32 << 32][meta][key, padded to 8][value, padded]`.
+/// Record = `[tag][key_len u32 | value_len u32 << 32][version][meta][key, padded to 8][value,
+/// padded]`.
 ///
-/// `meta` is zero today; it is kept for a later cache mode (bits 0..48 expiry in seconds since
-/// the store's epoch, bit 63 a reference bit) so TTL/eviction need no layout break.
-pub const RECORD_HEADER_SIZE: u64 = 24;
+/// `version` is the key's version (see `Store::next_version`), set by the writer under the
+/// stripe lock before the record is published. `meta` is zero today; it is kept for a later
+/// cache mode (bits 0..48 expiry in seconds since the store's epoch, bit 63 a reference bit)
+/// so TTL/eviction need no layout break.
+pub const RECORD_HEADER_SIZE: u64 = 32;
 /// Offset of the length word in a record.
 pub const RECORD_LENS_OFFSET: u64 = 8;
+/// Offset of the version word in a record.
+pub const RECORD_VERSION_OFFSET: u64 = 16;
 /// Offset of the meta word in a record.
-pub const RECORD_META_OFFSET: u64 = 16;
+pub const RECORD_META_OFFSET: u64 = 24;
 
 /// Total bytes of a record with these lengths.
 pub const fn record_size(key_len: u64, value_len: u64) -> u64 {

@@ -81,12 +81,15 @@ fn structs() -> Vec<(&'static str, Fields)> {
             "## Stripe",
             fields!(Stripe {
                 lock,
-                _pad0,
+                waiters,
                 seq,
                 table,
                 count,
                 tombstones,
                 value_bytes,
+                revision,
+                changes,
+                _pad1,
                 _pad
             }),
         ),

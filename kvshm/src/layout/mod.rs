@@ -32,7 +32,7 @@ pub use stripe::*;
 pub const CACHE_LINE: usize = 128;
 
 /// Bumped on any change to a segment type; attach refuses a different version.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// `b"KVSHMSEG"` read as a little-endian word. Written last when a store is formatted.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"KVSHMSEG");
@@ -119,7 +119,7 @@ pub const fn pad8(n: u64) -> u64 {
 /// A number that changes whenever the size or field offsets of a segment type change, so that
 /// two builds that disagree on the layout refuse to share a segment even with equal versions.
 pub const fn layout_signature() -> u64 {
-    let parts: [u64; 17] = [
+    let parts: [u64; 18] = [
         core::mem::size_of::<Header>() as u64,
         core::mem::offset_of!(Header, committed_len) as u64,
         core::mem::offset_of!(Header, classes) as u64,
@@ -127,6 +127,7 @@ pub const fn layout_signature() -> u64 {
         core::mem::size_of::<ClassHeader>() as u64,
         core::mem::size_of::<Stripe>() as u64,
         core::mem::offset_of!(Stripe, table) as u64,
+        core::mem::offset_of!(Stripe, revision) as u64,
         core::mem::size_of::<Slot>() as u64,
         core::mem::offset_of!(Slot, undo) as u64,
         core::mem::offset_of!(Slot, new_blocks) as u64,
@@ -153,7 +154,7 @@ pub const fn layout_signature() -> u64 {
     h
 }
 
-/// The layout signature of LAYOUT_VERSION 3 (see the test `signature_is_pinned`).
+/// The layout signature of LAYOUT_VERSION 4 (see the test `signature_is_pinned`).
 #[cfg(test)]
 const PINNED_SIGNATURE: u64 = 0xba6e_94c8_878f_4797;
 

@@ -25,7 +25,9 @@ pub const TABLE_OFFSET_MASK: u64 = (1 << 48) - 1;
 pub struct Stripe {
     /// Lock word (see `sync::lock`).
     pub lock: AtomicU32,
-    pub _pad0: AtomicU32,
+    /// Set (1) by a client waiting for a change of a key in this stripe, under `lock`; the
+    /// next writer clears it under `lock` and wakes `changes` (see `client/wait.rs`).
+    pub waiters: AtomicU32,
     /// Seqlock counter.
     pub seq: AtomicU64,
     /// `table offset | log2(capacity) << 56`; 0 = no table yet (empty stripe).
@@ -36,7 +38,14 @@ pub struct Stripe {
     pub tombstones: AtomicU64,
     /// Sum of value lengths of live keys.
     pub value_bytes: AtomicU64,
-    pub _pad: [AtomicU64; 10],
+    /// Writes committed to this stripe (monotonic, never undone: a rolled-back write leaves a
+    /// gap). Versions are `revision << 16 | stripe` (`Store::next_version`).
+    pub revision: AtomicU64,
+    /// Futex word of the waiters for a change: bumped (under `lock`) by a writer that found
+    /// `waiters` set, which then wakes everyone sleeping on it.
+    pub changes: AtomicU32,
+    pub _pad1: AtomicU32,
+    pub _pad: [AtomicU64; 8],
 }
 assert_offsets!(Stripe {
     lock: 0,
@@ -45,6 +54,8 @@ assert_offsets!(Stripe {
     count: 24,
     tombstones: 32,
     value_bytes: 40,
+    revision: 48,
+    changes: 56,
 });
 const _: () = assert!(size_of::<Stripe>() as u64 == STRIPE_SIZE);
 const _: () = assert!(size_of::<Stripe>() == CACHE_LINE);

@@ -24,6 +24,13 @@ static int passed, failed;
         }                                                                              \
     } while (0)
 #define B(s) (const uint8_t *)(s), strlen(s)
+/* A check in a loop: counted once if every iteration holds. */
+#define CHECK_QUIET(cond)                                                              \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            CHECK(cond);                                                               \
+        }                                                                              \
+    } while (0)
 
 static char name[200], name2[200];
 static kvshm_client *inherited; /* the parent's client, inherited by fork */
@@ -61,7 +68,7 @@ int main(int argc, char **argv) {
     snprintf(name2, sizeof name2, "%s-small", argv[1]);
 
     /* strerror: every status has a message, unknown values too. */
-    for (int s = KVSHM_OK; s <= KVSHM_FORKED; s++) CHECK(kvshm_strerror(s) && strlen(kvshm_strerror(s)) > 0);
+    for (int s = KVSHM_OK; s <= KVSHM_OVERFLOW; s++) CHECK(kvshm_strerror(s) && strlen(kvshm_strerror(s)) > 0);
     CHECK(strcmp(kvshm_strerror(999), "unknown status") == 0);
 
     kvshm_config cfg;
@@ -107,6 +114,60 @@ int main(int argc, char **argv) {
     CHECK(kvshm_get(c, bk, 4, buf, sizeof buf, &len) == KVSHM_OK && len == 3 && memcmp(buf, bv, 3) == 0);
     CHECK(kvshm_put(c, B("empty"), NULL, 0) == KVSHM_OK);
     CHECK(kvshm_get(c, B("empty"), buf, sizeof buf, &len) == KVSHM_OK && len == 0);
+
+    /* versions, conditional writes, counters (issue 13) */
+    uint64_t v1 = 0, v2 = 0, cur = 99;
+    CHECK(kvshm_put_if_version(c, B("cas"), B("one"), 0, &v1, &cur) == KVSHM_OK && v1 != 0);
+    CHECK(kvshm_put_if_version(c, B("cas"), B("two"), 0, &v2, &cur) == KVSHM_CONFLICT && cur == v1);
+    CHECK(kvshm_put_if_version(c, B("cas"), B("two"), v1, &v2, &cur) == KVSHM_OK && v2 > v1);
+    uint64_t ver = 0;
+    CHECK(kvshm_get_versioned(c, B("cas"), buf, sizeof buf, &len, &ver) == KVSHM_OK && len == 3 &&
+          memcmp(buf, "two", 3) == 0 && ver == v2);
+    CHECK(kvshm_remove_if_version(c, B("cas"), v1, &cur) == KVSHM_CONFLICT && cur == v2);
+    CHECK(kvshm_remove_if_version(c, B("cas"), v2, &cur) == KVSHM_OK);
+    CHECK(kvshm_remove_if_version(c, B("cas"), v2, &cur) == KVSHM_CONFLICT && cur == 0);
+    CHECK(kvshm_get_versioned(c, B("cas"), buf, sizeof buf, &len, &ver) == KVSHM_NOT_FOUND);
+    bool stored_ok = false;
+    CHECK(kvshm_put_if_absent(c, B("once"), B("a"), &stored_ok) == KVSHM_OK && stored_ok);
+    CHECK(kvshm_put_if_absent(c, B("once"), B("b"), &stored_ok) == KVSHM_OK && !stored_ok);
+    size_t alen = 0;
+    CHECK(kvshm_append(c, B("once"), B("bc"), &alen) == KVSHM_OK && alen == 3);
+    int64_t n64 = 0;
+    CHECK(kvshm_incr(c, B("once"), 1, &n64) == KVSHM_NOT_AN_INTEGER);
+    CHECK(kvshm_put(c, B("max"), B("9223372036854775807")) == KVSHM_OK);
+    CHECK(kvshm_incr(c, B("max"), 1, &n64) == KVSHM_OVERFLOW);
+    /* Two processes increment one counter; a third waits for it to change. */
+    CHECK(kvshm_incr(c, B("ctr"), 0, &n64) == KVSHM_OK && n64 == 0);
+    uint64_t ctr_ver = 0;
+    CHECK(kvshm_get_versioned(c, B("ctr"), buf, sizeof buf, &len, &ctr_ver) == KVSHM_OK);
+    pid_t waiter = fork();
+    if (waiter == 0) {
+        kvshm_client *w = NULL;
+        bool ch = false;
+        uint64_t nv = 0;
+        if (kvshm_client_open(name, NULL, &w) != KVSHM_OK) _exit(20);
+        if (kvshm_wait_changed(w, B("ctr"), ctr_ver, 30000, &ch, &nv) != KVSHM_OK) _exit(21);
+        kvshm_client_close(w);
+        _exit(ch && nv > ctr_ver ? 0 : 22);
+    }
+    pid_t incr = fork();
+    if (incr == 0) {
+        kvshm_client *w = NULL;
+        if (kvshm_client_open(name, NULL, &w) != KVSHM_OK) _exit(30);
+        for (int i = 0; i < 1000; i++)
+            if (kvshm_incr(w, B("ctr"), 1, NULL) != KVSHM_OK) _exit(31);
+        kvshm_client_close(w);
+        _exit(0);
+    }
+    for (int i = 0; i < 1000; i++) CHECK_QUIET(kvshm_incr(c, B("ctr"), 2, NULL) == KVSHM_OK);
+    CHECK(waitpid(incr, &st, 0) == incr && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(waitpid(waiter, &st, 0) == waiter && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(kvshm_incr(c, B("ctr"), 0, &n64) == KVSHM_OK && n64 == 3000);
+    bool ch = true;
+    CHECK(kvshm_get_versioned(c, B("ctr"), buf, sizeof buf, &len, &ctr_ver) == KVSHM_OK);
+    CHECK(kvshm_wait_changed(c, B("ctr"), ctr_ver, 50, &ch, &ver) == KVSHM_OK && !ch && ver == ctr_ver);
+    CHECK(kvshm_remove(c, B("ctr"), NULL) == KVSHM_OK && kvshm_remove(c, B("max"), NULL) == KVSHM_OK &&
+          kvshm_remove(c, B("once"), NULL) == KVSHM_OK);
 
     /* contains / remove */
     bool b = false;

@@ -1,0 +1,269 @@
+//! Entry points of issue 13: versions, conditional writes, counters, waiting for a change.
+//! Versions are never 0, so 0 stands for "absent" wherever a version is passed or returned.
+
+use std::time::Duration;
+
+use kvshm_core::{Error, WaitResult};
+
+use crate::args::{bytes, out_ptr};
+use crate::handle::with_client;
+use crate::{fail, invalid, kvshm_client, kvshm_status, tri};
+use kvshm_status::*;
+
+/// Write `v` to `p` if `p` is not NULL.
+///
+/// # Safety
+/// `p` is NULL or points to a writable `T`.
+unsafe fn put_out<T>(p: *mut T, v: T) {
+    if !p.is_null() {
+        // SAFETY: non-NULL `p` is writable (caller contract).
+        unsafe { *p = v };
+    }
+}
+
+/// The status of `r`; on a conflict the version found goes to `current` (0 = absent).
+///
+/// # Safety
+/// `current` is NULL or points to a writable `uint64_t`.
+unsafe fn conflict_status<T>(r: &kvshm_core::Result<T>, current: *mut u64) -> Option<kvshm_status> {
+    match r {
+        Ok(_) => None,
+        Err(Error::Conflict { current: c, .. }) => {
+            // SAFETY: forwarded caller contract.
+            unsafe { put_out(current, c.unwrap_or(0)) };
+            Some(KVSHM_CONFLICT)
+        }
+        Err(_) => None,
+    }
+}
+
+/// Like `kvshm_get`, and `*version` (may be NULL) receives the value's version.
+///
+/// # Safety
+/// As for `kvshm_get`; `version` is NULL or points to a writable `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_get_versioned(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    buf: *mut u8,
+    buf_len: usize,
+    value_len: *mut usize,
+    version: *mut u64,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: the caller gives a readable key range and a writable `value_len`.
+        let (k, vl) = tri!(unsafe {
+            bytes(key, key_len).and_then(|k| Ok((k, out_ptr(value_len, "value_len")?)))
+        });
+        if buf.is_null() && buf_len != 0 {
+            return invalid("NULL buffer with a non-zero length");
+        }
+        match c.get_versioned(k) {
+            Ok(None) => KVSHM_NOT_FOUND,
+            Ok(Some((v, ver))) => {
+                *vl = v.len();
+                // SAFETY: caller contract for `version`.
+                unsafe { put_out(version, ver) };
+                if v.len() > buf_len {
+                    return KVSHM_BUFFER_TOO_SMALL;
+                }
+                if !v.is_empty() {
+                    // SAFETY: `buf` holds `buf_len >= v.len() > 0` writable bytes.
+                    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), buf, v.len()) };
+                }
+                KVSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Store `value` only if `key`'s version is `expected` (0: only if absent). `*new_version`
+/// (may be NULL) receives the new version; on KVSHM_CONFLICT `*current` (may be NULL) receives
+/// the version found (0: absent) and nothing changed.
+///
+/// # Safety
+/// `key`/`value` point to readable ranges of the stated lengths (NULL if 0); `new_version`
+/// and `current` are NULL or point to writable `uint64_t`s.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_put_if_version(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    expected: u64,
+    new_version: *mut u64,
+    current: *mut u64,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: readable ranges of the stated lengths (caller contract).
+        let (k, v) =
+            tri!(unsafe { bytes(key, key_len).and_then(|k| Ok((k, bytes(value, value_len)?))) });
+        let r = c.put_if_version(k, v, (expected != 0).then_some(expected));
+        // SAFETY: caller contract for `current`.
+        if let Some(s) = unsafe { conflict_status(&r, current) } {
+            return s;
+        }
+        match r {
+            Ok(ver) => {
+                // SAFETY: caller contract for `new_version`.
+                unsafe { put_out(new_version, ver) };
+                KVSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Remove `key` only if its version is `expected`; KVSHM_CONFLICT (with `*current`, 0 =
+/// absent) otherwise.
+///
+/// # Safety
+/// `key` points to `key_len` readable bytes (NULL if 0); `current` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_remove_if_version(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    expected: u64,
+    current: *mut u64,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: readable key range (caller contract).
+        let k = tri!(unsafe { bytes(key, key_len) });
+        let r = c.remove_if_version(k, expected);
+        // SAFETY: caller contract for `current`.
+        if let Some(s) = unsafe { conflict_status(&r, current) } {
+            return s;
+        }
+        r.map_or_else(fail, |_| KVSHM_OK)
+    })
+}
+
+/// Store `value` only if `key` is absent; `*stored` (may be NULL) says whether it was.
+///
+/// # Safety
+/// As for `kvshm_put`; `stored` is NULL or points to a writable `bool`.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_put_if_absent(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    stored: *mut bool,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: readable ranges of the stated lengths (caller contract).
+        let (k, v) =
+            tri!(unsafe { bytes(key, key_len).and_then(|k| Ok((k, bytes(value, value_len)?))) });
+        match c.put_if_absent(k, v) {
+            Ok(b) => {
+                // SAFETY: caller contract for `stored`.
+                unsafe { put_out(stored, b) };
+                KVSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Add `delta` to the decimal integer under `key` (absent = 0), store it as decimal text, and
+/// write the result to `*result` (may be NULL). KVSHM_NOT_AN_INTEGER / KVSHM_OVERFLOW change
+/// nothing.
+///
+/// # Safety
+/// `key` points to `key_len` readable bytes (NULL if 0); `result` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_incr(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    delta: i64,
+    result: *mut i64,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: readable key range (caller contract).
+        let k = tri!(unsafe { bytes(key, key_len) });
+        match c.incr(k, delta) {
+            Ok(n) => {
+                // SAFETY: caller contract for `result`.
+                unsafe { put_out(result, n) };
+                KVSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Append `data` to the value of `key` (absent = empty); `*new_len` (may be NULL) receives
+/// the new length.
+///
+/// # Safety
+/// `key`/`data` point to readable ranges of the stated lengths (NULL if 0); `new_len` is NULL
+/// or writable.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_append(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    data: *const u8,
+    data_len: usize,
+    new_len: *mut usize,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: readable ranges of the stated lengths (caller contract).
+        let (k, d) =
+            tri!(unsafe { bytes(key, key_len).and_then(|k| Ok((k, bytes(data, data_len)?))) });
+        match c.append(k, d) {
+            Ok(n) => {
+                // SAFETY: caller contract for `new_len`.
+                unsafe { put_out(new_len, n) };
+                KVSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Wait until `key`'s version is no longer `since` (0: until it exists), at most `timeout_ms`
+/// milliseconds, sleeping (no polling). `*changed` says whether it changed (false: timed out)
+/// and `*version` (both may be NULL) receives the version then (0: absent). Needs a writable
+/// client.
+///
+/// # Safety
+/// `key` points to `key_len` readable bytes (NULL if 0); `changed` and `version` are NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_wait_changed(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    since: u64,
+    timeout_ms: u64,
+    changed: *mut bool,
+    version: *mut u64,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: readable key range (caller contract).
+        let k = tri!(unsafe { bytes(key, key_len) });
+        let since = (since != 0).then_some(since);
+        match c.wait_changed(k, since, Duration::from_millis(timeout_ms)) {
+            Ok(r) => {
+                let (ch, v) = match r {
+                    WaitResult::Changed(v) => (true, v.unwrap_or(0)),
+                    WaitResult::Timeout => (false, since.unwrap_or(0)),
+                };
+                // SAFETY: caller contract for `changed` and `version`.
+                unsafe {
+                    put_out(changed, ch);
+                    put_out(version, v);
+                }
+                KVSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}

@@ -1,0 +1,650 @@
+//! Versions, conditional writes, atomic read-modify-writes and waiting for a change (issue 13).
+//!
+//! Every record carries the version its write got under the stripe lock
+//! (`Store::next_version`: unique store-wide, increasing per key, never reused after a remove).
+//! Every operation here is one transaction, like `put`: the decision (compare a version, parse
+//! a counter, call the caller's closure) is taken under the key's stripe lock, before anything
+//! is written, so a failed check, a parse error or a panicking closure changes nothing (the
+//! transaction is rolled back; a panic is recovered like a kill, see `WriteGuard`).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Client, WriteOp};
+use crate::error::{Error, Result};
+use crate::index::{self, write_record};
+use crate::layout::{record_size, Counter};
+use crate::sync::change;
+use crate::txn::{self, Txn};
+
+const R: Ordering = Ordering::Relaxed;
+
+/// What a read-modify-write does with its key.
+enum Decision {
+    /// Leave the key as it is.
+    Keep,
+    /// Store this value.
+    Put(Vec<u8>),
+    /// Remove the key.
+    Remove,
+}
+
+/// The outcome of [`Client::wait_changed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitResult {
+    /// The key's version is no longer the one waited on: its version now (`None`: absent).
+    Changed(Option<u64>),
+    /// The time ran out with the key unchanged.
+    Timeout,
+}
+
+impl Client {
+    /// The value of `key` and its version, if present. Lock-free, like [`Client::get`].
+    pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+        self.not_forked()?;
+        self.st.check_limits(key, None)?;
+        let hash = self.st.hash(key);
+        let s = self.st.stripe_of(hash);
+        let r = self.read_consistent(&[s], || {
+            let tw = self.st.mem.stripe(s).table.load(R);
+            match self.st.probe(tw, hash, key)? {
+                Some(rec) => {
+                    let mut v = Vec::new();
+                    self.st.read_value(rec, &mut v)?;
+                    Ok(Some((v, self.st.record_version(rec)?)))
+                }
+                None => Ok(None),
+            }
+        })?;
+        let hit = u64::from(r.is_some());
+        self.count(&[(Counter::Gets, 1), (Counter::Hits, hit)]);
+        Ok(r)
+    }
+
+    /// The version of `key`, if present (lock-free).
+    pub fn version(&self, key: &[u8]) -> Result<Option<u64>> {
+        self.not_forked()?;
+        self.st.check_limits(key, None)?;
+        let hash = self.st.hash(key);
+        let s = self.st.stripe_of(hash);
+        self.read_consistent(&[s], || {
+            let tw = self.st.mem.stripe(s).table.load(R);
+            match self.st.probe(tw, hash, key)? {
+                Some(rec) => self.st.record_version(rec).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Store `value` only if `key`'s version is `expected` (`None`: only if absent). Returns
+    /// the new version, or [`Error::Conflict`] with the version found.
+    pub fn put_if_version(&self, key: &[u8], value: &[u8], expected: Option<u64>) -> Result<u64> {
+        self.st.check_limits(key, Some(value))?;
+        let (_, v) = self.modify(key, |cur| {
+            let current = cur.map(|(_, v)| v);
+            if current != expected {
+                return Err(Error::Conflict { index: 0, current });
+            }
+            Ok((Decision::Put(value.to_vec()), ()))
+        })?;
+        Ok(v.expect("a put has a version"))
+    }
+
+    /// Remove `key` only if its version is `expected`; [`Error::Conflict`] otherwise (also
+    /// when it is absent).
+    pub fn remove_if_version(&self, key: &[u8], expected: u64) -> Result<()> {
+        self.st.check_limits(key, None)?;
+        self.modify(key, |cur| {
+            let current = cur.map(|(_, v)| v);
+            if current != Some(expected) {
+                return Err(Error::Conflict { index: 0, current });
+            }
+            Ok((Decision::Remove, ()))
+        })?;
+        Ok(())
+    }
+
+    /// Store `value` only if `key` is absent; returns whether it was stored.
+    pub fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.st.check_limits(key, Some(value))?;
+        Ok(self
+            .modify(key, |cur| {
+                Ok(match cur {
+                    None => (Decision::Put(value.to_vec()), true),
+                    Some(_) => (Decision::Keep, false),
+                })
+            })?
+            .0)
+    }
+
+    /// Store `value` only if `key` is present; returns whether it was stored.
+    pub fn replace(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.st.check_limits(key, Some(value))?;
+        Ok(self
+            .modify(key, |cur| {
+                Ok(match cur {
+                    Some(_) => (Decision::Put(value.to_vec()), true),
+                    None => (Decision::Keep, false),
+                })
+            })?
+            .0)
+    }
+
+    /// Store `value` and return the value it replaced, atomically.
+    pub fn get_and_put(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.st.check_limits(key, Some(value))?;
+        Ok(self
+            .modify(key, |cur| {
+                Ok((Decision::Put(value.to_vec()), cur.map(|(v, _)| v.to_vec())))
+            })?
+            .0)
+    }
+
+    /// Remove `key` and return the value it had, atomically.
+    pub fn get_and_remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.st.check_limits(key, None)?;
+        Ok(self
+            .modify(key, |cur| {
+                Ok(match cur {
+                    Some((v, _)) => (Decision::Remove, Some(v.to_vec())),
+                    None => (Decision::Keep, None),
+                })
+            })?
+            .0)
+    }
+
+    /// Add `delta` to the decimal integer stored under `key` (a missing key counts as 0) and
+    /// return the result, stored as decimal ASCII (so `get` shows `b"42"`). Redis's rules:
+    /// [`Error::NotAnInteger`] for a value that is not a canonical signed 64-bit decimal,
+    /// [`Error::Overflow`] when the result does not fit; nothing changes then.
+    pub fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
+        self.st.check_limits(key, None)?;
+        Ok(self
+            .modify(key, |cur| {
+                let old = match cur {
+                    Some((v, _)) => parse_i64(v).ok_or(Error::NotAnInteger)?,
+                    None => 0,
+                };
+                let new = old.checked_add(delta).ok_or(Error::Overflow)?;
+                Ok((Decision::Put(new.to_string().into_bytes()), new))
+            })?
+            .0)
+    }
+
+    /// Append `bytes` to the value of `key` (a missing key starts empty); returns the new
+    /// length. [`Error::ValueTooLong`] if the result would exceed the store's limit.
+    pub fn append(&self, key: &[u8], bytes: &[u8]) -> Result<usize> {
+        self.st.check_limits(key, None)?;
+        Ok(self
+            .modify(key, |cur| {
+                let mut v = cur.map(|(v, _)| v.to_vec()).unwrap_or_default();
+                v.extend_from_slice(bytes);
+                let n = v.len();
+                Ok((Decision::Put(v), n))
+            })?
+            .0)
+    }
+
+    /// Atomic read-modify-write: `f` sees the current value (`None`: absent) and returns the
+    /// new one (`None`: remove the key). Returns the key's version afterwards (`None`: absent).
+    ///
+    /// `f` runs **with the key's stripe lock held**: keep it short (no I/O, no waiting, no
+    /// call into this store), since every writer of that stripe, in every process, waits for
+    /// it. If `f` panics, nothing is applied, the lock is released (the client's own slot is
+    /// recovered as after a kill), other processes are unaffected, and the panic goes on.
+    pub fn update(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Result<Option<u64>> {
+        self.st.check_limits(key, None)?;
+        let ((), v) = self.modify(key, |cur| {
+            let d = match f(cur.map(|(v, _)| v)) {
+                Some(v) => Decision::Put(v),
+                None => Decision::Remove,
+            };
+            Ok((d, ()))
+        })?;
+        Ok(v)
+    }
+
+    /// All or nothing, atomically: if every `(key, expected version)` check holds (`None`:
+    /// the key must be absent), store `puts` and remove `removes` (a key in both is removed);
+    /// otherwise [`Error::Conflict`] naming the first failed check, and nothing changes. Like
+    /// etcd's `Txn` or Redis's WATCH + MULTI/EXEC, in one step.
+    pub fn commit_if<K: AsRef<[u8]>, V: AsRef<[u8]>, D: AsRef<[u8]>>(
+        &self,
+        checks: &[(K, Option<u64>)],
+        puts: &[(D, V)],
+        removes: &[D],
+    ) -> Result<()> {
+        for (k, _) in checks {
+            self.st.check_limits(k.as_ref(), None)?;
+        }
+        for (k, v) in puts {
+            self.st.check_limits(k.as_ref(), Some(v.as_ref()))?;
+        }
+        for k in removes {
+            self.st.check_limits(k.as_ref(), None)?;
+        }
+        self.not_forked()?;
+        let g = self.guard();
+        let sess = self.session_w(&g)?;
+        let hash = |k: &[u8]| self.st.hash(k);
+        let check_h: Vec<u64> = checks.iter().map(|(k, _)| hash(k.as_ref())).collect();
+        let put_h: Vec<u64> = puts.iter().map(|(k, _)| hash(k.as_ref())).collect();
+        let rem_h: Vec<u64> = removes.iter().map(|k| hash(k.as_ref())).collect();
+        let all: Vec<u64> = check_h
+            .iter()
+            .chain(&put_h)
+            .chain(&rem_h)
+            .copied()
+            .collect();
+        let stripes = self.stripes_of(&all);
+        let n = checks.len() + puts.len() + removes.len();
+        let txn = Txn::begin(&sess, txn::log_entries_put_many(n))?;
+        // New records before any lock, as put_many.
+        let mut recs = Vec::with_capacity(puts.len());
+        for (k, v) in puts {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            let rec = match txn.alloc(record_size(k.len() as u64, v.len() as u64)) {
+                Ok(r) => r,
+                Err(e) => {
+                    txn.cancel()?;
+                    return Err(e);
+                }
+            };
+            write_record(&self.st, rec, k, v)?;
+            recs.push(rec);
+        }
+        self.apply_locked(&sess, txn, &stripes, WriteOp::Modify, |txn| {
+            for (i, ((k, expected), &h)) in checks.iter().zip(&check_h).enumerate() {
+                let s = self.st.stripe_of(h);
+                let current = match index::lookup(txn, s, h, k.as_ref())? {
+                    Some(rec) => Some(self.st.record_version(rec)?),
+                    None => None,
+                };
+                if current != *expected {
+                    return Err(Error::Conflict { index: i, current });
+                }
+            }
+            for &s in &stripes {
+                let adds = put_h.iter().filter(|&&h| self.st.stripe_of(h) == s).count();
+                index::ensure_room(txn, s, adds as u64)?;
+            }
+            for (i, (k, v)) in puts.iter().enumerate() {
+                let s = self.st.stripe_of(put_h[i]);
+                index::put(txn, s, put_h[i], k.as_ref(), recs[i], v.as_ref().len())?;
+            }
+            for (k, &h) in removes.iter().zip(&rem_h) {
+                index::remove(txn, self.st.stripe_of(h), h, k.as_ref())?;
+            }
+            Ok(())
+        })?;
+        self.count(&[(Counter::Puts, puts.len() as u64)]);
+        self.trace("commit_if", b"", format_args!("{n} keys"));
+        Ok(())
+    }
+
+    /// Wait until the version of `key` is no longer `since` (`None`: until it exists), at most
+    /// `timeout`, without polling: the caller sleeps on a futex that the next writer of the
+    /// key's stripe wakes (`sync/change.rs`: no lost wake-ups). Returns at once if the version
+    /// already differs. Works across processes and for keys that do not exist yet; needs a
+    /// writable client (it takes the stripe lock for its check).
+    pub fn wait_changed(
+        &self,
+        key: &[u8],
+        since: Option<u64>,
+        timeout: Duration,
+    ) -> Result<WaitResult> {
+        self.st.check_limits(key, None)?;
+        self.not_forked()?;
+        let deadline = Instant::now() + timeout;
+        let hash = self.st.hash(key);
+        let s = self.st.stripe_of(hash);
+        let stripe = self.st.mem.stripe(s);
+        loop {
+            let seen = {
+                let g = self.guard();
+                let sess = self.session_w(&g)?;
+                let _lock = sess.lock_stripe(s)?;
+                let tw = stripe.table.load(R);
+                let current = match self.st.probe(tw, hash, key)? {
+                    Some(rec) => Some(self.st.record_version(rec)?),
+                    None => None,
+                };
+                if current != since {
+                    return Ok(WaitResult::Changed(current));
+                }
+                change::register_locked(&stripe.waiters, &stripe.changes)
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(WaitResult::Timeout);
+            }
+            change::sleep(&stripe.changes, seen, left);
+        }
+    }
+
+    /// One single-key transaction whose write is decided under the stripe lock by `f` (which
+    /// sees the current value and version). Returns `f`'s result and the key's version after.
+    fn modify<T>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<(&[u8], u64)>) -> Result<(Decision, T)>,
+    ) -> Result<(T, Option<u64>)> {
+        self.not_forked()?;
+        let g = self.guard();
+        let sess = self.session_w(&g)?;
+        let hash = self.st.hash(key);
+        let s = self.st.stripe_of(hash);
+        let txn = Txn::begin(&sess, txn::log_entries_single())?;
+        let mut out = None;
+        let mut counts = [
+            (Counter::Puts, 0),
+            (Counter::BytesIn, 0),
+            (Counter::Removes, 0),
+        ];
+        self.apply_locked(&sess, txn, &[s], WriteOp::Modify, |txn| {
+            let cur = match index::lookup(txn, s, hash, key)? {
+                Some(rec) => {
+                    let mut v = Vec::new();
+                    self.st.read_value(rec, &mut v)?;
+                    Some((v, self.st.record_version(rec)?))
+                }
+                None => None,
+            };
+            let (d, t) = f(cur.as_ref().map(|(v, ver)| (&v[..], *ver)))?;
+            let version = match d {
+                Decision::Keep => cur.map(|(_, v)| v),
+                Decision::Put(v) => {
+                    self.st.check_limits(key, Some(&v))?;
+                    let rec = txn.alloc(record_size(key.len() as u64, v.len() as u64))?;
+                    write_record(&self.st, rec, key, &v)?;
+                    index::put(txn, s, hash, key, rec, v.len())?;
+                    counts[0].1 = 1;
+                    counts[1].1 = v.len() as u64;
+                    Some(self.st.record_version(rec)?)
+                }
+                Decision::Remove => {
+                    counts[2].1 = u64::from(index::remove(txn, s, hash, key)?);
+                    None
+                }
+            };
+            out = Some((t, version));
+            Ok(())
+        })?;
+        self.count(&counts);
+        self.trace("modify", key, "");
+        Ok(out.expect("apply ran"))
+    }
+}
+
+/// Redis's `string2ll`: an optional `-`, then digits without leading zeros (`0` alone is
+/// fine), nothing else, at most 20 bytes, in range.
+pub(crate) fn parse_i64(v: &[u8]) -> Option<i64> {
+    if v.is_empty() || v.len() > 20 {
+        return None;
+    }
+    let (neg, digits) = match v {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, v),
+    };
+    match digits {
+        [b'0'] if !neg => return Some(0),
+        [b'1'..=b'9', ..] => {}
+        _ => return None,
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(d - b'0');
+        n = n.checked_mul(10)?;
+        n = if neg {
+            n.checked_sub(d)?
+        } else {
+            n.checked_add(d)?
+        };
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_i64, WaitResult};
+    use crate::tests::TestStore;
+    use crate::{Config, Error};
+    use std::time::{Duration, Instant};
+
+    fn conflict(r: crate::Result<impl std::fmt::Debug>) -> (usize, Option<u64>) {
+        match r {
+            Err(Error::Conflict { index, current }) => (index, current),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn versions_increase_per_key_never_come_back_and_are_unique() {
+        let t = TestStore::new("versions", Config::default().stripes(4));
+        let c = t.client();
+        assert_eq!(c.get_versioned(b"k").unwrap(), None);
+        c.put(b"k", b"a").unwrap();
+        let (v, v1) = c.get_versioned(b"k").unwrap().unwrap();
+        assert_eq!(v, b"a");
+        c.put(b"k", b"b").unwrap();
+        let v2 = c.version(b"k").unwrap().unwrap();
+        assert!(v2 > v1);
+        assert!(c.remove(b"k").unwrap());
+        assert_eq!(c.version(b"k").unwrap(), None);
+        c.put(b"k", b"a").unwrap();
+        let v3 = c.version(b"k").unwrap().unwrap();
+        assert!(
+            v3 > v2,
+            "a re-insert brought an old version back: {v3} <= {v2}"
+        );
+        // Unique across keys (of every stripe) and across the writes of a batch.
+        let mut seen = std::collections::HashSet::new();
+        let items: Vec<(Vec<u8>, Vec<u8>)> = (0..200u32)
+            .map(|i| (i.to_le_bytes().to_vec(), b"x".to_vec()))
+            .collect();
+        c.put_many(&items).unwrap();
+        for i in 0..200u32 {
+            assert!(seen.insert(c.version(&i.to_le_bytes()).unwrap().unwrap()));
+        }
+        assert!(!seen.contains(&v3));
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:#?}", r.problems);
+    }
+
+    #[test]
+    fn conditional_writes_apply_only_when_their_check_holds() {
+        let t = TestStore::new("cas", Config::default().stripes(4));
+        let c = t.client();
+        // Only if absent.
+        let v1 = c.put_if_version(b"k", b"one", None).unwrap();
+        assert_eq!(
+            conflict(c.put_if_version(b"k", b"two", None)),
+            (0, Some(v1))
+        );
+        assert_eq!(c.get(b"k").unwrap().as_deref(), Some(&b"one"[..]));
+        // Only at the expected version.
+        let v2 = c.put_if_version(b"k", b"two", Some(v1)).unwrap();
+        assert!(v2 > v1);
+        assert_eq!(
+            conflict(c.put_if_version(b"k", b"three", Some(v1))),
+            (0, Some(v2))
+        );
+        assert_eq!(conflict(c.remove_if_version(b"k", v1)), (0, Some(v2)));
+        assert_eq!(conflict(c.remove_if_version(b"gone", 5)), (0, None));
+        c.remove_if_version(b"k", v2).unwrap();
+        assert_eq!(c.get(b"k").unwrap(), None);
+        // put_if_absent / replace / get_and_put / get_and_remove.
+        assert!(!c.replace(b"k", b"x").unwrap());
+        assert_eq!(c.get(b"k").unwrap(), None);
+        assert!(c.put_if_absent(b"k", b"first").unwrap());
+        assert!(!c.put_if_absent(b"k", b"second").unwrap());
+        assert!(c.replace(b"k", b"third").unwrap());
+        assert_eq!(
+            c.get_and_put(b"k", b"fourth").unwrap().as_deref(),
+            Some(&b"third"[..])
+        );
+        assert_eq!(c.get_and_put(b"new", b"v").unwrap(), None);
+        assert_eq!(
+            c.get_and_remove(b"k").unwrap().as_deref(),
+            Some(&b"fourth"[..])
+        );
+        assert_eq!(c.get_and_remove(b"k").unwrap(), None);
+        assert_eq!(c.get(b"k").unwrap(), None);
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:#?}", r.problems);
+    }
+
+    #[test]
+    fn incr_and_append_follow_redis() {
+        let t = TestStore::new("incr", Config::default().stripes(4).max_value_len(64));
+        let c = t.client();
+        assert_eq!(c.incr(b"n", 5).unwrap(), 5);
+        assert_eq!(c.incr(b"n", -7).unwrap(), -2);
+        assert_eq!(c.get(b"n").unwrap().as_deref(), Some(&b"-2"[..]));
+        c.put(b"n", b"9223372036854775806").unwrap();
+        assert_eq!(c.incr(b"n", 1).unwrap(), i64::MAX);
+        assert!(matches!(c.incr(b"n", 1), Err(Error::Overflow)));
+        assert_eq!(
+            c.get(b"n").unwrap().as_deref(),
+            Some(&b"9223372036854775807"[..])
+        );
+        c.put(b"s", b"12a").unwrap();
+        let v = c.version(b"s").unwrap();
+        assert!(matches!(c.incr(b"s", 1), Err(Error::NotAnInteger)));
+        assert_eq!(c.version(b"s").unwrap(), v, "a failed incr changed the key");
+        assert_eq!(c.append(b"a", b"hello").unwrap(), 5);
+        assert_eq!(c.append(b"a", b", world").unwrap(), 12);
+        assert_eq!(c.get(b"a").unwrap().as_deref(), Some(&b"hello, world"[..]));
+        assert!(matches!(
+            c.append(b"a", &[b'x'; 60]),
+            Err(Error::ValueTooLong { len: 72, max: 64 })
+        ));
+        assert_eq!(c.get(b"a").unwrap().as_deref(), Some(&b"hello, world"[..]));
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:#?}", r.problems);
+    }
+
+    #[test]
+    fn update_applies_its_closure_atomically_and_a_panic_applies_nothing() {
+        let t = TestStore::new("update", Config::default().stripes(1));
+        let (c, other) = (t.client(), t.client());
+        let v = c.update(b"k", |cur| {
+            assert_eq!(cur, None);
+            Some(b"v1".to_vec())
+        });
+        assert!(v.unwrap().is_some());
+        assert_eq!(
+            c.update(b"k", |cur| {
+                assert_eq!(cur, Some(&b"v1"[..]));
+                None
+            })
+            .unwrap(),
+            None
+        );
+        assert_eq!(c.get(b"k").unwrap(), None);
+        c.put(b"k", b"kept").unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.update(b"k", |_| panic!("inside update"))
+        }));
+        assert!(r.is_err());
+        assert_eq!(c.get(b"k").unwrap().as_deref(), Some(&b"kept"[..]));
+        // The stripe lock (one stripe: every key) was released: another client writes, and
+        // the panicking client writes on too.
+        other.put(b"k", b"other").unwrap();
+        c.put(b"k2", b"after").unwrap();
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:#?}", r.problems);
+    }
+
+    #[test]
+    fn commit_if_is_all_or_nothing_and_names_the_failed_check() {
+        let t = TestStore::new("commitif", Config::default().stripes(8));
+        let c = t.client();
+        c.put(b"a", b"1").unwrap();
+        let va = c.version(b"a").unwrap();
+        let no: &[&[u8]] = &[];
+        c.commit_if(
+            &[(b"a", va), (b"b", None)],
+            &[(&b"b"[..], &b"2"[..]), (b"c", b"3")],
+            no,
+        )
+        .unwrap();
+        assert_eq!(c.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
+        // Second check fails: nothing of the batch lands.
+        let vb = c.version(b"b").unwrap();
+        let r = c.commit_if(
+            &[(&b"a"[..], va), (b"b", None)],
+            &[(&b"a"[..], &b"x"[..]), (b"d", b"4")],
+            &[&b"c"[..]],
+        );
+        assert_eq!(conflict(r), (1, vb));
+        assert_eq!(c.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(c.get(b"c").unwrap().as_deref(), Some(&b"3"[..]));
+        assert_eq!(c.get(b"d").unwrap(), None);
+        c.commit_if(&[(&b"b"[..], vb)], &[(&b"a"[..], &b"x"[..])], &[&b"c"[..]])
+            .unwrap();
+        assert_eq!(c.get(b"a").unwrap().as_deref(), Some(&b"x"[..]));
+        assert_eq!(c.get(b"c").unwrap(), None);
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:#?}", r.problems);
+    }
+
+    #[test]
+    fn wait_changed_returns_at_once_on_a_change_and_times_out_without_one() {
+        let t = TestStore::new("wait", Config::default().stripes(2));
+        let (c, w) = (t.client(), t.client());
+        c.put(b"k", b"v").unwrap();
+        let v = c.version(b"k").unwrap();
+        assert_eq!(
+            c.wait_changed(b"k", None, Duration::from_secs(5)).unwrap(),
+            WaitResult::Changed(v)
+        );
+        let start = Instant::now();
+        assert_eq!(
+            c.wait_changed(b"k", v, Duration::from_millis(200)).unwrap(),
+            WaitResult::Timeout
+        );
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        // A writer on another thread (a client of its own, as another process would be).
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            w.put(b"k", b"new").unwrap();
+            w.version(b"k").unwrap()
+        });
+        let r = c.wait_changed(b"k", v, Duration::from_secs(20)).unwrap();
+        let nv = h.join().unwrap();
+        assert_eq!(r, WaitResult::Changed(nv));
+    }
+
+    #[test]
+    fn integers_parse_by_redis_rules() {
+        for (s, want) in [
+            ("0", Some(0)),
+            ("42", Some(42)),
+            ("-42", Some(-42)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("-9223372036854775809", None),
+            ("", None),
+            ("-", None),
+            ("-0", None),
+            ("01", None),
+            ("+1", None),
+            (" 1", None),
+            ("1 ", None),
+            ("1.5", None),
+            ("abc", None),
+            ("000000000000000000001", None),
+        ] {
+            assert_eq!(parse_i64(s.as_bytes()), want, "{s:?}");
+        }
+    }
+}
