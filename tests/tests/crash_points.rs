@@ -48,6 +48,9 @@ const MATRIX: &[(&str, &str)] = &[
     ("remove_many.applied_one@5", "remove-many"),
     ("many.locked", "put-many"),
     ("many.unlocked_one@2", "put-many"),
+    // A read-modify-write: decided and applied under the stripe lock.
+    ("modify.locked", "incr"),
+    ("modify.unlocked", "incr"),
     // A reader killed inside a lock-free read holds nothing; its slot is recovered.
     ("get_many.key_read@3", "get-many"),
 ];
@@ -58,7 +61,7 @@ const MATRIX: &[(&str, &str)] = &[
 fn committed(point: &str) -> Option<bool> {
     match point.split('@').next().unwrap() {
         "txn.committed" | "put.unlocked" | "txn.freeing" | "free.tagged" | "remove.unlocked"
-        | "many.unlocked_one" | "cache.given" | "cache.flushed" => Some(true),
+        | "many.unlocked_one" | "cache.given" | "cache.flushed" | "modify.unlocked" => Some(true),
         "alloc.recorded"
         | "alloc.tagged"
         | "cache.refilled"
@@ -71,7 +74,8 @@ fn committed(point: &str) -> Option<bool> {
         | "put_many.prepared"
         | "put_many.applied_one"
         | "remove_many.applied_one"
-        | "many.locked" => Some(false),
+        | "many.locked"
+        | "modify.locked" => Some(false),
         _ => None,
     }
 }
@@ -86,6 +90,7 @@ fn setup(t: &TestStore) {
         .unwrap();
     }
     h.put(b"crash-key", b"old").unwrap();
+    h.put(b"crash-ctr", b"10").unwrap();
     for i in 0..20 {
         h.put(format!("batch-{i}").as_bytes(), b"old").unwrap();
     }
@@ -140,6 +145,20 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
                     Some(want),
                     "update killed (after commit: {c})"
                 );
+            }
+        }
+        "incr" => {
+            let n = h.get(b"crash-ctr").unwrap();
+            assert!(
+                n.as_deref() == Some(b"10") || n.as_deref() == Some(b"11"),
+                "counter torn: {n:?}"
+            );
+            if !acked.is_empty() {
+                assert_eq!(n.as_deref(), Some(&b"11"[..]), "acknowledged incr lost");
+            }
+            if let Some(c) = after_commit {
+                let want: &[u8] = if c { b"11" } else { b"10" };
+                assert_eq!(n.as_deref(), Some(want), "incr killed (after commit: {c})");
             }
         }
         "remove" => {

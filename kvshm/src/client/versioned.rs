@@ -596,6 +596,24 @@ mod tests {
         assert!(r.is_ok(), "{:#?}", r.problems);
     }
 
+    /// The writer's side of the wait protocol in a real store: a write to a stripe with a
+    /// registered waiter clears the flag and moves the futex word; a write without one
+    /// touches neither (a write pays nothing when nobody waits).
+    #[test]
+    fn a_write_moves_the_futex_word_only_when_someone_waits() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = TestStore::new("waitword", Config::default().stripes(1));
+        let c = t.client();
+        let stripe = c.st.mem.stripe(0);
+        c.put(b"k", b"1").unwrap();
+        assert_eq!((stripe.waiters.load(Relaxed), stripe.changes.load(Relaxed)), (0, 0));
+        stripe.waiters.store(1, Relaxed);
+        c.put(b"other", b"2").unwrap();
+        assert_eq!((stripe.waiters.load(Relaxed), stripe.changes.load(Relaxed)), (0, 1));
+        c.incr(b"n", 1).unwrap();
+        assert_eq!(stripe.changes.load(Relaxed), 1);
+    }
+
     #[test]
     fn wait_changed_returns_at_once_on_a_change_and_times_out_without_one() {
         let t = TestStore::new("wait", Config::default().stripes(2));

@@ -11,7 +11,7 @@ use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use loom::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-use super::{lock, seqlock};
+use super::{change, lock, seqlock};
 
 #[test]
 fn lock_word_gives_mutual_exclusion() {
@@ -246,3 +246,45 @@ fn read(p: *const u32) -> u32 {
     // SAFETY: as above, inside `with`, after all writers joined.
     unsafe { *p }
 }
+
+/// The wait-for-change protocol (`change.rs`) has no lost wake-up: a waiter that registered
+/// while the key was unchanged is always released by the writer that changes it. The futex is
+/// modelled strictly (a sleeper wakes only when `changes` moves), so an interleaving in which
+/// the writer neither is seen by the waiter's check nor moves `changes` would spin the waiter
+/// forever, which loom reports.
+#[test]
+fn a_change_always_releases_a_registered_waiter() {
+    loom::model(|| {
+        let lock_word = Arc::new(AtomicU32::new(0));
+        let waiters = Arc::new(AtomicU32::new(0));
+        let changes = Arc::new(AtomicU32::new(0));
+        let version = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let (l, w, c, v) = (lock_word.clone(), waiters.clone(), changes.clone(), version.clone());
+            loom::thread::spawn(move || {
+                lock::lock::<_, ()>(&*l, 1, |_| Ok(())).unwrap();
+                v.store(1, Relaxed);
+                let wake = change::notice_locked(&*w, &*c);
+                lock::unlock(&*l);
+                if wake {
+                    change::wake_all(&*c);
+                }
+            })
+        };
+        // The waiter knows version 0 and waits for another.
+        loop {
+            lock::lock::<_, ()>(&*lock_word, 0, |_| Ok(())).unwrap();
+            if version.load(Relaxed) != 0 {
+                lock::unlock(&*lock_word);
+                break;
+            }
+            let seen = change::register_locked(&*waiters, &*changes);
+            lock::unlock(&*lock_word);
+            while changes.load(Acquire) == seen {
+                loom::thread::yield_now();
+            }
+        }
+        writer.join().unwrap();
+    });
+}
+

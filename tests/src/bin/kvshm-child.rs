@@ -65,6 +65,8 @@ fn main() {
             &rest[0],
         ),
         "writer" => writer(open(), rest[0].parse().expect("id"), &rest[1]),
+        "incrementer" => incrementer(open(), rest[0].parse().expect("id"), &rest[1]),
+        "version-reader" => version_reader(open(), rest[0].parse().expect("secs")),
         "reader" => reader(
             open(),
             rest[0].parse().expect("secs"),
@@ -99,6 +101,10 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
             // class) first, then the small one's (a smaller class).
             c.put_many(&[(&b"big"[..], &b"x"[..]), (&b"small"[..], &b"y"[..])])
                 .unwrap();
+            out("ack");
+        }
+        "incr" => {
+            assert_eq!(c.incr(b"crash-ctr", 1).unwrap(), 11);
             out("ack");
         }
         "cache-full" => {
@@ -397,6 +403,55 @@ const BATCH_KEYS: u64 = 4;
 /// Reads until `secs` pass. Every value must be whole (its pattern checks out) and belong to
 /// its key (a `w<id>-*` or `b<id>-*` key holds a version of writer `id`); a `get_many` of a
 /// writer's batch keys must see one batch: all absent, or all with the same version.
+/// Storm incrementer `id`: increments the shared counter `ctr` and its own `ctr-<id>` in turn,
+/// forever (until killed), logging `<key> <result>` after each acknowledged increment. A
+/// result must exceed this process's previous result for the key (counters only grow).
+fn incrementer(c: Client, id: u64, ack_path: &str) {
+    let mut ack = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ack_path)
+        .expect("ack file");
+    let own = format!("ctr-{id}");
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    loop {
+        for key in ["ctr", own.as_str()] {
+            let n = c.incr(key.as_bytes(), 1).expect("incr");
+            if let Some(&prev) = last.get(key) {
+                if n <= prev {
+                    out(format!("{key}: incr returned {n} after {prev}"));
+                    std::process::exit(1);
+                }
+            }
+            last.insert(key.to_string(), n);
+            // One write(2) per line: a kill never leaves half a line for the next process's
+            // first line to merge with.
+            ack.write_all(format!("{key} {n}\n").as_bytes())
+                .expect("ack");
+        }
+    }
+}
+
+/// Reads `ctr` for `secs` seconds: neither its version nor its value may ever go back.
+fn version_reader(c: Client, secs: u64) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let (mut last_v, mut last_n, mut reads) = (0u64, i64::MIN, 0u64);
+    while Instant::now() < end {
+        if let Some((v, ver)) = c.get_versioned(b"ctr").expect("get_versioned") {
+            let n: i64 = std::str::from_utf8(&v).unwrap().parse().unwrap();
+            if ver < last_v || n < last_n || (ver == last_v && n != last_n) {
+                out(format!(
+                    "went back: version {last_v} -> {ver}, value {last_n} -> {n}"
+                ));
+                std::process::exit(1);
+            }
+            (last_v, last_n) = (ver, n);
+            reads += 1;
+        }
+    }
+    out(format!("reads {reads}"));
+}
+
 fn reader(c: Client, secs: u64, writers: u64) {
     let mut rng = Rng::new(std::process::id() as u64);
     let end = Instant::now() + Duration::from_secs(secs);
