@@ -255,7 +255,8 @@ pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Resu
     let Some((i, rec)) = find(txn, tw, hash, key)?.hit else {
         return Ok(false);
     };
-    // A later insert of the key must get a higher version than any it had.
+    // The stripe's revision counts removes too (stats). A later insert would get a higher
+    // version than the removed record's without it: inserts bump the revision themselves.
     st.next_version(s);
     let toff = tw & TABLE_OFFSET_MASK;
     let log2 = (tw >> TABLE_LOG2_SHIFT) as u32;
