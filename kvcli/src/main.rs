@@ -622,6 +622,7 @@ fn stats_json(cli: &Cli, c: &Client, s: &Stats) -> String {
         "returned_bytes": s.returned_bytes,
         "max_bytes": s.max_bytes,
         "gets": s.gets, "hits": s.hits, "puts": s.puts, "removes": s.removes,
+        "revision": s.revision,
         "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "lock_fallback_reads": s.retries,
         "clients": clients,
         "stripes": s.stripes,
@@ -669,6 +670,7 @@ fn stats_table(cli: &Cli, c: &Client, s: &Stats) -> String {
     row("gets", format!("{} ({} hits)", s.gets, s.hits));
     row("puts", s.puts.to_string());
     row("removes", s.removes.to_string());
+    row("revision", s.revision.to_string());
     row(
         "stripes",
         format!(

@@ -53,6 +53,9 @@ pub struct Stats {
     pub clients: Vec<ClientInfo>,
     pub recoveries: u64,
     pub growths: u64,
+    /// The store's revision: writes committed since it was created (puts, removes, counter
+    /// updates; the sum of the stripes' revisions, whose counters make the keys' versions).
+    pub revision: u64,
     pub stripes: u32,
     pub max_stripe_keys: u64,
     pub max_key_len: usize,
@@ -87,6 +90,7 @@ impl Client {
             s.keys = s.keys.saturating_add(n);
             s.max_stripe_keys = s.max_stripe_keys.max(n);
             s.value_bytes = s.value_bytes.saturating_add(stripe.value_bytes.load(R));
+            s.revision = s.revision.saturating_add(stripe.revision.load(R));
         }
         let mut totals = [0u64; COUNTERS];
         for (i, t) in totals.iter_mut().enumerate() {

@@ -291,5 +291,9 @@ fn versions_counters_and_waiting_from_the_shell() {
         .unwrap();
     assert_eq!(Some(nv), t.host().version(b"hits").unwrap());
     assert_eq!(code(&t, &["wait", "hits", "--timeout", "200ms"]), 7);
+    // The store's revision counts every committed write: 3 incr, 2 append, 3 set (failed ones
+    // and conflicts change nothing).
+    let j: serde_json::Value = serde_json::from_str(&ok(&t, &["stats", "--json"])).unwrap();
+    assert_eq!(j["revision"], 8, "{j}");
     assert!(t.host().verify().unwrap().is_ok());
 }

@@ -606,10 +606,16 @@ mod tests {
         let c = t.client();
         let stripe = c.st.mem.stripe(0);
         c.put(b"k", b"1").unwrap();
-        assert_eq!((stripe.waiters.load(Relaxed), stripe.changes.load(Relaxed)), (0, 0));
+        assert_eq!(
+            (stripe.waiters.load(Relaxed), stripe.changes.load(Relaxed)),
+            (0, 0)
+        );
         stripe.waiters.store(1, Relaxed);
         c.put(b"other", b"2").unwrap();
-        assert_eq!((stripe.waiters.load(Relaxed), stripe.changes.load(Relaxed)), (0, 1));
+        assert_eq!(
+            (stripe.waiters.load(Relaxed), stripe.changes.load(Relaxed)),
+            (0, 1)
+        );
         c.incr(b"n", 1).unwrap();
         assert_eq!(stripe.changes.load(Relaxed), 1);
     }

@@ -260,7 +260,12 @@ fn a_change_always_releases_a_registered_waiter() {
         let changes = Arc::new(AtomicU32::new(0));
         let version = Arc::new(AtomicU64::new(0));
         let writer = {
-            let (l, w, c, v) = (lock_word.clone(), waiters.clone(), changes.clone(), version.clone());
+            let (l, w, c, v) = (
+                lock_word.clone(),
+                waiters.clone(),
+                changes.clone(),
+                version.clone(),
+            );
             loom::thread::spawn(move || {
                 lock::lock::<_, ()>(&*l, 1, |_| Ok(())).unwrap();
                 v.store(1, Relaxed);
@@ -287,4 +292,3 @@ fn a_change_always_releases_a_registered_waiter() {
         writer.join().unwrap();
     });
 }
-
