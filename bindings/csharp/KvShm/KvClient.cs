@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using System.Runtime.InteropServices;
 using System.Text;
 
@@ -280,6 +281,51 @@ namespace KvShm
                 return arr;
             }
             public void Dispose() { foreach (var g in _handles) g.Free(); }
+        }
+
+        /// <summary>Store only if present; true if stored.</summary>
+        public bool Replace(byte[] key, byte[] value)
+        {
+            NotNull(key, nameof(key));
+            NotNull(value, nameof(value));
+            bool stored = false;
+            Native.Check(With(h => Native.kvshm_replace(h, key, Native.Len(key), value, Native.Len(value), out stored)));
+            return stored;
+        }
+
+        /// <summary>All or nothing, atomically: if every check key is at its version (0: must be
+        /// absent), store <paramref name="puts"/> and remove <paramref name="removes"/>. Returns
+        /// true, or false (nothing changed) with the index of the first failed check in
+        /// <paramref name="failedCheck"/>.</summary>
+        public bool CommitIf(IList<KeyValuePair<byte[], ulong>> checks, IList<KeyValuePair<byte[], byte[]>> puts,
+                             IList<byte[]> removes, out int failedCheck)
+        {
+            if (checks == null) throw new ArgumentNullException(nameof(checks));
+            if (puts == null) throw new ArgumentNullException(nameof(puts));
+            if (removes == null) throw new ArgumentNullException(nameof(removes));
+            var ck = checks.Select(c => c.Key).ToList();
+            var cv = checks.Select(c => c.Value).ToArray();
+            var pk = puts.Select(p => p.Key).ToList();
+            var pv = puts.Select(p => p.Value).ToList();
+            using (var pin = new Pinned())
+            {
+                var a = pin.Add(ck);
+                var b = pin.Add(pk);
+                var c = pin.Add(pv);
+                var d = pin.Add(removes);
+                UIntPtr failed = UIntPtr.Zero;
+                ulong cur = 0;
+                var s = With(h => Native.kvshm_commit_if(h, a, cv, new UIntPtr((ulong)a.Length), b, c,
+                    new UIntPtr((ulong)b.Length), d, new UIntPtr((ulong)d.Length), out failed, out cur));
+                if (s == KvStatus.Conflict)
+                {
+                    failedCheck = (int)failed.ToUInt64();
+                    return false;
+                }
+                Native.Check(s);
+                failedCheck = -1;
+                return true;
+            }
         }
 
         /// <summary>Store every pair, all or nothing.</summary>

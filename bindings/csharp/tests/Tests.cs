@@ -138,7 +138,22 @@ static class Tests
                 Check(c.WaitChanged(cnt, cv, TimeSpan.FromSeconds(20), out gver) && gver > cv, "wait sees a change");
                 t.Join();
                 Check(c.Get("counter") == "4", "counter after the other client's incr");
-                c.Remove(ck);
+                Check(c.Replace(ck, new byte[] { 9 }) && !c.Replace(Encoding.UTF8.GetBytes("nope"), new byte[] { 1 }), "replace");
+                ulong vck;
+                c.TryGetVersioned(ck, out gv, out vck);
+                int failedAt;
+                var kA = Encoding.UTF8.GetBytes("txn-a");
+                var okCommit = c.CommitIf(
+                    new List<KeyValuePair<byte[], ulong>> { new KeyValuePair<byte[], ulong>(ck, vck), new KeyValuePair<byte[], ulong>(kA, vck) },
+                    new List<KeyValuePair<byte[], byte[]>> { new KeyValuePair<byte[], byte[]>(kA, new byte[] { 1 }) },
+                    new List<byte[]> { ck }, out failedAt);
+                Check(!okCommit && failedAt == 1 && c.Get(kA) == null, "commit_if conflict names the failed check");
+                okCommit = c.CommitIf(
+                    new List<KeyValuePair<byte[], ulong>> { new KeyValuePair<byte[], ulong>(ck, vck), new KeyValuePair<byte[], ulong>(kA, 0) },
+                    new List<KeyValuePair<byte[], byte[]>> { new KeyValuePair<byte[], byte[]>(kA, new byte[] { 1 }) },
+                    new List<byte[]> { ck }, out failedAt);
+                Check(okCommit && c.Get(kA) != null && c.Get(ck) == null, "commit_if applies all");
+                c.Remove(kA);
                 c.Remove("counter");
                 c.Remove("max");
 

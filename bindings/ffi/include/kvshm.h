@@ -495,6 +495,44 @@ kvshm_status kvshm_wait_changed(const kvshm_client *client,
                                 bool *changed,
                                 uint64_t *version);
 
+/**
+ * Store `value` only if `key` is present; `*stored` (may be NULL) says whether it was.
+ *
+ * # Safety
+ * As for `kvshm_put_if_absent`.
+ */
+kvshm_status kvshm_replace(const kvshm_client *client,
+                           const uint8_t *key,
+                           size_t key_len,
+                           const uint8_t *value,
+                           size_t value_len,
+                           bool *stored);
+
+/**
+ * All or nothing, atomically: if every `check_keys[i]` is at `check_versions[i]` (0: must be
+ * absent), store the `n_puts` pairs and remove the `n_removes` keys; otherwise
+ * KVSHM_CONFLICT with `*failed_check` (the index of the first failed check) and `*current`
+ * (the version found there, 0 = absent), both may be NULL, and nothing changes.
+ *
+ * # Safety
+ * `check_keys` points to `n_checks` readable `kvshm_bytes` and `check_versions` to
+ * `n_checks` `uint64_t`; `put_keys`/`put_values` to `n_puts` `kvshm_bytes` each;
+ * `remove_keys` to `n_removes` (any array may be NULL when its count is 0); every
+ * `kvshm_bytes` to its `len` readable bytes; `failed_check` and `current` are NULL or
+ * writable.
+ */
+kvshm_status kvshm_commit_if(const kvshm_client *client,
+                             const kvshm_bytes *check_keys,
+                             const uint64_t *check_versions,
+                             size_t n_checks,
+                             const kvshm_bytes *put_keys,
+                             const kvshm_bytes *put_values,
+                             size_t n_puts,
+                             const kvshm_bytes *remove_keys,
+                             size_t n_removes,
+                             size_t *failed_check,
+                             uint64_t *current);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

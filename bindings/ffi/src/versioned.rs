@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use kvshm_core::{Error, WaitResult};
 
-use crate::args::{bytes, out_ptr};
+use crate::args::{bytes, out_ptr, slices};
 use crate::handle::with_client;
-use crate::{fail, invalid, kvshm_client, kvshm_status, tri};
+use crate::{fail, invalid, kvshm_bytes, kvshm_client, kvshm_status, tri};
 use kvshm_status::*;
 
 /// Write `v` to `p` if `p` is not NULL.
@@ -262,6 +262,105 @@ pub unsafe extern "C" fn kvshm_wait_changed(
                     put_out(version, v);
                 }
                 KVSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Store `value` only if `key` is present; `*stored` (may be NULL) says whether it was.
+///
+/// # Safety
+/// As for `kvshm_put_if_absent`.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_replace(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    stored: *mut bool,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: readable ranges of the stated lengths (caller contract).
+        let (k, v) =
+            tri!(unsafe { bytes(key, key_len).and_then(|k| Ok((k, bytes(value, value_len)?))) });
+        match c.replace(k, v) {
+            Ok(b) => {
+                // SAFETY: caller contract for `stored`.
+                unsafe { put_out(stored, b) };
+                KVSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// All or nothing, atomically: if every `check_keys[i]` is at `check_versions[i]` (0: must be
+/// absent), store the `n_puts` pairs and remove the `n_removes` keys; otherwise
+/// KVSHM_CONFLICT with `*failed_check` (the index of the first failed check) and `*current`
+/// (the version found there, 0 = absent), both may be NULL, and nothing changes.
+///
+/// # Safety
+/// `check_keys` points to `n_checks` readable `kvshm_bytes` and `check_versions` to
+/// `n_checks` `uint64_t`; `put_keys`/`put_values` to `n_puts` `kvshm_bytes` each;
+/// `remove_keys` to `n_removes` (any array may be NULL when its count is 0); every
+/// `kvshm_bytes` to its `len` readable bytes; `failed_check` and `current` are NULL or
+/// writable.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn kvshm_commit_if(
+    client: *const kvshm_client,
+    check_keys: *const kvshm_bytes,
+    check_versions: *const u64,
+    n_checks: usize,
+    put_keys: *const kvshm_bytes,
+    put_values: *const kvshm_bytes,
+    n_puts: usize,
+    remove_keys: *const kvshm_bytes,
+    n_removes: usize,
+    failed_check: *mut usize,
+    current: *mut u64,
+) -> kvshm_status {
+    with_client(client, |c| {
+        if n_checks > 0 && (check_versions.is_null() || n_checks > isize::MAX as usize / 8) {
+            return invalid("check_versions is NULL or oversized");
+        }
+        // SAFETY: forwarded caller contract (counts and readable arrays).
+        let (ck, pk, pv, rk) = tri!(unsafe {
+            slices(check_keys, n_checks).and_then(|ck| {
+                Ok((
+                    ck,
+                    slices(put_keys, n_puts)?,
+                    slices(put_values, n_puts)?,
+                    slices(remove_keys, n_removes)?,
+                ))
+            })
+        });
+        let versions: &[u64] = if n_checks == 0 {
+            &[]
+        } else {
+            // SAFETY: `check_versions` holds `n_checks` readable u64s (checked non-NULL).
+            unsafe { std::slice::from_raw_parts(check_versions, n_checks) }
+        };
+        let checks: Vec<(&[u8], Option<u64>)> = ck
+            .into_iter()
+            .zip(versions)
+            .map(|(k, &v)| (k, (v != 0).then_some(v)))
+            .collect();
+        let puts: Vec<(&[u8], &[u8])> = pk.into_iter().zip(pv).collect();
+        match c.commit_if(&checks, &puts, &rk) {
+            Ok(()) => KVSHM_OK,
+            Err(Error::Conflict {
+                index,
+                current: cur,
+            }) => {
+                // SAFETY: caller contract for `failed_check` and `current`.
+                unsafe {
+                    put_out(failed_check, index);
+                    put_out(current, cur.unwrap_or(0));
+                }
+                KVSHM_CONFLICT
             }
             Err(e) => fail(e),
         }

@@ -136,6 +136,29 @@ int main(int argc, char **argv) {
     CHECK(kvshm_incr(c, B("once"), 1, &n64) == KVSHM_NOT_AN_INTEGER);
     CHECK(kvshm_put(c, B("max"), B("9223372036854775807")) == KVSHM_OK);
     CHECK(kvshm_incr(c, B("max"), 1, &n64) == KVSHM_OVERFLOW);
+    CHECK(kvshm_replace(c, B("once"), B("x"), &stored_ok) == KVSHM_OK && stored_ok);
+    CHECK(kvshm_replace(c, B("none"), B("x"), &stored_ok) == KVSHM_OK && !stored_ok);
+    {
+        uint64_t vo = 0;
+        CHECK(kvshm_get_versioned(c, B("once"), buf, sizeof buf, &len, &vo) == KVSHM_OK);
+        kvshm_bytes chk[2] = {{(const uint8_t *)"once", 4}, {(const uint8_t *)"none", 4}};
+        uint64_t want[2] = {vo, 0};
+        kvshm_bytes pk[1] = {{(const uint8_t *)"txn-a", 5}}, pv[1] = {{(const uint8_t *)"1", 1}};
+        kvshm_bytes rk[1] = {{(const uint8_t *)"once", 4}};
+        size_t failed_at = 9;
+        uint64_t found = 9;
+        bool present = false;
+        want[1] = vo; /* "none" is absent: this check fails */
+        CHECK(kvshm_commit_if(c, chk, want, 2, pk, pv, 1, rk, 1, &failed_at, &found) == KVSHM_CONFLICT &&
+              failed_at == 1 && found == 0);
+        CHECK(kvshm_contains(c, B("txn-a"), &present) == KVSHM_OK && !present);
+        want[1] = 0;
+        CHECK(kvshm_commit_if(c, chk, want, 2, pk, pv, 1, rk, 1, NULL, NULL) == KVSHM_OK);
+        CHECK(kvshm_contains(c, B("txn-a"), &present) == KVSHM_OK && present);
+        CHECK(kvshm_contains(c, B("once"), &present) == KVSHM_OK && !present);
+        CHECK(kvshm_commit_if(c, NULL, NULL, 0, NULL, NULL, 0, pk, 1, NULL, NULL) == KVSHM_OK);
+        CHECK(kvshm_put(c, B("once"), B("again")) == KVSHM_OK);
+    }
     /* Two processes increment one counter; a third waits for it to change. */
     CHECK(kvshm_incr(c, B("ctr"), 0, &n64) == KVSHM_OK && n64 == 0);
     uint64_t ctr_ver = 0;
