@@ -78,7 +78,22 @@ enum Cmd {
         /// Only if the key is absent; exit 6 otherwise.
         #[arg(long, conflicts_with = "if_version")]
         if_absent: bool,
+        /// Expire the key after this long (`500ms`, `10s`, `5m`); without it a set clears any
+        /// expiry the key had.
+        #[arg(long, value_parser = kvshm::parse_duration, conflicts_with_all = ["if_version", "if_absent"])]
+        ttl: Option<Duration>,
     },
+    /// Print how long KEY has to live: `persistent`, or seconds with milliseconds (exit 1 if
+    /// missing or expired).
+    Ttl { key: OsString },
+    /// Make KEY expire after DURATION (`10s`, `5m`); exit 1 if missing.
+    Expire {
+        key: OsString,
+        #[arg(value_parser = kvshm::parse_duration)]
+        ttl: Duration,
+    },
+    /// Remove KEY's expiry; prints whether it had one (exit 1 if missing).
+    Persist { key: OsString },
     /// Add DELTA (default 1) to the integer under KEY (missing = 0) and print the result.
     Incr {
         key: OsString,
@@ -268,13 +283,46 @@ fn run(cli: &Cli) -> kvshm::Result<u8> {
             file,
             if_version,
             if_absent,
+            ttl,
         } => {
             let cond = match (if_version, if_absent) {
                 (Some(v), _) => Some(Some(*v)),
                 (None, true) => Some(None),
                 (None, false) => None,
             };
-            cmd_set(cli, key, value.as_ref(), file.as_deref(), cond)
+            cmd_set(cli, key, value.as_ref(), file.as_deref(), cond, *ttl)
+        }
+        Cmd::Ttl { key } => match read_only(cli)?.ttl(bytes(key))? {
+            kvshm::Ttl::Missing => {
+                eprintln!("kvcli: key not found");
+                Ok(EXIT_KEY_NOT_FOUND)
+            }
+            kvshm::Ttl::Persistent => {
+                println!("persistent");
+                Ok(0)
+            }
+            kvshm::Ttl::Remaining(d) => {
+                println!("{:.3}", d.as_secs_f64());
+                Ok(0)
+            }
+        },
+        Cmd::Expire { key, ttl } => {
+            if writable(cli)?.expire(bytes(key), *ttl)? {
+                println!("OK");
+                Ok(0)
+            } else {
+                eprintln!("kvcli: key not found");
+                Ok(EXIT_KEY_NOT_FOUND)
+            }
+        }
+        Cmd::Persist { key } => {
+            let c = writable(cli)?;
+            if !c.contains(bytes(key))? {
+                eprintln!("kvcli: key not found");
+                return Ok(EXIT_KEY_NOT_FOUND);
+            }
+            println!("{}", c.persist(bytes(key))?);
+            Ok(0)
         }
         Cmd::Incr { key, delta } => {
             let n = writable(cli)?.incr(bytes(key), delta.unwrap_or(1))?;
@@ -344,6 +392,7 @@ fn cmd_set(
     value: Option<&OsString>,
     file: Option<&Path>,
     expected: Option<Option<u64>>,
+    ttl: Option<Duration>,
 ) -> kvshm::Result<u8> {
     let c = writable(cli)?;
     // Read at most one byte more than the store takes: `--file /dev/zero` must not eat memory.
@@ -382,6 +431,8 @@ fn cmd_set(
                 r?;
             }
         }
+    } else if let Some(ttl) = ttl {
+        c.put_with_ttl(bytes(key), &v, ttl)?;
     } else {
         c.put(bytes(key), &v)?;
     }
@@ -623,6 +674,7 @@ fn stats_json(cli: &Cli, c: &Client, s: &Stats) -> String {
         "max_bytes": s.max_bytes,
         "gets": s.gets, "hits": s.hits, "puts": s.puts, "removes": s.removes,
         "revision": s.revision,
+        "expired": s.expired,
         "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "lock_fallback_reads": s.retries,
         "clients": clients,
         "stripes": s.stripes,
@@ -671,6 +723,7 @@ fn stats_table(cli: &Cli, c: &Client, s: &Stats) -> String {
     row("puts", s.puts.to_string());
     row("removes", s.removes.to_string());
     row("revision", s.revision.to_string());
+    row("expired", s.expired.to_string());
     row(
         "stripes",
         format!(

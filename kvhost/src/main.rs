@@ -272,6 +272,9 @@ fn run(a: &RunArgs) -> ExitCode {
                 if hk.compacted > 0 {
                     log::debug!("compacted {} stripe(s)", hk.compacted);
                 }
+                if hk.expired > 0 {
+                    log::debug!("freed {} expired key(s)", hk.expired);
+                }
                 if hk.snapshot_requested {
                     snap_now.store(true, Ordering::Relaxed);
                 }

@@ -43,6 +43,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "many.unlocked_one",
     "modify.locked",
     "modify.unlocked",
+    "expire.removed_one",
     "get_many.key_read",
     "recover.class_rebuilt",
     "recover.undone",

@@ -30,6 +30,8 @@ pub struct Housekeeping {
     pub snapshot_requested: bool,
     /// What the reclaim pass did (once per [`RECLAIM_PERIOD`]; zeros otherwise).
     pub reclaim: ReclaimPass,
+    /// Expired keys whose memory this pass freed ([`Client::expire_pass`]).
+    pub expired: u64,
 }
 
 /// How often the host gives memory back: also the least time between marking a free chunk
@@ -120,6 +122,12 @@ impl Host {
                 self.st.grow(next)?;
             }
             out.grew_by = self.st.mem.committed() - s.committed_bytes;
+        }
+        // Expired keys' memory back to the free lists (each pass: only stripes whose hint is
+        // due are touched).
+        match self.expire_pass() {
+            Ok(n) => out.expired = n,
+            Err(e) => out.problems.push(format!("expiry pass: {e}")),
         }
         let n = self.st.mem.stripe_count();
         for _ in 0..check.min(n) {

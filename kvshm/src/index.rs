@@ -51,12 +51,18 @@ fn adjust(st: &Store, s: usize, what: &str, total: u64, add: u64, sub: u64) -> R
 }
 
 /// Fill a freshly reserved record block.
-pub(crate) fn write_record(st: &Store, rec: u64, key: &[u8], value: &[u8]) -> Result<()> {
+pub(crate) fn write_record(
+    st: &Store,
+    rec: u64,
+    key: &[u8],
+    value: &[u8],
+    meta: u64,
+) -> Result<()> {
     let size = record_size(key.len() as u64, value.len() as u64);
     let words = st.mem.words(rec + 8, (size - 8) / 8)?;
     words[0].store(key.len() as u64 | (value.len() as u64) << 32, R);
     words[1].store(0, R); // version: set under the stripe lock (`set_version`)
-    words[2].store(0, R); // meta: no expiry, reference bit clear
+    words[2].store(meta, R); // expiry (0 = none); reference bit clear
     let kw = (pad8(key.len() as u64) / 8) as usize;
     copy_in(&words[3..3 + kw], key);
     copy_in(&words[3 + kw..], value);
@@ -216,6 +222,7 @@ pub(crate) fn put(
     st.mem
         .word(rec + RECORD_VERSION_OFFSET)?
         .store(st.next_version(s), R);
+    note_expiry(st, s, st.record_meta(rec)?);
     if let Some((i, old)) = f.hit {
         let (_, old_len) = st.record_lens(old)?;
         let vb = adjust(st, s, "value bytes", vb, value_len as u64, old_len as u64)?;
@@ -241,13 +248,31 @@ pub(crate) fn put(
     Ok(false)
 }
 
-/// The record of `key` in stripe `s` (caller holds the stripe lock), if present.
-pub(crate) fn lookup(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Result<Option<u64>> {
-    let tw = txn.session().st.mem.stripe(s).table.load(R);
-    Ok(find(txn, tw, hash, key)?.hit.map(|(_, rec)| rec))
+/// Lower stripe `s`'s `next_expiry` hint to a record's expiry (caller holds the lock).
+pub(crate) fn note_expiry(st: &Store, s: usize, meta: u64) {
+    let exp = meta & META_EXPIRY_MASK;
+    if exp != 0 {
+        let hint = &st.mem.stripe(s).next_expiry;
+        let cur = hint.load(R);
+        if cur == 0 || exp < cur {
+            hint.store(exp, REL);
+        }
+    }
 }
 
-/// Remove `key` from stripe `s`. Returns whether it was there.
+/// The record of `key` in stripe `s` (caller holds the stripe lock), if present and not
+/// expired (an expired record is absent for a read-modify-write too; writing replaces it).
+pub(crate) fn lookup(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Result<Option<u64>> {
+    let st = txn.session().st;
+    let tw = st.mem.stripe(s).table.load(R);
+    match find(txn, tw, hash, key)?.hit {
+        Some((_, rec)) if !st.record_expired(rec)? => Ok(Some(rec)),
+        _ => Ok(None),
+    }
+}
+
+/// Remove `key` from stripe `s`. Returns whether it was there (an expired record is removed
+/// too, but was not there for the caller).
 pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Result<bool> {
     let st = txn.session().st;
     let stripe = st.mem.stripe(s);
@@ -289,8 +314,9 @@ pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Resu
     stripe.count.store(count, REL);
     stripe.tombstones.store(tombs, REL);
     stripe.value_bytes.store(vb, REL);
+    let expired = st.record_expired(rec)?;
     txn.defer_free(rec)?;
-    Ok(true)
+    Ok(!expired)
 }
 
 #[cfg(test)]

@@ -46,13 +46,15 @@ mod sync;
 mod txn;
 mod verify;
 
-pub use client::{Client, WaitResult};
+pub use client::{Client, Ttl, WaitResult};
 pub use config::{default_dir, parse_duration, Config, MAX_KEY_LIMIT, MAX_VALUE_LIMIT};
 pub use error::{Error, ErrorCode, Result};
 pub use host::Host;
 pub use housekeeping::{Housekeeping, ReclaimPass, RECLAIM_PERIOD};
 pub use segment::{open_private_append, store_path, validate_name, DEFAULT_DIR};
-pub use snapshot::{read_snapshot, write_snapshot, LoadedSnapshot, SnapshotInfo};
+pub use snapshot::{
+    read_snapshot, read_snapshot_with_expiry, write_snapshot, LoadedSnapshot, SnapshotInfo,
+};
 pub use stats::{human_bytes, ClientInfo, Stats};
 pub use store::LockWaitStats;
 pub use verify::Report;

@@ -2,8 +2,8 @@
 //!
 //! Format (version 1, little-endian; `docs/SNAPSHOT.md`):
 //! ```text
-//! header   32 B  "KVSHMSNP" | version u32 = 1 | flags u32 = 0 | created_unix u64 | 0 u64
-//! entries        key_len u32 | value_len u32 | key | value      (repeated)
+//! header   32 B  "KVSHMSNP" | version u32 = 1 | flags u32 | created_unix u64 | 0 u64
+//! entries        key_len u32 | value_len u32 | [expiry u64] | key | value      (repeated)
 //! trailer  24 B  "KVSNPEND" | entry count u64 | CRC-32 (IEEE) of header+entries u32 | 0 u32
 //! ```
 //! Writing goes to a temporary file in the same directory (mode 0600), is fsynced, then renamed
@@ -25,6 +25,10 @@ use crate::error::{Error, Result};
 const MAGIC: &[u8; 8] = b"KVSHMSNP";
 const END_MAGIC: &[u8; 8] = b"KVSNPEND";
 const VERSION: u32 = 1;
+/// Header flag: every entry carries its key's expiry (Unix ms, 0 = none) after its lengths.
+/// Written by every snapshot of this build; files without it (older builds) load as keys
+/// without expiry, and older builds refuse files with it (unknown flag).
+const FLAG_EXPIRY: u32 = 1;
 const HEADER_LEN: u64 = 32;
 const TRAILER_LEN: u64 = 24;
 /// Pairs per `put_many` while loading.
@@ -37,6 +41,15 @@ pub struct SnapshotInfo {
     pub value_bytes: u64,
     pub file_bytes: u64,
     pub created_unix: u64,
+}
+
+/// Bytes before an entry's key: its two lengths, and its expiry when the file has them.
+fn entry_header_len(flags: u32) -> u64 {
+    if flags & FLAG_EXPIRY != 0 {
+        16
+    } else {
+        8
+    }
 }
 
 fn bad(offset: u64, what: impl Into<String>) -> Error {
@@ -77,7 +90,7 @@ pub fn write_snapshot(
     let mut header = Vec::with_capacity(HEADER_LEN as usize);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&VERSION.to_le_bytes());
-    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&FLAG_EXPIRY.to_le_bytes());
     header.extend_from_slice(&created.to_le_bytes());
     header.extend_from_slice(&0u64.to_le_bytes());
     out.put(&header)?;
@@ -86,10 +99,11 @@ pub fn write_snapshot(
         ..Default::default()
     };
     let mut io_err = None;
-    client.scan(b"", |k, v| {
+    client.scan_with_expiry(b"", |k, v, expiry| {
         let r = out
             .put(&(k.len() as u32).to_le_bytes())
             .and_then(|_| out.put(&(v.len() as u32).to_le_bytes()))
+            .and_then(|_| out.put(&expiry.to_le_bytes()))
             .and_then(|_| out.put(k))
             .and_then(|_| out.put(v));
         if let Err(e) = r {
@@ -128,6 +142,17 @@ pub fn read_snapshot(
     limits: (usize, usize),
     mut each: impl FnMut(&[u8], &[u8]) -> Result<()>,
 ) -> Result<SnapshotInfo> {
+    read_snapshot_with_expiry(r, file_len, limits, |k, v, _| each(k, v))
+}
+
+/// [`read_snapshot`], with each entry's expiry (Unix ms, 0 = none; always 0 in a file written
+/// without expiries).
+pub fn read_snapshot_with_expiry(
+    r: impl Read,
+    file_len: u64,
+    limits: (usize, usize),
+    mut each: impl FnMut(&[u8], &[u8], u64) -> Result<()>,
+) -> Result<SnapshotInfo> {
     if file_len < HEADER_LEN + TRAILER_LEN {
         return Err(bad(
             0,
@@ -150,9 +175,10 @@ pub fn read_snapshot(
         ));
     }
     let flags = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
-    if flags != 0 || header[24..32] != [0u8; 8] {
+    if flags & !FLAG_EXPIRY != 0 || header[24..32] != [0u8; 8] {
         return Err(bad(12, "unknown flags or reserved header bytes set"));
     }
+    let entry_head = entry_header_len(flags);
     let created_unix = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
     let end = file_len - TRAILER_LEN;
     let mut pos = HEADER_LEN;
@@ -163,14 +189,22 @@ pub fn read_snapshot(
     };
     let (mut key, mut value) = (Vec::new(), Vec::new());
     while pos < end {
-        if end - pos < 8 {
+        if end - pos < entry_head {
             return Err(bad(pos, "truncated entry header"));
         }
-        let mut lens = [0u8; 8];
-        r.read_exact(&mut lens)?;
-        crc.update(&lens);
+        let mut lens = [0u8; 16];
+        let lens = &mut lens[..entry_head as usize];
+        r.read_exact(lens)?;
+        crc.update(lens);
         let klen = u32::from_le_bytes(lens[..4].try_into().expect("4 bytes")) as usize;
-        let vlen = u32::from_le_bytes(lens[4..].try_into().expect("4 bytes")) as usize;
+        let vlen = u32::from_le_bytes(lens[4..8].try_into().expect("4 bytes")) as usize;
+        let expiry = match entry_head {
+            16 => u64::from_le_bytes(lens[8..16].try_into().expect("8 bytes")),
+            _ => 0,
+        };
+        if expiry > crate::layout::META_EXPIRY_MASK {
+            return Err(bad(pos + 8, format!("expiry {expiry} out of range")));
+        }
         if klen > limits.0 {
             return Err(Error::KeyTooLong {
                 len: klen,
@@ -183,7 +217,7 @@ pub fn read_snapshot(
                 max: limits.1,
             });
         }
-        if end - pos - 8 < (klen + vlen) as u64 {
+        if end - pos - entry_head < (klen + vlen) as u64 {
             return Err(bad(pos, "entry runs past the end of the snapshot"));
         }
         key.resize(klen, 0);
@@ -192,8 +226,8 @@ pub fn read_snapshot(
         r.read_exact(&mut value)?;
         crc.update(&key);
         crc.update(&value);
-        each(&key, &value)?;
-        pos += 8 + (klen + vlen) as u64;
+        each(&key, &value, expiry)?;
+        pos += entry_head + (klen + vlen) as u64;
         info.keys += 1;
         info.value_bytes += vlen as u64;
     }
@@ -329,18 +363,26 @@ impl LoadedSnapshot {
             }
         }
         let mut batch: Vec<(&[u8], &[u8])> = Vec::with_capacity(LOAD_BATCH);
+        let mut metas: Vec<u64> = Vec::with_capacity(LOAD_BATCH);
         let mut done = 0u64;
-        for_each_entry(&self.bytes, |k, v| {
+        let now = crate::store::now_ms();
+        for_each_entry(&self.bytes, |k, v, expiry| {
+            done += 1;
+            // A key that expired while on disk is not loaded.
+            if expiry != 0 && expiry <= now {
+                return Ok(());
+            }
             batch.push((k, v));
+            metas.push(expiry);
             if batch.len() == LOAD_BATCH {
-                client.put_many(&batch)?;
-                done += batch.len() as u64;
+                client.put_many_meta(&batch, |i| metas[i])?;
                 batch.clear();
+                metas.clear();
                 progress(done);
             }
             Ok(())
         })?;
-        client.put_many(&batch)?;
+        client.put_many_meta(&batch, |i| metas[i])?;
         progress(self.info.keys);
         Ok(self.info)
     }
@@ -349,18 +391,25 @@ impl LoadedSnapshot {
 /// The entries of a snapshot already validated by `read_snapshot`, borrowed from its bytes.
 fn for_each_entry<'b>(
     bytes: &'b [u8],
-    mut each: impl FnMut(&'b [u8], &'b [u8]) -> Result<()>,
+    mut each: impl FnMut(&'b [u8], &'b [u8], u64) -> Result<()>,
 ) -> Result<()> {
     let end = bytes.len() - TRAILER_LEN as usize;
+    let flags = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    let head = entry_header_len(flags) as usize;
     let mut pos = HEADER_LEN as usize;
     while pos < end {
         let klen = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
         let vlen =
             u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
-        let k = &bytes[pos + 8..pos + 8 + klen];
-        let v = &bytes[pos + 8 + klen..pos + 8 + klen + vlen];
-        each(k, v)?;
-        pos += 8 + klen + vlen;
+        let expiry = if head == 16 {
+            u64::from_le_bytes(bytes[pos + 8..pos + 16].try_into().expect("8 bytes"))
+        } else {
+            0
+        };
+        let k = &bytes[pos + head..pos + head + klen];
+        let v = &bytes[pos + head + klen..pos + head + klen + vlen];
+        each(k, v, expiry)?;
+        pos += head + klen + vlen;
     }
     Ok(())
 }

@@ -56,6 +56,8 @@ pub struct Stats {
     /// The store's revision: writes committed since it was created (puts, removes, counter
     /// updates; the sum of the stripes' revisions, whose counters make the keys' versions).
     pub revision: u64,
+    /// Keys removed by expiry passes (an expired key is absent for readers before that).
+    pub expired: u64,
     pub stripes: u32,
     pub max_stripe_keys: u64,
     pub max_key_len: usize,
@@ -80,6 +82,7 @@ impl Client {
             max_value_len: st.max_value,
             recoveries: h.recoveries.load(R),
             growths: h.growth_count.load(R),
+            expired: h.expired.load(R),
             created_unix: h.created_unix.load(R),
             host_start_unix: h.host_start_unix.load(R),
             ..Stats::default()

@@ -412,6 +412,24 @@ impl Store {
         Ok((k, v))
     }
 
+    /// The meta word of the record at `off` (expiry in its low 48 bits).
+    #[inline(always)]
+    pub fn record_meta(&self, off: u64) -> Result<u64> {
+        Ok(self
+            .mem
+            .word(off + RECORD_META_OFFSET)?
+            .load(Ordering::Relaxed))
+    }
+
+    /// Whether the record at `off` is past its expiry. The clock is read only for a record
+    /// that has one: a get of a key without a TTL pays one load of a word in the record's first
+    /// cache line.
+    #[inline(always)]
+    pub fn record_expired(&self, off: u64) -> Result<bool> {
+        let exp = self.record_meta(off)? & META_EXPIRY_MASK;
+        Ok(exp != 0 && now_ms() >= exp)
+    }
+
     /// The version stored in the record at `off`.
     #[inline]
     pub fn record_version(&self, off: u64) -> Result<u64> {
@@ -467,9 +485,18 @@ impl Store {
         Ok(())
     }
 
-    /// Find `key` in a table; `Some(record offset)` when present.
+    /// Find `key` in a table; `Some(record offset)` when present and not expired.
     #[inline]
     pub fn probe(&self, table_word: u64, hash: u64, key: &[u8]) -> Result<Option<u64>> {
+        match self.probe_raw(table_word, hash, key)? {
+            Some(rec) if !self.record_expired(rec)? => Ok(Some(rec)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Find `key`'s record in a table, expired or not.
+    #[inline]
+    pub fn probe_raw(&self, table_word: u64, hash: u64, key: &[u8]) -> Result<Option<u64>> {
         let Some((entries, _)) = self.table_entries(table_word)? else {
             return Ok(None);
         };
@@ -613,6 +640,15 @@ pub(crate) fn copy_out(words: &[AtomicU64], len: usize, out: &mut Vec<u8>) {
 #[inline]
 pub(crate) fn copy_in(words: &[AtomicU64], bytes: &[u8]) {
     crate::mem::copy_words_in(words, bytes)
+}
+
+/// Wall-clock time in Unix milliseconds: the clock of expiry times, the same in every process
+/// (`clock_gettime(CLOCK_REALTIME)` through the vDSO; the coarse clock is too coarse for 1 ms).
+#[inline]
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub(crate) fn now_unix() -> u64 {

@@ -942,7 +942,10 @@ fn a_full_store_takes_a_record_in_a_free_block_of_a_bigger_class() {
             .stripe(s)
             .table
             .load(std::sync::atomic::Ordering::Relaxed);
-    let rec = c.st.probe(tw, hash, &key(1)).unwrap().expect("the record");
+    let rec =
+        c.st.probe_raw(tw, hash, &key(1))
+            .unwrap()
+            .expect("the record");
     let entry = c.st.mem.chunk_map()[((rec - c.st.chunk_base) / 256 / 1024) as usize]
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(

@@ -250,7 +250,7 @@ impl Checker<'_> {
                     rec,
                     format!("key hashes to stripe {}, found in {s}", st.stripe_of(h)),
                 );
-            } else if st.probe(tw, h, &key).ok().flatten() != Some(rec) {
+            } else if st.probe_raw(tw, h, &key).ok().flatten() != Some(rec) {
                 self.problem(
                     rec,
                     format!("stripe {s} entry {i}: key unreachable or duplicated"),

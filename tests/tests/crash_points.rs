@@ -51,6 +51,8 @@ const MATRIX: &[(&str, &str)] = &[
     // A read-modify-write: decided and applied under the stripe lock.
     ("modify.locked", "incr"),
     ("modify.unlocked", "incr"),
+    // The expiry pass, killed between two removals of one batch.
+    ("expire.removed_one@3", "expire"),
     // A reader killed inside a lock-free read holds nothing; its slot is recovered.
     ("get_many.key_read@3", "get-many"),
 ];
@@ -146,6 +148,14 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
                     "update killed (after commit: {c})"
                 );
             }
+        }
+        "expire" => {
+            // Expired keys are absent whether or not the pass removed them; nothing else moved.
+            for i in 0..40 {
+                assert!(h.get(format!("ttl-{i}").as_bytes()).unwrap().is_none());
+            }
+            h.expire_pass().unwrap();
+            assert_eq!(h.stats().expired, 40, "each expired key counted once");
         }
         "incr" => {
             let n = h.get(b"crash-ctr").unwrap();

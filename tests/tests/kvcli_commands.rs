@@ -297,3 +297,32 @@ fn versions_counters_and_waiting_from_the_shell() {
     assert_eq!(j["revision"], 8, "{j}");
     assert!(t.host().verify().unwrap().is_ok());
 }
+
+/// Issue 14 (expiry) from the shell: `set --ttl`, `ttl`, `expire`, `persist`, and an expired
+/// key gone for `get` in another process; stats count what the host's pass freed.
+#[test]
+fn keys_expire_from_the_shell() {
+    let t = TestStore::new("cli14", Config::default(), CHILD);
+    assert_eq!(ok(&t, &["set", "s", "v", "--ttl", "150ms"]), "OK\n");
+    let left: f64 = ok(&t, &["ttl", "s"]).trim().parse().unwrap();
+    assert!(left > 0.0 && left <= 0.15, "{left}");
+    assert_eq!(ok(&t, &["set", "p", "v"]), "OK\n");
+    assert_eq!(ok(&t, &["ttl", "p"]), "persistent\n");
+    assert_eq!(ok(&t, &["expire", "p", "1h"]), "OK\n");
+    let left: f64 = ok(&t, &["ttl", "p"]).trim().parse().unwrap();
+    assert!(left > 3500.0, "{left}");
+    assert_eq!(ok(&t, &["persist", "p"]), "true\n");
+    assert_eq!(ok(&t, &["persist", "p"]), "false\n");
+    assert_eq!(code(&t, &["expire", "missing", "1s"]), 1);
+    assert_eq!(code(&t, &["ttl", "missing"]), 1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        code(&t, &["get", "s"]),
+        1,
+        "an expired key is gone for every process"
+    );
+    assert_eq!(code(&t, &["ttl", "s"]), 1);
+    t.host().expire_pass().unwrap();
+    let j: serde_json::Value = serde_json::from_str(&ok(&t, &["stats", "--json"])).unwrap();
+    assert_eq!(j["expired"], 1, "{j}");
+}

@@ -283,6 +283,47 @@ namespace KvShm
             public void Dispose() { foreach (var g in _handles) g.Free(); }
         }
 
+        /// <summary>Store <paramref name="value"/>, expiring after <paramref name="ttl"/> (at least
+        /// 1 ms): then the key is absent for every process.</summary>
+        public void PutWithTtl(byte[] key, byte[] value, TimeSpan ttl)
+        {
+            NotNull(key, nameof(key));
+            NotNull(value, nameof(value));
+            var ms = (ulong)Math.Max(0, Math.Ceiling(ttl.TotalMilliseconds));
+            Native.Check(With(h => Native.kvshm_put_ttl(h, key, Native.Len(key), value, Native.Len(value), ms)));
+        }
+
+        /// <summary>Make the key expire after <paramref name="ttl"/>; false if it is missing.</summary>
+        public bool Expire(byte[] key, TimeSpan ttl)
+        {
+            NotNull(key, nameof(key));
+            bool found = false;
+            var ms = (ulong)Math.Max(0, Math.Ceiling(ttl.TotalMilliseconds));
+            Native.Check(With(h => Native.kvshm_expire(h, key, Native.Len(key), ms, out found)));
+            return found;
+        }
+
+        /// <summary>Remove the key's expiry; true if it had one.</summary>
+        public bool Persist(byte[] key)
+        {
+            NotNull(key, nameof(key));
+            bool had = false;
+            Native.Check(With(h => Native.kvshm_persist(h, key, Native.Len(key), out had)));
+            return had;
+        }
+
+        /// <summary>Time the key has to live: null when missing or expired,
+        /// <see cref="System.Threading.Timeout.InfiniteTimeSpan"/> when it does not expire.</summary>
+        public TimeSpan? Ttl(byte[] key)
+        {
+            NotNull(key, nameof(key));
+            long ms = 0;
+            var s = With(h => Native.kvshm_ttl(h, key, Native.Len(key), out ms));
+            if (s == KvStatus.NotFound) return null;
+            Native.Check(s);
+            return ms < 0 ? System.Threading.Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(ms);
+        }
+
         /// <summary>Store only if present; true if stored.</summary>
         public bool Replace(byte[] key, byte[] value)
         {

@@ -109,6 +109,10 @@ namespace KvShm
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_put_if_absent(IntPtr client, byte[] key, UIntPtr keyLen, byte[] value, UIntPtr valueLen, [MarshalAs(UnmanagedType.U1)] out bool stored);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_replace(IntPtr client, byte[] key, UIntPtr keyLen, byte[] value, UIntPtr valueLen, [MarshalAs(UnmanagedType.U1)] out bool stored);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_commit_if(IntPtr client, NativeBytes[] checkKeys, ulong[] checkVersions, UIntPtr nChecks, NativeBytes[] putKeys, NativeBytes[] putValues, UIntPtr nPuts, NativeBytes[] removeKeys, UIntPtr nRemoves, out UIntPtr failedCheck, out ulong current);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_put_ttl(IntPtr client, byte[] key, UIntPtr keyLen, byte[] value, UIntPtr valueLen, ulong ttlMs);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_expire(IntPtr client, byte[] key, UIntPtr keyLen, ulong ttlMs, [MarshalAs(UnmanagedType.U1)] out bool found);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_persist(IntPtr client, byte[] key, UIntPtr keyLen, [MarshalAs(UnmanagedType.U1)] out bool had);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_ttl(IntPtr client, byte[] key, UIntPtr keyLen, out long ttlMs);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_incr(IntPtr client, byte[] key, UIntPtr keyLen, long delta, out long result);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_append(IntPtr client, byte[] key, UIntPtr keyLen, byte[] data, UIntPtr dataLen, out UIntPtr newLen);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_wait_changed(IntPtr client, byte[] key, UIntPtr keyLen, ulong since, ulong timeoutMs, [MarshalAs(UnmanagedType.U1)] out bool changed, out ulong version);

@@ -153,6 +153,16 @@ static class Tests
                     new List<KeyValuePair<byte[], byte[]>> { new KeyValuePair<byte[], byte[]>(kA, new byte[] { 1 }) },
                     new List<byte[]> { ck }, out failedAt);
                 Check(okCommit && c.Get(kA) != null && c.Get(ck) == null, "commit_if applies all");
+                // Expiry (issue 14).
+                var tk = Encoding.UTF8.GetBytes("ttl");
+                c.PutWithTtl(tk, new byte[] { 1 }, TimeSpan.FromMilliseconds(80));
+                var left = c.Ttl(tk);
+                Check(left.HasValue && left.Value > TimeSpan.Zero && left.Value <= TimeSpan.FromMilliseconds(80), "ttl");
+                Check(c.Persist(tk) && c.Ttl(tk) == System.Threading.Timeout.InfiniteTimeSpan, "persist");
+                Check(c.Expire(tk, TimeSpan.FromMilliseconds(50)) && !c.Expire(Encoding.UTF8.GetBytes("nope"), TimeSpan.FromSeconds(1)), "expire");
+                System.Threading.Thread.Sleep(80);
+                Check(c.Get(tk) == null && c.Ttl(tk) == null, "expired key is gone");
+                c.Remove(tk);
                 c.Remove(kA);
                 c.Remove("counter");
                 c.Remove("max");

@@ -533,6 +533,57 @@ kvshm_status kvshm_commit_if(const kvshm_client *client,
                              size_t *failed_check,
                              uint64_t *current);
 
+/**
+ * Store `value` under `key`, expiring `ttl_ms` milliseconds from now (0 is
+ * KVSHM_INVALID_ARGUMENT). From then on the key is absent for every process.
+ *
+ * # Safety
+ * As for `kvshm_put`.
+ */
+kvshm_status kvshm_put_ttl(const kvshm_client *client,
+                           const uint8_t *key,
+                           size_t key_len,
+                           const uint8_t *value,
+                           size_t value_len,
+                           uint64_t ttl_ms);
+
+/**
+ * Make `key` expire `ttl_ms` milliseconds from now; `*found` (may be NULL) says whether the
+ * key exists.
+ *
+ * # Safety
+ * `key` points to `key_len` readable bytes (NULL if 0); `found` is NULL or writable.
+ */
+kvshm_status kvshm_expire(const kvshm_client *client,
+                          const uint8_t *key,
+                          size_t key_len,
+                          uint64_t ttl_ms,
+                          bool *found);
+
+/**
+ * Remove `key`'s expiry; `*had` (may be NULL) says whether it had one.
+ *
+ * # Safety
+ * `key` points to `key_len` readable bytes (NULL if 0); `had` is NULL or writable.
+ */
+kvshm_status kvshm_persist(const kvshm_client *client,
+                           const uint8_t *key,
+                           size_t key_len,
+                           bool *had);
+
+/**
+ * `*ttl_ms` receives how many milliseconds `key` has to live, or -1 when it does not expire.
+ * KVSHM_NOT_FOUND when the key is missing or expired.
+ *
+ * # Safety
+ * `key` points to `key_len` readable bytes (NULL if 0); `ttl_ms` points to a writable
+ * `int64_t`.
+ */
+kvshm_status kvshm_ttl(const kvshm_client *client,
+                       const uint8_t *key,
+                       size_t key_len,
+                       int64_t *ttl_ms);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -1,9 +1,10 @@
-//! Entry points of issue 13: versions, conditional writes, counters, waiting for a change.
+//! Entry points of issues 13 and 14: versions, conditional writes, counters, waiting for a
+//! change, expiry.
 //! Versions are never 0, so 0 stands for "absent" wherever a version is passed or returned.
 
 use std::time::Duration;
 
-use kvshm_core::{Error, WaitResult};
+use kvshm_core::{Error, Ttl, WaitResult};
 
 use crate::args::{bytes, out_ptr, slices};
 use crate::handle::with_client;
@@ -361,6 +362,113 @@ pub unsafe extern "C" fn kvshm_commit_if(
                     put_out(current, cur.unwrap_or(0));
                 }
                 KVSHM_CONFLICT
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Store `value` under `key`, expiring `ttl_ms` milliseconds from now (0 is
+/// KVSHM_INVALID_ARGUMENT). From then on the key is absent for every process.
+///
+/// # Safety
+/// As for `kvshm_put`.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_put_ttl(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    ttl_ms: u64,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: readable ranges of the stated lengths (caller contract).
+        let (k, v) =
+            tri!(unsafe { bytes(key, key_len).and_then(|k| Ok((k, bytes(value, value_len)?))) });
+        c.put_with_ttl(k, v, Duration::from_millis(ttl_ms))
+            .map_or_else(fail, |_| KVSHM_OK)
+    })
+}
+
+/// Make `key` expire `ttl_ms` milliseconds from now; `*found` (may be NULL) says whether the
+/// key exists.
+///
+/// # Safety
+/// `key` points to `key_len` readable bytes (NULL if 0); `found` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_expire(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    ttl_ms: u64,
+    found: *mut bool,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: readable key range (caller contract).
+        let k = tri!(unsafe { bytes(key, key_len) });
+        match c.expire(k, Duration::from_millis(ttl_ms)) {
+            Ok(b) => {
+                // SAFETY: caller contract for `found`.
+                unsafe { put_out(found, b) };
+                KVSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Remove `key`'s expiry; `*had` (may be NULL) says whether it had one.
+///
+/// # Safety
+/// `key` points to `key_len` readable bytes (NULL if 0); `had` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_persist(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    had: *mut bool,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: readable key range (caller contract).
+        let k = tri!(unsafe { bytes(key, key_len) });
+        match c.persist(k) {
+            Ok(b) => {
+                // SAFETY: caller contract for `had`.
+                unsafe { put_out(had, b) };
+                KVSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// `*ttl_ms` receives how many milliseconds `key` has to live, or -1 when it does not expire.
+/// KVSHM_NOT_FOUND when the key is missing or expired.
+///
+/// # Safety
+/// `key` points to `key_len` readable bytes (NULL if 0); `ttl_ms` points to a writable
+/// `int64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_ttl(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    ttl_ms: *mut i64,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: readable key range and a writable `ttl_ms` (caller contract).
+        let (k, out) =
+            tri!(unsafe { bytes(key, key_len).and_then(|k| Ok((k, out_ptr(ttl_ms, "ttl_ms")?))) });
+        match c.ttl(k) {
+            Ok(Ttl::Missing) => KVSHM_NOT_FOUND,
+            Ok(Ttl::Persistent) => {
+                *out = -1;
+                KVSHM_OK
+            }
+            Ok(Ttl::Remaining(d)) => {
+                *out = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                KVSHM_OK
             }
             Err(e) => fail(e),
         }

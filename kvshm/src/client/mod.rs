@@ -21,10 +21,12 @@ use crate::session::Session;
 use crate::slots::{self, slot_list, SlotRef};
 use crate::store::Store;
 
+mod expiry;
 mod read;
 mod versioned;
 mod write;
 
+pub use expiry::Ttl;
 pub use versioned::WaitResult;
 
 pub(crate) use write::WriteOp;

@@ -114,12 +114,25 @@ impl Client {
     /// (entries pointing at one big record many times: `Corrupt`), not an allocation of
     /// gigabytes.
     pub fn scan(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        self.scan_with_expiry(prefix, |k, v, _| f(k, v))
+    }
+
+    /// [`Client::scan`], with each key's expiry (Unix milliseconds, 0 = none). Expired keys
+    /// are skipped.
+    pub fn scan_with_expiry(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8], u64) -> bool,
+    ) -> Result<()> {
         self.not_forked()?;
         for s in 0..self.st.mem.stripe_count() {
             let items = self.read_consistent(&[s], || {
                 let mut out = Vec::new();
                 let mut budget = self.st.mem.committed();
                 for rec in self.st.stripe_records(s)? {
+                    if self.st.record_expired(rec)? {
+                        continue;
+                    }
                     let (klen, vlen) = self.st.record_lens(rec)?;
                     let need = (klen + vlen) as u64;
                     budget = budget.checked_sub(need).ok_or_else(|| {
@@ -130,13 +143,14 @@ impl Client {
                     if k.starts_with(prefix) {
                         let mut v = Vec::new();
                         self.st.read_value(rec, &mut v)?;
-                        out.push((k, v));
+                        let exp = self.st.record_meta(rec)? & crate::layout::META_EXPIRY_MASK;
+                        out.push((k, v, exp));
                     }
                 }
                 Ok(out)
             })?;
-            for (k, v) in &items {
-                if !f(k, v) {
+            for (k, v, exp) in &items {
+                if !f(k, v, *exp) {
                     return Ok(());
                 }
             }

@@ -13,20 +13,30 @@ use std::time::{Duration, Instant};
 use super::{Client, WriteOp};
 use crate::error::{Error, Result};
 use crate::index::{self, write_record};
-use crate::layout::{record_size, Counter};
+use crate::layout::{record_size, Counter, RECORD_META_OFFSET};
 use crate::sync::change;
 use crate::txn::{self, Txn};
 
 const R: Ordering = Ordering::Relaxed;
 
 /// What a read-modify-write does with its key.
-enum Decision {
+pub(super) enum Decision {
     /// Leave the key as it is.
     Keep,
-    /// Store this value.
-    Put(Vec<u8>),
+    /// Store this value with this meta word (expiry; 0 = none).
+    Put(Vec<u8>, u64),
+    /// Keep the value, set the meta word (expiry) in place.
+    Touch(u64),
     /// Remove the key.
     Remove,
+}
+
+/// The key as a read-modify-write finds it (under the stripe lock).
+#[derive(Clone, Copy)]
+pub(super) struct Cur<'v> {
+    pub(super) value: &'v [u8],
+    pub(super) version: u64,
+    pub(super) meta: u64,
 }
 
 /// The outcome of [`Client::wait_changed`].
@@ -81,11 +91,11 @@ impl Client {
     pub fn put_if_version(&self, key: &[u8], value: &[u8], expected: Option<u64>) -> Result<u64> {
         self.st.check_limits(key, Some(value))?;
         let (_, v) = self.modify(key, |cur| {
-            let current = cur.map(|(_, v)| v);
+            let current = cur.map(|c| c.version);
             if current != expected {
                 return Err(Error::Conflict { index: 0, current });
             }
-            Ok((Decision::Put(value.to_vec()), ()))
+            Ok((Decision::Put(value.to_vec(), 0), ()))
         })?;
         Ok(v.expect("a put has a version"))
     }
@@ -95,7 +105,7 @@ impl Client {
     pub fn remove_if_version(&self, key: &[u8], expected: u64) -> Result<()> {
         self.st.check_limits(key, None)?;
         self.modify(key, |cur| {
-            let current = cur.map(|(_, v)| v);
+            let current = cur.map(|c| c.version);
             if current != Some(expected) {
                 return Err(Error::Conflict { index: 0, current });
             }
@@ -110,7 +120,7 @@ impl Client {
         Ok(self
             .modify(key, |cur| {
                 Ok(match cur {
-                    None => (Decision::Put(value.to_vec()), true),
+                    None => (Decision::Put(value.to_vec(), 0), true),
                     Some(_) => (Decision::Keep, false),
                 })
             })?
@@ -123,7 +133,7 @@ impl Client {
         Ok(self
             .modify(key, |cur| {
                 Ok(match cur {
-                    Some(_) => (Decision::Put(value.to_vec()), true),
+                    Some(_) => (Decision::Put(value.to_vec(), 0), true),
                     None => (Decision::Keep, false),
                 })
             })?
@@ -135,7 +145,10 @@ impl Client {
         self.st.check_limits(key, Some(value))?;
         Ok(self
             .modify(key, |cur| {
-                Ok((Decision::Put(value.to_vec()), cur.map(|(v, _)| v.to_vec())))
+                Ok((
+                    Decision::Put(value.to_vec(), 0),
+                    cur.map(|c| c.value.to_vec()),
+                ))
             })?
             .0)
     }
@@ -146,7 +159,7 @@ impl Client {
         Ok(self
             .modify(key, |cur| {
                 Ok(match cur {
-                    Some((v, _)) => (Decision::Remove, Some(v.to_vec())),
+                    Some(c) => (Decision::Remove, Some(c.value.to_vec())),
                     None => (Decision::Keep, None),
                 })
             })?
@@ -154,7 +167,8 @@ impl Client {
     }
 
     /// Add `delta` to the decimal integer stored under `key` (a missing key counts as 0) and
-    /// return the result, stored as decimal ASCII (so `get` shows `b"42"`). Redis's rules:
+    /// return the result, stored as decimal ASCII (so `get` shows `b"42"`); a TTL the key has
+    /// is kept. Redis's rules:
     /// [`Error::NotAnInteger`] for a value that is not a canonical signed 64-bit decimal,
     /// [`Error::Overflow`] when the result does not fit; nothing changes then.
     pub fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
@@ -162,31 +176,35 @@ impl Client {
         Ok(self
             .modify(key, |cur| {
                 let old = match cur {
-                    Some((v, _)) => parse_i64(v).ok_or(Error::NotAnInteger)?,
+                    Some(c) => parse_i64(c.value).ok_or(Error::NotAnInteger)?,
                     None => 0,
                 };
                 let new = old.checked_add(delta).ok_or(Error::Overflow)?;
-                Ok((Decision::Put(new.to_string().into_bytes()), new))
+                // Keeps the key's TTL (Redis's INCR).
+                let meta = cur.map_or(0, |c| c.meta);
+                Ok((Decision::Put(new.to_string().into_bytes(), meta), new))
             })?
             .0)
     }
 
     /// Append `bytes` to the value of `key` (a missing key starts empty); returns the new
-    /// length. [`Error::ValueTooLong`] if the result would exceed the store's limit.
+    /// length; a TTL the key has is kept. [`Error::ValueTooLong`] if the result would exceed
+    /// the store's limit.
     pub fn append(&self, key: &[u8], bytes: &[u8]) -> Result<usize> {
         self.st.check_limits(key, None)?;
         Ok(self
             .modify(key, |cur| {
-                let mut v = cur.map(|(v, _)| v.to_vec()).unwrap_or_default();
+                let mut v = cur.map(|c| c.value.to_vec()).unwrap_or_default();
                 v.extend_from_slice(bytes);
                 let n = v.len();
-                Ok((Decision::Put(v), n))
+                Ok((Decision::Put(v, cur.map_or(0, |c| c.meta)), n))
             })?
             .0)
     }
 
     /// Atomic read-modify-write: `f` sees the current value (`None`: absent) and returns the
-    /// new one (`None`: remove the key). Returns the key's version afterwards (`None`: absent).
+    /// new one (`None`: remove the key); a TTL the key has is kept. Returns the key's version
+    /// afterwards (`None`: absent).
     ///
     /// `f` runs **with the key's stripe lock held**: keep it short (no I/O, no waiting, no
     /// call into this store), since every writer of that stripe, in every process, waits for
@@ -199,8 +217,8 @@ impl Client {
     ) -> Result<Option<u64>> {
         self.st.check_limits(key, None)?;
         let ((), v) = self.modify(key, |cur| {
-            let d = match f(cur.map(|(v, _)| v)) {
-                Some(v) => Decision::Put(v),
+            let d = match f(cur.map(|c| c.value)) {
+                Some(v) => Decision::Put(v, cur.map_or(0, |c| c.meta)),
                 None => Decision::Remove,
             };
             Ok((d, ()))
@@ -254,7 +272,7 @@ impl Client {
                     return Err(e);
                 }
             };
-            write_record(&self.st, rec, k, v)?;
+            write_record(&self.st, rec, k, v, 0)?;
             recs.push(rec);
         }
         self.apply_locked(&sess, txn, &stripes, WriteOp::Modify, |txn| {
@@ -328,10 +346,10 @@ impl Client {
 
     /// One single-key transaction whose write is decided under the stripe lock by `f` (which
     /// sees the current value and version). Returns `f`'s result and the key's version after.
-    fn modify<T>(
+    pub(super) fn modify<T>(
         &self,
         key: &[u8],
-        f: impl FnOnce(Option<(&[u8], u64)>) -> Result<(Decision, T)>,
+        f: impl FnOnce(Option<Cur<'_>>) -> Result<(Decision, T)>,
     ) -> Result<(T, Option<u64>)> {
         self.not_forked()?;
         let g = self.guard();
@@ -346,21 +364,34 @@ impl Client {
             (Counter::Removes, 0),
         ];
         self.apply_locked(&sess, txn, &[s], WriteOp::Modify, |txn| {
-            let cur = match index::lookup(txn, s, hash, key)? {
+            let found = index::lookup(txn, s, hash, key)?;
+            let cur = match found {
                 Some(rec) => {
                     let mut v = Vec::new();
                     self.st.read_value(rec, &mut v)?;
-                    Some((v, self.st.record_version(rec)?))
+                    Some((v, self.st.record_version(rec)?, self.st.record_meta(rec)?))
                 }
                 None => None,
             };
-            let (d, t) = f(cur.as_ref().map(|(v, ver)| (&v[..], *ver)))?;
+            let (d, t) = f(cur.as_ref().map(|(value, version, meta)| Cur {
+                value,
+                version: *version,
+                meta: *meta,
+            }))?;
             let version = match d {
-                Decision::Keep => cur.map(|(_, v)| v),
-                Decision::Put(v) => {
+                Decision::Keep => cur.map(|(_, v, _)| v),
+                Decision::Touch(meta) => match found {
+                    Some(rec) => {
+                        txn.set(s, rec + RECORD_META_OFFSET, meta)?;
+                        index::note_expiry(&self.st, s, meta);
+                        cur.map(|(_, v, _)| v)
+                    }
+                    None => None,
+                },
+                Decision::Put(v, meta) => {
                     self.st.check_limits(key, Some(&v))?;
                     let rec = txn.alloc(record_size(key.len() as u64, v.len() as u64))?;
-                    write_record(&self.st, rec, key, &v)?;
+                    write_record(&self.st, rec, key, &v, meta)?;
                     index::put(txn, s, hash, key, rec, v.len())?;
                     counts[0].1 = 1;
                     counts[1].1 = v.len() as u64;

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::index::{self, write_record};
 use crate::layout::{record_size, Counter};
 use crate::session::{HeldStripes, Session};
+use crate::store::{backoff, Attempt};
 use crate::sync::change;
 use crate::txn::{self, Txn};
 
@@ -60,8 +61,20 @@ impl WriteOp {
 
 impl Client {
     /// Store `value` under `key` (insert or replace). When this returns `Ok`, every process
-    /// sees the new value; on `Err` nothing changed.
+    /// sees the new value; on `Err` nothing changed. A TTL the key had is cleared (Redis's
+    /// SET); see [`Client::put_with_ttl`].
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_meta(key, value, 0)
+    }
+
+    /// Store `value` under `key`, expiring `ttl` from now: from then on the key is absent for
+    /// every process (whether or not a host runs), and a host's expiry pass frees its memory.
+    /// A zero `ttl` is `InvalidArgument` (as Redis refuses `EX 0`).
+    pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: std::time::Duration) -> Result<()> {
+        self.put_meta(key, value, expiry_of(ttl)?)
+    }
+
+    fn put_meta(&self, key: &[u8], value: &[u8], meta: u64) -> Result<()> {
         self.st.check_limits(key, Some(value))?;
         // Before the mutex: in a forked child another thread may have held it at the fork.
         self.not_forked()?;
@@ -77,7 +90,7 @@ impl Client {
                 return Err(e);
             }
         };
-        write_record(&self.st, rec, key, value)?;
+        write_record(&self.st, rec, key, value, meta)?;
         crash_point!("put.prepared");
         self.apply_locked(&sess, txn, &[s], WriteOp::Put, |txn| {
             index::put(txn, s, hash, key, rec, value.len()).map(|_| ())
@@ -93,10 +106,18 @@ impl Client {
         self.session()?;
         let hash = self.st.hash(key);
         let s = self.st.stripe_of(hash);
-        // A consistent view that shows the key absent is a valid linearisation point.
-        let mut scratch = Vec::new();
-        if let Some(Ok(false)) = self.st.read_optimistic(s, hash, key, &mut scratch, 4) {
-            return Ok(false);
+        // A consistent view that shows no record of the key is a valid linearisation point
+        // (an expired record is still removed below, and reported absent).
+        for i in 0..4 {
+            let tw = &self.st.mem.stripe(s).table;
+            match self.st.attempt(s, || {
+                self.st
+                    .probe_raw(tw.load(std::sync::atomic::Ordering::Relaxed), hash, key)
+            }) {
+                Attempt::Done(Ok(None)) => return Ok(false),
+                Attempt::Done(_) => break,
+                Attempt::Retry => backoff(i),
+            }
         }
         let g = self.guard();
         let sess = self.session_w(&g)?;
@@ -114,6 +135,15 @@ impl Client {
     /// Store all pairs, all or nothing: either every pair is visible (at one instant, to
     /// every reader) or, on `Err`, none is. A key given twice takes its last value.
     pub fn put_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, items: &[(K, V)]) -> Result<()> {
+        self.put_many_meta(items, |_| 0)
+    }
+
+    /// [`Client::put_many`] with each pair's meta word (its expiry, Unix ms; 0 = none).
+    pub(crate) fn put_many_meta<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        items: &[(K, V)],
+        meta: impl Fn(usize) -> u64,
+    ) -> Result<()> {
         for (k, v) in items {
             self.st.check_limits(k.as_ref(), Some(v.as_ref()))?;
         }
@@ -131,7 +161,7 @@ impl Client {
         let stripes = self.stripes_of(&hashes);
         let txn = Txn::begin(&sess, txn::log_entries_put_many(items.len()))?;
         let mut recs = Vec::with_capacity(items.len());
-        for (k, v) in items {
+        for (i, (k, v)) in items.iter().enumerate() {
             let (k, v) = (k.as_ref(), v.as_ref());
             let rec = match txn.alloc(record_size(k.len() as u64, v.len() as u64)) {
                 Ok(r) => r,
@@ -140,7 +170,7 @@ impl Client {
                     return Err(e);
                 }
             };
-            write_record(&self.st, rec, k, v)?;
+            write_record(&self.st, rec, k, v, meta(i))?;
             recs.push(rec);
         }
         crash_point!("put_many.prepared");
@@ -249,4 +279,17 @@ impl Client {
         }
         txn.finish()
     }
+}
+
+/// The meta word of a key expiring `ttl` from now (Unix ms), or `InvalidArgument` for a zero
+/// or unrepresentable TTL.
+pub(crate) fn expiry_of(ttl: std::time::Duration) -> Result<u64> {
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let at = crate::store::now_ms().saturating_add(ms);
+    if ms == 0 || at > crate::layout::META_EXPIRY_MASK {
+        return Err(crate::Error::InvalidArgument(format!(
+            "invalid TTL {ttl:?} (at least 1 ms, at most ~8900 years)"
+        )));
+    }
+    Ok(at)
 }

@@ -68,9 +68,9 @@ impl Tag {
 /// padded]`.
 ///
 /// `version` is the key's version (see `Store::next_version`), set by the writer under the
-/// stripe lock before the record is published. `meta` is zero today; it is kept for a later
-/// cache mode (bits 0..48 expiry in seconds since the store's epoch, bit 63 a reference bit)
-/// so TTL/eviction need no layout break.
+/// stripe lock before the record is published. `meta` holds the key's expiry in bits 0..48
+/// (Unix time in milliseconds, 0 = never; [`META_EXPIRY_MASK`]); bit 63 is kept for a
+/// reference bit (eviction). A record past its expiry is absent for every reader.
 pub const RECORD_HEADER_SIZE: u64 = 32;
 /// Offset of the length word in a record.
 pub const RECORD_LENS_OFFSET: u64 = 8;
@@ -78,6 +78,8 @@ pub const RECORD_LENS_OFFSET: u64 = 8;
 pub const RECORD_VERSION_OFFSET: u64 = 16;
 /// Offset of the meta word in a record.
 pub const RECORD_META_OFFSET: u64 = 24;
+/// Bits of the meta word holding the expiry (Unix milliseconds; 0 = none).
+pub const META_EXPIRY_MASK: u64 = (1 << 48) - 1;
 
 /// Total bytes of a record with these lengths.
 pub const fn record_size(key_len: u64, value_len: u64) -> u64 {

@@ -63,6 +63,7 @@ fn structs() -> Vec<(&'static str, Fields)> {
                 slot_pages,
                 last_snapshot_unix,
                 snapshot_count,
+                expired,
                 _reserved,
                 classes,
             }),
@@ -90,6 +91,7 @@ fn structs() -> Vec<(&'static str, Fields)> {
                 revision,
                 changes,
                 _pad1,
+                next_expiry,
                 _pad
             }),
         ),

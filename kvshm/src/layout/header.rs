@@ -112,7 +112,9 @@ pub struct Header {
     /// Snapshots written by hosts of this store.
     pub snapshot_count: AtomicU64,
     /// Room for the future (TTL/eviction clock, metrics roots); zero.
-    pub _reserved: [AtomicU64; 6],
+    /// Keys removed because they expired (by expiry passes), since creation.
+    pub expired: AtomicU64,
+    pub _reserved: [AtomicU64; 5],
 
     // ---- allocator roots ----
     pub classes: [ClassHeader; NUM_CLASSES],
@@ -160,7 +162,8 @@ assert_offsets!(Header {
     slot_pages: 384,
     last_snapshot_unix: 576,
     snapshot_count: 584,
-    _reserved: 592,
+    expired: 592,
+    _reserved: 600,
     classes: 640,
 });
 const _: () = assert!(offset_of!(Header, committed_len) == CACHE_LINE);

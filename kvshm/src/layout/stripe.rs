@@ -45,7 +45,11 @@ pub struct Stripe {
     /// `waiters` set, which then wakes everyone sleeping on it.
     pub changes: AtomicU32,
     pub _pad1: AtomicU32,
-    pub _pad: [AtomicU64; 8],
+    /// A hint, never later than the earliest expiry of a record in this stripe (Unix ms; 0 =
+    /// no record with an expiry): lowered under `lock` by writers of records with a TTL, set
+    /// exactly by the expiry pass. Lets the pass skip stripes with nothing due.
+    pub next_expiry: AtomicU64,
+    pub _pad: [AtomicU64; 7],
 }
 assert_offsets!(Stripe {
     lock: 0,
@@ -56,6 +60,7 @@ assert_offsets!(Stripe {
     value_bytes: 40,
     revision: 48,
     changes: 56,
+    next_expiry: 64,
 });
 const _: () = assert!(size_of::<Stripe>() as u64 == STRIPE_SIZE);
 const _: () = assert!(size_of::<Stripe>() == CACHE_LINE);

@@ -103,6 +103,20 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
                 .unwrap();
             out("ack");
         }
+        "expire" => {
+            // 40 keys expire; the pass removes them (the crash point is inside it).
+            for i in 0..40 {
+                c.put_with_ttl(
+                    format!("ttl-{i}").as_bytes(),
+                    b"short",
+                    Duration::from_millis(20),
+                )
+                .unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(30));
+            let n = c.expire_pass().unwrap();
+            out(format!("ack expired {n}"));
+        }
         "incr" => {
             assert_eq!(c.incr(b"crash-ctr", 1).unwrap(), 11);
             out("ack");

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static int passed, failed;
@@ -158,6 +159,24 @@ int main(int argc, char **argv) {
         CHECK(kvshm_contains(c, B("once"), &present) == KVSHM_OK && !present);
         CHECK(kvshm_commit_if(c, NULL, NULL, 0, NULL, NULL, 0, pk, 1, NULL, NULL) == KVSHM_OK);
         CHECK(kvshm_put(c, B("once"), B("again")) == KVSHM_OK);
+    }
+    /* expiry (issue 14) */
+    {
+        int64_t left = 0;
+        bool flag = false;
+        CHECK(kvshm_put_ttl(c, B("ttl-k"), B("v"), 0) == KVSHM_INVALID_ARGUMENT);
+        CHECK(kvshm_put_ttl(c, B("ttl-k"), B("v"), 100) == KVSHM_OK);
+        CHECK(kvshm_ttl(c, B("ttl-k"), &left) == KVSHM_OK && left > 0 && left <= 100);
+        CHECK(kvshm_persist(c, B("ttl-k"), &flag) == KVSHM_OK && flag);
+        CHECK(kvshm_ttl(c, B("ttl-k"), &left) == KVSHM_OK && left == -1);
+        CHECK(kvshm_expire(c, B("ttl-k"), 50, &flag) == KVSHM_OK && flag);
+        CHECK(kvshm_expire(c, B("no-such"), 50, &flag) == KVSHM_OK && !flag);
+        struct timespec nap = {0, 80 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+        CHECK(kvshm_get(c, B("ttl-k"), buf, sizeof buf, &len) == KVSHM_NOT_FOUND);
+        CHECK(kvshm_ttl(c, B("ttl-k"), &left) == KVSHM_NOT_FOUND);
+        /* Counted until an expiry pass (or a remove, which reports it absent) takes it out. */
+        CHECK(kvshm_remove(c, B("ttl-k"), &flag) == KVSHM_OK && !flag);
     }
     /* Two processes increment one counter; a third waits for it to change. */
     CHECK(kvshm_incr(c, B("ctr"), 0, &n64) == KVSHM_OK && n64 == 0);

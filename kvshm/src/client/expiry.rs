@@ -1,0 +1,351 @@
+//! Per-key expiry (issue 14, first half): TTLs, and the pass that frees expired keys' memory.
+//!
+//! A record's meta word holds its expiry (Unix milliseconds, 0 = none). A record past it is
+//! absent for every reader in every process at once (`Store::probe`), with or without a host:
+//! readers write nothing, and read the clock only for records that have an expiry. Writers
+//! treat it as absent too (a put replaces it, `put_if_absent` succeeds, `incr` counts from 0,
+//! `remove` reports false). The memory comes back through [`Client::expire_pass`], run by the
+//! host's housekeeping: each stripe whose `next_expiry` hint is due is swept under its lock,
+//! its expired records removed in one transaction per batch (crash points `expire.removed_one`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::versioned::Decision;
+use super::{Client, WriteOp};
+use crate::crash_point;
+use crate::error::{Error, Result};
+use crate::index;
+use crate::layout::META_EXPIRY_MASK;
+use crate::store::now_ms;
+use crate::txn::{self, Txn};
+
+use super::write::expiry_of;
+
+/// A key's time to live, from [`Client::ttl`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ttl {
+    /// No such key (or it expired).
+    Missing,
+    /// The key does not expire.
+    Persistent,
+    /// The key expires after this long.
+    Remaining(Duration),
+}
+
+/// Expired keys removed per transaction of an expiry pass (bounds the log and the lock hold).
+const EXPIRE_BATCH: usize = 64;
+
+impl Client {
+    /// Make `key` expire `ttl` from now; returns whether the key exists. A zero `ttl` is
+    /// `InvalidArgument`.
+    pub fn expire(&self, key: &[u8], ttl: Duration) -> Result<bool> {
+        let at = expiry_of(ttl)?;
+        self.set_expiry(key, at)
+    }
+
+    /// Make `key` expire at `at` (a time already past removes it for every reader at once);
+    /// returns whether the key exists.
+    pub fn expire_at(&self, key: &[u8], at: SystemTime) -> Result<bool> {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .max(1);
+        if ms > META_EXPIRY_MASK {
+            return Err(Error::InvalidArgument(format!(
+                "expiry time {at:?} too far"
+            )));
+        }
+        self.set_expiry(key, ms)
+    }
+
+    /// Remove `key`'s expiry; returns whether it had one (Redis's PERSIST).
+    pub fn persist(&self, key: &[u8]) -> Result<bool> {
+        self.st.check_limits(key, None)?;
+        Ok(self
+            .modify(key, |cur| {
+                Ok(match cur {
+                    Some(c) if c.meta & META_EXPIRY_MASK != 0 => {
+                        (Decision::Touch(c.meta & !META_EXPIRY_MASK), true)
+                    }
+                    _ => (Decision::Keep, false),
+                })
+            })?
+            .0)
+    }
+
+    fn set_expiry(&self, key: &[u8], at: u64) -> Result<bool> {
+        self.st.check_limits(key, None)?;
+        Ok(self
+            .modify(key, |cur| {
+                Ok(match cur {
+                    Some(c) => (Decision::Touch(c.meta & !META_EXPIRY_MASK | at), true),
+                    None => (Decision::Keep, false),
+                })
+            })?
+            .0)
+    }
+
+    /// How long `key` has to live. Lock-free, like a get.
+    pub fn ttl(&self, key: &[u8]) -> Result<Ttl> {
+        self.not_forked()?;
+        self.st.check_limits(key, None)?;
+        let hash = self.st.hash(key);
+        let s = self.st.stripe_of(hash);
+        let meta = self.read_consistent(&[s], || {
+            let tw = self
+                .st
+                .mem
+                .stripe(s)
+                .table
+                .load(std::sync::atomic::Ordering::Relaxed);
+            match self.st.probe(tw, hash, key)? {
+                Some(rec) => self.st.record_meta(rec).map(Some),
+                None => Ok(None),
+            }
+        })?;
+        Ok(match meta.map(|m| m & META_EXPIRY_MASK) {
+            None => Ttl::Missing,
+            Some(0) => Ttl::Persistent,
+            Some(at) => match at.checked_sub(now_ms()) {
+                Some(ms) if ms > 0 => Ttl::Remaining(Duration::from_millis(ms)),
+                _ => Ttl::Missing,
+            },
+        })
+    }
+
+    /// Free the memory of expired keys: every stripe whose `next_expiry` hint is due is swept
+    /// under its lock, its expired records removed in transactions of at most 64, and its hint
+    /// set to the earliest expiry left. The host's housekeeping runs this each pass; any
+    /// writable client may. Returns how many keys it removed.
+    pub fn expire_pass(&self) -> Result<u64> {
+        self.not_forked()?;
+        let mut removed = 0u64;
+        for s in 0..self.st.mem.stripe_count() {
+            let hint = self
+                .st
+                .mem
+                .stripe(s)
+                .next_expiry
+                .load(std::sync::atomic::Ordering::Acquire);
+            if hint == 0 || hint > now_ms() {
+                continue;
+            }
+            loop {
+                let (n, more) = self.expire_stripe(s)?;
+                removed += n;
+                if !more {
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            self.st
+                .mem
+                .header()
+                .expired
+                .fetch_add(removed, std::sync::atomic::Ordering::Relaxed);
+            log::debug!("expiry pass: {removed} expired keys removed");
+        }
+        Ok(removed)
+    }
+
+    /// One transaction on stripe `s`: remove up to [`EXPIRE_BATCH`] expired records, then set
+    /// the stripe's hint (exact when the whole stripe was seen). Returns (removed, more left).
+    fn expire_stripe(&self, s: usize) -> Result<(u64, bool)> {
+        let g = self.guard();
+        let sess = self.session_w(&g)?;
+        let txn = Txn::begin(&sess, txn::log_entries_remove_many(EXPIRE_BATCH))?;
+        let (mut removed, mut more) = (0u64, false);
+        self.apply_locked(&sess, txn, &[s], WriteOp::Many, |txn| {
+            let now = now_ms();
+            let mut next = 0u64;
+            let mut key = Vec::new();
+            for rec in self.st.stripe_records(s)? {
+                let exp = self.st.record_meta(rec)? & META_EXPIRY_MASK;
+                if exp == 0 {
+                    continue;
+                }
+                if exp > now {
+                    next = if next == 0 { exp } else { next.min(exp) };
+                    continue;
+                }
+                if removed as usize == EXPIRE_BATCH {
+                    more = true;
+                    next = now; // due again at once
+                    continue;
+                }
+                self.st.read_key(rec, &mut key)?;
+                let hash = self.st.hash(&key);
+                index::remove(txn, s, hash, &key)?;
+                removed += 1;
+                crash_point!("expire.removed_one");
+            }
+            self.st
+                .mem
+                .stripe(s)
+                .next_expiry
+                .store(next, std::sync::atomic::Ordering::Release);
+            Ok(())
+        })?;
+        Ok((removed, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ttl;
+    use crate::tests::TestStore;
+    use crate::Config;
+    use std::time::Duration;
+
+    #[test]
+    fn an_expired_key_is_absent_for_every_read_and_write() {
+        let t = TestStore::new("ttl", Config::default().stripes(4));
+        let (c, other) = (t.client(), t.client());
+        c.put_with_ttl(b"k", b"v", Duration::from_millis(60))
+            .unwrap();
+        c.put(b"keep", b"v").unwrap();
+        assert!(
+            matches!(c.ttl(b"k").unwrap(), Ttl::Remaining(d) if d <= Duration::from_millis(60))
+        );
+        assert_eq!(c.ttl(b"keep").unwrap(), Ttl::Persistent);
+        assert_eq!(c.ttl(b"none").unwrap(), Ttl::Missing);
+        assert_eq!(other.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        std::thread::sleep(Duration::from_millis(70));
+        // Gone for every reader, in this client and another, before any pass ran.
+        assert_eq!(c.get(b"k").unwrap(), None);
+        assert_eq!(other.get(b"k").unwrap(), None);
+        assert!(!other.contains(b"k").unwrap());
+        assert_eq!(other.get_many(&[&b"k"[..], b"keep"]).unwrap()[0], None);
+        assert_eq!(other.get_versioned(b"k").unwrap(), None);
+        assert_eq!(c.ttl(b"k").unwrap(), Ttl::Missing);
+        assert!(c.keys(b"").unwrap().iter().all(|k| k != b"k"));
+        // Writers see it absent too.
+        assert!(!c.remove(b"k").unwrap());
+        c.put_with_ttl(b"k2", b"7", Duration::from_millis(30))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(
+            c.incr(b"k2", 1).unwrap(),
+            1,
+            "an expired counter counts from 0"
+        );
+        assert!(c.put_if_absent(b"k", b"new").unwrap());
+        assert_eq!(c.get(b"k").unwrap().as_deref(), Some(&b"new"[..]));
+        assert_eq!(c.ttl(b"k").unwrap(), Ttl::Persistent);
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:#?}", r.problems);
+    }
+
+    #[test]
+    fn expire_persist_and_which_writes_keep_a_ttl() {
+        let t = TestStore::new("ttl2", Config::default().stripes(4));
+        let c = t.client();
+        assert!(!c.expire(b"nope", Duration::from_secs(5)).unwrap());
+        assert!(matches!(
+            c.put_with_ttl(b"k", b"v", Duration::ZERO),
+            Err(crate::Error::InvalidArgument(_))
+        ));
+        c.put(b"k", b"1").unwrap();
+        let v = c.version(b"k").unwrap();
+        assert!(c.expire(b"k", Duration::from_secs(100)).unwrap());
+        assert_eq!(
+            c.version(b"k").unwrap(),
+            v,
+            "expire changes no value, no version"
+        );
+        assert!(matches!(c.ttl(b"k").unwrap(), Ttl::Remaining(d) if d > Duration::from_secs(90)));
+        // incr, append and update keep it (Redis); put and put_if_version clear it.
+        c.incr(b"k", 1).unwrap();
+        c.append(b"k", b"0").unwrap();
+        c.update(b"k", |v| v.map(|v| v.to_vec())).unwrap();
+        assert!(matches!(c.ttl(b"k").unwrap(), Ttl::Remaining(_)));
+        assert!(c.persist(b"k").unwrap());
+        assert!(!c.persist(b"k").unwrap());
+        assert_eq!(c.ttl(b"k").unwrap(), Ttl::Persistent);
+        c.expire(b"k", Duration::from_secs(100)).unwrap();
+        c.put(b"k", b"x").unwrap();
+        assert_eq!(
+            c.ttl(b"k").unwrap(),
+            Ttl::Persistent,
+            "a put clears the TTL"
+        );
+        // An expiry in the past removes the key for every reader at once.
+        assert!(c
+            .expire_at(b"k", std::time::SystemTime::now() - Duration::from_secs(1))
+            .unwrap());
+        assert_eq!(c.get(b"k").unwrap(), None);
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:#?}", r.problems);
+    }
+
+    /// Snapshots keep absolute expiry times; a key that expired while on disk is not loaded.
+    #[test]
+    fn snapshots_keep_expiry_times_and_skip_keys_expired_on_disk() {
+        let t = TestStore::new("ttlsnap", Config::default().stripes(4));
+        let c = t.client();
+        c.put(b"forever", b"1").unwrap();
+        c.put_with_ttl(b"hour", b"2", Duration::from_secs(3600))
+            .unwrap();
+        c.put_with_ttl(b"soon", b"3", Duration::from_millis(80))
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("kvshm-ttlsnap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s.snap");
+        let info = c.dump_file(&file, |_| {}).unwrap();
+        assert_eq!(info.keys, 3);
+        std::thread::sleep(Duration::from_millis(90));
+        let t2 = TestStore::new("ttlsnap2", Config::default().stripes(4));
+        let c2 = t2.client();
+        c2.load_file(&file, false, |_| {}).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(c2.get(b"forever").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(c2.ttl(b"forever").unwrap(), Ttl::Persistent);
+        assert!(matches!(
+            c2.ttl(b"hour").unwrap(),
+            Ttl::Remaining(d) if d > Duration::from_secs(3500) && d <= Duration::from_secs(3600)
+        ));
+        assert_eq!(c2.get(b"soon").unwrap(), None);
+        assert_eq!(c2.len(), 2, "the key that expired on disk was loaded");
+    }
+
+    #[test]
+    fn the_expiry_pass_frees_expired_keys_and_only_those() {
+        let t = TestStore::new("ttlpass", Config::default().stripes(8));
+        let c = t.client();
+        for i in 0..1000u32 {
+            c.put_with_ttl(&i.to_le_bytes(), &[1u8; 100], Duration::from_millis(50))
+                .unwrap();
+        }
+        for i in 1000..1100u32 {
+            c.put_with_ttl(&i.to_le_bytes(), b"later", Duration::from_secs(3600))
+                .unwrap();
+        }
+        c.put(b"forever", b"v").unwrap();
+        assert_eq!(c.expire_pass().unwrap(), 0, "nothing due yet");
+        assert_eq!(c.len(), 1101);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.expire_pass().unwrap(), 1000);
+        assert_eq!(c.len(), 101);
+        assert_eq!(c.stats().expired, 1000);
+        assert_eq!(c.expire_pass().unwrap(), 0);
+        for i in 1000..1100u32 {
+            assert_eq!(
+                c.get(&i.to_le_bytes()).unwrap().as_deref(),
+                Some(&b"later"[..])
+            );
+        }
+        // The hints say when to look again: no stripe is due for an hour.
+        let now = crate::store::now_ms();
+        for s in 0..8 {
+            let h =
+                c.st.mem
+                    .stripe(s)
+                    .next_expiry
+                    .load(std::sync::atomic::Ordering::Relaxed);
+            assert!(h == 0 || h > now + 3_500_000, "stripe {s}: hint {h}");
+        }
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:#?}", r.problems);
+    }
+}
