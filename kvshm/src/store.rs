@@ -488,15 +488,24 @@ impl Store {
     /// Find `key` in a table; `Some(record offset)` when present and not expired.
     #[inline]
     pub fn probe(&self, table_word: u64, hash: u64, key: &[u8]) -> Result<Option<u64>> {
-        match self.probe_raw(table_word, hash, key)? {
-            Some(rec) if !self.record_expired(rec)? => Ok(Some(rec)),
-            _ => Ok(None),
-        }
+        self.probe_inner::<true>(table_word, hash, key)
     }
 
     /// Find `key`'s record in a table, expired or not.
     #[inline]
     pub fn probe_raw(&self, table_word: u64, hash: u64, key: &[u8]) -> Result<Option<u64>> {
+        self.probe_inner::<false>(table_word, hash, key)
+    }
+
+    /// The probe loop. With `LIVE`, a record past its expiry is absent: its meta word is read
+    /// with the lengths (one bounds check for both), and the clock only if it has an expiry.
+    #[inline(always)]
+    fn probe_inner<const LIVE: bool>(
+        &self,
+        table_word: u64,
+        hash: u64,
+        key: &[u8],
+    ) -> Result<Option<u64>> {
         let Some((entries, _)) = self.table_entries(table_word)? else {
             return Ok(None);
         };
@@ -507,11 +516,33 @@ impl Store {
             if e == ENTRY_EMPTY {
                 return Ok(None);
             }
-            if e != ENTRY_TOMBSTONE
-                && entry_matches(e, hash)
-                && self.record_key_eq(entry_record(e), key)?
-            {
-                return Ok(Some(entry_record(e)));
+            if e != ENTRY_TOMBSTONE && entry_matches(e, hash) {
+                let rec = entry_record(e);
+                // [lens][version][meta]
+                let head = self.mem.words(rec + RECORD_LENS_OFFSET, 3)?;
+                let lens = head[0].load(Ordering::Relaxed);
+                let (k, v) = ((lens & 0xffff_ffff) as usize, (lens >> 32) as usize);
+                if k > self.max_key || v > self.max_value {
+                    return Err(Error::corrupt(
+                        rec,
+                        format!("record lengths {k}/{v} over the limits"),
+                    ));
+                }
+                if k == key.len()
+                    && words_eq(
+                        self.mem
+                            .words(rec + RECORD_HEADER_SIZE, pad8(k as u64) / 8)?,
+                        key,
+                    )
+                {
+                    if LIVE {
+                        let exp = head[2].load(Ordering::Relaxed) & META_EXPIRY_MASK;
+                        if exp != 0 && now_ms() >= exp {
+                            return Ok(None);
+                        }
+                    }
+                    return Ok(Some(rec));
+                }
             }
             i = table_next(i, cap);
         }
