@@ -48,6 +48,9 @@ pub struct ReclaimPass {
     pub marked: u64,
 }
 
+/// Chunks punched per hold of the grow lock.
+const PUNCH_BATCH: u64 = 8;
+
 impl Store {
     fn committed_chunks(&self) -> usize {
         let n = self.mem.committed().saturating_sub(self.chunk_base) / CHUNK_SIZE;
@@ -93,25 +96,39 @@ impl Store {
         {
             return Ok(0);
         }
-        self.with_grow_lock(|| {
-            let mut n = 0;
-            for (i, e) in map.iter().enumerate().take(self.committed_chunks()) {
-                if e.compare_exchange(CHUNK_COOLING, CHUNK_RECLAIMING, Ordering::AcqRel, R)
-                    .is_err()
-                {
-                    continue; // claimed meanwhile, or not cooling
+        // The grow lock is taken for at most PUNCH_BATCH punches at a time: a writer that
+        // needs a punched chunk back (or must grow) waits for one small batch, not for a whole
+        // pass (after a mass expiry one pass punched 600 chunks).
+        let mut n = 0;
+        let mut next = 0usize;
+        let end = self.committed_chunks();
+        while next < end {
+            let (done, at) = self.with_grow_lock(|| {
+                let mut done = 0u64;
+                let mut i = next;
+                while i < end && done < PUNCH_BATCH {
+                    let e = &map[i];
+                    i += 1;
+                    if e.compare_exchange(CHUNK_COOLING, CHUNK_RECLAIMING, Ordering::AcqRel, R)
+                        .is_err()
+                    {
+                        continue; // claimed meanwhile, or not cooling
+                    }
+                    crash_point!("reclaim.punching");
+                    let (from, to) = self.chunk_range(i - 1);
+                    if let Err(e2) = segment::punch_hole(&self.file, from, to) {
+                        e.store(CHUNK_COOLING, REL); // still backed and zero
+                        return Err(e2);
+                    }
+                    e.store(CHUNK_PUNCHED, REL);
+                    done += 1;
                 }
-                crash_point!("reclaim.punching");
-                let (from, to) = self.chunk_range(i);
-                if let Err(e2) = segment::punch_hole(&self.file, from, to) {
-                    e.store(CHUNK_COOLING, REL); // still backed and zero
-                    return Err(e2);
-                }
-                e.store(CHUNK_PUNCHED, REL);
-                n += 1;
-            }
-            Ok(n)
-        })
+                Ok((done, i))
+            })?;
+            n += done;
+            next = at;
+        }
+        Ok(n)
     }
 
     /// Mark FREE chunks COOLING, highest first, leaving `keep_chunks` claimable ones. Returns

@@ -33,7 +33,7 @@ pub enum Ttl {
 }
 
 /// Expired keys removed per transaction of an expiry pass (bounds the log and the lock hold).
-const EXPIRE_BATCH: usize = 64;
+const EXPIRE_BATCH: usize = 16;
 
 impl Client {
     /// Make `key` expire `ttl` from now; returns whether the key exists. A zero `ttl` is
@@ -114,7 +114,7 @@ impl Client {
     }
 
     /// Free the memory of expired keys: every stripe whose `next_expiry` hint is due is swept
-    /// under its lock, its expired records removed in transactions of at most 64, and its hint
+    /// under its lock, its expired records removed in transactions of at most 16, and its hint
     /// set to the earliest expiry left. The host's housekeeping runs this each pass; any
     /// writable client may. Returns how many keys it removed.
     pub fn expire_pass(&self) -> Result<u64> {
