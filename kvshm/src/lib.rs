@@ -56,7 +56,7 @@ pub use snapshot::{
     read_snapshot, read_snapshot_with_expiry, write_snapshot, LoadedSnapshot, SnapshotInfo,
 };
 pub use stats::{human_bytes, ClientInfo, Stats};
-pub use store::LockWaitStats;
+pub use store::{now_ms, LockWaitStats};
 pub use verify::Report;
 
 #[cfg(test)]

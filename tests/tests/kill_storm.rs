@@ -252,3 +252,77 @@ fn incrementers_killed_at_random_lose_no_acknowledged_increment() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 14: writers put keys with short TTLs (30-300 ms) and without, remove them and run
+/// expiry passes, and are SIGKILLed at random. Each respawned writer first checks every own key
+/// against its log with the expiry rules: the last acknowledged value while it is surely alive,
+/// absent once it surely expired, either while its expiry window is open (and the same for an
+/// operation in flight at the kill). At the end each writer checks once more; verify is clean.
+#[test]
+fn ttl_writers_killed_at_random_follow_the_expiry_rules() {
+    const WRITERS: u64 = 3;
+    let secs: u64 = std::env::var("KVSHM_STORM_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let t = TestStore::new(
+        "ttlstorm",
+        Config::default().stripes(8).initial_size(0),
+        CHILD,
+    );
+    let dir = tempdir().join("ttl");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = |w: u64| dir.join(format!("log-{w}"));
+    let spawn = |w: u64| {
+        t.spawn(
+            "ttl-writer",
+            &[&w.to_string(), log(w).to_str().unwrap()],
+            &[],
+        )
+    };
+    let mut ws: Vec<ChildGuard> = (0..WRITERS).map(spawn).collect();
+    let mut rng = Rng::new(0x771 ^ std::process::id() as u64);
+    let (mut kills, mut passes) = (0u64, 0u64);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(10 + rng.below(80)));
+        for (i, p) in ws.iter_mut().enumerate() {
+            if let Some(st) = p.child.try_wait().unwrap() {
+                panic!(
+                    "ttl writer {i} exited by itself ({st:?}): {:?}",
+                    p.stdout_lines()
+                );
+            }
+        }
+        // The host's pass runs too, between the writers' own.
+        t.host().expire_pass().unwrap();
+        passes += 1;
+        let w = rng.below(WRITERS) as usize;
+        ws[w].kill();
+        kills += 1;
+        ws[w] = spawn(w as u64);
+    }
+    // A last round: each writer checks its keys at start; give it the time, then stop it.
+    for p in &mut ws {
+        p.kill();
+    }
+    for w in 0..WRITERS {
+        let mut p = spawn(w);
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(st) = p.child.try_wait().unwrap() {
+            panic!(
+                "final check of ttl writer {w} failed ({st:?}): {:?}",
+                p.stdout_lines()
+            );
+        }
+        p.kill();
+    }
+    t.assert_verified();
+    let s = t.host().stats();
+    eprintln!(
+        "ttl storm: {secs}s, {kills} kills, {passes} host passes, {} keys expired by passes, {} keys left",
+        s.expired, s.keys
+    );
+    assert!(kills > 0 && s.expired > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -66,6 +66,7 @@ fn main() {
         ),
         "writer" => writer(open(), rest[0].parse().expect("id"), &rest[1]),
         "incrementer" => incrementer(open(), rest[0].parse().expect("id"), &rest[1]),
+        "ttl-writer" => ttl_writer(open(), rest[0].parse().expect("id"), &rest[1]),
         "version-reader" => version_reader(open(), rest[0].parse().expect("secs")),
         "reader" => reader(
             open(),
@@ -442,6 +443,144 @@ fn incrementer(c: Client, id: u64, ack_path: &str) {
             // first line to merge with.
             ack.write_all(format!("{key} {n}\n").as_bytes())
                 .expect("ack");
+        }
+    }
+}
+
+/// What a TTL storm writer last did to one of its keys, from its log.
+#[derive(Clone, Copy, Debug)]
+struct TtlState {
+    /// The value (a counter), or None for a remove.
+    value: Option<u64>,
+    /// Expiry window of the write: not before `lo`, not after `hi` (Unix ms); 0 = persistent.
+    lo: u64,
+    hi: u64,
+}
+
+/// Check one key against what its writer's log says (the last acknowledged operation, and an
+/// operation in flight at a kill that may or may not have happened).
+fn ttl_check(
+    c: &Client,
+    key: &str,
+    acked: Option<TtlState>,
+    pending: Option<TtlState>,
+) -> Option<String> {
+    let now_before = kvshm::now_ms();
+    let got = c
+        .get(key.as_bytes())
+        .expect("get")
+        .map(|v| std::str::from_utf8(&v).unwrap().parse::<u64>().unwrap());
+    let now_after = kvshm::now_ms();
+    // What each state allows the read to see: its value while surely alive, absent once surely
+    // expired, either in between.
+    let allows = |st: Option<TtlState>| -> bool {
+        let Some(st) = st else { return got.is_none() };
+        match st.value {
+            None => got.is_none(),
+            Some(v) if st.lo == 0 => got == Some(v),
+            Some(v) => {
+                if now_after < st.lo {
+                    got == Some(v)
+                } else if now_before > st.hi {
+                    got.is_none()
+                } else {
+                    got == Some(v) || got.is_none()
+                }
+            }
+        }
+    };
+    if allows(acked) || (pending.is_some() && allows(pending)) {
+        None
+    } else {
+        Some(format!(
+            "{key}: read {got:?} at {now_before}..{now_after}, acknowledged {acked:?}, in flight {pending:?}"
+        ))
+    }
+}
+
+/// TTL storm writer `id`: puts (some with TTLs of 30-300 ms), removes and expire passes on its
+/// own 50 keys, forever, logging `I key value lo ttl` before and `OK hi` after each write. At
+/// start it replays its log and checks every own key against it (with the expiry rules).
+fn ttl_writer(c: Client, id: u64, log_path: &str) {
+    use std::collections::HashMap;
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let mut acked: HashMap<String, TtlState> = HashMap::new();
+    let mut pending: Option<(String, TtlState)> = None;
+    for line in log.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        match f.as_slice() {
+            ["I", k, v, lo, ttl] => {
+                let (Ok(lo), Ok(ttl)) = (lo.parse::<u64>(), ttl.parse::<u64>()) else {
+                    continue;
+                };
+                let value = (*v != "-").then(|| v.parse().unwrap());
+                let st = TtlState {
+                    value,
+                    lo: if ttl == 0 { 0 } else { lo + ttl },
+                    hi: u64::MAX,
+                };
+                pending = Some((k.to_string(), st));
+            }
+            ["OK", hi, ttl] => {
+                if let (Some((k, mut st)), Ok(hi), Ok(ttl)) =
+                    (pending.take(), hi.parse::<u64>(), ttl.parse::<u64>())
+                {
+                    st.hi = if ttl == 0 { 0 } else { hi + ttl };
+                    acked.insert(k, st);
+                }
+            }
+            _ => {} // a line cut by a kill
+        }
+    }
+    let mut problems = Vec::new();
+    for i in 0..50 {
+        let key = format!("t{id}-{i}");
+        let p = pending
+            .as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, st)| *st);
+        if let Some(e) = ttl_check(&c, &key, acked.get(&key).copied(), p) {
+            problems.push(e);
+        }
+    }
+    fail_on(&problems);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("log");
+    let mut rng = Rng::new(std::process::id() as u64 ^ id);
+    let mut n = 0u64;
+    loop {
+        let key = format!("t{id}-{}", rng.below(50));
+        n += 1;
+        let op = rng.below(10);
+        let lo = kvshm::now_ms();
+        if op == 0 {
+            f.write_all(format!("I {key} - {lo} 0\n").as_bytes())
+                .unwrap();
+            c.remove(key.as_bytes()).unwrap();
+            f.write_all(format!("OK {} 0\n", kvshm::now_ms()).as_bytes())
+                .unwrap();
+        } else {
+            let ttl = if op < 6 { 30 + rng.below(270) } else { 0 };
+            f.write_all(format!("I {key} {n} {lo} {ttl}\n").as_bytes())
+                .unwrap();
+            if ttl == 0 {
+                c.put(key.as_bytes(), n.to_string().as_bytes()).unwrap();
+            } else {
+                c.put_with_ttl(
+                    key.as_bytes(),
+                    n.to_string().as_bytes(),
+                    Duration::from_millis(ttl),
+                )
+                .unwrap();
+            }
+            f.write_all(format!("OK {} {ttl}\n", kvshm::now_ms()).as_bytes())
+                .unwrap();
+        }
+        if n % 200 == 0 {
+            c.expire_pass().unwrap();
         }
     }
 }
