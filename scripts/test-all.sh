@@ -17,6 +17,7 @@ gate shellcheck.sh
 gate test.sh debug
 gate test.sh release
 gate csharp.sh
+gate python.sh
 gate loom.sh
 gate bench-smoke.sh
 gate demo.sh
