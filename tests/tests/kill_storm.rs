@@ -33,7 +33,7 @@ fn sigkill_storm_loses_nothing_and_never_tears() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(8);
     let t = TestStore::new("storm", Config::default().stripes(8).initial_size(0), CHILD);
-    let dir = tempdir();
+    let dir = tempdir("storm");
     let ack = |w: u64| dir.join(format!("ack-{w}"));
     let spawn_writer = |w: u64| t.spawn("writer", &[&w.to_string(), ack(w).to_str().unwrap()], &[]);
     let mut writers: Vec<ChildGuard> = (0..WRITERS).map(spawn_writer).collect();
@@ -139,8 +139,10 @@ fn sigkill_storm_loses_nothing_and_never_tears() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("kvshm-storm-{}", std::process::id()));
+/// A directory of this test's own: the tests of this file run in parallel in one process, and
+/// each removes its directory when it ends.
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("kvshm-storm-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -163,8 +165,7 @@ fn incrementers_killed_at_random_lose_no_acknowledged_increment() {
         Config::default().stripes(8).initial_size(0),
         CHILD,
     );
-    let dir = tempdir().join("incr");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("incr");
     let ack = |w: u64| dir.join(format!("ack-{w}"));
     let spawn = |w: u64| {
         t.spawn(
@@ -270,8 +271,7 @@ fn ttl_writers_killed_at_random_follow_the_expiry_rules() {
         Config::default().stripes(8).initial_size(0),
         CHILD,
     );
-    let dir = tempdir().join("ttl");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("ttl");
     let log = |w: u64| dir.join(format!("log-{w}"));
     let spawn = |w: u64| {
         t.spawn(
