@@ -166,7 +166,15 @@ class Lmdb:
     def open(self):
         import lmdb
 
+        if getattr(self, "env", None) is not None:
+            return  # one environment per process (py-lmdb refuses a second)
         self.env = lmdb.open(self.dir, map_size=1 << 30, sync=False, metasync=False)
+
+    def before_fork(self):
+        # An LMDB environment must not be used across fork: workers open their own.
+        if getattr(self, "env", None) is not None:
+            self.env.close()
+            self.env = None
 
     def get(self, k):
         with self.env.begin() as t:
@@ -197,17 +205,25 @@ def run(sysobj, op, secs, seed):
             return n, el
 
 
+# The system under test, inherited by forked workers (its handles are not picklable; each
+# worker opens its own connection in `run`).
+CURRENT = None
+
+
 def _child(args):
-    sysobj, op, secs, seed = args
-    return run(sysobj, op, secs, seed)
+    op, secs, seed = args
+    return run(CURRENT, op, secs, seed)
 
 
 def measure(sysobj, procs, op, secs):
+    global CURRENT
     if procs == 1:
         n, el = run(sysobj, op, secs, 1)
         return n / el
+    CURRENT = sysobj
+    getattr(sysobj, "before_fork", lambda: None)()
     with mp.get_context("fork").Pool(procs) as pool:
-        res = pool.map(_child, [(sysobj, op, secs, s) for s in range(procs)])
+        res = pool.map(_child, [(op, secs, s) for s in range(procs)])
     return sum(n for n, _ in res) / max(el for _, el in res)
 
 
