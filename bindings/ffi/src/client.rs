@@ -126,19 +126,8 @@ pub unsafe extern "C" fn kvshm_get(
             let mut v = cell.take();
             let status = match c.get_into(k, &mut v) {
                 Ok(false) => KVSHM_NOT_FOUND,
-                Ok(true) => {
-                    *vl = v.len();
-                    if v.len() > buf_len {
-                        KVSHM_BUFFER_TOO_SMALL
-                    } else {
-                        if !v.is_empty() {
-                            // SAFETY: `buf` is non-NULL here (v.len() > 0 and <= buf_len) and
-                            // holds `buf_len >= v.len()` writable bytes (caller contract).
-                            unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), buf, v.len()) };
-                        }
-                        KVSHM_OK
-                    }
-                }
+                // SAFETY: forwarded caller contract for `buf`/`buf_len`.
+                Ok(true) => unsafe { deliver(&v, buf, buf_len, vl) },
                 Err(e) => fail(e),
             };
             if v.capacity() > 1 << 20 {
@@ -148,6 +137,30 @@ pub unsafe extern "C" fn kvshm_get(
             status
         })
     })
+}
+
+/// Hand a value to the caller: `*value_len` = its length; copied into `buf` when it fits,
+/// else KVSHM_BUFFER_TOO_SMALL with `buf` untouched.
+///
+/// # Safety
+/// `buf` is NULL only when `buf_len` is 0 (checked by the callers), else points to `buf_len`
+/// writable bytes.
+pub(crate) unsafe fn deliver(
+    v: &[u8],
+    buf: *mut u8,
+    buf_len: usize,
+    value_len: &mut usize,
+) -> kvshm_status {
+    *value_len = v.len();
+    if v.len() > buf_len {
+        return KVSHM_BUFFER_TOO_SMALL;
+    }
+    if !v.is_empty() {
+        // SAFETY: `buf` is non-NULL here (0 < v.len() <= buf_len) and holds `buf_len` writable
+        // bytes (caller contract).
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), buf, v.len()) };
+    }
+    KVSHM_OK
 }
 
 thread_local! {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use kvshm_core::{Error, Ttl, WaitResult};
 
 use crate::args::{bytes, out_ptr, slices};
+use crate::client::deliver;
 use crate::handle::with_client;
 use crate::{fail, invalid, kvshm_bytes, kvshm_client, kvshm_status, tri};
 use kvshm_status::*;
@@ -63,17 +64,11 @@ pub unsafe extern "C" fn kvshm_get_versioned(
         match c.get_versioned(k) {
             Ok(None) => KVSHM_NOT_FOUND,
             Ok(Some((v, ver))) => {
-                *vl = v.len();
-                // SAFETY: caller contract for `version`.
-                unsafe { put_out(version, ver) };
-                if v.len() > buf_len {
-                    return KVSHM_BUFFER_TOO_SMALL;
+                // SAFETY: caller contract for `version`, `buf` and `buf_len`.
+                unsafe {
+                    put_out(version, ver);
+                    deliver(&v, buf, buf_len, vl)
                 }
-                if !v.is_empty() {
-                    // SAFETY: `buf` holds `buf_len >= v.len() > 0` writable bytes.
-                    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), buf, v.len()) };
-                }
-                KVSHM_OK
             }
             Err(e) => fail(e),
         }
@@ -156,11 +151,32 @@ pub unsafe extern "C" fn kvshm_put_if_absent(
     value_len: usize,
     stored: *mut bool,
 ) -> kvshm_status {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        put_when(client, key, key_len, value, value_len, stored, |c, k, v| {
+            c.put_if_absent(k, v)
+        })
+    }
+}
+
+/// A put that may not happen (`f` says whether it did): `kvshm_put_if_absent`, `kvshm_replace`.
+///
+/// # Safety
+/// As for `kvshm_put_if_absent`.
+unsafe fn put_when(
+    client: *const kvshm_client,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    stored: *mut bool,
+    f: impl FnOnce(&kvshm_core::Client, &[u8], &[u8]) -> kvshm_core::Result<bool>,
+) -> kvshm_status {
     with_client(client, |c| {
         // SAFETY: readable ranges of the stated lengths (caller contract).
         let (k, v) =
             tri!(unsafe { bytes(key, key_len).and_then(|k| Ok((k, bytes(value, value_len)?))) });
-        match c.put_if_absent(k, v) {
+        match f(c, k, v) {
             Ok(b) => {
                 // SAFETY: caller contract for `stored`.
                 unsafe { put_out(stored, b) };
@@ -282,19 +298,12 @@ pub unsafe extern "C" fn kvshm_replace(
     value_len: usize,
     stored: *mut bool,
 ) -> kvshm_status {
-    with_client(client, |c| {
-        // SAFETY: readable ranges of the stated lengths (caller contract).
-        let (k, v) =
-            tri!(unsafe { bytes(key, key_len).and_then(|k| Ok((k, bytes(value, value_len)?))) });
-        match c.replace(k, v) {
-            Ok(b) => {
-                // SAFETY: caller contract for `stored`.
-                unsafe { put_out(stored, b) };
-                KVSHM_OK
-            }
-            Err(e) => fail(e),
-        }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        put_when(client, key, key_len, value, value_len, stored, |c, k, v| {
+            c.replace(k, v)
+        })
+    }
 }
 
 /// All or nothing, atomically: if every `check_keys[i]` is at `check_versions[i]` (0: must be
