@@ -120,6 +120,7 @@ impl Client {
     pub fn expire_pass(&self) -> Result<u64> {
         self.not_forked()?;
         let mut removed = 0u64;
+        let now = now_ms();
         for s in 0..self.st.mem.stripe_count() {
             let hint = self
                 .st
@@ -127,7 +128,7 @@ impl Client {
                 .stripe(s)
                 .next_expiry
                 .load(std::sync::atomic::Ordering::Acquire);
-            if hint == 0 || hint > now_ms() {
+            if hint == 0 || hint > now {
                 continue;
             }
             loop {

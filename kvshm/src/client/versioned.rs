@@ -262,19 +262,7 @@ impl Client {
         let n = checks.len() + puts.len() + removes.len();
         let txn = Txn::begin(&sess, txn::log_entries_put_many(n))?;
         // New records before any lock, as put_many.
-        let mut recs = Vec::with_capacity(puts.len());
-        for (k, v) in puts {
-            let (k, v) = (k.as_ref(), v.as_ref());
-            let rec = match txn.alloc(record_size(k.len() as u64, v.len() as u64)) {
-                Ok(r) => r,
-                Err(e) => {
-                    txn.cancel()?;
-                    return Err(e);
-                }
-            };
-            write_record(&self.st, rec, k, v, 0)?;
-            recs.push(rec);
-        }
+        let (txn, recs) = self.new_records(txn, puts, |_| 0)?;
         self.apply_locked(&sess, txn, &stripes, WriteOp::Modify, |txn| {
             for (i, ((k, expected), &h)) in checks.iter().zip(&check_h).enumerate() {
                 let s = self.st.stripe_of(h);

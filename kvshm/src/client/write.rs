@@ -160,19 +160,7 @@ impl Client {
             .collect();
         let stripes = self.stripes_of(&hashes);
         let txn = Txn::begin(&sess, txn::log_entries_put_many(items.len()))?;
-        let mut recs = Vec::with_capacity(items.len());
-        for (i, (k, v)) in items.iter().enumerate() {
-            let (k, v) = (k.as_ref(), v.as_ref());
-            let rec = match txn.alloc(record_size(k.len() as u64, v.len() as u64)) {
-                Ok(r) => r,
-                Err(e) => {
-                    txn.cancel()?;
-                    return Err(e);
-                }
-            };
-            write_record(&self.st, rec, k, v, meta(i))?;
-            recs.push(rec);
-        }
+        let (txn, recs) = self.new_records(txn, items, meta)?;
         crash_point!("put_many.prepared");
         self.apply_locked(&sess, txn, &stripes, WriteOp::Many, |txn| {
             for &s in &stripes {
@@ -196,6 +184,30 @@ impl Client {
         ]);
         self.trace("put_many", b"", format_args!("{} pairs", items.len()));
         Ok(())
+    }
+
+    /// Reserve and fill one new record per pair of a batch (before any stripe lock), with
+    /// `meta(i)` as pair `i`'s meta word; on a failure the transaction is cancelled.
+    pub(crate) fn new_records<'s, 'a, K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        txn: Txn<'s, 'a>,
+        items: &[(K, V)],
+        meta: impl Fn(usize) -> u64,
+    ) -> Result<(Txn<'s, 'a>, Vec<u64>)> {
+        let mut recs = Vec::with_capacity(items.len());
+        for (i, (k, v)) in items.iter().enumerate() {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            let rec = match txn.alloc(record_size(k.len() as u64, v.len() as u64)) {
+                Ok(r) => r,
+                Err(e) => {
+                    txn.cancel()?;
+                    return Err(e);
+                }
+            };
+            write_record(&self.st, rec, k, v, meta(i))?;
+            recs.push(rec);
+        }
+        Ok((txn, recs))
     }
 
     /// Remove all `keys` atomically; returns how many existed.
