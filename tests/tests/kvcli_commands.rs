@@ -274,21 +274,17 @@ fn versions_counters_and_waiting_from_the_shell() {
     );
     assert_eq!(ok(&t, &["set", "new", "1", "--if-absent"]), "OK\n");
     // A waiter in one kvcli process, a writer in another.
+    // (A guard: killed and reaped even if an assertion fails before it exits.)
     let mut w = Command::new(workspace_bin("kvcli"));
     w.args(["--name", &t.name, "--dir"])
         .arg(&t.dir)
-        .args(["wait", "hits", "--timeout", "30s"])
-        .stdout(Stdio::piped());
-    let waiter = w.spawn().unwrap();
+        .args(["wait", "hits", "--timeout", "30s"]);
+    let mut waiter = kvshm_tests::ChildGuard::spawn_captured(&mut w);
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(ok(&t, &["set", "hits", "7"]), "OK\n");
-    let out = waiter.wait_with_output().unwrap();
-    assert!(out.status.success(), "{:?}", out.status);
-    let nv: u64 = String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let st = waiter.wait_limit(std::time::Duration::from_secs(30));
+    assert!(st.success(), "{st:?}");
+    let nv: u64 = waiter.stdout_lines()[0].trim().parse().unwrap();
     assert_eq!(Some(nv), t.host().version(b"hits").unwrap());
     assert_eq!(code(&t, &["wait", "hits", "--timeout", "200ms"]), 7);
     // The store's revision counts every committed write: 3 incr, 2 append, 3 set (failed ones
