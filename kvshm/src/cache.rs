@@ -29,8 +29,10 @@
 //! issue 12). A cache holds at most [`PER_CLASS`] blocks of a class and [`BLOCK_CACHE_CAP`] in
 //! all, of classes up to [`CACHE_MAX_BLOCK`] bytes; it is flushed when the client detaches,
 //! before the store would grow or report `StoreFull`, and at the first write after the host's
-//! reclaim pass asks for it (`Header::cache_flush`). An idle attached writer keeps its cache:
-//! at most 32 blocks, worst case 32 chunks pinned (docs/ARCHITECTURE.md).
+//! reclaim pass asks for it (`Header::cache_flush`). Once the store has grown to its maximum
+//! size, frees and refills bypass caches (what one process frees is usable by every other at
+//! once). Below that, an idle attached writer keeps its cache: at most 32 blocks, worst case 32
+//! chunks pinned (docs/ARCHITECTURE.md).
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering;

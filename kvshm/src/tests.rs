@@ -1059,3 +1059,26 @@ fn cached_blocks_go_back_at_the_first_write_after_a_reclaim_pass() {
     let r = h.verify().unwrap();
     assert!(r.is_ok(), "{:#?}", r.problems);
 }
+
+/// A store at its maximum size: blocks one client frees are at once usable by another (no
+/// client's block cache keeps them). Fill it, remove 8 records in one client, store 8 of the
+/// same size from another.
+#[test]
+fn in_a_full_store_what_one_client_frees_another_can_use() {
+    let t = TestStore::new("fullshare", Config::default().max_size(4 << 20).stripes(4));
+    let (filler, remover, writer) = (t.client(), t.client(), t.client());
+    let mut n = 0u32;
+    while filler.put(&n.to_le_bytes(), &[1u8; 200]).is_ok() {
+        n += 1;
+    }
+    for i in 0..8u32 {
+        assert!(remover.remove(&(i * 7).to_le_bytes()).unwrap());
+    }
+    for i in 0..8u32 {
+        writer
+            .put(&(n + 1000 + i).to_le_bytes(), &[2u8; 200])
+            .unwrap_or_else(|e| panic!("put {i} after 8 removes in another client: {e}"));
+    }
+    let r = writer.verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+}

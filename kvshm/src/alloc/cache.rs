@@ -18,6 +18,15 @@ impl<'a> Allocator<'a> {
         self.s.cache.filter(|_| cacheable(c))
     }
 
+    /// The cache to put more blocks into: none once the store has grown to its maximum size.
+    /// A full store then frees and refills through the class lists only, so memory one
+    /// process frees is at once usable by every other (an idle client's cache would otherwise
+    /// keep up to 32 blocks, and their chunks, from a store that has no room to spare).
+    fn cache_to_fill(&self, c: usize) -> Option<&'a BlockCache> {
+        self.cache(c)
+            .filter(|_| self.s.st.mem.committed() < self.s.st.reserve)
+    }
+
     /// A cached block of class `c`, logged by `record` before it leaves the cache.
     pub(crate) fn cache_take(&self, c: usize, record: &mut impl FnMut(u64)) -> Result<Option<u64>> {
         let Some(cache) = self.cache(c) else {
@@ -45,7 +54,7 @@ impl<'a> Allocator<'a> {
     /// Caller holds class `c`'s lock and just took a block for itself: cache up to
     /// [`REFILL`]` - 1` more from the free list (never a new chunk for them).
     pub(crate) fn cache_refill_locked(&self, c: usize) -> Result<()> {
-        let Some(cache) = self.cache(c) else {
+        let Some(cache) = self.cache_to_fill(c) else {
             return Ok(());
         };
         let h = self.s.st.mem.header();
@@ -80,7 +89,7 @@ impl<'a> Allocator<'a> {
         let Some(c) = self.class_block(block)? else {
             return self.free_block(block, expect);
         };
-        let Some(cache) = self.cache(c) else {
+        let Some(cache) = self.cache_to_fill(c) else {
             return self.free_block(block, expect);
         };
         let tag = self.s.word(block)?;
