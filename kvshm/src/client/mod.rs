@@ -4,7 +4,9 @@
 //! - `read.rs`: the lock-free reads (`get`, `contains`, `get_many`, `scan`, ...);
 //! - `write.rs`: the transactional writes (`put`, `remove`, `put_many`, `remove_many`);
 //! - `versioned.rs`: versions, conditional writes, `incr`/`append`/`update`, `commit_if`,
-//!   `wait_changed`.
+//!   `wait_changed`;
+//! - `entry.rs`: what protocol servers build on (`modify_entry`, `commit_checked`, `watch`,
+//!   `scan_stripe`, `clear`).
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -21,11 +23,13 @@ use crate::session::Session;
 use crate::slots::{self, slot_list, SlotRef};
 use crate::store::Store;
 
+mod entry;
 mod expiry;
 mod read;
 mod versioned;
 mod write;
 
+pub use entry::{Change, Entry, Watch, Write};
 pub use expiry::Ttl;
 pub use versioned::WaitResult;
 

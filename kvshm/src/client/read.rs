@@ -16,6 +16,9 @@ const R: Ordering = Ordering::Relaxed;
 /// How long a read-only client keeps retrying a stripe a writer holds before `Error::Busy`.
 const READ_ONLY_PATIENCE: Duration = Duration::from_secs(2);
 
+/// A key, its value and its expiry (Unix ms, 0 = none).
+pub(super) type StripeItem = (Vec<u8>, Vec<u8>, u64);
+
 impl Client {
     /// The value of `key`, if present. Lock-free; never writes to shared stripes.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -126,36 +129,41 @@ impl Client {
     ) -> Result<()> {
         self.not_forked()?;
         for s in 0..self.st.mem.stripe_count() {
-            let items = self.read_consistent(&[s], || {
-                let mut out = Vec::new();
-                let mut budget = self.st.mem.committed();
-                for rec in self.st.stripe_records(s)? {
-                    if self.st.record_expired(rec)? {
-                        continue;
-                    }
-                    let (klen, vlen) = self.st.record_lens(rec)?;
-                    let need = (klen + vlen) as u64;
-                    budget = budget.checked_sub(need).ok_or_else(|| {
-                        Error::corrupt(rec, format!("stripe {s}: more record bytes than the store"))
-                    })?;
-                    let mut k = Vec::new();
-                    self.st.read_key(rec, &mut k)?;
-                    if k.starts_with(prefix) {
-                        let mut v = Vec::new();
-                        self.st.read_value(rec, &mut v)?;
-                        let exp = self.st.record_meta(rec)? & crate::layout::META_EXPIRY_MASK;
-                        out.push((k, v, exp));
-                    }
-                }
-                Ok(out)
-            })?;
-            for (k, v, exp) in &items {
+            for (k, v, exp) in &self.stripe_items(s, prefix)? {
                 if !f(k, v, *exp) {
                     return Ok(());
                 }
             }
         }
         Ok(())
+    }
+
+    /// The live keys of stripe `s` starting with `prefix`, with values and expiries, from one
+    /// consistent view of the stripe.
+    pub(super) fn stripe_items(&self, s: usize, prefix: &[u8]) -> Result<Vec<StripeItem>> {
+        self.read_consistent(&[s], || {
+            let mut out = Vec::new();
+            let mut budget = self.st.mem.committed();
+            for rec in self.st.stripe_records(s)? {
+                if self.st.record_expired(rec)? {
+                    continue;
+                }
+                let (klen, vlen) = self.st.record_lens(rec)?;
+                let need = (klen + vlen) as u64;
+                budget = budget.checked_sub(need).ok_or_else(|| {
+                    Error::corrupt(rec, format!("stripe {s}: more record bytes than the store"))
+                })?;
+                let mut k = Vec::new();
+                self.st.read_key(rec, &mut k)?;
+                if k.starts_with(prefix) {
+                    let mut v = Vec::new();
+                    self.st.read_value(rec, &mut v)?;
+                    let exp = self.st.record_meta(rec)? & crate::layout::META_EXPIRY_MASK;
+                    out.push((k, v, exp));
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// All keys starting with `prefix` (unordered).
