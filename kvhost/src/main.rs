@@ -247,6 +247,19 @@ fn run(a: &RunArgs) -> ExitCode {
         s.name,
         if s.release_on_exit { ", then released" } else { "" }
     );
+    let control = Arc::new(kvhost::resp::Control {
+        stop: stop.clone(),
+        ..Default::default()
+    });
+    let resp = match start_resp(&s, &control) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kvhost: {e}");
+            log::error!("{e}");
+            drop(host);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let _ = std::io::stdout().flush();
     log::info!("hosting {} (pid {})", path.display(), std::process::id());
 
@@ -296,12 +309,21 @@ fn run(a: &RunArgs) -> ExitCode {
         }
     }
     log::info!("stopping");
+    if let Some(r) = resp {
+        r.stop();
+        log::info!("RESP server stopped");
+    }
     // The final snapshot is what a reboot comes back to: if it fails, say so in the exit code
-    // (the data stays in the store either way, and release-on-exit is skipped).
-    let final_snapshot_failed = s
-        .snapshot
-        .as_ref()
-        .is_some_and(|p| !write_snapshot(&host, p));
+    // (the data stays in the store either way, and release-on-exit is skipped). SHUTDOWN
+    // NOSAVE from a RESP client skips it.
+    let nosave = control.nosave.load(Ordering::Relaxed);
+    if nosave {
+        log::info!("SHUTDOWN NOSAVE: no final snapshot");
+    }
+    let final_snapshot_failed = !nosave
+        && s.snapshot
+            .as_ref()
+            .is_some_and(|p| !write_snapshot(&host, p));
     if final_snapshot_failed {
         eprintln!("kvhost: the final snapshot failed (see the log); the store is kept");
         drop(host);
@@ -317,6 +339,55 @@ fn run(a: &RunArgs) -> ExitCode {
         drop(host);
     }
     ExitCode::SUCCESS
+}
+
+/// Start the RESP server if `--resp`/`--resp-unix` asked for it, and say where it listens.
+fn start_resp(
+    s: &Settings,
+    control: &Arc<kvhost::resp::Control>,
+) -> Result<Option<kvhost::resp::Server>, String> {
+    let r = &s.resp;
+    if !r.enabled() {
+        return Ok(None);
+    }
+    let opts = kvhost::resp::Options {
+        dir: s.dir.clone(),
+        name: s.name.clone(),
+        tcp: r.tcp.clone(),
+        unix: r.unix.clone(),
+        requirepass: r.requirepass.clone(),
+        protected: r.protected,
+        max_clients: r.max_clients,
+        timeout: r.timeout,
+        threads: r.threads,
+        max_query_buffer: usize::try_from(r.max_query_buffer).unwrap_or(usize::MAX),
+        output_chunk: 64 * 1024,
+        snapshot: s.snapshot.clone(),
+        snapshot_every: s.snapshot_every,
+    };
+    let server = kvhost::resp::start(opts, control.clone()).map_err(|e| e.to_string())?;
+    for a in &server.tcp_addrs {
+        println!(
+            "kvhost: Redis protocol on {a}{}: redis-cli -h {} -p {}",
+            if r.requirepass.is_some() {
+                " (AUTH required)"
+            } else {
+                ""
+            },
+            a.ip(),
+            a.port()
+        );
+        log::info!("RESP listening on {a}");
+    }
+    for p in &r.unix {
+        println!(
+            "kvhost: Redis protocol on unix socket {}: redis-cli -s {}",
+            p.display(),
+            p.display()
+        );
+        log::info!("RESP listening on {}", p.display());
+    }
+    Ok(Some(server))
 }
 
 /// Adopt the existing store (recovering and verifying it), or create it (loading the

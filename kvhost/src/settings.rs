@@ -52,6 +52,32 @@ pub struct RunArgs {
     /// Remove the store when the host exits (default: keep the data for the next host).
     #[arg(long)]
     pub release_on_exit: bool,
+    /// Serve the Redis protocol (RESP2/RESP3) on this TCP address, e.g. 127.0.0.1:6379;
+    /// repeatable. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub resp: Vec<String>,
+    /// Serve the Redis protocol on this Unix socket (created 0600); repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub resp_unix: Vec<PathBuf>,
+    /// Password of the RESP `default` user (AUTH). Also from KVHOST_REQUIREPASS.
+    #[arg(long, env = "KVHOST_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// yes (default): refuse a non-loopback --resp address without --requirepass.
+    #[arg(long, value_name = "yes|no")]
+    pub protected_mode: Option<String>,
+    /// Most RESP connections at once (default 10000).
+    #[arg(long)]
+    pub max_clients: Option<usize>,
+    /// Close RESP connections idle this long (e.g. 300s; default 0 = never).
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// RESP worker threads (default: the number of CPUs).
+    #[arg(long)]
+    pub resp_threads: Option<usize>,
+    /// Most bytes of one unfinished RESP command buffered per connection (default 1GiB,
+    /// Redis's client-query-buffer-limit; never less than the longest value).
+    #[arg(long)]
+    pub max_query_buffer: Option<String>,
 }
 
 /// Settings after defaults, the config file and flags were merged.
@@ -65,6 +91,90 @@ pub struct Settings {
     pub log_file: Option<PathBuf>,
     pub log_level: String,
     pub release_on_exit: bool,
+    pub resp: RespSettings,
+}
+
+/// The RESP server's settings (`resp` is off when both address lists are empty).
+#[derive(Debug, Clone)]
+pub struct RespSettings {
+    pub tcp: Vec<std::net::SocketAddr>,
+    pub unix: Vec<PathBuf>,
+    pub requirepass: Option<String>,
+    pub protected: bool,
+    pub max_clients: usize,
+    pub timeout: Option<Duration>,
+    pub threads: usize,
+    pub max_query_buffer: u64,
+}
+
+impl RespSettings {
+    pub fn enabled(&self) -> bool {
+        !self.tcp.is_empty() || !self.unix.is_empty()
+    }
+}
+
+fn resp_settings(a: &RunArgs, f: &FileConfig) -> Result<RespSettings, String> {
+    let addrs: Vec<String> = if a.resp.is_empty() {
+        f.resp.clone().unwrap_or_default()
+    } else {
+        a.resp.clone()
+    };
+    let mut tcp = Vec::new();
+    for s in &addrs {
+        use std::net::ToSocketAddrs;
+        let mut it = s
+            .to_socket_addrs()
+            .map_err(|e| format!("bad --resp address {s:?}: {e} (e.g. 127.0.0.1:6379)"))?;
+        tcp.push(
+            it.next()
+                .ok_or_else(|| format!("--resp {s:?}: no address"))?,
+        );
+    }
+    let unix = if a.resp_unix.is_empty() {
+        f.resp_unix.clone().unwrap_or_default()
+    } else {
+        a.resp_unix.clone()
+    };
+    let protected = match a
+        .protected_mode
+        .clone()
+        .or(f.protected_mode.clone())
+        .as_deref()
+    {
+        None | Some("yes") => true,
+        Some("no") => false,
+        Some(x) => return Err(format!("--protected-mode {x:?}: yes or no")),
+    };
+    let timeout = match a.timeout.clone().or(f.timeout.clone()) {
+        None => None,
+        Some(t) if t.trim() == "0" => None,
+        Some(t) => Some(parse_duration(&t)?),
+    };
+    let threads = a
+        .resp_threads
+        .or(f.resp_threads)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    if threads == 0 || threads > 1024 {
+        return Err(format!("--resp-threads {threads}: 1 to 1024"));
+    }
+    let max_query_buffer = match a.max_query_buffer.clone().or(f.max_query_buffer.clone()) {
+        Some(s) => parse_size(&s)?,
+        None => 1 << 30,
+    };
+    Ok(RespSettings {
+        tcp,
+        unix,
+        requirepass: a
+            .requirepass
+            .clone()
+            .or(f.requirepass.clone())
+            .filter(|p| !p.is_empty()),
+        protected,
+        max_clients: a.max_clients.or(f.max_clients).unwrap_or(10_000),
+        timeout,
+        threads,
+        max_query_buffer,
+    })
 }
 
 /// Merge the built-in defaults, the `--config` file and the flags (flags win).
@@ -73,6 +183,7 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    let resp = resp_settings(a, &f)?;
     let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or(file.clone());
     let mut cfg = Config::default();
     if let Some(s) = pick(&a.initial_size, &f.initial_size) {
@@ -123,6 +234,7 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
         log_file: a.log_file.clone().or(f.log_file),
         log_level,
         release_on_exit: a.release_on_exit || f.release_on_exit.unwrap_or(false),
+        resp,
     })
 }
 
@@ -143,6 +255,14 @@ pub struct FileConfig {
     pub log_file: Option<PathBuf>,
     pub log_level: Option<String>,
     pub release_on_exit: Option<bool>,
+    pub resp: Option<Vec<String>>,
+    pub resp_unix: Option<Vec<PathBuf>>,
+    pub requirepass: Option<String>,
+    pub protected_mode: Option<String>,
+    pub max_clients: Option<usize>,
+    pub timeout: Option<String>,
+    pub resp_threads: Option<usize>,
+    pub max_query_buffer: Option<String>,
 }
 
 impl FileConfig {

@@ -26,6 +26,17 @@ pub struct Entry<'v> {
     pub expires_at: Option<u64>,
 }
 
+/// A key's value, version and expiry, read together by [`Client::get_entry`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its version.
+    pub version: u64,
+    /// When it expires (Unix milliseconds), if it does.
+    pub expires_at: Option<u64>,
+}
+
 /// What [`Client::modify_entry`] does with the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -121,6 +132,31 @@ impl Client {
             };
             Ok((d, t))
         })
+    }
+
+    /// The value of `key` with its version and expiry, from one consistent view. Lock-free.
+    pub fn get_entry(&self, key: &[u8]) -> Result<Option<Record>> {
+        self.not_forked()?;
+        self.st.check_limits(key, None)?;
+        let hash = self.st.hash(key);
+        let s = self.st.stripe_of(hash);
+        let r = self.read_consistent(&[s], || {
+            let tw = self.st.mem.stripe(s).table.load(Ordering::Relaxed);
+            match self.st.probe(tw, hash, key)? {
+                Some(rec) => {
+                    let mut value = Vec::new();
+                    self.st.read_value(rec, &mut value)?;
+                    Ok(Some(Record {
+                        value,
+                        version: self.st.record_version(rec)?,
+                        expires_at: expiry_of_meta(self.st.record_meta(rec)?),
+                    }))
+                }
+                None => Ok(None),
+            }
+        })?;
+        self.count(&[(Counter::Gets, 1), (Counter::Hits, u64::from(r.is_some()))]);
+        Ok(r)
     }
 
     /// What [`Client::commit_checked`] needs to tell whether `key` changed from now on: its
@@ -304,6 +340,11 @@ mod tests {
             })
             .unwrap();
         assert!(!seen);
+        let r = c.get_entry(b"k").unwrap().unwrap();
+        assert_eq!(
+            (r.value.as_slice(), Some(r.version), r.expires_at),
+            (&b"v"[..], v1, Some(at))
+        );
         let (exp, v2) = c
             .modify_entry(b"k", |e| Ok((Change::Keep, e.unwrap().expires_at)))
             .unwrap();

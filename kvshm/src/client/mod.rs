@@ -29,7 +29,7 @@ mod read;
 mod versioned;
 mod write;
 
-pub use entry::{Change, Entry, Watch, Write};
+pub use entry::{Change, Entry, Record, Watch, Write};
 pub use expiry::Ttl;
 pub use versioned::WaitResult;
 

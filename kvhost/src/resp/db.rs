@@ -1,0 +1,293 @@
+//! The store as commands see it: either directly (each command one atomic operation of the
+//! library), or through a transaction's overlay (MULTI/EXEC): reads come from the store and
+//! are remembered with their versions, writes stay in the overlay, and EXEC commits them with
+//! one `commit_checked` whose checks are the WATCHed keys plus every key read. A check of a
+//! read key that fails means another process wrote in between: the transaction is run again
+//! from the start (its replies too); a WATCHed key that fails aborts EXEC (a null reply).
+
+use std::collections::HashMap;
+
+use kvshm::{Change, Client, Entry, Error, Record, Result, Watch, Write};
+
+/// The store for one command.
+#[derive(Debug)]
+pub enum Db<'a> {
+    /// Straight to the store.
+    Direct(&'a Client),
+    /// Inside EXEC.
+    Multi(&'a Client, &'a mut Overlay),
+}
+
+/// A key as the overlay holds it.
+#[derive(Clone, Debug)]
+struct Held {
+    value: Vec<u8>,
+    version: u64,
+    expires_at: Option<u64>,
+}
+
+/// What a transaction read and wrote so far.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    view: HashMap<Vec<u8>, Option<Held>>,
+    /// Keys read from the store, with the version seen: checked at commit.
+    reads: Vec<(Vec<u8>, Watch)>,
+    /// Keys written, in first-write order.
+    dirty: Vec<Vec<u8>>,
+}
+
+impl Overlay {
+    fn load(&mut self, c: &Client, key: &[u8]) -> Result<()> {
+        if !self.view.contains_key(key) {
+            let r = c.get_entry(key)?;
+            self.reads
+                .push((key.to_vec(), Watch::Version(r.as_ref().map(|r| r.version))));
+            let held = r.map(|r| Held {
+                value: r.value,
+                version: r.version,
+                expires_at: r.expires_at,
+            });
+            self.view.insert(key.to_vec(), held);
+        }
+        Ok(())
+    }
+
+    fn current(&self, key: &[u8]) -> Option<&Held> {
+        let h = self.view.get(key)?.as_ref()?;
+        // A key that expired while the transaction ran is absent for it too.
+        match h.expires_at {
+            Some(at) if at <= kvshm::now_ms() => None,
+            _ => Some(h),
+        }
+    }
+
+    fn set(&mut self, key: &[u8], h: Option<Held>) {
+        if !self.dirty.iter().any(|k| k == key) {
+            self.dirty.push(key.to_vec());
+        }
+        self.view.insert(key.to_vec(), h);
+    }
+
+    /// Commit: the WATCHed keys' checks first, then the reads. `Ok(false)`: a watched key
+    /// changed (EXEC answers null). `Err(Conflict)` past the watches: run again.
+    pub fn commit(self, c: &Client, watched: &[(Vec<u8>, Watch)]) -> Result<bool> {
+        let mut checks: Vec<(Vec<u8>, Watch)> = watched.to_vec();
+        checks.extend(self.reads);
+        let writes: Vec<(Vec<u8>, Write)> = self
+            .dirty
+            .into_iter()
+            .map(|k| {
+                let w = match self.view.get(&k).cloned().flatten() {
+                    Some(h) => Write::Put {
+                        value: h.value,
+                        expires_at: h.expires_at,
+                    },
+                    None => Write::Remove,
+                };
+                (k, w)
+            })
+            .collect();
+        match c.commit_checked(&checks, &writes) {
+            Ok(()) => Ok(true),
+            Err(Error::Conflict { index, .. }) if index < watched.len() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<'d> Db<'d> {
+    /// The client underneath.
+    pub fn client(&self) -> &'d Client {
+        match self {
+            Db::Direct(c) | Db::Multi(c, _) => c,
+        }
+    }
+
+    /// A value.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self {
+            Db::Direct(c) => c.get(key),
+            Db::Multi(c, o) => {
+                o.load(c, key)?;
+                Ok(o.current(key).map(|h| h.value.clone()))
+            }
+        }
+    }
+
+    /// A value with its version and expiry.
+    pub fn read(&mut self, key: &[u8]) -> Result<Option<Record>> {
+        match self {
+            Db::Direct(c) => c.get_entry(key),
+            Db::Multi(c, o) => {
+                o.load(c, key)?;
+                Ok(o.current(key).map(|h| Record {
+                    value: h.value.clone(),
+                    version: h.version,
+                    expires_at: h.expires_at,
+                }))
+            }
+        }
+    }
+
+    /// Whether a key exists.
+    pub fn exists(&mut self, key: &[u8]) -> Result<bool> {
+        match self {
+            Db::Direct(c) => c.contains(key),
+            Db::Multi(..) => Ok(self.get(key)?.is_some()),
+        }
+    }
+
+    /// Atomic read-modify-write of one key ([`Client::modify_entry`]).
+    pub fn modify<T>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(Option<Entry<'_>>) -> Result<(Change, T)>,
+    ) -> Result<T> {
+        match self {
+            Db::Direct(c) => Ok(c.modify_entry(key, f)?.0),
+            Db::Multi(c, o) => {
+                o.load(c, key)?;
+                let cur = o.current(key).cloned();
+                let (change, t) = f(cur.as_ref().map(|h| Entry {
+                    value: &h.value,
+                    version: h.version,
+                    expires_at: h.expires_at,
+                }))?;
+                let (max_key, max_value) = c.limits();
+                match change {
+                    Change::Keep => {}
+                    Change::Put { value, expires_at } => {
+                        if key.len() > max_key {
+                            return Err(Error::KeyTooLong {
+                                len: key.len(),
+                                max: max_key,
+                            });
+                        }
+                        if value.len() > max_value {
+                            return Err(Error::ValueTooLong {
+                                len: value.len(),
+                                max: max_value,
+                            });
+                        }
+                        o.set(
+                            key,
+                            Some(Held {
+                                value,
+                                version: 0,
+                                expires_at,
+                            }),
+                        )
+                    }
+                    Change::SetExpiry(at) => {
+                        if let Some(mut h) = cur {
+                            h.expires_at = at;
+                            o.set(key, Some(h));
+                        }
+                    }
+                    Change::Remove => {
+                        if cur.is_some() {
+                            o.set(key, None);
+                        }
+                    }
+                }
+                Ok(t)
+            }
+        }
+    }
+
+    /// Atomic read-modify-write of several keys: `f` sees them (in the order of `keys`) and
+    /// returns the writes. Directly: optimistic, retried until no other writer got in between.
+    pub fn multi<T>(
+        &mut self,
+        keys: &[&[u8]],
+        mut f: impl FnMut(&[Option<Record>]) -> Result<(Vec<(Vec<u8>, Write)>, T)>,
+    ) -> Result<T> {
+        match self {
+            Db::Direct(c) => loop {
+                let recs = keys
+                    .iter()
+                    .map(|k| c.get_entry(k))
+                    .collect::<Result<Vec<_>>>()?;
+                let (writes, t) = f(&recs)?;
+                let checks: Vec<(&[u8], Watch)> = keys
+                    .iter()
+                    .zip(&recs)
+                    .map(|(k, r)| (*k, Watch::Version(r.as_ref().map(|r| r.version))))
+                    .collect();
+                let writes: Vec<(&[u8], Write)> = writes
+                    .iter()
+                    .map(|(k, w)| (k.as_slice(), w.clone()))
+                    .collect();
+                match c.commit_checked(&checks, &writes) {
+                    Ok(()) => return Ok(t),
+                    Err(Error::Conflict { .. }) => std::thread::yield_now(),
+                    Err(e) => return Err(e),
+                }
+            },
+            Db::Multi(..) => {
+                let recs = keys
+                    .iter()
+                    .map(|k| self.read(k))
+                    .collect::<Result<Vec<_>>>()?;
+                let (writes, t) = f(&recs)?;
+                for (k, w) in writes {
+                    self.modify(&k, |_| {
+                        Ok((
+                            match w {
+                                Write::Put { value, expires_at } => {
+                                    Change::Put { value, expires_at }
+                                }
+                                Write::Remove => Change::Remove,
+                            },
+                            (),
+                        ))
+                    })?;
+                }
+                Ok(t)
+            }
+        }
+    }
+
+    /// Several values (MGET: one consistent view directly).
+    pub fn mget(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        match self {
+            Db::Direct(c) => c.get_many(keys),
+            Db::Multi(..) => keys.iter().map(|k| self.get(k)).collect(),
+        }
+    }
+
+    /// Store several values atomically (no expiry).
+    pub fn mset(&mut self, items: &[(&[u8], &[u8])]) -> Result<()> {
+        match self {
+            Db::Direct(c) => c.put_many(items),
+            Db::Multi(..) => {
+                for (k, v) in items {
+                    self.modify(k, |_| {
+                        Ok((
+                            Change::Put {
+                                value: v.to_vec(),
+                                expires_at: None,
+                            },
+                            (),
+                        ))
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Remove several keys atomically; how many existed.
+    pub fn del(&mut self, keys: &[&[u8]]) -> Result<usize> {
+        match self {
+            Db::Direct(c) => c.remove_many(keys),
+            Db::Multi(..) => {
+                let mut n = 0;
+                for k in keys {
+                    n += self.modify(k, |cur| Ok((Change::Remove, usize::from(cur.is_some()))))?;
+                }
+                Ok(n)
+            }
+        }
+    }
+}

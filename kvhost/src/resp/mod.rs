@@ -1,0 +1,198 @@
+//! The RESP server (issue 15): kvhost speaks Redis's protocol over TCP and Unix sockets, on
+//! the same shared-memory store its local clients use.
+//!
+//! - `proto.rs`: the wire format (resumable parser, reply writer for RESP2 and RESP3);
+//! - `net.rs`: listeners and connections on a tokio runtime (limits, timeouts, backpressure);
+//! - `conn.rs`: one connection's state, command dispatch, MULTI/EXEC/WATCH;
+//! - `db.rs`: the store as commands see it (directly, or through EXEC's overlay);
+//! - `cmd/`: the commands; `glob.rs`: Redis's pattern matching.
+//!
+//! Every worker thread of the runtime has its own `kvshm::Client` (its own slot in the
+//! store), and runs each command on the thread that read it, directly against shared memory:
+//! no lock in the server, no copy through another thread.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub mod cmd;
+pub mod conn;
+pub mod db;
+pub mod glob;
+pub mod net;
+pub mod proto;
+
+pub use net::{start, Server};
+
+/// How the server runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Store directory and name (each worker thread attaches its own client).
+    pub dir: PathBuf,
+    /// Store name.
+    pub name: String,
+    /// TCP addresses to listen on.
+    pub tcp: Vec<SocketAddr>,
+    /// Unix socket paths to listen on (created 0600).
+    pub unix: Vec<PathBuf>,
+    /// The password of the `default` user (AUTH), if any.
+    pub requirepass: Option<String>,
+    /// Refuse a non-loopback TCP address without a password (Redis's protected mode).
+    pub protected: bool,
+    /// Most connections at once (more are told `-ERR max number of clients reached`).
+    pub max_clients: usize,
+    /// Close a connection idle this long (`None`: never).
+    pub timeout: Option<Duration>,
+    /// Worker threads.
+    pub threads: usize,
+    /// Most bytes one connection may have buffered of an unfinished command.
+    pub max_query_buffer: usize,
+    /// Replies are sent once this many bytes are pending, before more commands are read
+    /// (bounds a connection's output memory; a client that does not read is waited for).
+    pub output_chunk: usize,
+    /// The snapshot file kvhost writes, if any (SAVE, BGSAVE, LASTSAVE, CONFIG GET).
+    pub snapshot: Option<PathBuf>,
+    /// How often kvhost snapshots (CONFIG GET save).
+    pub snapshot_every: Option<Duration>,
+}
+
+/// What the server tells kvhost.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// SHUTDOWN: stop the host.
+    pub stop: Arc<AtomicBool>,
+    /// SHUTDOWN NOSAVE: skip the final snapshot.
+    pub nosave: AtomicBool,
+}
+
+/// One connection, as CLIENT LIST shows it and CLIENT KILL finds it.
+#[derive(Debug)]
+pub struct ClientHandle {
+    /// CLIENT ID.
+    pub id: u64,
+    /// Peer address (`path:0` style for Unix sockets, as Redis: `/path:0`).
+    pub addr: String,
+    /// Local address.
+    pub laddr: String,
+    /// When it connected.
+    pub created: Instant,
+    /// Milliseconds since `created` of the last command.
+    pub last_ms: AtomicU64,
+    /// CLIENT SETNAME, lib-name, lib-ver, last command, protocol.
+    pub info: Mutex<ClientInfo>,
+    /// Set by CLIENT KILL; the connection closes at its next wake-up.
+    pub killed: AtomicBool,
+    /// Wakes the connection for CLIENT KILL.
+    pub wake: tokio::sync::Notify,
+}
+
+/// The mutable part of a [`ClientHandle`].
+#[derive(Debug, Default, Clone)]
+pub struct ClientInfo {
+    /// CLIENT SETNAME.
+    pub name: String,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: String,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: String,
+    /// The last command run.
+    pub cmd: &'static str,
+    /// 2 or 3.
+    pub resp: u8,
+    /// In MULTI.
+    pub multi: bool,
+}
+
+/// Counters for INFO stats.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections refused (max clients).
+    pub rejected: AtomicU64,
+    /// Commands run.
+    pub commands: AtomicU64,
+    /// Bytes read.
+    pub net_in: AtomicU64,
+    /// Bytes written.
+    pub net_out: AtomicU64,
+    /// Keys found by reads (GET-like), for keyspace_hits.
+    pub hits: AtomicU64,
+    /// Keys not found.
+    pub misses: AtomicU64,
+}
+
+/// What all connections share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The options (the live ones are mirrored below).
+    pub opts: Options,
+    /// The password (CONFIG SET requirepass).
+    pub requirepass: Mutex<Option<String>>,
+    /// CONFIG SET maxclients.
+    pub max_clients: AtomicUsize,
+    /// CONFIG SET timeout (seconds; 0: never).
+    pub timeout_s: AtomicU64,
+    /// Counters.
+    pub counters: Counters,
+    /// Open connections.
+    pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+    next_id: AtomicU64,
+    /// When the server started.
+    pub started: Instant,
+    /// Host control (SHUTDOWN).
+    pub control: Arc<Control>,
+    /// The TCP port of the first listener (INFO server), 0 if none.
+    pub port: AtomicU64,
+    /// A random run id (INFO server).
+    pub run_id: String,
+}
+
+impl Shared {
+    /// A new connection's id.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The password now.
+    pub fn password(&self) -> Option<String> {
+        self.requirepass
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The idle timeout now.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self.timeout_s.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        }
+    }
+
+    fn new(opts: Options, control: Arc<Control>) -> Shared {
+        let run_id: String = (0..40)
+            .map(|i| {
+                let x = kvshm::now_ms() ^ (u64::from(std::process::id()) << 20) ^ (i * 0x9e37_79b9);
+                let x = x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> ((i % 8) * 4 + 20);
+                char::from_digit((x & 15) as u32, 16).unwrap_or('0')
+            })
+            .collect();
+        Shared {
+            requirepass: Mutex::new(opts.requirepass.clone()),
+            max_clients: AtomicUsize::new(opts.max_clients),
+            timeout_s: AtomicU64::new(opts.timeout.map_or(0, |d| d.as_secs().max(1))),
+            counters: Counters::default(),
+            clients: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(0),
+            started: Instant::now(),
+            control,
+            port: AtomicU64::new(0),
+            run_id,
+            opts,
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Listeners and connections on a tokio multi-thread runtime.
+//!
+//! A connection reads into its buffer, parses every complete command in it (pipelining),
+//! runs each on the worker thread that read it against that thread's own `kvshm::Client`,
+//! and writes the replies once. Memory per connection is bounded: the unparsed part of the
+//! buffer by `max_query_buffer` (and the parser's limits), the replies by `output_chunk`
+//! (replies are flushed before more commands run; a client that does not read its replies
+//! is waited for, not buffered for). Idle connections close after `timeout`, excess ones are
+//! refused with Redis's error, CLIENT KILL wakes the connection it kills.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvshm::Client;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+
+use super::conn::{self, Conn};
+use super::proto::{Limits, Out, Parsed, Parser, Proto};
+use super::{ClientHandle, ClientInfo, Control, Options, Shared};
+
+thread_local! {
+    /// This worker thread's client of the store.
+    static CLIENT: RefCell<Option<Rc<Client>>> = const { RefCell::new(None) };
+}
+
+/// The running server; dropping it (or [`Server::stop`]) closes every listener and
+/// connection.
+#[derive(Debug)]
+pub struct Server {
+    runtime: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
+    unix_paths: Vec<PathBuf>,
+    /// Where it listens (TCP, resolved: port 0 becomes the real port).
+    pub tcp_addrs: Vec<SocketAddr>,
+}
+
+impl Server {
+    /// What all connections share (counters, clients).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Close the listeners and connections.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+        for p in &self.unix_paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn is_loopback(a: &SocketAddr) -> bool {
+    a.ip().is_loopback()
+}
+
+/// Bind every listener (errors here are configuration errors: reported, nothing started)
+/// and start serving.
+pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
+    if opts.protected && opts.requirepass.is_none() {
+        if let Some(a) = opts.tcp.iter().find(|a| !is_loopback(a)) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "refusing to serve RESP on non-loopback address {a} without a password \
+                     (protected mode): set --requirepass, or --protected-mode no if the network is trusted"
+                ),
+            ));
+        }
+    }
+    let mut std_tcp = Vec::new();
+    let mut tcp_addrs = Vec::new();
+    for a in &opts.tcp {
+        let l = StdTcpListener::bind(a)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
+        l.set_nonblocking(true)?;
+        tcp_addrs.push(l.local_addr()?);
+        std_tcp.push(l);
+    }
+    let mut std_unix = Vec::new();
+    for p in &opts.unix {
+        // A stale socket of an earlier run: replace it (only if it is a socket).
+        if let Ok(m) = std::fs::symlink_metadata(p) {
+            use std::os::unix::fs::FileTypeExt;
+            if m.file_type().is_socket() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let l = std::os::unix::net::UnixListener::bind(p).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", p.display()))
+        })?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
+        l.set_nonblocking(true)?;
+        std_unix.push(l);
+    }
+    let threads = opts.threads.max(1);
+    let dir = opts.dir.clone();
+    let name = opts.name.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("kvhost-resp")
+        .enable_io()
+        .enable_time()
+        .on_thread_stop(|| {
+            CLIENT.with(|c| c.borrow_mut().take());
+        })
+        .build()?;
+    // Attach on the worker threads up front, so a store that cannot be opened is an error
+    // now, not a failure of every command later.
+    Client::open_in(&dir, &name).map_err(|e| {
+        io::Error::other(format!("the RESP server cannot attach to the store: {e}"))
+    })?;
+    let unix_paths = opts.unix.clone();
+    let shared = Arc::new(Shared::new(opts, control));
+    if let Some(a) = tcp_addrs.first() {
+        shared.port.store(u64::from(a.port()), Ordering::Relaxed);
+    }
+    let _guard = runtime.enter();
+    for l in std_tcp {
+        let l = TcpListener::from_std(l)?;
+        let sh = shared.clone();
+        runtime.spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((s, peer)) => {
+                        let _ = s.set_nodelay(true);
+                        let local = s.local_addr().map_or(String::new(), |a| a.to_string());
+                        accept(sh.clone(), s, peer.to_string(), local);
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: wait a little rather than spin.
+                        log::warn!("RESP accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    for (l, p) in std_unix.into_iter().zip(&unix_paths) {
+        let l = UnixListener::from_std(l)?;
+        let sh = shared.clone();
+        let path = p.display().to_string();
+        runtime.spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((s, _)) => accept(sh.clone(), s, format!("{path}:0"), path.clone()),
+                    Err(e) => {
+                        log::warn!("RESP accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(_guard);
+    Ok(Server {
+        runtime: Some(runtime),
+        shared,
+        unix_paths,
+        tcp_addrs,
+    })
+}
+
+/// Registers a connection and removes it when dropped.
+struct Registered {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.shared
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+fn accept<S>(shared: Arc<Shared>, mut stream: S, addr: String, laddr: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+    let id = shared.next_id();
+    let handle = Arc::new(ClientHandle {
+        id,
+        addr,
+        laddr,
+        created: Instant::now(),
+        last_ms: AtomicU64::new(0),
+        info: Mutex::new(ClientInfo {
+            resp: 2,
+            ..ClientInfo::default()
+        }),
+        killed: AtomicBool::new(false),
+        wake: tokio::sync::Notify::new(),
+    });
+    let over = {
+        let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.len() >= shared.max_clients.load(Ordering::Relaxed) {
+            true
+        } else {
+            clients.insert(id, handle.clone());
+            false
+        }
+    };
+    tokio::spawn(async move {
+        if over {
+            shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            let _ = stream
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
+            return;
+        }
+        let reg = Registered {
+            shared: shared.clone(),
+            id,
+        };
+        if let Err(e) = serve(&shared, handle, &mut stream).await {
+            log::debug!("RESP client {id}: {e}");
+        }
+        drop(reg);
+    });
+}
+
+/// This thread's client, attached on first use.
+fn thread_client(shared: &Shared) -> kvshm::Result<Rc<Client>> {
+    CLIENT.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(cl) = c.as_ref() {
+            return Ok(cl.clone());
+        }
+        let cl = Rc::new(Client::open_in(&shared.opts.dir, &shared.opts.name)?);
+        *c = Some(cl.clone());
+        Ok(cl)
+    })
+}
+
+async fn serve<S>(shared: &Shared, handle: Arc<ClientHandle>, stream: &mut S) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Conn::new(handle.clone(), shared.password().is_none());
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut parser = Parser::default();
+    let mut out = Out::new(Proto::V2);
+    let max_bulk = {
+        let c = thread_client(shared).map_err(io::Error::other)?;
+        let (k, v) = c.limits();
+        k.max(v)
+    };
+    let limits = Limits { max_bulk };
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let read = stream.read_buf(&mut buf);
+        let n = tokio::select! {
+            r = read => r?,
+            () = handle.wake.notified() => 0,
+            () = idle(shared.timeout()) => {
+                log::debug!("RESP client {}: idle timeout", conn.id);
+                0
+            }
+        };
+        if n == 0 || handle.killed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        shared
+            .counters
+            .net_in
+            .fetch_add(n as u64, Ordering::Relaxed);
+        // Every complete command in the buffer, replies batched.
+        loop {
+            let parsed = parser.parse(&buf, &limits);
+            match parsed {
+                Ok(Parsed::Command { .. }) => {
+                    run(&mut conn, shared, &mut out, &parser.arg_slices(&buf));
+                    if conn.close {
+                        break;
+                    }
+                    if out.buf.len() >= shared.opts.output_chunk {
+                        flush(shared, stream, &mut out).await?;
+                    }
+                }
+                Ok(Parsed::Empty { .. }) => {}
+                Ok(Parsed::Incomplete) => break,
+                Err(e) => {
+                    out.error(&format!("ERR Protocol error: {}", e.0));
+                    conn.close = true;
+                    log::debug!("RESP client {}: protocol error: {}", conn.id, e.0);
+                    break;
+                }
+            }
+        }
+        flush(shared, stream, &mut out).await?;
+        if conn.close {
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
+        let done = parser.frame_start();
+        if done > 0 {
+            parser.rebase(done);
+            buf.drain(..done);
+        }
+        if buf.len() > shared.opts.max_query_buffer {
+            log::warn!(
+                "RESP client {} ({}): closed, query buffer over {} bytes",
+                conn.id,
+                handle.addr,
+                shared.opts.max_query_buffer
+            );
+            return Ok(());
+        }
+        // Do not keep a big buffer around for an idle connection.
+        if buf.is_empty() && buf.capacity() > 1 << 20 {
+            buf = Vec::with_capacity(16 * 1024);
+        }
+    }
+}
+
+/// Run one command on this thread's client (not held across an await: it is the thread's).
+fn run(conn: &mut Conn, shared: &Shared, out: &mut Out, args: &[&[u8]]) {
+    match thread_client(shared) {
+        Ok(c) => conn::execute(conn, shared, &c, out, args),
+        Err(e) => out.error(&format!("ERR the server cannot attach to the store: {e}")),
+    }
+}
+
+async fn idle(t: Option<Duration>) {
+    match t {
+        Some(t) => tokio::time::sleep(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn flush<S: AsyncWrite + Unpin>(shared: &Shared, s: &mut S, out: &mut Out) -> io::Result<()> {
+    if out.buf.is_empty() {
+        return Ok(());
+    }
+    s.write_all(&out.buf).await?;
+    shared
+        .counters
+        .net_out
+        .fetch_add(out.buf.len() as u64, Ordering::Relaxed);
+    out.buf.clear();
+    if out.buf.capacity() > 1 << 20 {
+        out.buf.shrink_to(16 * 1024);
+    }
+    Ok(())
+}

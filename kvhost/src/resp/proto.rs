@@ -1,0 +1,542 @@
+//! The RESP wire format: a resumable request parser (multibulk and inline, Redis's limits and
+//! error texts) and a reply writer for RESP2 and RESP3.
+//!
+//! The parser never allocates ahead of the bytes it has: a bulk header announcing 4 GB is
+//! refused by the bulk limit, and one announcing 1 MiB costs nothing until the bytes arrive.
+
+use std::ops::Range;
+
+/// Redis's `PROTO_INLINE_MAX_SIZE`: the longest inline command, and the longest header line.
+pub const INLINE_MAX: usize = 64 * 1024;
+/// Redis's limit on the element count of one multibulk request.
+pub const MULTIBULK_MAX: usize = 1024 * 1024;
+
+/// Parse limits of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest bulk argument (`proto-max-bulk-len`).
+    pub max_bulk: usize,
+}
+
+/// A protocol error: the reply is `-ERR Protocol error: <text>` and the connection closes
+/// (as Redis does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+/// What the parser found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole command: its arguments are the ranges in [`Parser::args`]; it ends at `end`.
+    Command { end: usize },
+    /// An empty line or `*0`: nothing to run; the next frame starts at `end`.
+    Empty { end: usize },
+    /// More bytes are needed.
+    Incomplete,
+}
+
+/// A resumable parser over a growing buffer. Call [`Parser::parse`] with the buffer; after a
+/// `Command` or `Empty`, call it again for the next frame. Before removing a consumed prefix
+/// of the buffer, call [`Parser::rebase`].
+#[derive(Debug, Default)]
+pub struct Parser {
+    /// Where the current frame starts.
+    start: usize,
+    /// How far the current frame is parsed.
+    pos: usize,
+    /// Multibulk: elements still to read (`None`: the header is not read yet).
+    left: Option<usize>,
+    /// Multibulk: the length of the bulk whose header was read, whose data is awaited.
+    bulk: Option<usize>,
+    args: Vec<Range<usize>>,
+    /// An inline command's arguments (unquoted, so not ranges of the buffer).
+    inline_args: Option<Vec<Vec<u8>>>,
+}
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|i| from + i)
+}
+
+/// Redis's `string2ll` for a header number (no sign for lengths, handled by callers).
+fn parse_len(line: &[u8]) -> Option<i64> {
+    if line.is_empty() || line.len() > 20 {
+        return None;
+    }
+    std::str::from_utf8(line).ok()?.parse::<i64>().ok()
+}
+
+impl Parser {
+    /// The arguments of the command just parsed (`buf`: the buffer it was parsed from).
+    pub fn arg_slices<'b>(&'b self, buf: &'b [u8]) -> Vec<&'b [u8]> {
+        match &self.inline_args {
+            Some(a) => a.iter().map(Vec::as_slice).collect(),
+            None => self.args.iter().map(|r| &buf[r.clone()]).collect(),
+        }
+    }
+
+    /// [`Parser::arg_slices`], copied.
+    pub fn take_args(&self, buf: &[u8]) -> Vec<Vec<u8>> {
+        self.arg_slices(buf)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    /// The buffer's first `n` bytes (complete frames) are about to be removed.
+    pub fn rebase(&mut self, n: usize) {
+        debug_assert!(n <= self.start);
+        self.start -= n;
+        self.pos -= n;
+        for r in &mut self.args {
+            *r = r.start - n..r.end - n;
+        }
+    }
+
+    /// Where the frame being parsed starts: everything before it may be dropped.
+    pub fn frame_start(&self) -> usize {
+        self.start
+    }
+
+    /// Parse the next frame from `buf` (which holds everything from the frame start on).
+    pub fn parse(&mut self, buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
+        if self.left.is_none() && self.pos == self.start {
+            self.args.clear();
+            match buf.get(self.start) {
+                None => return Ok(Parsed::Incomplete),
+                Some(b'*') => {}
+                Some(_) => return self.inline(buf),
+            }
+        }
+        self.multibulk(buf, limits)
+    }
+
+    fn done(&mut self, end: usize, empty: bool) -> Parsed {
+        self.start = end;
+        self.pos = end;
+        self.left = None;
+        self.bulk = None;
+        if empty {
+            Parsed::Empty { end }
+        } else {
+            Parsed::Command { end }
+        }
+    }
+
+    fn inline(&mut self, buf: &[u8]) -> Result<Parsed, ProtocolError> {
+        let Some(nl) = buf[self.start..].iter().position(|&b| b == b'\n') else {
+            if buf.len() - self.start > INLINE_MAX {
+                return Err(ProtocolError("too big inline request".into()));
+            }
+            return Ok(Parsed::Incomplete);
+        };
+        let nl = self.start + nl;
+        if nl - self.start > INLINE_MAX {
+            return Err(ProtocolError("too big inline request".into()));
+        }
+        let mut line_end = nl;
+        if line_end > self.start && buf[line_end - 1] == b'\r' {
+            line_end -= 1;
+        }
+        let args = split_args(&buf[self.start..line_end])
+            .ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
+        let empty = args.is_empty();
+        self.args.clear();
+        self.inline_args = Some(args);
+        Ok(self.done(nl + 1, empty))
+    }
+
+    fn multibulk(&mut self, buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
+        if self.left.is_none() {
+            let Some(cr) = find_crlf(buf, self.pos) else {
+                if buf.len() - self.pos > INLINE_MAX {
+                    return Err(ProtocolError("too big mbulk count string".into()));
+                }
+                return Ok(Parsed::Incomplete);
+            };
+            let n = match parse_len(&buf[self.pos + 1..cr]) {
+                Some(n) if n <= MULTIBULK_MAX as i64 => n,
+                _ => return Err(ProtocolError("invalid multibulk length".into())),
+            };
+            self.pos = cr + 2;
+            if n <= 0 {
+                return Ok(self.done(self.pos, true));
+            }
+            self.left = Some(n as usize);
+            self.args.clear();
+            self.inline_args = None;
+        }
+        while let Some(left) = self.left.filter(|&l| l > 0) {
+            let len = match self.bulk {
+                Some(len) => len,
+                None => {
+                    let Some(cr) = find_crlf(buf, self.pos) else {
+                        if buf.len() - self.pos > INLINE_MAX {
+                            return Err(ProtocolError("too big bulk count string".into()));
+                        }
+                        if let Some(&c) = buf.get(self.pos).filter(|&&c| c != b'$') {
+                            return Err(expected_dollar(c));
+                        }
+                        return Ok(Parsed::Incomplete);
+                    };
+                    if buf[self.pos] != b'$' {
+                        return Err(expected_dollar(buf[self.pos]));
+                    }
+                    let len = match parse_len(&buf[self.pos + 1..cr]) {
+                        Some(n) if n >= 0 && n as u64 <= limits.max_bulk as u64 => n as usize,
+                        _ => return Err(ProtocolError("invalid bulk length".into())),
+                    };
+                    self.pos = cr + 2;
+                    self.bulk = Some(len);
+                    len
+                }
+            };
+            if buf.len() < self.pos + len + 2 {
+                return Ok(Parsed::Incomplete);
+            }
+            // Redis does not check the two bytes after a bulk either; it skips them.
+            self.args.push(self.pos..self.pos + len);
+            self.pos += len + 2;
+            self.bulk = None;
+            self.left = Some(left - 1);
+        }
+        Ok(self.done(self.pos, false))
+    }
+}
+
+fn expected_dollar(c: u8) -> ProtocolError {
+    ProtocolError(format!("expected '$', got '{}'", c as char))
+}
+
+/// Redis's `sdssplitargs`: words separated by spaces; `"..."` with `\n \r \t \b \a \\ \"` and
+/// `\xHH` escapes, `'...'` with `\'`; a closing quote must be followed by a space or the end.
+/// `None` for unbalanced quotes.
+pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let n = line.len();
+    loop {
+        while i < n && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= n {
+            return Some(out);
+        }
+        let mut cur = Vec::new();
+        let (mut inq, mut insq) = (false, false);
+        loop {
+            if inq {
+                if i >= n {
+                    return None;
+                }
+                let c = line[i];
+                if c == b'\\' && i + 3 < n && line[i + 1] == b'x' {
+                    let hex = |b: u8| (b as char).to_digit(16);
+                    if let (Some(h), Some(l)) = (hex(line[i + 2]), hex(line[i + 3])) {
+                        cur.push((h * 16 + l) as u8);
+                        i += 4;
+                        continue;
+                    }
+                }
+                if c == b'\\' && i + 1 < n {
+                    cur.push(match line[i + 1] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        o => o,
+                    });
+                    i += 2;
+                    continue;
+                }
+                if c == b'"' {
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                }
+                cur.push(c);
+                i += 1;
+            } else if insq {
+                if i >= n {
+                    return None;
+                }
+                let c = line[i];
+                if c == b'\\' && i + 1 < n && line[i + 1] == b'\'' {
+                    cur.push(b'\'');
+                    i += 2;
+                    continue;
+                }
+                if c == b'\'' {
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                }
+                cur.push(c);
+                i += 1;
+            } else {
+                if i >= n {
+                    break;
+                }
+                match line[i] {
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b'"' => inq = true,
+                    b'\'' => insq = true,
+                    c => cur.push(c),
+                }
+                i += 1;
+            }
+        }
+        out.push(cur);
+    }
+}
+
+/// The protocol a connection speaks (`HELLO 2|3`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// RESP2 (the default).
+    V2,
+    /// RESP3.
+    V3,
+}
+
+/// Replies, appended to an output buffer.
+#[derive(Debug)]
+pub struct Out {
+    /// The bytes to send.
+    pub buf: Vec<u8>,
+    /// The protocol the replies are written in.
+    pub proto: Proto,
+}
+
+impl Out {
+    /// An empty buffer for `proto`.
+    pub fn new(proto: Proto) -> Out {
+        Out {
+            buf: Vec::with_capacity(16 * 1024),
+            proto,
+        }
+    }
+
+    fn line(&mut self, prefix: u8, body: &[u8]) {
+        self.buf.push(prefix);
+        self.buf.extend_from_slice(body);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    fn num(&mut self, prefix: u8, n: i64) {
+        self.buf.push(prefix);
+        let mut b = itoa_buf(n);
+        self.buf.append(&mut b);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    /// `+OK`-style status.
+    pub fn simple(&mut self, s: &str) {
+        self.line(b'+', s.as_bytes());
+    }
+    /// `+OK`.
+    pub fn ok(&mut self) {
+        self.buf.extend_from_slice(b"+OK\r\n");
+    }
+    /// An error; `s` starts with its code (`ERR ...`, `WRONGTYPE ...`). CR/LF are replaced.
+    pub fn error(&mut self, s: &str) {
+        let clean: Vec<u8> = s
+            .bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b })
+            .collect();
+        self.line(b'-', &clean);
+    }
+    /// An integer.
+    pub fn int(&mut self, n: i64) {
+        self.num(b':', n);
+    }
+    /// A bulk string.
+    pub fn bulk(&mut self, b: &[u8]) {
+        self.num(b'$', b.len() as i64);
+        self.buf.extend_from_slice(b);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+    /// A bulk string or null.
+    pub fn opt_bulk(&mut self, b: Option<&[u8]>) {
+        match b {
+            Some(b) => self.bulk(b),
+            None => self.null(),
+        }
+    }
+    /// The null bulk string (RESP2 `$-1`, RESP3 `_`).
+    pub fn null(&mut self) {
+        match self.proto {
+            Proto::V2 => self.buf.extend_from_slice(b"$-1\r\n"),
+            Proto::V3 => self.buf.extend_from_slice(b"_\r\n"),
+        }
+    }
+    /// The null array (RESP2 `*-1`, RESP3 `_`).
+    pub fn null_array(&mut self) {
+        match self.proto {
+            Proto::V2 => self.buf.extend_from_slice(b"*-1\r\n"),
+            Proto::V3 => self.buf.extend_from_slice(b"_\r\n"),
+        }
+    }
+    /// An array header.
+    pub fn array(&mut self, n: usize) {
+        self.num(b'*', n as i64);
+    }
+    /// A set header (RESP2: an array).
+    pub fn set(&mut self, n: usize) {
+        match self.proto {
+            Proto::V2 => self.num(b'*', n as i64),
+            Proto::V3 => self.num(b'~', n as i64),
+        }
+    }
+    /// A map header of `n` pairs (RESP2: an array of 2n).
+    pub fn map(&mut self, n: usize) {
+        match self.proto {
+            Proto::V2 => self.num(b'*', 2 * n as i64),
+            Proto::V3 => self.num(b'%', n as i64),
+        }
+    }
+    /// A double (RESP2: a bulk string).
+    pub fn double(&mut self, d: f64) {
+        let s = format_double(d);
+        match self.proto {
+            Proto::V2 => self.bulk(s.as_bytes()),
+            Proto::V3 => self.line(b',', s.as_bytes()),
+        }
+    }
+    /// A text blob for humans (INFO, CLIENT LIST): RESP3 verbatim `txt`, RESP2 bulk.
+    pub fn verbatim(&mut self, s: &str) {
+        match self.proto {
+            Proto::V2 => self.bulk(s.as_bytes()),
+            Proto::V3 => {
+                self.num(b'=', s.len() as i64 + 4);
+                self.buf.extend_from_slice(b"txt:");
+                self.buf.extend_from_slice(s.as_bytes());
+                self.buf.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+}
+
+fn itoa_buf(n: i64) -> Vec<u8> {
+    n.to_string().into_bytes()
+}
+
+/// A double as Redis prints one: integers without a fraction, `inf`/`-inf`, else the
+/// shortest form that reads back the same.
+pub fn format_double(d: f64) -> String {
+    if d.is_infinite() {
+        return if d > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if d.is_nan() {
+        return "nan".into();
+    }
+    if d == d.trunc() && d.abs() < 1e17 {
+        return format!("{}", d as i64);
+    }
+    format!("{d}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Limits = Limits { max_bulk: 1024 };
+
+    fn all(buf: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let mut p = Parser::default();
+        let mut out = Vec::new();
+        loop {
+            match p.parse(buf, &L)? {
+                Parsed::Command { .. } => out.push(p.take_args(buf)),
+                Parsed::Empty { .. } => {}
+                Parsed::Incomplete => return Ok(out),
+            }
+        }
+    }
+
+    #[test]
+    fn multibulk_and_inline_and_pipelines() {
+        let got =
+            all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n\r\nset a \"b c\\x41\"\r\n*0\r\n").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                vec![b"GET".to_vec(), b"k".to_vec()],
+                vec![b"PING".to_vec()],
+                vec![b"set".to_vec(), b"a".to_vec(), b"b cA".to_vec()],
+            ]
+        );
+    }
+
+    #[test]
+    fn resumes_at_every_split_point() {
+        let frame = b"*3\r\n$3\r\nSET\r\n$5\r\nhello\r\n$0\r\n\r\n";
+        for cut in 0..frame.len() {
+            let mut p = Parser::default();
+            assert_eq!(
+                p.parse(&frame[..cut], &L).unwrap(),
+                Parsed::Incomplete,
+                "{cut}"
+            );
+            assert!(
+                matches!(p.parse(frame, &L).unwrap(), Parsed::Command { end } if end == frame.len())
+            );
+            assert_eq!(
+                p.take_args(frame),
+                vec![b"SET".to_vec(), b"hello".to_vec(), vec![]]
+            );
+        }
+    }
+
+    #[test]
+    fn limits_and_errors_have_redis_texts() {
+        let e = |b: &[u8]| all(b).unwrap_err().0;
+        assert_eq!(e(b"*2\r\n$2000\r\n"), "invalid bulk length");
+        assert_eq!(e(b"*1\r\n$4294967296\r\n"), "invalid bulk length");
+        assert_eq!(e(b"*1\r\n$-1\r\n"), "invalid bulk length");
+        assert_eq!(e(b"*99999999\r\n"), "invalid multibulk length");
+        assert_eq!(e(b"*x\r\n"), "invalid multibulk length");
+        assert_eq!(e(b"*1\r\n:3\r\n"), "expected '$', got ':'");
+        assert_eq!(e(b"*1\r\nX"), "expected '$', got 'X'");
+        assert_eq!(e(b"set a \"b\r\n"), "unbalanced quotes in request");
+        assert_eq!(e(&vec![b'a'; INLINE_MAX + 1]), "too big inline request");
+        let mut big = b"*".to_vec();
+        big.extend(vec![b'1'; INLINE_MAX + 1]);
+        assert_eq!(e(&big), "too big mbulk count string");
+    }
+
+    #[test]
+    fn split_args_follows_sdssplitargs() {
+        let s = |l: &str| split_args(l.as_bytes());
+        assert_eq!(s("  a  b "), Some(vec![b"a".to_vec(), b"b".to_vec()]));
+        assert_eq!(s("'it\\'s' x"), Some(vec![b"it's".to_vec(), b"x".to_vec()]));
+        assert_eq!(s("\"a\"b"), None);
+        assert_eq!(s("'a"), None);
+        assert_eq!(s("\"\\x00\\n\""), Some(vec![vec![0, b'\n']]));
+        assert_eq!(s(""), Some(vec![]));
+    }
+
+    #[test]
+    fn replies_in_both_protocols() {
+        let mut o = Out::new(Proto::V2);
+        o.null();
+        o.map(1);
+        o.double(1.5);
+        o.int(-3);
+        assert_eq!(o.buf, b"$-1\r\n*2\r\n$3\r\n1.5\r\n:-3\r\n");
+        let mut o = Out::new(Proto::V3);
+        o.null();
+        o.map(1);
+        o.double(2.0);
+        o.error("ERR bad\r\nthing");
+        assert_eq!(o.buf, b"_\r\n%1\r\n,2\r\n-ERR bad  thing\r\n");
+        assert_eq!(format_double(10.6), "10.6");
+        assert_eq!(format_double(3.0e20), "300000000000000000000");
+    }
+}
