@@ -4,6 +4,8 @@
 //! child it started, even when the test fails (`Drop`).
 #![forbid(unsafe_code)]
 
+pub mod resp;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -128,6 +128,10 @@ pub fn execute(conn: &mut Conn, shared: &Shared, client: &Client, out: &mut Out,
         _ => {}
     }
     if let Some(q) = conn.multi.as_mut() {
+        if refused_in_multi(spec) {
+            conn.multi_failed = true;
+            return out.error("ERR Command not allowed inside a transaction");
+        }
         if !matches!(spec.name, "quit" | "reset") {
             q.push((spec, args.iter().map(|a| a.to_vec()).collect()));
             return out.simple("QUEUED");
@@ -150,10 +154,32 @@ fn set_multi(conn: &Conn, on: bool) {
         .multi = on;
 }
 
-/// How often EXEC runs its transaction again when other writers changed what it read, before
-/// it gives up with an error (each attempt is a few microseconds; this is contention no
-/// workload sustains, or a bug).
-const EXEC_ATTEMPTS: usize = 10_000;
+/// The keys a command names, by its key positions (Redis's first, last, step).
+fn declared_keys(spec: &Spec, args: &[Vec<u8>], into: &mut Vec<Vec<u8>>) {
+    let (first, last, step) = spec.keys;
+    if first <= 0 {
+        return;
+    }
+    let n = args.len() as i32;
+    let last = if last < 0 { n + last } else { last.min(n - 1) };
+    let mut i = first;
+    while i <= last {
+        let k = &args[i as usize];
+        if !into.contains(k) {
+            into.push(k.clone());
+        }
+        i += step.max(1);
+    }
+}
+
+/// Commands EXEC cannot run while it holds its keys' locks (they read or write every stripe,
+/// or wait for the host): refused in MULTI with Redis's error for no-multi commands.
+pub fn refused_in_multi(spec: &Spec) -> bool {
+    matches!(
+        spec.name,
+        "keys" | "scan" | "randomkey" | "dbsize" | "flushdb" | "flushall" | "save" | "shutdown"
+    )
+}
 
 fn exec(conn: &mut Conn, shared: &Shared, client: &Client, out: &mut Out) {
     let Some(queue) = conn.multi.take() else {
@@ -165,9 +191,16 @@ fn exec(conn: &mut Conn, shared: &Shared, client: &Client, out: &mut Out) {
         conn.multi_failed = false;
         return out.error("EXECABORT Transaction discarded because of previous errors.");
     }
-    for attempt in 0..EXEC_ATTEMPTS {
-        let mut overlay = Overlay::default();
-        let mut replies = Out::new(out.proto);
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for (spec, args) in &queue {
+        if spec.is_data() {
+            declared_keys(spec, args, &mut keys);
+        }
+    }
+    let proto = out.proto;
+    let r = client.transact(&watched, &keys, |recs| {
+        let mut overlay = Overlay::new(&keys, recs);
+        let mut replies = Out::new(proto);
         replies.array(queue.len());
         for (spec, args) in &queue {
             let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
@@ -178,28 +211,22 @@ fn exec(conn: &mut Conn, shared: &Shared, client: &Client, out: &mut Out) {
                     Db::Direct(client)
                 },
                 out: &mut replies,
-                conn,
+                conn: &mut *conn,
                 shared,
             };
             (spec.run)(&mut cx, &args);
         }
-        // HELLO inside MULTI may have switched the protocol.
-        out.proto = replies.proto;
-        match overlay.commit(client, &watched) {
-            Ok(true) => {
-                out.buf.extend_from_slice(&replies.buf);
-                return;
-            }
-            Ok(false) => return out.null_array(),
-            Err(Error::Conflict { .. }) => {
-                if attempt > 8 {
-                    std::thread::yield_now();
-                }
-            }
-            Err(e) => return out.error(&cmd::store_error(&e)),
+        Ok((overlay.writes(), replies))
+    });
+    match r {
+        Ok(replies) => {
+            // HELLO inside MULTI may have switched the protocol.
+            out.proto = replies.proto;
+            out.buf.extend_from_slice(&replies.buf);
         }
+        Err(Error::Conflict { .. }) => out.null_array(),
+        Err(e) => out.error(&cmd::store_error(&e)),
     }
-    out.error("ERR EXEC could not commit: the keys it read kept changing (try again)");
 }
 
 /// RESET: back to a fresh connection's state.

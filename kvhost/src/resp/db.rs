@@ -1,13 +1,13 @@
 //! The store as commands see it: either directly (each command one atomic operation of the
-//! library), or through a transaction's overlay (MULTI/EXEC): reads come from the store and
-//! are remembered with their versions, writes stay in the overlay, and EXEC commits them with
-//! one `commit_checked` whose checks are the WATCHed keys plus every key read. A check of a
-//! read key that fails means another process wrote in between: the transaction is run again
-//! from the start (its replies too); a WATCHed key that fails aborts EXEC (a null reply).
+//! library), or through a transaction's overlay (MULTI/EXEC). EXEC runs inside one
+//! `Client::transact` over every key its queued commands name (Redis's key positions of each
+//! command): the keys' current records are loaded under their stripe locks, the commands run
+//! against the overlay, and what they wrote is applied in the same transaction. Nothing can
+//! get in between, so EXEC never retries and never starves behind busy local writers.
 
 use std::collections::HashMap;
 
-use kvshm::{Change, Client, Entry, Error, Record, Result, Watch, Write};
+use kvshm::{Change, Client, Entry, Error, Record, Result, Write};
 
 /// The store for one command.
 #[derive(Debug)]
@@ -26,35 +26,51 @@ struct Held {
     expires_at: Option<u64>,
 }
 
-/// What a transaction read and wrote so far.
+/// The keys of a transaction: as loaded under their locks, then as its commands left them.
 #[derive(Debug, Default)]
 pub struct Overlay {
+    keys: Vec<Vec<u8>>,
     view: HashMap<Vec<u8>, Option<Held>>,
-    /// Keys read from the store, with the version seen: checked at commit.
-    reads: Vec<(Vec<u8>, Watch)>,
     /// Keys written, in first-write order.
     dirty: Vec<Vec<u8>>,
 }
 
 impl Overlay {
-    fn load(&mut self, c: &Client, key: &[u8]) -> Result<()> {
-        if !self.view.contains_key(key) {
-            let r = c.get_entry(key)?;
-            self.reads
-                .push((key.to_vec(), Watch::Version(r.as_ref().map(|r| r.version))));
-            let held = r.map(|r| Held {
-                value: r.value,
-                version: r.version,
-                expires_at: r.expires_at,
-            });
-            self.view.insert(key.to_vec(), held);
+    /// The overlay over `keys` as `recs` found them.
+    pub fn new(keys: &[Vec<u8>], recs: &[Option<Record>]) -> Overlay {
+        let view = keys
+            .iter()
+            .zip(recs)
+            .map(|(k, r)| {
+                let h = r.as_ref().map(|r| Held {
+                    value: r.value.clone(),
+                    version: r.version,
+                    expires_at: r.expires_at,
+                });
+                (k.clone(), h)
+            })
+            .collect();
+        Overlay {
+            keys: keys.to_vec(),
+            view,
+            dirty: Vec::new(),
         }
-        Ok(())
+    }
+
+    fn load(&self, key: &[u8]) -> Result<()> {
+        if self.view.contains_key(key) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "key {:?} was not declared by its command",
+                String::from_utf8_lossy(key)
+            )))
+        }
     }
 
     fn current(&self, key: &[u8]) -> Option<&Held> {
         let h = self.view.get(key)?.as_ref()?;
-        // A key that expired while the transaction ran is absent for it too.
+        // A key that expires while the transaction runs is absent for it too.
         match h.expires_at {
             Some(at) if at <= kvshm::now_ms() => None,
             _ => Some(h),
@@ -68,30 +84,23 @@ impl Overlay {
         self.view.insert(key.to_vec(), h);
     }
 
-    /// Commit: the WATCHed keys' checks first, then the reads. `Ok(false)`: a watched key
-    /// changed (EXEC answers null). `Err(Conflict)` past the watches: run again.
-    pub fn commit(self, c: &Client, watched: &[(Vec<u8>, Watch)]) -> Result<bool> {
-        let mut checks: Vec<(Vec<u8>, Watch)> = watched.to_vec();
-        checks.extend(self.reads);
-        let writes: Vec<(Vec<u8>, Write)> = self
-            .dirty
+    /// What the transaction wrote, by index into its keys.
+    pub fn writes(mut self) -> Vec<(usize, Write)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
             .into_iter()
-            .map(|k| {
-                let w = match self.view.get(&k).cloned().flatten() {
+            .filter_map(|k| {
+                let i = self.keys.iter().position(|x| *x == k)?;
+                let w = match self.view.remove(&k).flatten() {
                     Some(h) => Write::Put {
                         value: h.value,
                         expires_at: h.expires_at,
                     },
                     None => Write::Remove,
                 };
-                (k, w)
+                Some((i, w))
             })
-            .collect();
-        match c.commit_checked(&checks, &writes) {
-            Ok(()) => Ok(true),
-            Err(Error::Conflict { index, .. }) if index < watched.len() => Ok(false),
-            Err(e) => Err(e),
-        }
+            .collect()
     }
 }
 
@@ -107,8 +116,8 @@ impl<'d> Db<'d> {
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self {
             Db::Direct(c) => c.get(key),
-            Db::Multi(c, o) => {
-                o.load(c, key)?;
+            Db::Multi(_, o) => {
+                o.load(key)?;
                 Ok(o.current(key).map(|h| h.value.clone()))
             }
         }
@@ -118,8 +127,8 @@ impl<'d> Db<'d> {
     pub fn read(&mut self, key: &[u8]) -> Result<Option<Record>> {
         match self {
             Db::Direct(c) => c.get_entry(key),
-            Db::Multi(c, o) => {
-                o.load(c, key)?;
+            Db::Multi(_, o) => {
+                o.load(key)?;
                 Ok(o.current(key).map(|h| Record {
                     value: h.value.clone(),
                     version: h.version,
@@ -146,7 +155,7 @@ impl<'d> Db<'d> {
         match self {
             Db::Direct(c) => Ok(c.modify_entry(key, f)?.0),
             Db::Multi(c, o) => {
-                o.load(c, key)?;
+                o.load(key)?;
                 let cur = o.current(key).cloned();
                 let (change, t) = f(cur.as_ref().map(|h| Entry {
                     value: &h.value,
@@ -203,27 +212,23 @@ impl<'d> Db<'d> {
         mut f: impl FnMut(&[Option<Record>]) -> Result<(Vec<(Vec<u8>, Write)>, T)>,
     ) -> Result<T> {
         match self {
-            Db::Direct(c) => loop {
-                let recs = keys
-                    .iter()
-                    .map(|k| c.get_entry(k))
-                    .collect::<Result<Vec<_>>>()?;
-                let (writes, t) = f(&recs)?;
-                let checks: Vec<(&[u8], Watch)> = keys
-                    .iter()
-                    .zip(&recs)
-                    .map(|(k, r)| (*k, Watch::Version(r.as_ref().map(|r| r.version))))
-                    .collect();
-                let writes: Vec<(&[u8], Write)> = writes
-                    .iter()
-                    .map(|(k, w)| (k.as_slice(), w.clone()))
-                    .collect();
-                match c.commit_checked(&checks, &writes) {
-                    Ok(()) => return Ok(t),
-                    Err(Error::Conflict { .. }) => std::thread::yield_now(),
-                    Err(e) => return Err(e),
-                }
-            },
+            Db::Direct(c) => {
+                let none: &[(&[u8], kvshm::Watch)] = &[];
+                c.transact(none, keys, |recs| {
+                    let (writes, t) = f(recs)?;
+                    let mut out = Vec::with_capacity(writes.len());
+                    for (k, w) in writes {
+                        let i = keys
+                            .iter()
+                            .position(|x| *x == k.as_slice())
+                            .ok_or_else(|| {
+                                Error::InvalidArgument("multi: a write to an undeclared key".into())
+                            })?;
+                        out.push((i, w));
+                    }
+                    Ok((out, t))
+                })
+            }
             Db::Multi(..) => {
                 let recs = keys
                     .iter()

@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use super::versioned::Decision;
 use super::{Client, WriteOp};
 use crate::error::{Error, Result};
-use crate::index;
-use crate::layout::{Counter, META_EXPIRY_MASK};
+use crate::index::{self, write_record};
+use crate::layout::{record_size, Counter, META_EXPIRY_MASK};
 use crate::txn::{self, Txn};
 
 /// A key as [`Client::modify_entry`] finds it, under its stripe lock.
@@ -272,6 +272,131 @@ impl Client {
         ]);
         self.trace("commit_checked", b"", format_args!("{n} keys"));
         Ok(())
+    }
+
+    /// A multi-key read-modify-write under the locks of every key's stripe: if the `checks`
+    /// hold, `f` sees `keys` as they are (`None`: absent) and returns writes, each naming a
+    /// key by its index in `keys` (a later write of a key wins), and a result. All of it is
+    /// one transaction: no other writer of those stripes, in any process, runs in between,
+    /// so it never has to be retried (Redis's EXEC, RENAME, MSETNX). A failed check is
+    /// [`Error::Conflict`]; an error from `f` changes nothing. `f` runs with the locks held:
+    /// keep it short.
+    pub fn transact<K: AsRef<[u8]>, T>(
+        &self,
+        checks: &[(K, Watch)],
+        keys: &[K],
+        f: impl FnOnce(&[Option<Record>]) -> Result<(Vec<(usize, Write)>, T)>,
+    ) -> Result<T> {
+        for (k, _) in checks {
+            self.st.check_limits(k.as_ref(), None)?;
+        }
+        for k in keys {
+            self.st.check_limits(k.as_ref(), None)?;
+        }
+        self.not_forked()?;
+        let g = self.guard();
+        let sess = self.session_w(&g)?;
+        let check_h: Vec<u64> = checks
+            .iter()
+            .map(|(k, _)| self.st.hash(k.as_ref()))
+            .collect();
+        let key_h: Vec<u64> = keys.iter().map(|k| self.st.hash(k.as_ref())).collect();
+        let all: Vec<u64> = check_h.iter().chain(&key_h).copied().collect();
+        let stripes = self.stripes_of(&all);
+        let txn = Txn::begin(&sess, txn::log_entries_single() * keys.len().max(1) + 8)?;
+        let mut out = None;
+        let (mut puts, mut removes, mut bytes) = (0u64, 0u64, 0u64);
+        self.apply_locked(&sess, txn, &stripes, WriteOp::Modify, |txn| {
+            for (i, ((k, check), &h)) in checks.iter().zip(&check_h).enumerate() {
+                let s = self.st.stripe_of(h);
+                let current = match index::lookup(txn, s, h, k.as_ref())? {
+                    Some(rec) => Some(self.st.record_version(rec)?),
+                    None => None,
+                };
+                let holds = match *check {
+                    Watch::Version(v) => current == v,
+                    Watch::Untouched(rev) => {
+                        current.is_none()
+                            && self.st.mem.stripe(s).revision.load(Ordering::Relaxed) == rev
+                    }
+                };
+                if !holds {
+                    return Err(Error::Conflict { index: i, current });
+                }
+            }
+            let mut recs = Vec::with_capacity(keys.len());
+            for (k, &h) in keys.iter().zip(&key_h) {
+                let s = self.st.stripe_of(h);
+                recs.push(match index::lookup(txn, s, h, k.as_ref())? {
+                    Some(rec) => {
+                        let mut value = Vec::new();
+                        self.st.read_value(rec, &mut value)?;
+                        Some(Record {
+                            value,
+                            version: self.st.record_version(rec)?,
+                            expires_at: expiry_of_meta(self.st.record_meta(rec)?),
+                        })
+                    }
+                    None => None,
+                });
+            }
+            let (writes, t) = f(&recs)?;
+            // The last write of each key, in order.
+            let mut last: Vec<(usize, Write)> = Vec::with_capacity(writes.len());
+            for (i, w) in writes.into_iter().rev() {
+                if i >= keys.len() {
+                    return Err(Error::InvalidArgument(format!(
+                        "transact: write to key index {i} of {}",
+                        keys.len()
+                    )));
+                }
+                if !last
+                    .iter()
+                    .any(|(j, _)| keys[*j].as_ref() == keys[i].as_ref())
+                {
+                    last.push((i, w));
+                }
+            }
+            last.reverse();
+            for (i, w) in &last {
+                if let Write::Put { value, expires_at } = w {
+                    self.st.check_limits(keys[*i].as_ref(), Some(value))?;
+                    meta_of(*expires_at)?;
+                }
+            }
+            for &s in &stripes {
+                let adds = last
+                    .iter()
+                    .filter(|(i, w)| {
+                        matches!(w, Write::Put { .. }) && self.st.stripe_of(key_h[*i]) == s
+                    })
+                    .count();
+                index::ensure_room(txn, s, adds as u64)?;
+            }
+            for (i, w) in &last {
+                let (k, h) = (keys[*i].as_ref(), key_h[*i]);
+                let s = self.st.stripe_of(h);
+                match w {
+                    Write::Put { value, expires_at } => {
+                        let rec = txn.alloc(record_size(k.len() as u64, value.len() as u64))?;
+                        write_record(&self.st, rec, k, value, meta_of(*expires_at)?)?;
+                        index::put(txn, s, h, k, rec, value.len())?;
+                        puts += 1;
+                        bytes += value.len() as u64;
+                    }
+                    Write::Remove => removes += u64::from(index::remove(txn, s, h, k)?),
+                }
+            }
+            out = Some(t);
+            Ok(())
+        })?;
+        self.count(&[
+            (Counter::Puts, puts),
+            (Counter::BytesIn, bytes),
+            (Counter::Removes, removes),
+        ]);
+        self.trace("transact", b"", format_args!("{} keys", keys.len()));
+        Ok(out.expect("apply ran"))
     }
 
     /// How many index stripes the store has (the unit of [`Client::scan_stripe`]).

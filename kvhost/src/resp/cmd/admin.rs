@@ -296,10 +296,28 @@ pub fn client(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
                 cx.out.simple(l);
             }
         }
-        _ => cx.out.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
-            String::from_utf8_lossy(a[1])
-        )),
+        _ => sub_error(cx, a, "client", CLIENT_SUBS),
+    }
+}
+
+const CLIENT_SUBS: &[&str] = &[
+    "id", "getname", "setname", "setinfo", "info", "list", "kill", "no-evict", "no-touch", "help",
+];
+
+/// Redis's replies for a container command: an unknown subcommand, or a known one with the
+/// wrong number of arguments.
+fn sub_error(cx: &mut Ctx<'_, '_>, a: &[&[u8]], cmd: &str, known: &[&str]) {
+    let sub = String::from_utf8_lossy(a[1]);
+    if known.iter().any(|k| k.eq_ignore_ascii_case(&sub)) {
+        cx.out.error(&format!(
+            "ERR wrong number of arguments for '{cmd}|{}' command",
+            sub.to_ascii_lowercase()
+        ));
+    } else {
+        cx.out.error(&format!(
+            "ERR unknown subcommand '{sub}'. Try {} HELP.",
+            cmd.to_ascii_uppercase()
+        ));
     }
 }
 
@@ -585,10 +603,12 @@ pub fn command(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
                 cx.out.bulk(k);
             }
         }
-        _ => cx.out.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try COMMAND HELP.",
-            String::from_utf8_lossy(a[1])
-        )),
+        _ => sub_error(
+            cx,
+            a,
+            "command",
+            &["count", "list", "info", "docs", "getkeys"],
+        ),
     }
 }
 
@@ -742,10 +762,7 @@ pub fn config(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
         "rewrite" if a.len() == 2 => cx.out.error(
             "ERR kvhost has no config file to rewrite: settings come from flags and --config",
         ),
-        _ => cx.out.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
-            String::from_utf8_lossy(a[1])
-        )),
+        _ => sub_error(cx, a, "config", &["get", "set", "resetstat", "rewrite"]),
     }
 }
 

@@ -1,0 +1,292 @@
+//! Helpers for the RESP server's tests: a kvhost serving RESP on a free loopback port, a
+//! stock redis-server beside it (the reference for differential tests), and a minimal raw
+//! RESP client that returns reply bytes exactly as the server sent them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{workspace_bin, ChildGuard, StoreName};
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The path of a tool the test needs; a missing one fails the test with how to get it
+/// (`scripts/test-all.sh` installs them).
+pub fn tool(name: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = PathBuf::from(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: run `bash ci/install-deps.sh` (apt-get install redis-server redis-tools netcat-openbsd)");
+}
+
+fn wait_port(port: u16, child: &mut ChildGuard, what: &str) {
+    let t = Instant::now();
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(st)) = child.child.try_wait() {
+            panic!("{what} exited before listening: {st}");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{what} does not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A kvhost hosting its own store with RESP on a loopback port (and a Unix socket).
+#[derive(Debug)]
+pub struct RespHost {
+    /// The store (removed on drop).
+    pub store: StoreName,
+    /// The host process (killed on drop).
+    pub child: ChildGuard,
+    /// TCP port.
+    pub port: u16,
+    /// Unix socket path.
+    pub sock: PathBuf,
+    /// Log file.
+    pub log: PathBuf,
+}
+
+impl RespHost {
+    /// Start one; `extra` are more kvhost flags.
+    pub fn start(tag: &str, extra: &[&str]) -> RespHost {
+        let store = StoreName::new(tag);
+        let port = free_port();
+        let sock = std::env::temp_dir().join(format!("{}.sock", store.name));
+        let log = std::env::temp_dir().join(format!("{}.log", store.name));
+        let mut c = Command::new(workspace_bin("kvhost"));
+        c.args(["--name", &store.name, "--dir"])
+            .arg(&store.dir)
+            .args(["--resp", &format!("127.0.0.1:{port}"), "--resp-unix"])
+            .arg(&sock)
+            .arg("--log-file")
+            .arg(&log)
+            .args(["--log-level", "debug", "--release-on-exit"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = ChildGuard::new(c.spawn().expect("start kvhost"));
+        wait_port(port, &mut child, "kvhost");
+        RespHost {
+            store,
+            child,
+            port,
+            sock,
+            log,
+        }
+    }
+
+    /// A raw connection.
+    pub fn conn(&self) -> Conn {
+        Conn::tcp(self.port)
+    }
+
+    /// A local client of the same store, through shared memory.
+    pub fn local(&self) -> kvshm::Client {
+        kvshm::Client::open_in(&self.store.dir, &self.store.name).expect("attach")
+    }
+
+    /// Run redis-cli against it with `args`; its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args, None)
+    }
+}
+
+impl Drop for RespHost {
+    fn drop(&mut self) {
+        self.child.kill();
+        let _ = std::fs::remove_file(&self.sock);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Run redis-cli on `port` with `args` (and `stdin`); its stdout.
+pub fn redis_cli(port: u16, args: &[&str], stdin: Option<&[u8]>) -> String {
+    let mut c = Command::new(tool("redis-cli"));
+    c.args(["-p", &port.to_string()]).args(args);
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut ch = c.spawn().expect("redis-cli");
+    if let Some(input) = stdin {
+        let mut i = ch.stdin.take().unwrap();
+        i.write_all(input).unwrap();
+    }
+    let o = ch.wait_with_output().expect("redis-cli output");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A stock redis-server on a free loopback port, no persistence.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// The process.
+    pub child: ChildGuard,
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Start one.
+    pub fn start() -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("kvshm-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = Command::new(tool("redis-server"));
+        c.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut child = ChildGuard::new(c.spawn().expect("start redis-server"));
+        wait_port(port, &mut child, "redis-server");
+        RedisServer { child, port, dir }
+    }
+
+    /// A raw connection.
+    pub fn conn(&self) -> Conn {
+        Conn::tcp(self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.child.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A raw RESP connection.
+#[derive(Debug)]
+pub struct Conn {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+/// One command as a RESP multibulk frame.
+pub fn frame(args: &[&[u8]]) -> Vec<u8> {
+    let mut f = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        f.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        f.extend_from_slice(a);
+        f.extend_from_slice(b"\r\n");
+    }
+    f
+}
+
+impl Conn {
+    /// Connect to a loopback port.
+    pub fn tcp(port: u16) -> Conn {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Conn {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
+    /// A second handle on the socket, for a thread that only writes.
+    pub fn writer(&self) -> TcpStream {
+        self.w.try_clone().expect("clone socket")
+    }
+
+    /// Send raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).expect("send");
+    }
+
+    /// Send a command and read its reply (raw bytes).
+    pub fn cmd(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send(&frame(args));
+        self.reply()
+    }
+
+    /// [`Conn::cmd`] with string arguments, the reply as text.
+    pub fn cmds(&mut self, args: &[&str]) -> String {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        String::from_utf8_lossy(&self.cmd(&a)).into_owned()
+    }
+
+    /// Read one whole reply, raw. Empty if the server closed the connection.
+    pub fn reply(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.read_one(&mut out);
+        out
+    }
+
+    /// Whether the server closed the connection (reads EOF within the read timeout).
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.r.read(&mut b), Ok(0))
+    }
+
+    fn line(&mut self, out: &mut Vec<u8>) -> Option<String> {
+        let mut l = Vec::new();
+        let n = self.r.read_until(b'\n', &mut l).ok()?;
+        if n == 0 {
+            return None;
+        }
+        out.extend_from_slice(&l);
+        Some(String::from_utf8_lossy(&l).trim_end().to_string())
+    }
+
+    fn read_one(&mut self, out: &mut Vec<u8>) {
+        let Some(l) = self.line(out) else { return };
+        let (t, rest) = l.split_at(1);
+        match t {
+            "$" | "=" | "!" => {
+                let n: i64 = rest.parse().unwrap();
+                if n >= 0 {
+                    let mut b = vec![0u8; n as usize + 2];
+                    self.r.read_exact(&mut b).unwrap();
+                    out.extend_from_slice(&b);
+                }
+            }
+            "*" | "~" | ">" => {
+                let n: i64 = rest.parse().unwrap();
+                for _ in 0..n.max(0) {
+                    self.read_one(out);
+                }
+            }
+            "%" | "|" => {
+                let n: i64 = rest.parse().unwrap();
+                for _ in 0..2 * n.max(0) {
+                    self.read_one(out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
