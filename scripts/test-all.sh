@@ -3,6 +3,7 @@
 # alone), called here in order. A gate that fails stops the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash ci/install-deps.sh
 leak_base="$(mktemp)"
 trap 'rm -f "$leak_base"' EXIT
 bash ci/shm-leak.sh record "$leak_base"
@@ -18,6 +19,7 @@ gate test.sh debug
 gate test.sh release
 gate csharp.sh
 gate python.sh
+gate resp.sh
 gate loom.sh
 gate bench-smoke.sh
 gate demo.sh

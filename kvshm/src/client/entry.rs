@@ -576,6 +576,50 @@ mod tests {
     }
 
     #[test]
+    fn transact_reads_and_writes_under_the_locks() {
+        let t = TestStore::new("entry-transact", Config::default());
+        let a = t.client();
+        let b = t.client();
+        a.put(b"src", b"v").unwrap();
+        let keys: [&[u8]; 2] = [b"src", b"dst"];
+        let none: &[(&[u8], Watch)] = &[];
+        // RENAME as one transaction.
+        let moved = a
+            .transact(none, &keys, |recs| {
+                let v = recs[0].clone().unwrap();
+                Ok((
+                    vec![
+                        (
+                            1,
+                            Write::Put {
+                                value: v.value,
+                                expires_at: v.expires_at,
+                            },
+                        ),
+                        (0, Write::Remove),
+                    ],
+                    recs[1].is_none(),
+                ))
+            })
+            .unwrap();
+        assert!(moved);
+        assert_eq!(b.get(b"src").unwrap(), None);
+        assert_eq!(b.get(b"dst").unwrap().as_deref(), Some(&b"v"[..]));
+        // A write to an undeclared key, or an error from f: nothing applied.
+        let r = a.transact(none, &keys, |_| {
+            Ok((vec![(0, Write::Remove), (2, Write::Remove)], ()))
+        });
+        assert!(matches!(r, Err(Error::InvalidArgument(_))));
+        assert_eq!(b.get(b"dst").unwrap().as_deref(), Some(&b"v"[..]));
+        // A watch that fails: Conflict, nothing applied.
+        let w = a.watch(b"dst").unwrap();
+        b.put(b"dst", b"changed").unwrap();
+        let r = a.transact(&[(&b"dst"[..], w)], &keys, |_| Ok((vec![(1, Write::Remove)], ())));
+        assert!(matches!(r, Err(Error::Conflict { index: 0, .. })));
+        assert_eq!(b.get(b"dst").unwrap().as_deref(), Some(&b"changed"[..]));
+    }
+
+    #[test]
     fn scan_stripe_and_clear_cover_every_key() {
         let t = TestStore::new("entry-scan", Config::default());
         let c = t.client();
