@@ -62,8 +62,7 @@ fn no_auth(spec: &Spec) -> bool {
 
 /// Run one command, appending its reply to `out`.
 pub fn execute(conn: &mut Conn, shared: &Shared, client: &Client, out: &mut Out, args: &[&[u8]]) {
-    shared.counters.commands.fetch_add(1, Ordering::Relaxed);
-    let Some(spec) = cmd::lookup(args[0]) else {
+    let Some((idx, spec)) = cmd::lookup_index(args[0]) else {
         if conn.multi.is_some() {
             conn.multi_failed = true;
         }
@@ -72,14 +71,7 @@ pub fn execute(conn: &mut Conn, shared: &Shared, client: &Client, out: &mut Out,
         }
         return out.error(&cmd::unknown_command(args));
     };
-    {
-        let mut info = conn.handle.info.lock().unwrap_or_else(|e| e.into_inner());
-        info.cmd = spec.name;
-    }
-    conn.handle.last_ms.store(
-        conn.handle.created.elapsed().as_millis() as u64,
-        Ordering::Relaxed,
-    );
+    conn.handle.last_cmd.store(idx + 1, Ordering::Relaxed);
     if !conn.authed && !no_auth(spec) {
         return out.error("NOAUTH Authentication required.");
     }

@@ -81,6 +81,8 @@ pub struct ClientHandle {
     pub created: Instant,
     /// Milliseconds since `created` of the last command.
     pub last_ms: AtomicU64,
+    /// The last command run (index into `cmd::COMMANDS`, +1; 0: none yet).
+    pub last_cmd: AtomicUsize,
     /// CLIENT SETNAME, lib-name, lib-ver, last command, protocol.
     pub info: Mutex<ClientInfo>,
     /// Set by CLIENT KILL; the connection closes at its next wake-up.
@@ -98,8 +100,6 @@ pub struct ClientInfo {
     pub lib_name: String,
     /// CLIENT SETINFO LIB-VER.
     pub lib_ver: String,
-    /// The last command run.
-    pub cmd: &'static str,
     /// 2 or 3.
     pub resp: u8,
     /// In MULTI.

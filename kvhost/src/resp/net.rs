@@ -35,7 +35,7 @@ thread_local! {
 /// connection.
 #[derive(Debug)]
 pub struct Server {
-    runtime: Option<tokio::runtime::Runtime>,
+    runner: Option<Runner>,
     shared: Arc<Shared>,
     unix_paths: Vec<PathBuf>,
     /// Where it listens (TCP, resolved: port 0 becomes the real port).
@@ -54,8 +54,13 @@ impl Server {
     }
 
     fn shutdown(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(Duration::from_secs(1));
+        match self.runner.take() {
+            Some(Runner::Multi(rt)) => rt.shutdown_timeout(Duration::from_secs(1)),
+            Some(Runner::Single(thread, stop)) => {
+                let _ = stop.send(());
+                let _ = thread.join();
+            }
+            None => {}
         }
         for p in &self.unix_paths {
             let _ = std::fs::remove_file(p);
@@ -67,6 +72,17 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The runtime: tokio's multi-thread scheduler for several workers; for one, a current-thread
+/// runtime on its own thread (no work-stealing machinery: measured faster per request).
+#[derive(Debug)]
+enum Runner {
+    Multi(tokio::runtime::Runtime),
+    Single(
+        std::thread::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ),
 }
 
 fn is_loopback(a: &SocketAddr) -> bool {
@@ -115,15 +131,22 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
     let threads = opts.threads.max(1);
     let dir = opts.dir.clone();
     let name = opts.name.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("kvhost-resp")
-        .enable_io()
-        .enable_time()
-        .on_thread_stop(|| {
-            CLIENT.with(|c| c.borrow_mut().take());
-        })
-        .build()?;
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("kvhost-resp")
+            .enable_io()
+            .enable_time()
+            .on_thread_stop(|| {
+                CLIENT.with(|c| c.borrow_mut().take());
+            })
+            .build()?
+    };
     // Attach on the worker threads up front, so a store that cannot be opened is an error
     // now, not a failure of every command later.
     Client::open_in(&dir, &name).map_err(|e| {
@@ -172,8 +195,23 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
         });
     }
     drop(_guard);
+    let runner = if threads == 1 {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("kvhost-resp".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = rx.await;
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                CLIENT.with(|c| c.borrow_mut().take());
+            })?;
+        Runner::Single(thread, tx)
+    } else {
+        Runner::Multi(runtime)
+    };
     Ok(Server {
-        runtime: Some(runtime),
+        runner: Some(runner),
         shared,
         unix_paths,
         tcp_addrs,
@@ -208,6 +246,7 @@ where
         laddr,
         created: Instant::now(),
         last_ms: AtomicU64::new(0),
+        last_cmd: std::sync::atomic::AtomicUsize::new(0),
         info: Mutex::new(ClientInfo {
             resp: 2,
             ..ClientInfo::default()
@@ -270,15 +309,26 @@ where
         k.max(v)
     };
     let limits = Limits { max_bulk };
+    let killed = handle.wake.notified();
+    let mut killed = std::pin::pin!(killed);
+    let idle = tokio::time::sleep(Duration::from_secs(3600));
+    let mut idle = std::pin::pin!(idle);
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
+        // The idle deadline moves with each read; the kill notification is registered once
+        // (both reused across iterations: no allocation or lock per request).
+        if let Some(t) = shared.timeout() {
+            idle.as_mut().reset(tokio::time::Instant::now() + t);
+        }
+        let timed = shared.timeout().is_some();
         let read = stream.read_buf(&mut buf);
         let n = tokio::select! {
+            biased;
             r = read => r?,
-            () = handle.wake.notified() => 0,
-            () = idle(shared.timeout()) => {
+            () = &mut killed => 0,
+            () = &mut idle, if timed => {
                 log::debug!("RESP client {}: idle timeout", conn.id);
                 0
             }
@@ -290,11 +340,17 @@ where
             .counters
             .net_in
             .fetch_add(n as u64, Ordering::Relaxed);
+        handle.last_ms.store(
+            handle.created.elapsed().as_millis() as u64,
+            Ordering::Relaxed,
+        );
         // Every complete command in the buffer, replies batched.
+        let mut commands = 0u64;
         loop {
             let parsed = parser.parse(&buf, &limits);
             match parsed {
                 Ok(Parsed::Command { .. }) => {
+                    commands += 1;
                     run(&mut conn, shared, &mut out, &parser.arg_slices(&buf));
                     if conn.close {
                         break;
@@ -313,6 +369,10 @@ where
                 }
             }
         }
+        shared
+            .counters
+            .commands
+            .fetch_add(commands, Ordering::Relaxed);
         flush(shared, stream, &mut out).await?;
         if conn.close {
             let _ = stream.shutdown().await;
@@ -344,13 +404,6 @@ fn run(conn: &mut Conn, shared: &Shared, out: &mut Out, args: &[&[u8]]) {
     match thread_client(shared) {
         Ok(c) => conn::execute(conn, shared, &c, out, args),
         Err(e) => out.error(&format!("ERR the server cannot attach to the store: {e}")),
-    }
-}
-
-async fn idle(t: Option<Duration>) {
-    match t {
-        Some(t) => tokio::time::sleep(t).await,
-        None => std::future::pending().await,
     }
 }
 

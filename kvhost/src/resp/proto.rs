@@ -59,12 +59,23 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
         .map(|i| from + i)
 }
 
-/// Redis's `string2ll` for a header number (no sign for lengths, handled by callers).
+/// A header number (`*3`, `$-1`): an optional `-`, then 1 to 19 digits; nothing else.
 fn parse_len(line: &[u8]) -> Option<i64> {
-    if line.is_empty() || line.len() > 20 {
+    let (neg, digits) = match line {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, line),
+    };
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    std::str::from_utf8(line).ok()?.parse::<i64>().ok()
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(d - b'0');
+    }
+    Some(if neg { -n } else { n })
 }
 
 impl Parser {

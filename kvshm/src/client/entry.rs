@@ -614,7 +614,9 @@ mod tests {
         // A watch that fails: Conflict, nothing applied.
         let w = a.watch(b"dst").unwrap();
         b.put(b"dst", b"changed").unwrap();
-        let r = a.transact(&[(&b"dst"[..], w)], &keys, |_| Ok((vec![(1, Write::Remove)], ())));
+        let r = a.transact(&[(&b"dst"[..], w)], &keys, |_| {
+            Ok((vec![(1, Write::Remove)], ()))
+        });
         assert!(matches!(r, Err(Error::Conflict { index: 0, .. })));
         assert_eq!(b.get(b"dst").unwrap().as_deref(), Some(&b"changed"[..]));
     }

@@ -179,7 +179,10 @@ fn client_line(h: &crate::resp::ClientHandle, me: u64) -> String {
         info.name,
         if info.multi { "x" } else { "N" },
         if info.multi { 0 } else { -1 },
-        info.cmd,
+        match h.last_cmd.load(Ordering::Relaxed) {
+            0 => "NULL",
+            i => COMMANDS[i - 1].name,
+        },
         if info.resp == 0 { 2 } else { info.resp },
         info.lib_name,
         info.lib_ver,

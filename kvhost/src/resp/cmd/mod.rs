@@ -5,7 +5,6 @@
 //! - `admin.rs`: connection and server commands (PING, HELLO, CLIENT, INFO, CONFIG, ...);
 //! - transactions (MULTI/EXEC/WATCH) live in `../conn.rs`, which owns the connection state.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use kvshm::Error;
@@ -172,16 +171,26 @@ pub static COMMANDS: &[Spec] = &[
 
 /// The command called `name` (any case).
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    static MAP: OnceLock<HashMap<&'static [u8], &'static Spec>> = OnceLock::new();
-    let map = MAP.get_or_init(|| COMMANDS.iter().map(|s| (s.name.as_bytes(), s)).collect());
-    if name.len() > 16 {
-        return None;
-    }
-    let mut low = [0u8; 16];
-    for (d, s) in low.iter_mut().zip(name) {
-        *d = s.to_ascii_lowercase();
-    }
-    map.get(&low[..name.len()]).copied()
+    lookup_index(name).map(|(_, s)| s)
+}
+
+/// The command called `name` (any case) and its index in [`COMMANDS`]: the few names of the
+/// same length compared without copying or lowercasing the argument.
+pub fn lookup_index(name: &[u8]) -> Option<(usize, &'static Spec)> {
+    const LONGEST: usize = 16;
+    static BY_LEN: OnceLock<Vec<Vec<usize>>> = OnceLock::new();
+    let by_len = BY_LEN.get_or_init(|| {
+        let mut v = vec![Vec::new(); LONGEST + 1];
+        for (i, s) in COMMANDS.iter().enumerate() {
+            v[s.name.len()].push(i);
+        }
+        v
+    });
+    let idx = *by_len
+        .get(name.len())?
+        .iter()
+        .find(|&&i| COMMANDS[i].name.as_bytes().eq_ignore_ascii_case(name))?;
+    Some((idx, &COMMANDS[idx]))
 }
 
 /// Redis's reply to an unknown command.
