@@ -3,7 +3,10 @@
 
 Both servers are started the same way (no persistence, loopback TCP and a Unix socket) and
 pinned to CPU 0; redis-benchmark runs pinned to CPU 1 (this machine has two: each side gets
-one core, and kvhost runs one RESP worker thread, as Redis runs one event loop). Rounds
+one core, and kvhost runs one RESP worker thread, as Redis runs one event loop). Besides
+requests/s and p50, it reports each server's CPU time per request (utime + stime of all its
+threads from /proc, over each test's run): on two cores the client is often the bottleneck,
+and then CPU per request is what tells the servers apart. Rounds
 alternate the two servers so that a slow minute of the VM hits both; the table gives the
 median over rounds of requests/s and of p50 latency, per test, transport and pipeline depth.
 
@@ -66,14 +69,28 @@ def start(system, tmp):
     return proc, port, sock
 
 
-def bench(port, sock, pipeline, requests, transport):
+def cpu_ticks(pid):
+    """utime + stime of every thread of `pid`, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def bench(proc, port, sock, pipeline, requests, transport):
+    """Each test in its own redis-benchmark run, so the server's CPU time is per test."""
     target = ["-s", sock] if transport == "unix" else ["-h", "127.0.0.1", "-p", str(port)]
-    cmd = ["taskset", "-c", "1", "redis-benchmark", *target, "-t", TESTS, "-n", str(requests),
-           "-r", "100000", "-c", "50", "-P", str(pipeline), "--csv"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rows = {}
-    for row in csv.DictReader(io.StringIO(out)):
-        rows[row["test"]] = (float(row["rps"]), float(row["p50_latency_ms"]))
+    tick = os.sysconf("SC_CLK_TCK")
+    for test in TESTS.split(","):
+        cmd = ["taskset", "-c", "1", "redis-benchmark", *target, "-t", test, "-n",
+               str(requests), "-r", "100000", "-c", "50", "-P", str(pipeline), "--csv"]
+        before = cpu_ticks(proc.pid)
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        used = (cpu_ticks(proc.pid) - before) / tick
+        parsed = list(csv.DictReader(io.StringIO(out)))
+        per_req = used / (requests * len(parsed)) * 1e6
+        for row in parsed:
+            rows[row["test"]] = (float(row["rps"]), float(row["p50_latency_ms"]), per_req)
     return rows
 
 
@@ -93,7 +110,7 @@ def main():
                 try:
                     for transport, pipeline in configs:
                         n = a.requests if pipeline > 1 else a.requests // 4
-                        for test, v in bench(port, sock, pipeline, n, transport).items():
+                        for test, v in bench(proc, port, sock, pipeline, n, transport).items():
                             results.setdefault((system, transport, pipeline, test), []).append(v)
                 finally:
                     proc.terminate()
@@ -113,8 +130,9 @@ def main():
                  f"{a.rounds} rounds, medians; servers on CPU 0, redis-benchmark on CPU 1, "
                  f"-c 50 -r 100000, -n {a.requests} (pipelined) / {a.requests // 4}.")
     lines.append("")
-    lines.append("| transport | -P | test | kvhost req/s | redis req/s | ratio | kvhost p50 ms | redis p50 ms |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append("| transport | -P | test | kvhost req/s | redis req/s | ratio | kvhost p50 ms "
+                 "| redis p50 ms | kvhost CPU µs/req | redis CPU µs/req |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     worst = None
     for transport, pipeline in configs:
         tests = sorted({k[3] for k in results if k[1] == transport and k[2] == pipeline})
@@ -125,10 +143,12 @@ def main():
             rrps = statistics.median(x[0] for x in rd)
             kp = statistics.median(x[1] for x in k)
             rp = statistics.median(x[1] for x in rd)
+            kc = statistics.median(x[2] for x in k)
+            rc = statistics.median(x[2] for x in rd)
             ratio = krps / rrps
             worst = ratio if worst is None else min(worst, ratio)
             lines.append(f"| {transport} | {pipeline} | {test} | {krps:,.0f} | {rrps:,.0f} | "
-                         f"{ratio:.2f}x | {kp:.3f} | {rp:.3f} |")
+                         f"{ratio:.2f}x | {kp:.3f} | {rp:.3f} | {kc:.2f} | {rc:.2f} |")
     lines.append("")
     lines.append(f"Lowest ratio: {worst:.2f}x")
     text = "\n".join(lines)

@@ -344,29 +344,16 @@ where
             handle.created.elapsed().as_millis() as u64,
             Ordering::Relaxed,
         );
-        // Every complete command in the buffer, replies batched.
+        // Every complete command in the buffer, replies batched (sent early when they pass
+        // `output_chunk`, before more commands run).
         let mut commands = 0u64;
         loop {
-            let parsed = parser.parse(&buf, &limits);
-            match parsed {
-                Ok(Parsed::Command { .. }) => {
-                    commands += 1;
-                    run(&mut conn, shared, &mut out, &parser.arg_slices(&buf));
-                    if conn.close {
-                        break;
-                    }
-                    if out.buf.len() >= shared.opts.output_chunk {
-                        flush(shared, stream, &mut out).await?;
-                    }
-                }
-                Ok(Parsed::Empty { .. }) => {}
-                Ok(Parsed::Incomplete) => break,
-                Err(e) => {
-                    out.error(&format!("ERR Protocol error: {}", e.0));
-                    conn.close = true;
-                    log::debug!("RESP client {}: protocol error: {}", conn.id, e.0);
-                    break;
-                }
+            let step = process(&mut conn, shared, &mut parser, &buf, &limits, &mut out);
+            commands += step.commands;
+            if step.more {
+                flush(shared, stream, &mut out).await?;
+            } else {
+                break;
             }
         }
         shared
@@ -399,11 +386,64 @@ where
     }
 }
 
-/// Run one command on this thread's client (not held across an await: it is the thread's).
-fn run(conn: &mut Conn, shared: &Shared, out: &mut Out, args: &[&[u8]]) {
-    match thread_client(shared) {
-        Ok(c) => conn::execute(conn, shared, &c, out, args),
-        Err(e) => out.error(&format!("ERR the server cannot attach to the store: {e}")),
+/// What [`process`] did.
+struct Step {
+    commands: u64,
+    /// It stopped because the replies reached `output_chunk`: flush, then call again.
+    more: bool,
+}
+
+/// Run every complete command in `buf` on this thread's client (fetched once; not held across
+/// an await, since it is the thread's), until the buffer has no complete command, the
+/// connection is to close, or the replies reach `output_chunk`.
+fn process(
+    conn: &mut Conn,
+    shared: &Shared,
+    parser: &mut Parser,
+    buf: &[u8],
+    limits: &Limits,
+    out: &mut Out,
+) -> Step {
+    let mut step = Step {
+        commands: 0,
+        more: false,
+    };
+    let client = match thread_client(shared) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::error!("the RESP server cannot attach to the store: {e}");
+            None
+        }
+    };
+    loop {
+        match parser.parse(buf, limits) {
+            Ok(Parsed::Command { .. }) => {
+                step.commands += 1;
+                match &client {
+                    Some(c) => {
+                        parser.with_args(buf, |args| conn::execute(conn, shared, c, out, args))
+                    }
+                    None => {
+                        out.error("ERR the server cannot attach to the store (see kvhost's log)")
+                    }
+                }
+                if conn.close {
+                    return step;
+                }
+                if out.buf.len() >= shared.opts.output_chunk {
+                    step.more = true;
+                    return step;
+                }
+            }
+            Ok(Parsed::Empty { .. }) => {}
+            Ok(Parsed::Incomplete) => return step,
+            Err(e) => {
+                out.error(&format!("ERR Protocol error: {}", e.0));
+                conn.close = true;
+                log::debug!("RESP client {}: protocol error: {}", conn.id, e.0);
+                return step;
+            }
+        }
     }
 }
 

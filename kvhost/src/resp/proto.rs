@@ -87,6 +87,23 @@ impl Parser {
         }
     }
 
+    /// Call `f` with the arguments of the command just parsed, without allocating for up to
+    /// eight of them.
+    pub fn with_args<T>(&self, buf: &[u8], f: impl FnOnce(&[&[u8]]) -> T) -> T {
+        if let Some(a) = &self.inline_args {
+            let v: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+            return f(&v);
+        }
+        if self.args.len() <= 8 {
+            let mut tmp: [&[u8]; 8] = [&[]; 8];
+            for (t, r) in tmp.iter_mut().zip(&self.args) {
+                *t = &buf[r.clone()];
+            }
+            return f(&tmp[..self.args.len()]);
+        }
+        f(&self.arg_slices(buf))
+    }
+
     /// [`Parser::arg_slices`], copied.
     pub fn take_args(&self, buf: &[u8]) -> Vec<Vec<u8>> {
         self.arg_slices(buf)
