@@ -91,6 +91,26 @@ pub struct ClientHandle {
     pub wake: tokio::sync::Notify,
 }
 
+impl ClientHandle {
+    /// A new connection's entry.
+    pub fn new(id: u64, addr: String, laddr: String) -> ClientHandle {
+        ClientHandle {
+            id,
+            addr,
+            laddr,
+            created: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            last_cmd: AtomicUsize::new(0),
+            info: Mutex::new(ClientInfo {
+                resp: 2,
+                ..ClientInfo::default()
+            }),
+            killed: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+}
+
 /// The mutable part of a [`ClientHandle`].
 #[derive(Debug, Default, Clone)]
 pub struct ClientInfo {
@@ -173,7 +193,8 @@ impl Shared {
         }
     }
 
-    fn new(opts: Options, control: Arc<Control>) -> Shared {
+    /// The shared state of a server with `opts` (also what tests run commands with).
+    pub fn new(opts: Options, control: Arc<Control>) -> Shared {
         let run_id: String = (0..40)
             .map(|i| {
                 let x = kvshm::now_ms() ^ (u64::from(std::process::id()) << 20) ^ (i * 0x9e37_79b9);

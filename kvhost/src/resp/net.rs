@@ -14,9 +14,9 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use kvshm::Client;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use super::conn::{self, Conn};
 use super::proto::{Limits, Out, Parsed, Parser, Proto};
-use super::{ClientHandle, ClientInfo, Control, Options, Shared};
+use super::{ClientHandle, Control, Options, Shared};
 
 thread_local! {
     /// This worker thread's client of the store.
@@ -240,20 +240,7 @@ where
 {
     shared.counters.connections.fetch_add(1, Ordering::Relaxed);
     let id = shared.next_id();
-    let handle = Arc::new(ClientHandle {
-        id,
-        addr,
-        laddr,
-        created: Instant::now(),
-        last_ms: AtomicU64::new(0),
-        last_cmd: std::sync::atomic::AtomicUsize::new(0),
-        info: Mutex::new(ClientInfo {
-            resp: 2,
-            ..ClientInfo::default()
-        }),
-        killed: AtomicBool::new(false),
-        wake: tokio::sync::Notify::new(),
-    });
+    let handle = Arc::new(ClientHandle::new(id, addr, laddr));
     let over = {
         let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
         if clients.len() >= shared.max_clients.load(Ordering::Relaxed) {

@@ -237,6 +237,12 @@ fn expected_dollar(c: u8) -> ProtocolError {
     ProtocolError(format!("expected '$', got '{}'", c as char))
 }
 
+/// C's `isspace`, as `sdssplitargs` uses it (a NUL byte is an ordinary byte here: the line is
+/// not a C string).
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
 /// Redis's `sdssplitargs`: words separated by spaces; `"..."` with `\n \r \t \b \a \\ \"` and
 /// `\xHH` escapes, `'...'` with `\'`; a closing quote must be followed by a space or the end.
 /// `None` for unbalanced quotes.
@@ -245,7 +251,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut i = 0;
     let n = line.len();
     loop {
-        while i < n && line[i].is_ascii_whitespace() {
+        while i < n && is_space(line[i]) {
             i += 1;
         }
         if i >= n {
@@ -280,7 +286,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     continue;
                 }
                 if c == b'"' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < n && !is_space(line[i + 1]) {
                         return None;
                     }
                     i += 1;
@@ -299,7 +305,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     continue;
                 }
                 if c == b'\'' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < n && !is_space(line[i + 1]) {
                         return None;
                     }
                     i += 1;
@@ -312,7 +318,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     break;
                 }
                 match line[i] {
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    c if is_space(c) => break,
                     b'"' => inq = true,
                     b'\'' => insq = true,
                     c => cur.push(c),
@@ -548,6 +554,9 @@ mod tests {
         assert_eq!(s("'a"), None);
         assert_eq!(s("\"\\x00\\n\""), Some(vec![vec![0, b'\n']]));
         assert_eq!(s(""), Some(vec![]));
+        // A NUL byte is part of a word (it once split forever, growing without bound).
+        assert_eq!(split_args(b"a\0b \0"), Some(vec![b"a\0b".to_vec(), vec![0]]));
+        assert_eq!(s("a\x0bb"), Some(vec![b"a".to_vec(), b"b".to_vec()]));
     }
 
     #[test]
