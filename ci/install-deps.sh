@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system tools the tests drive as a user would: redis-server (the reference the
 # RESP server is compared with), redis-tools (redis-cli, redis-benchmark), netcat (inline
-# commands as typed into nc/telnet). Idempotent; needs root or sudo when something is missing.
+# commands as typed into nc/telnet), nutcracker (twemproxy, for the cluster demo) and iproute2
+# (its network namespaces). Idempotent; needs root or sudo when something is missing.
 set -euo pipefail
-pkgs=(redis-server redis-tools netcat-openbsd)
+pkgs=(redis-server redis-tools netcat-openbsd nutcracker iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -16,8 +17,9 @@ if ((${#missing[@]})); then
   # Debian starts redis-server as a service on install; the tests start their own on free
   # ports, so stop this one (nothing of ours runs yet).
   if command -v systemctl >/dev/null 2>&1; then
-    systemctl stop redis-server 2>/dev/null || true
+    systemctl stop redis-server nutcracker 2>/dev/null || true
   fi
   pkill -x redis-server 2>/dev/null || true
+  pkill -x nutcracker 2>/dev/null || true
 fi
 echo "test tools: $(redis-server --version | cut -d' ' -f3), $(redis-cli --version), nc $(command -v nc)"

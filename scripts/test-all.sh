@@ -20,6 +20,7 @@ gate test.sh release
 gate csharp.sh
 gate python.sh
 gate resp.sh
+gate cluster.sh
 gate loom.sh
 gate bench-smoke.sh
 gate demo.sh

@@ -110,7 +110,27 @@ fn random_arg(r: &mut Rng) -> Vec<u8> {
         3 => b"-9223372036854775808".to_vec(),
         4 => b"0".to_vec(),
         5 => r.below(1000).to_string().into_bytes(),
-        6 => [&b"NX"[..], b"XX", b"GT", b"LT", b"EX", b"PX", b"GET", b"KEEPTTL", b"PERSIST", b"EXAT", b"PXAT", b"MATCH", b"COUNT", b"TYPE", b"REPLACE", b"LEN", b"ID", b"DB"][r.below(18) as usize].to_vec(),
+        6 => [
+            &b"NX"[..],
+            b"XX",
+            b"GT",
+            b"LT",
+            b"EX",
+            b"PX",
+            b"GET",
+            b"KEEPTTL",
+            b"PERSIST",
+            b"EXAT",
+            b"PXAT",
+            b"MATCH",
+            b"COUNT",
+            b"TYPE",
+            b"REPLACE",
+            b"LEN",
+            b"ID",
+            b"DB",
+        ][r.below(18) as usize]
+            .to_vec(),
         7 => (0..r.below(3000)).map(|_| r.next() as u8).collect(),
         8 => format!("k{}", r.below(8)).into_bytes(),
         9 => b"1.5e300".to_vec(),
@@ -149,23 +169,38 @@ fn parser_gives_the_same_result_in_any_pieces() {
             let at = r.below(data.len() as u64) as usize;
             match r.below(5) {
                 0 => data[at] ^= 1 << r.below(8),
-                1 => data.insert(at, [b'*', b'$', b'\r', b'\n', b'-', b'9', b'"'][r.below(7) as usize]),
+                1 => data.insert(
+                    at,
+                    [b'*', b'$', b'\r', b'\n', b'-', b'9', b'"'][r.below(7) as usize],
+                ),
                 2 => {
                     data.remove(at);
                 }
                 3 => {
-                    let big = [&b"4294967296"[..], b"-5", b"99999999999999999999", b"1048577"][r.below(4) as usize];
+                    let big = [
+                        &b"4294967296"[..],
+                        b"-5",
+                        b"99999999999999999999",
+                        b"1048577",
+                    ][r.below(4) as usize];
                     data.splice(at..at, big.iter().copied());
                 }
                 _ => data.truncate(at),
             }
         }
         let whole = parse_in_pieces(&data, &[]);
-        let cuts: Vec<usize> = (0..r.below(6)).map(|_| r.below(data.len() as u64 + 1) as usize).collect();
+        let cuts: Vec<usize> = (0..r.below(6))
+            .map(|_| r.below(data.len() as u64 + 1) as usize)
+            .collect();
         let pieces = parse_in_pieces(&data, &cuts);
         let bytewise = parse_in_pieces(&data, &(0..data.len()).collect::<Vec<_>>());
         assert_eq!(whole, pieces, "input {:?}", String::from_utf8_lossy(&data));
-        assert_eq!(whole, bytewise, "input {:?}", String::from_utf8_lossy(&data));
+        assert_eq!(
+            whole,
+            bytewise,
+            "input {:?}",
+            String::from_utf8_lossy(&data)
+        );
     }
 }
 
@@ -186,9 +221,15 @@ impl Drop for Store {
 /// How many replies (top-level RESP values) `b` holds; panics on a malformed reply.
 fn count_replies(b: &[u8]) -> usize {
     fn one(b: &[u8], mut i: usize) -> usize {
-        let nl = i + b[i..].windows(2).position(|w| w == b"\r\n").expect("reply line");
+        let nl = i + b[i..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("reply line");
         let t = b[i];
-        let n: i64 = std::str::from_utf8(&b[i + 1..nl]).unwrap().parse().unwrap_or(0);
+        let n: i64 = std::str::from_utf8(&b[i + 1..nl])
+            .unwrap()
+            .parse()
+            .unwrap_or(0);
         i = nl + 2;
         match t {
             b'$' | b'=' if n >= 0 => i + n as usize + 2,
@@ -209,7 +250,9 @@ fn count_replies(b: &[u8]) -> usize {
 #[test]
 fn random_commands_never_panic_and_always_reply_once() {
     let name = format!("fuzz-resp-{}", std::process::id());
-    let cfg = kvshm::Config::default().max_value_len(64 * 1024).max_size(256 << 20);
+    let cfg = kvshm::Config::default()
+        .max_value_len(64 * 1024)
+        .max_size(256 << 20);
     let store = Store {
         host: Some(kvshm::Host::create(&name, &cfg).expect("create")),
         name: name.clone(),
@@ -250,14 +293,20 @@ fn random_commands_never_panic_and_always_reply_once() {
             args.push(random_arg(&mut r));
         }
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        let mut out = Out::new(if r.below(2) == 0 { Proto::V2 } else { Proto::V3 });
+        let mut out = Out::new(if r.below(2) == 0 {
+            Proto::V2
+        } else {
+            Proto::V3
+        });
         conn::execute(&mut c, &shared, &client, &mut out, &refs);
         if !c.close {
             assert_eq!(
                 count_replies(&out.buf),
                 1,
                 "command {i} {:?} replied {:?}",
-                args.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>(),
+                args.iter()
+                    .map(|a| String::from_utf8_lossy(a))
+                    .collect::<Vec<_>>(),
                 String::from_utf8_lossy(&out.buf)
             );
         }

@@ -555,7 +555,10 @@ mod tests {
         assert_eq!(s("\"\\x00\\n\""), Some(vec![vec![0, b'\n']]));
         assert_eq!(s(""), Some(vec![]));
         // A NUL byte is part of a word (it once split forever, growing without bound).
-        assert_eq!(split_args(b"a\0b \0"), Some(vec![b"a\0b".to_vec(), vec![0]]));
+        assert_eq!(
+            split_args(b"a\0b \0"),
+            Some(vec![b"a\0b".to_vec(), vec![0]])
+        );
         assert_eq!(s("a\x0bb"), Some(vec![b"a".to_vec(), b"b".to_vec()]));
     }
 
