@@ -89,7 +89,8 @@ fail() { echo "cluster-demo: FAILED: $*" >&2; exit 1; }
 [ "$(cli mget a b c d nope | tr '\n' ' ')" = "1 2 3 4  " ] || fail "MGET"
 [ "$(cli del a b)" = 2 ] || fail "DEL"
 [ "$(cli incr visits)" = 1 ] || fail "INCR"
-[ "$(cli set s v EX 100)" = OK ] && [ "$(cli ttl s)" -gt 98 ] || fail "SET EX / TTL"
+[ "$(cli set s v EX 100)" = OK ] || fail "SET EX"
+[ "$(cli ttl s)" -gt 98 ] || fail "TTL"
 echo "SET, GET, MSET, MGET, DEL, INCR, SET EX, TTL: ok"
 echo "MULTI through the proxy: $(cli multi 2>&1 | head -1) (twemproxy does not forward transactions)"
 echo "KEYS through the proxy: $(cli keys '*' 2>&1 | head -1)"
@@ -114,6 +115,8 @@ for i in 1 2 3; do
   done <<<"$keys"
   [ "$n" -gt 0 ] || fail "shard $i got no keys (ketama should spread 10,000)"
 done
-[ -n "${seen[user:1]:-}" ] && [ -n "${seen[bench:probe]:-}" ] || fail "a key written through the proxy is on no shard"
+for k in user:1 bench:probe; do
+  [ -n "${seen[$k]:-}" ] || fail "$k, written through the proxy, is on no shard"
+done
 echo "$total keys in all, each on one shard"
 echo "cluster demo: ok"

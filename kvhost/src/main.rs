@@ -60,6 +60,10 @@ enum Cmd {
         #[arg(long, env = "KVSHM_DIR")]
         dir: Option<PathBuf>,
     },
+    /// Serve an existing store (hosted by another kvhost, or by nobody) over the Redis
+    /// protocol, without hosting it: `kvhost serve --name orders --resp 127.0.0.1:6380`.
+    /// Takes the --resp* flags of `run`; the store's own settings are the host's.
+    Serve(Box<RunArgs>),
     /// Is a host running for the store? Its pid, uptime, store size and clients.
     Status {
         /// Store name.
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Some(Cmd::Release { name, dir }) => release(&name, dir),
         Some(Cmd::Status { name, dir }) => status(&name, dir),
         Some(Cmd::Run(a)) => run(&a),
+        Some(Cmd::Serve(a)) => serve(&a),
         None => run(&cli.run),
     }
 }
@@ -338,6 +343,66 @@ fn run(a: &RunArgs) -> ExitCode {
         log::info!("data kept in {} for the next host", path.display());
         drop(host);
     }
+    ExitCode::SUCCESS
+}
+
+/// `kvhost serve`: the RESP server alone, as a client of a store that exists.
+fn serve(a: &RunArgs) -> ExitCode {
+    let s = match settings::settings(a) {
+        Ok(s) if s.resp.enabled() => s,
+        Ok(_) => {
+            eprintln!("kvhost serve: give --resp ADDR and/or --resp-unix PATH");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => {
+            eprintln!("kvhost: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = init_logging(&s) {
+        eprintln!("kvhost: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    // The store must exist: serving does not create one (that is the host's job).
+    let client = match Client::open_in(&s.dir, &s.name) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("cannot attach to store {}", s.name), &e),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("kvhost: cannot handle signals: {e}");
+            return ExitCode::from(EXIT_OTHER);
+        }
+    }
+    let control = Arc::new(kvhost::resp::Control {
+        stop: stop.clone(),
+        ..Default::default()
+    });
+    let server = match start_resp(&s, &control) {
+        Ok(Some(r)) => r,
+        Ok(None) => return ExitCode::from(EXIT_CONFIG),
+        Err(e) => {
+            eprintln!("kvhost: {e}");
+            log::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    println!(
+        "kvhost: serving store '{}' at {} over RESP (not hosting it{}); Ctrl-C stops",
+        s.name,
+        client.path().display(),
+        match client.stats().host_pid {
+            Some(pid) => format!(": kvhost pid {pid} hosts it"),
+            None => ": no host runs; start one for housekeeping and snapshots".into(),
+        }
+    );
+    let _ = std::io::stdout().flush();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
+    log::info!("RESP server stopped");
     ExitCode::SUCCESS
 }
 

@@ -672,5 +672,116 @@ fn shutdown_and_client_kill() {
     wait_for("the store to be released", Duration::from_secs(5), || {
         !host.store.path().exists()
     });
-    let _unused: Option<ChildGuard> = None;
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn ten_thousand_idle_connections_cost_little_and_block_nobody() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    const N: usize = 10_000;
+    // This test process holds N sockets too.
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let want = N as u64 + 512;
+    if soft < want {
+        setrlimit(Resource::RLIMIT_NOFILE, want, hard.max(want)).expect(
+            "raise this test's open-file limit to 10,512 (run as root or raise ulimit -Hn)",
+        );
+    }
+    // kvhost raises its own soft limit to --max-clients + 128 (within its hard limit, which
+    // it inherits from this process).
+    let host = RespHost::start("resp-idle", &["--max-clients", "10100"]);
+    let before = rss_kb(host.child.pid());
+    let conns: Vec<std::net::TcpStream> = (0..N)
+        .map(|i| {
+            std::net::TcpStream::connect(("127.0.0.1", host.port))
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect();
+    let mut c = host.conn();
+    wait_for(
+        "kvhost to register every connection",
+        Duration::from_secs(60),
+        || {
+            let info = c.cmds(&["INFO", "clients"]);
+            info.lines()
+                .find_map(|l| l.strip_prefix("connected_clients:"))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .is_some_and(|n| n > N)
+        },
+    );
+    // Others are served as before.
+    assert_eq!(c.cmds(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(c.cmds(&["GET", "k"]), "$1\r\nv\r\n");
+    let after = rss_kb(host.child.pid());
+    let per_conn = (after.saturating_sub(before) * 1024) / N as u64;
+    println!("{N} idle connections: kvhost RSS {before} kB -> {after} kB, {per_conn} bytes each");
+    assert!(per_conn < 48 * 1024, "{per_conn} bytes per idle connection");
+    drop(conns);
+}
+
+#[test]
+fn kvhost_serve_fronts_a_store_another_host_hosts() {
+    let store = kvshm_tests::StoreName::new("resp-serve");
+    let mut host = ChildGuard::new(
+        Command::new(kvshm_tests::workspace_bin("kvhost"))
+            .args(["--name", &store.name, "--dir"])
+            .arg(&store.dir)
+            .arg("--release-on-exit")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the host", Duration::from_secs(30), || {
+        kvshm::Client::open_read_only_in(&store.dir, &store.name)
+            .is_ok_and(|c| c.stats().host_pid.is_some())
+    });
+    let port = kvshm_tests::resp::free_port();
+    let mut serve = ChildGuard::new(
+        Command::new(kvshm_tests::workspace_bin("kvhost"))
+            .args(["serve", "--name", &store.name, "--dir"])
+            .arg(&store.dir)
+            .args(["--resp", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("kvhost serve to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let mut c = Conn::tcp(port);
+    assert_eq!(c.cmds(&["SET", "via-serve", "1"]), "+OK\r\n");
+    let local = kvshm::Client::open_in(&store.dir, &store.name).unwrap();
+    assert_eq!(local.get(b"via-serve").unwrap().as_deref(), Some(&b"1"[..]));
+    // Stopping the server leaves the store and its host as they were.
+    kvshm_tests::signal(&serve, 15);
+    assert!(serve.wait_limit(Duration::from_secs(10)).success());
+    assert_eq!(local.get(b"via-serve").unwrap().as_deref(), Some(&b"1"[..]));
+    assert!(
+        host.child.try_wait().unwrap().is_none(),
+        "the host stopped too"
+    );
+    // Serving a store that does not exist is an error, not a new store.
+    let o = Command::new(kvshm_tests::workspace_bin("kvhost"))
+        .args([
+            "serve",
+            "--name",
+            "no-such-store-for-serve",
+            "--resp",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(8), "{}", s(&o.stderr));
 }

@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -89,9 +89,38 @@ fn is_loopback(a: &SocketAddr) -> bool {
     a.ip().is_loopback()
 }
 
+/// Pending connections the kernel queues per TCP listener (Redis's `tcp-backlog` default; the
+/// kernel caps it at `net.core.somaxconn`).
+const TCP_BACKLOG: u32 = 511;
+
+/// Raise this process's open-file limit so that `max_clients` connections fit (Redis does the
+/// same): the soft limit up to the hard one. Returns the limit in effect.
+fn raise_fd_limit(max_clients: usize) -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = max_clients as u64 + 128;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    if soft >= want {
+        return soft;
+    }
+    let new = want.min(hard);
+    match setrlimit(Resource::RLIMIT_NOFILE, new, hard) {
+        Ok(()) => new,
+        Err(_) => soft,
+    }
+}
+
 /// Bind every listener (errors here are configuration errors: reported, nothing started)
 /// and start serving.
 pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
+    let fds = raise_fd_limit(opts.max_clients);
+    if fds > 0 && (fds as usize) < opts.max_clients + 32 {
+        log::warn!(
+            "open-file limit {fds} is below --max-clients {} (+32): connections past it are refused by accept; raise the hard limit (ulimit -Hn)",
+            opts.max_clients
+        );
+    }
     if opts.protected && opts.requirepass.is_none() {
         if let Some(a) = opts.tcp.iter().find(|a| !is_loopback(a)) {
             return Err(io::Error::new(
@@ -106,11 +135,18 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
     let mut std_tcp = Vec::new();
     let mut tcp_addrs = Vec::new();
     for a in &opts.tcp {
-        let l = StdTcpListener::bind(a)
+        // tokio's socket rather than std's listener: std listens with a backlog of 128, and
+        // a burst of connects past it waits out SYN retransmits (1 s and more each).
+        let sock = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        sock.set_reuseaddr(true)?;
+        sock.bind(*a)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
-        l.set_nonblocking(true)?;
-        tcp_addrs.push(l.local_addr()?);
-        std_tcp.push(l);
+        tcp_addrs.push(sock.local_addr()?);
+        std_tcp.push(sock);
     }
     let mut std_unix = Vec::new();
     for p in &opts.unix {
@@ -159,7 +195,7 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
     }
     let _guard = runtime.enter();
     for l in std_tcp {
-        let l = TcpListener::from_std(l)?;
+        let l: TcpListener = l.listen(TCP_BACKLOG)?;
         let sh = shared.clone();
         runtime.spawn(async move {
             loop {
