@@ -29,7 +29,7 @@ pub use protocol::{Msg, Record};
     about = "Benchmark kvshm side by side with in-process maps and peer stores",
     after_help = "Systems: kvshm, kvshm-c (through the C ABI: build libkvshm.so with \
 `cargo build --release -p kvshm-ffi`), hashmap, dashmap, lmdb, sqlite-mem, sqlite-wal, rocksdb, \
-leveldb (these five need `--features peers`), redis, redis-samecore, redis-pipe16, memcached, \
+leveldb (these five need `--features peers`), redis, redis-samecore, redis-pipe16, kvhost-resp, kvhost-resp-pipe16 (kvhost's RESP server), memcached, \
 memcached-pipe16 (need the Debian servers). scripts/bench-compare.sh installs and builds \
 everything and runs the full comparison. A system that cannot be set up is reported as \
 skipped with the reason."

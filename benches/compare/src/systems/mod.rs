@@ -9,6 +9,7 @@ use std::path::Path;
 #[cfg(any(feature = "rocksdb", feature = "leveldb"))]
 pub mod cdb;
 pub mod inproc;
+pub mod kvhost_resp;
 pub mod kvshm_c;
 pub mod kvshm_rs;
 #[cfg(feature = "leveldb")]
@@ -117,6 +118,8 @@ pub const ALL: &[&str] = &[
     "redis",
     "redis-samecore",
     "redis-pipe16",
+    "kvhost-resp",
+    "kvhost-resp-pipe16",
     "memcached",
     "memcached-pipe16",
 ];
@@ -180,6 +183,9 @@ pub fn create(name: &str) -> Res<Box<dyn System>> {
         "leveldb" => Box::new(leveldb::new()?),
         "redis" | "redis-pipe16" => Box::new(redis::start(server::Placement::SeparateCores)?),
         "redis-samecore" => Box::new(redis::start(server::Placement::SameCore)?),
+        "kvhost-resp" | "kvhost-resp-pipe16" => {
+            Box::new(kvhost_resp::start(server::Placement::SeparateCores)?)
+        }
         "memcached" | "memcached-pipe16" => Box::new(memcached::start()?),
         #[cfg(not(feature = "lmdb"))]
         "lmdb" => return Err(not_built()),
@@ -208,7 +214,9 @@ pub fn open_worker(name: &str, spec: &str) -> Res<Box<dyn Conn + Send>> {
         "lmdb" => lmdb::open(spec)?,
         #[cfg(feature = "sqlite")]
         "sqlite-wal" => sqlite::open(spec)?,
-        "redis" | "redis-samecore" | "redis-pipe16" => server::open::<redis::RespConn>(spec)?,
+        "redis" | "redis-samecore" | "redis-pipe16" | "kvhost-resp" | "kvhost-resp-pipe16" => {
+            server::open::<redis::RespConn>(spec)?
+        }
         "memcached" | "memcached-pipe16" => server::open::<memcached::McConn>(spec)?,
         other => return Err(format!("{other} has no worker processes")),
     })
