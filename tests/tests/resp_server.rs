@@ -664,6 +664,28 @@ fn shutdown_and_client_kill() {
     ] {
         assert!(info.contains(k), "{k} missing from INFO");
     }
+    // COMMAND: enough for client libraries (key positions) and redis-cli (which, given no
+    // argument specs by a bare COMMAND DOCS, keeps its own built-in hints).
+    let count: usize = admin
+        .cmds(&["COMMAND", "COUNT"])
+        .trim_start_matches(':')
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(count > 60, "{count} commands");
+    let info = admin.cmds(&["COMMAND", "INFO", "mset"]);
+    assert!(
+        info.starts_with("*1\r\n*10\r\n$4\r\nmset\r\n:-3\r\n"),
+        "{info}"
+    );
+    assert!(admin.cmds(&["COMMAND", "DOCS"]).starts_with("-ERR"));
+    assert!(admin
+        .cmds(&["COMMAND", "DOCS", "get"])
+        .starts_with("*2\r\n$3\r\nget\r\n"));
+    assert_eq!(
+        admin.cmds(&["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"]),
+        "*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+    );
     // SHUTDOWN stops kvhost cleanly.
     admin.send(&frame(&[b"SHUTDOWN", b"NOSAVE"]));
     assert!(admin.closed());

@@ -572,12 +572,16 @@ pub fn command(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
                 }
             }
         }
+        "docs" if a.len() == 2 => {
+            // What redis-cli asks at start: answering with docs that have no argument specs
+            // would replace redis-cli's built-in help and hints with empty ones; the error
+            // makes it use its own table (the commands served are Redis's, same arguments).
+            cx.out.error(
+                "ERR COMMAND DOCS needs command names here (kvhost: COMMAND DOCS name [name ...])",
+            )
+        }
         "docs" => {
-            let specs: Vec<&super::Spec> = if a.len() == 2 {
-                COMMANDS.iter().collect()
-            } else {
-                a[2..].iter().filter_map(|n| super::lookup(n)).collect()
-            };
+            let specs: Vec<&super::Spec> = a[2..].iter().filter_map(|n| super::lookup(n)).collect();
             cx.out.map(specs.len());
             for s in specs {
                 command_doc(cx, s);
