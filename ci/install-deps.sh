@@ -2,9 +2,9 @@
 # Installs the system tools the tests drive as a user would: redis-server (the reference the
 # RESP server is compared with), redis-tools (redis-cli, redis-benchmark), netcat (inline
 # commands as typed into nc/telnet), nutcracker (twemproxy, for the cluster demo) and iproute2
-# (its network namespaces). Idempotent; needs root or sudo when something is missing.
+# (its network namespaces), chromium (the dashboard test, headless). Idempotent; needs root or sudo when something is missing.
 set -euo pipefail
-pkgs=(redis-server redis-tools netcat-openbsd nutcracker iproute2)
+pkgs=(redis-server redis-tools netcat-openbsd nutcracker iproute2 chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

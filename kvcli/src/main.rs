@@ -650,46 +650,12 @@ fn now_unix() -> u64 {
 }
 
 fn stats_json(cli: &Cli, c: &Client, s: &Stats) -> String {
-    let (last_snapshot, snapshots) = c.last_snapshot();
-    let clients: Vec<serde_json::Value> = s
-        .clients
-        .iter()
-        .map(|cl| {
-            serde_json::json!({
-                "id": cl.id, "pid": cl.pid, "slot": cl.slot, "alive": cl.alive,
-                "gets": cl.gets, "puts": cl.puts, "removes": cl.removes,
-                "waiting_on_stripe": cl.waiting_on_stripe,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "name": cli.name,
-        "path": c.path().display().to_string(),
-        "keys": s.keys,
-        "value_bytes": s.value_bytes,
-        "committed_bytes": s.committed_bytes,
-        "used_bytes": s.used_bytes,
-        "free_bytes": s.free_bytes,
-        "returned_bytes": s.returned_bytes,
-        "max_bytes": s.max_bytes,
-        "gets": s.gets, "hits": s.hits, "puts": s.puts, "removes": s.removes,
-        "revision": s.revision,
-        "expired": s.expired,
-        "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "lock_fallback_reads": s.retries,
-        "clients": clients,
-        "stripes": s.stripes,
-        "max_stripe_keys": s.max_stripe_keys,
-        "avg_stripe_keys": s.keys as f64 / s.stripes.max(1) as f64,
-        "growths": s.growths,
-        "recoveries": s.recoveries,
-        "host_pid": s.host_pid,
-        "host_uptime_secs": s.host_pid.map(|_| now_unix().saturating_sub(s.host_start_unix)),
-        "max_key_len": s.max_key_len,
-        "max_value_len": s.max_value_len,
-        "snapshots": snapshots,
-        "last_snapshot_unix": last_snapshot,
-    })
-    .to_string()
+    s.to_json(
+        &cli.name,
+        &c.path().display().to_string(),
+        c.last_snapshot(),
+        now_unix(),
+    )
 }
 
 fn stats_table(cli: &Cli, c: &Client, s: &Stats) -> String {

@@ -351,7 +351,7 @@ fn serve(a: &RunArgs) -> ExitCode {
     let s = match settings::settings(a) {
         Ok(s) if s.resp.enabled() => s,
         Ok(_) => {
-            eprintln!("kvhost serve: give --resp ADDR and/or --resp-unix PATH");
+            eprintln!("kvhost serve: give --resp ADDR, --resp-unix PATH and/or --http ADDR");
             return ExitCode::from(EXIT_CONFIG);
         }
         Err(e) => {
@@ -427,6 +427,8 @@ fn start_resp(
         threads: r.threads,
         max_query_buffer: usize::try_from(r.max_query_buffer).unwrap_or(usize::MAX),
         output_chunk: 64 * 1024,
+        http: r.http.clone(),
+        http_token: r.http_token.clone(),
         snapshot: s.snapshot.clone(),
         snapshot_every: s.snapshot_every,
     };
@@ -443,6 +445,17 @@ fn start_resp(
             a.port()
         );
         log::info!("RESP listening on {a}");
+    }
+    for a in &server.http_addrs {
+        println!(
+            "kvhost: HTTP API, /metrics and dashboard on http://{a}/{}",
+            if r.http_token.is_some() {
+                " (bearer token required)"
+            } else {
+                ""
+            }
+        );
+        log::info!("HTTP listening on {a}");
     }
     for p in &r.unix {
         println!(

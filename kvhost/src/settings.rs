@@ -74,6 +74,14 @@ pub struct RunArgs {
     /// RESP worker threads (default: the number of CPUs).
     #[arg(long)]
     pub resp_threads: Option<usize>,
+    /// Serve the HTTP API, /metrics and the dashboard on this address, e.g. 127.0.0.1:8080;
+    /// repeatable. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Vec<String>,
+    /// Bearer token the HTTP API requires (needed for a non-loopback --http). Also from
+    /// KVHOST_HTTP_TOKEN.
+    #[arg(long, env = "KVHOST_HTTP_TOKEN", hide_env_values = true)]
+    pub http_token: Option<String>,
     /// Most bytes of one unfinished RESP command buffered per connection (default 1GiB,
     /// Redis's client-query-buffer-limit; never less than the longest value).
     #[arg(long)]
@@ -98,6 +106,8 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct RespSettings {
     pub tcp: Vec<std::net::SocketAddr>,
+    pub http: Vec<std::net::SocketAddr>,
+    pub http_token: Option<String>,
     pub unix: Vec<PathBuf>,
     pub requirepass: Option<String>,
     pub protected: bool,
@@ -109,7 +119,7 @@ pub struct RespSettings {
 
 impl RespSettings {
     pub fn enabled(&self) -> bool {
-        !self.tcp.is_empty() || !self.unix.is_empty()
+        !self.tcp.is_empty() || !self.unix.is_empty() || !self.http.is_empty()
     }
 }
 
@@ -128,6 +138,22 @@ fn resp_settings(a: &RunArgs, f: &FileConfig) -> Result<RespSettings, String> {
         tcp.push(
             it.next()
                 .ok_or_else(|| format!("--resp {s:?}: no address"))?,
+        );
+    }
+    let http_strs: Vec<String> = if a.http.is_empty() {
+        f.http.clone().unwrap_or_default()
+    } else {
+        a.http.clone()
+    };
+    let mut http = Vec::new();
+    for s in &http_strs {
+        use std::net::ToSocketAddrs;
+        let mut it = s
+            .to_socket_addrs()
+            .map_err(|e| format!("bad --http address {s:?}: {e} (e.g. 127.0.0.1:8080)"))?;
+        http.push(
+            it.next()
+                .ok_or_else(|| format!("--http {s:?}: no address"))?,
         );
     }
     let unix = if a.resp_unix.is_empty() {
@@ -163,6 +189,12 @@ fn resp_settings(a: &RunArgs, f: &FileConfig) -> Result<RespSettings, String> {
     };
     Ok(RespSettings {
         tcp,
+        http,
+        http_token: a
+            .http_token
+            .clone()
+            .or(f.http_token.clone())
+            .filter(|t| !t.is_empty()),
         unix,
         requirepass: a
             .requirepass
@@ -263,6 +295,8 @@ pub struct FileConfig {
     pub timeout: Option<String>,
     pub resp_threads: Option<usize>,
     pub max_query_buffer: Option<String>,
+    pub http: Option<Vec<String>>,
+    pub http_token: Option<String>,
 }
 
 impl FileConfig {

@@ -68,6 +68,94 @@ pub struct Stats {
     pub created_unix: u64,
 }
 
+/// A JSON string literal of `s` (quotes, backslashes and control characters escaped).
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn json_opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "null".into(), |v| v.to_string())
+}
+
+impl Stats {
+    /// The metrics as one JSON object: what `kvcli stats --json` prints and kvhost's
+    /// `GET /v1/stats` serves (`name`, `path`: the store's; `snapshot`: `(last Unix time, count)`
+    /// from [`Client::last_snapshot`]; `now_unix`: for the host's uptime).
+    pub fn to_json(&self, name: &str, path: &str, snapshot: (u64, u64), now_unix: u64) -> String {
+        let clients: Vec<String> = self
+            .clients
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{\"id\":{},\"pid\":{},\"slot\":{},\"alive\":{},\"gets\":{},\"puts\":{},\"removes\":{},\"waiting_on_stripe\":{}}}",
+                    c.id,
+                    c.pid,
+                    c.slot,
+                    c.alive,
+                    c.gets,
+                    c.puts,
+                    c.removes,
+                    json_opt(c.waiting_on_stripe.map(u64::from))
+                )
+            })
+            .collect();
+        let fields: Vec<(&str, String)> = vec![
+            ("name", json_str(name)),
+            ("path", json_str(path)),
+            ("keys", self.keys.to_string()),
+            ("value_bytes", self.value_bytes.to_string()),
+            ("committed_bytes", self.committed_bytes.to_string()),
+            ("used_bytes", self.used_bytes.to_string()),
+            ("free_bytes", self.free_bytes.to_string()),
+            ("returned_bytes", self.returned_bytes.to_string()),
+            ("max_bytes", self.max_bytes.to_string()),
+            ("gets", self.gets.to_string()),
+            ("hits", self.hits.to_string()),
+            ("puts", self.puts.to_string()),
+            ("removes", self.removes.to_string()),
+            ("revision", self.revision.to_string()),
+            ("expired", self.expired.to_string()),
+            ("bytes_in", self.bytes_in.to_string()),
+            ("bytes_out", self.bytes_out.to_string()),
+            ("lock_fallback_reads", self.retries.to_string()),
+            ("clients", format!("[{}]", clients.join(","))),
+            ("stripes", self.stripes.to_string()),
+            ("max_stripe_keys", self.max_stripe_keys.to_string()),
+            (
+                "avg_stripe_keys",
+                format!("{:?}", self.keys as f64 / f64::from(self.stripes.max(1))),
+            ),
+            ("growths", self.growths.to_string()),
+            ("recoveries", self.recoveries.to_string()),
+            ("host_pid", json_opt(self.host_pid)),
+            (
+                "host_uptime_secs",
+                json_opt(
+                    self.host_pid
+                        .map(|_| now_unix.saturating_sub(self.host_start_unix)),
+                ),
+            ),
+            ("max_key_len", self.max_key_len.to_string()),
+            ("max_value_len", self.max_value_len.to_string()),
+            ("snapshots", snapshot.1.to_string()),
+            ("last_snapshot_unix", snapshot.0.to_string()),
+        ];
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        format!("{{{}}}", body.join(","))
+    }
+}
+
 impl Client {
     /// Current metrics. Sums of words read from the segment saturate: a damaged word gives a
     /// wrong figure, never a panic (debug builds) or a wrapped one.

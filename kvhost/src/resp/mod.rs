@@ -53,6 +53,10 @@ pub struct Options {
     /// Replies are sent once this many bytes are pending, before more commands are read
     /// (bounds a connection's output memory; a client that does not read is waited for).
     pub output_chunk: usize,
+    /// HTTP addresses to serve the REST API, /metrics and the dashboard on (`--http`).
+    pub http: Vec<SocketAddr>,
+    /// Bearer token the HTTP API requires (`--http-token`).
+    pub http_token: Option<String>,
     /// The snapshot file kvhost writes, if any (SAVE, BGSAVE, LASTSAVE, CONFIG GET).
     pub snapshot: Option<PathBuf>,
     /// How often kvhost snapshots (CONFIG GET save).
@@ -139,10 +143,10 @@ pub struct Counters {
     pub net_in: AtomicU64,
     /// Bytes written.
     pub net_out: AtomicU64,
-    /// Keys found by reads (GET-like), for keyspace_hits.
-    pub hits: AtomicU64,
-    /// Keys not found.
-    pub misses: AtomicU64,
+    /// HTTP requests served.
+    pub http_requests: AtomicU64,
+    /// HTTP requests answered with a 5xx status.
+    pub http_errors: AtomicU64,
 }
 
 /// What all connections share.

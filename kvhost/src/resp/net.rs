@@ -40,6 +40,8 @@ pub struct Server {
     unix_paths: Vec<PathBuf>,
     /// Where it listens (TCP, resolved: port 0 becomes the real port).
     pub tcp_addrs: Vec<SocketAddr>,
+    /// Where the HTTP API listens (resolved).
+    pub http_addrs: Vec<SocketAddr>,
 }
 
 impl Server {
@@ -131,6 +133,26 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
                 ),
             ));
         }
+    }
+    if opts.protected && opts.http_token.is_none() {
+        if let Some(a) = opts.http.iter().find(|a| !is_loopback(a)) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "refusing to serve HTTP on non-loopback address {a} without a token \
+                     (protected mode): set --http-token, or --protected-mode no if the network is trusted"
+                ),
+            ));
+        }
+    }
+    let mut http_listeners = Vec::new();
+    let mut http_addrs = Vec::new();
+    for a in &opts.http {
+        let l = std::net::TcpListener::bind(a)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a} (HTTP): {e}")))?;
+        l.set_nonblocking(true)?;
+        http_addrs.push(l.local_addr()?);
+        http_listeners.push(l);
     }
     let mut std_tcp = Vec::new();
     let mut tcp_addrs = Vec::new();
@@ -230,6 +252,15 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
             }
         });
     }
+    for l in http_listeners {
+        let l = TcpListener::from_std(l)?;
+        let app = crate::http::router(shared.clone());
+        runtime.spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                log::error!("HTTP server: {e}");
+            }
+        });
+    }
     drop(_guard);
     let runner = if threads == 1 {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -251,6 +282,7 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
         shared,
         unix_paths,
         tcp_addrs,
+        http_addrs,
     })
 }
 
@@ -306,7 +338,7 @@ where
 }
 
 /// This thread's client, attached on first use.
-fn thread_client(shared: &Shared) -> kvshm::Result<Rc<Client>> {
+pub(crate) fn thread_client(shared: &Shared) -> kvshm::Result<Rc<Client>> {
     CLIENT.with(|c| {
         let mut c = c.borrow_mut();
         if let Some(cl) = c.as_ref() {
