@@ -278,21 +278,26 @@ async fn put_key(
             )
         }
     };
-    let body: Bytes = match axum::body::to_bytes(req.into_body(), usize::MAX).await {
+    // The thread's client is not held across the await (the task may move threads).
+    let (max_key, max_value) = match client(&sh) {
+        Ok(c) => c.limits(),
+        Err(r) => return r,
+    };
+    // Read at most one byte more than a value may have: a longer body is refused without
+    // being buffered whole.
+    let body: Bytes = match axum::body::to_bytes(req.into_body(), max_value + 1).await {
         Ok(b) => b,
         Err(_) => {
-            return err(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "value_too_long",
-                "the body is longer than the store's longest value",
-            )
+            return store_err(&Error::ValueTooLong {
+                len: max_value + 1,
+                max: max_value,
+            })
         }
     };
     let c = match client(&sh) {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (max_key, max_value) = c.limits();
     if key.len() > max_key {
         return store_err(&Error::KeyTooLong {
             len: key.len(),
