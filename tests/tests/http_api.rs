@@ -186,6 +186,27 @@ fn listing_batches_stats_and_health() {
 }
 
 #[test]
+fn a_slow_client_is_closed_and_others_are_served() {
+    use std::io::{Read, Write};
+    let (_h, p) = host("http-slow", &["--timeout", "1s"]);
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", p)).unwrap();
+    slow.write_all(b"GET /v1/stats HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Others are served while it dawdles.
+    assert_eq!(http(p, "GET", "/healthz", &[], b"").status, 200);
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(8),
+        "not closed: {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
 fn token_and_protected_mode() {
     let (_h, p) = host("http-token", &["--http-token", "s3cret"]);
     assert_eq!(http(p, "GET", "/v1/stats", &[], b"").status, 401);

@@ -58,6 +58,40 @@ pub fn router(sh: Shr) -> Router {
         .with_state(sh)
 }
 
+/// How long a client may take to send a request's headers when `--timeout` is not set: slow
+/// or silent clients are closed.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serve `app` on `listener`: HTTP/1.1 with keep-alive, each connection its own task, a
+/// client that sends its headers slower than `--timeout` (default [`HEADER_TIMEOUT`]) is closed
+/// (slowloris).
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, sh: Shr) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("HTTP accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        let limit = sh.timeout().unwrap_or(HEADER_TIMEOUT);
+        tokio::spawn(async move {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limit)
+                .keep_alive(true);
+            if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).await {
+                log::debug!("HTTP connection: {e}");
+            }
+        });
+    }
+}
+
 /// Counts requests, and checks the bearer token (when one is set) on everything but the
 /// health checks, the page and its assets (the page sends the token itself).
 async fn guard(State(sh): State<Shr>, req: Request, next: Next) -> Response {

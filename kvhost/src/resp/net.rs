@@ -255,11 +255,7 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
     for l in http_listeners {
         let l = TcpListener::from_std(l)?;
         let app = crate::http::router(shared.clone());
-        runtime.spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                log::error!("HTTP server: {e}");
-            }
-        });
+        runtime.spawn(crate::http::serve(l, app, shared.clone()));
     }
     drop(_guard);
     let runner = if threads == 1 {
