@@ -307,7 +307,7 @@ fn run(a: &RunArgs) -> ExitCode {
             last_snapshot = Instant::now();
             match &s.snapshot {
                 Some(p) => {
-                    write_snapshot(&host, p);
+                    write_snapshot(&host, p, resp.as_ref());
                 }
                 None => log::warn!("snapshot requested but no --snapshot FILE is configured"),
             }
@@ -328,7 +328,7 @@ fn run(a: &RunArgs) -> ExitCode {
     let final_snapshot_failed = !nosave
         && s.snapshot
             .as_ref()
-            .is_some_and(|p| !write_snapshot(&host, p));
+            .is_some_and(|p| !write_snapshot(&host, p, None));
     if final_snapshot_failed {
         eprintln!("kvhost: the final snapshot failed (see the log); the store is kept");
         drop(host);
@@ -520,10 +520,16 @@ fn open_or_create(s: &Settings, path: &Path) -> Result<Host, ExitCode> {
 }
 
 /// Write a snapshot; returns whether it was written (a failure is logged).
-fn write_snapshot(host: &Host, path: &Path) -> bool {
+fn write_snapshot(host: &Host, path: &Path, resp: Option<&kvhost::resp::Server>) -> bool {
     let t = Instant::now();
     match host.dump_file(path, |_| {}) {
         Ok(info) => {
+            // The duration first: whoever sees the new count sees its duration.
+            if let Some(r) = resp {
+                r.shared()
+                    .last_snapshot_us
+                    .store(t.elapsed().as_micros() as u64, Ordering::Release);
+            }
             host.note_snapshot();
             log::info!(
                 "snapshot written to {}: {} keys, {} in {:?}",

@@ -186,6 +186,37 @@ fn listing_batches_stats_and_health() {
 }
 
 #[test]
+fn metrics_count_snapshots_and_their_duration() {
+    let snap = std::env::temp_dir().join(format!("http-metrics-{}.snap", std::process::id()));
+    let snap_s = snap.display().to_string();
+    let (h, p) = host("http-metrics", &["--snapshot", &snap_s]);
+    let local = h.local();
+    local.put(b"k", b"v").unwrap();
+    let m = http(p, "GET", "/metrics", &[], b"").text();
+    assert!(
+        !m.contains("kvshm_snapshot_last_duration_seconds"),
+        "no snapshot yet"
+    );
+    local.request_snapshot().unwrap();
+    kvshm_tests::wait_for("the snapshot", std::time::Duration::from_secs(30), || {
+        local.last_snapshot().1 >= 1
+    });
+    let m = http(p, "GET", "/metrics", &[], b"").text();
+    let _ = std::fs::remove_file(&snap);
+    assert!(m.contains("kvshm_snapshots_total{store="), "{m}");
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("kvshm_snapshot_last_duration_seconds{"))
+        .unwrap_or_else(|| panic!("no duration in {m}"));
+    let secs: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(secs > 0.0 && secs < 30.0, "{line}");
+    assert!(
+        m.contains("kvshm_keys{store=") && m.contains("} 1\n"),
+        "{m}"
+    );
+}
+
+#[test]
 fn a_slow_client_is_closed_and_others_are_served() {
     use std::io::{Read, Write};
     let (_h, p) = host("http-slow", &["--timeout", "1s"]);

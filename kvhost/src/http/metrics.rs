@@ -174,6 +174,15 @@ pub(super) async fn metrics(State(sh): State<Shr>) -> Response {
         "Unix time of the last snapshot written (0: never).",
         last_snapshot as f64,
     );
+    let took = sh.last_snapshot_us.load(Ordering::Acquire);
+    if took > 0 {
+        w.one(
+            "kvshm_snapshot_last_duration_seconds",
+            "gauge",
+            "How long the last snapshot this host wrote took.",
+            took as f64 / 1e6,
+        );
+    }
     let k = &sh.counters;
     let conns = sh.clients.lock().unwrap_or_else(|e| e.into_inner()).len();
     w.one(

@@ -169,6 +169,9 @@ pub struct Shared {
     pub started: Instant,
     /// Host control (SHUTDOWN).
     pub control: Arc<Control>,
+    /// How long the host's last snapshot took, in µs (0: none written by this host yet; set
+    /// by kvhost's main loop, read by /metrics).
+    pub last_snapshot_us: AtomicU64,
     /// The TCP port of the first listener (INFO server), 0 if none.
     pub port: AtomicU64,
     /// A random run id (INFO server).
@@ -216,6 +219,7 @@ impl Shared {
             started: Instant::now(),
             control,
             port: AtomicU64::new(0),
+            last_snapshot_us: AtomicU64::new(0),
             run_id,
             opts,
         }
