@@ -216,14 +216,10 @@ fn run(a: &RunArgs) -> ExitCode {
         eprintln!("kvhost: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let Some(stop) = stop_flag() else {
+        return ExitCode::from(EXIT_OTHER);
+    };
     let snap_now = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            eprintln!("kvhost: cannot handle signals: {e}");
-            return ExitCode::from(EXIT_OTHER);
-        }
-    }
     let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, snap_now.clone());
 
     let path = match kvshm::store_path(&s.dir, &s.name) {
@@ -346,6 +342,18 @@ fn run(a: &RunArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A flag SIGINT and SIGTERM set (`None`, said on stderr, if they cannot be handled).
+fn stop_flag() -> Option<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("kvhost: cannot handle signals: {e}");
+            return None;
+        }
+    }
+    Some(stop)
+}
+
 /// `kvhost serve`: the RESP server alone, as a client of a store that exists.
 fn serve(a: &RunArgs) -> ExitCode {
     let s = match settings::settings(a) {
@@ -368,13 +376,9 @@ fn serve(a: &RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&format!("cannot attach to store {}", s.name), &e),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            eprintln!("kvhost: cannot handle signals: {e}");
-            return ExitCode::from(EXIT_OTHER);
-        }
-    }
+    let Some(stop) = stop_flag() else {
+        return ExitCode::from(EXIT_OTHER);
+    };
     let control = Arc::new(kvhost::resp::Control {
         stop: stop.clone(),
         ..Default::default()

@@ -4,54 +4,23 @@ for live samples and charts; a screenshot is saved to target/dashboard.png)."""
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import kvshm
 
-KVHOST = os.environ.get("KVHOST", "target/release/kvhost")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def host():
-    name = f"pyhttp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    proc = subprocess.Popen(
-        [KVHOST, "--name", name, "--http", f"127.0.0.1:{port}", "--release-on-exit",
-         "--log-level", "warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "kvhost exited"
-                assert time.time() < deadline, "kvhost does not listen"
-                time.sleep(0.02)
-        yield name, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def host(http_host):
+    return http_host
 
 
 def get(port, path):

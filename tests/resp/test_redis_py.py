@@ -1,58 +1,16 @@
 """kvhost's RESP server driven by the `redis` client from PyPI, as an application would use it,
 in RESP2 and RESP3; keys cross to `import kvshm` (shared memory) and back."""
 
-import os
-import socket
-import subprocess
-import tempfile
 import time
-import uuid
 
 import pytest
 import redis
 
 import kvshm
 
-KVHOST = os.environ.get("KVHOST", "target/release/kvhost")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def host():
-    name = f"pyresp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="kvhost-", suffix=".log", delete=False)
-    proc = subprocess.Popen(
-        [KVHOST, "--name", name, "--resp", f"127.0.0.1:{port}", "--release-on-exit",
-         "--log-file", log.name],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "kvhost exited"
-                assert time.time() < deadline, "kvhost does not listen"
-                time.sleep(0.02)
-        yield name, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        os.unlink(log.name)
-        path = os.path.join(kvshm.default_dir() if hasattr(kvshm, "default_dir") else "/dev/shm",
-                            f"kvshm.{name}")
-        if os.path.exists(path):
-            os.unlink(path)
+def host(resp_host):
+    return resp_host
 
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])

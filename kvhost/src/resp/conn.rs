@@ -1,8 +1,8 @@
 //! One connection's state and command dispatch: authentication, arity, MULTI/EXEC/WATCH.
 //!
-//! EXEC runs the queued commands against an overlay (`db.rs`) and commits everything they
-//! wrote in one `commit_checked`, checked against the WATCHed keys and every key the
-//! transaction read: atomic with respect to every process, local clients included. A watched
+//! EXEC runs the queued commands against an overlay (`db.rs`) inside one `Client::transact`
+//! over the keys they name, checked against the WATCHed keys: atomic with respect to every
+//! process, local clients included. A watched
 //! key that was present is checked by version; one that was absent by its stripe's revision
 //! (any write to its stripe since WATCH aborts: stricter than Redis, never looser).
 

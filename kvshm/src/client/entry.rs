@@ -1,6 +1,6 @@
 //! Entry-level building blocks for protocol servers (the RESP server in kvhost, issue 15): an
 //! atomic read-modify-write that sees and sets the expiry, a multi-key commit whose puts carry
-//! expiries and whose checks can watch a key that does not exist, per-stripe scanning for a
+//! expiries and whose checks can watch a key that does not exist (`transact`), per-stripe scanning for a
 //! cursor that survives table growth, and emptying the store.
 //!
 //! Everything here is built on the same transactions as `put` and `commit_if`: a decision is
@@ -55,7 +55,7 @@ pub enum Change {
     Remove,
 }
 
-/// A write of [`Client::commit_checked`].
+/// A write of [`Client::transact`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     /// Store the value, expiring at `expires_at` (Unix ms; `None`: never).
@@ -69,7 +69,7 @@ pub enum Write {
     Remove,
 }
 
-/// A condition of [`Client::commit_checked`], taken from [`Client::watch`].
+/// A condition of [`Client::transact`], taken from [`Client::watch`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Watch {
     /// The key had this version (`None`: it was absent): the check holds if its version is
@@ -159,7 +159,7 @@ impl Client {
         Ok(r)
     }
 
-    /// What [`Client::commit_checked`] needs to tell whether `key` changed from now on: its
+    /// What [`Client::transact`] needs to tell whether `key` changed from now on: its
     /// version if present, else its stripe's revision ([`Watch::Untouched`]). Lock-free.
     pub fn watch(&self, key: &[u8]) -> Result<Watch> {
         self.not_forked()?;
@@ -175,103 +175,6 @@ impl Client {
                 None => Watch::Untouched(revision),
             })
         })
-    }
-
-    /// All or nothing, atomically with respect to every process: if every check holds, apply
-    /// `writes` in order (a later write of a key wins); otherwise [`Error::Conflict`] naming
-    /// the first failed check (its `current` is the key's version now), and nothing changes.
-    /// [`Client::commit_if`] with expiries and [`Watch::Untouched`]: what Redis's
-    /// WATCH + MULTI/EXEC needs.
-    pub fn commit_checked<K: AsRef<[u8]>>(
-        &self,
-        checks: &[(K, Watch)],
-        writes: &[(K, Write)],
-    ) -> Result<()> {
-        for (k, _) in checks {
-            self.st.check_limits(k.as_ref(), None)?;
-        }
-        for (k, w) in writes {
-            let v = match w {
-                Write::Put { value, .. } => Some(value.as_slice()),
-                Write::Remove => None,
-            };
-            self.st.check_limits(k.as_ref(), v)?;
-        }
-        // Only the last write of a key counts.
-        let mut last: Vec<(&[u8], &Write)> = Vec::with_capacity(writes.len());
-        for (k, w) in writes.iter().rev() {
-            if !last.iter().any(|(l, _)| *l == k.as_ref()) {
-                last.push((k.as_ref(), w));
-            }
-        }
-        last.reverse();
-        let mut puts: Vec<(&[u8], &[u8])> = Vec::new();
-        let mut metas: Vec<u64> = Vec::new();
-        let mut removes: Vec<&[u8]> = Vec::new();
-        for (k, w) in &last {
-            match w {
-                Write::Put { value, expires_at } => {
-                    puts.push((k, value));
-                    metas.push(meta_of(*expires_at)?);
-                }
-                Write::Remove => removes.push(k),
-            }
-        }
-        self.not_forked()?;
-        let g = self.guard();
-        let sess = self.session_w(&g)?;
-        let hash = |k: &[u8]| self.st.hash(k);
-        let check_h: Vec<u64> = checks.iter().map(|(k, _)| hash(k.as_ref())).collect();
-        let put_h: Vec<u64> = puts.iter().map(|(k, _)| hash(k)).collect();
-        let rem_h: Vec<u64> = removes.iter().map(|k| hash(k)).collect();
-        let all: Vec<u64> = check_h
-            .iter()
-            .chain(&put_h)
-            .chain(&rem_h)
-            .copied()
-            .collect();
-        let stripes = self.stripes_of(&all);
-        let n = checks.len() + puts.len() + removes.len();
-        let txn = Txn::begin(&sess, txn::log_entries_put_many(n.max(1)))?;
-        let (txn, recs) = self.new_records(txn, &puts, |i| metas[i])?;
-        let mut removed = 0u64;
-        self.apply_locked(&sess, txn, &stripes, WriteOp::Modify, |txn| {
-            for (i, ((k, check), &h)) in checks.iter().zip(&check_h).enumerate() {
-                let s = self.st.stripe_of(h);
-                let current = match index::lookup(txn, s, h, k.as_ref())? {
-                    Some(rec) => Some(self.st.record_version(rec)?),
-                    None => None,
-                };
-                let holds = match *check {
-                    Watch::Version(v) => current == v,
-                    Watch::Untouched(rev) => {
-                        current.is_none()
-                            && self.st.mem.stripe(s).revision.load(Ordering::Relaxed) == rev
-                    }
-                };
-                if !holds {
-                    return Err(Error::Conflict { index: i, current });
-                }
-            }
-            for &s in &stripes {
-                let adds = put_h.iter().filter(|&&h| self.st.stripe_of(h) == s).count();
-                index::ensure_room(txn, s, adds as u64)?;
-            }
-            for (i, (k, v)) in puts.iter().enumerate() {
-                let s = self.st.stripe_of(put_h[i]);
-                index::put(txn, s, put_h[i], k, recs[i], v.len())?;
-            }
-            for (k, &h) in removes.iter().zip(&rem_h) {
-                removed += u64::from(index::remove(txn, self.st.stripe_of(h), h, k)?);
-            }
-            Ok(())
-        })?;
-        self.count(&[
-            (Counter::Puts, puts.len() as u64),
-            (Counter::Removes, removed),
-        ]);
-        self.trace("commit_checked", b"", format_args!("{n} keys"));
-        Ok(())
     }
 
     /// A multi-key read-modify-write under the locks of every key's stripe: if the `checks`
@@ -307,23 +210,7 @@ impl Client {
         let mut out = None;
         let (mut puts, mut removes, mut bytes) = (0u64, 0u64, 0u64);
         self.apply_locked(&sess, txn, &stripes, WriteOp::Modify, |txn| {
-            for (i, ((k, check), &h)) in checks.iter().zip(&check_h).enumerate() {
-                let s = self.st.stripe_of(h);
-                let current = match index::lookup(txn, s, h, k.as_ref())? {
-                    Some(rec) => Some(self.st.record_version(rec)?),
-                    None => None,
-                };
-                let holds = match *check {
-                    Watch::Version(v) => current == v,
-                    Watch::Untouched(rev) => {
-                        current.is_none()
-                            && self.st.mem.stripe(s).revision.load(Ordering::Relaxed) == rev
-                    }
-                };
-                if !holds {
-                    return Err(Error::Conflict { index: i, current });
-                }
-            }
+            self.check_watches(txn, checks, &check_h)?;
             let mut recs = Vec::with_capacity(keys.len());
             for (k, &h) in keys.iter().zip(&key_h) {
                 let s = self.st.stripe_of(h);
@@ -399,6 +286,34 @@ impl Client {
         Ok(out.expect("apply ran"))
     }
 
+    /// Under the stripe locks: every `(key, watch)` still holds, else `Conflict` naming the
+    /// first that does not.
+    fn check_watches<K: AsRef<[u8]>>(
+        &self,
+        txn: &Txn<'_, '_>,
+        checks: &[(K, Watch)],
+        hashes: &[u64],
+    ) -> Result<()> {
+        for (i, ((k, check), &h)) in checks.iter().zip(hashes).enumerate() {
+            let s = self.st.stripe_of(h);
+            let current = match index::lookup(txn, s, h, k.as_ref())? {
+                Some(rec) => Some(self.st.record_version(rec)?),
+                None => None,
+            };
+            let holds = match *check {
+                Watch::Version(v) => current == v,
+                Watch::Untouched(rev) => {
+                    current.is_none()
+                        && self.st.mem.stripe(s).revision.load(Ordering::Relaxed) == rev
+                }
+            };
+            if !holds {
+                return Err(Error::Conflict { index: i, current });
+            }
+        }
+        Ok(())
+    }
+
     /// How many index stripes the store has (the unit of [`Client::scan_stripe`]).
     pub fn stripes(&self) -> usize {
         self.st.mem.stripe_count()
@@ -428,8 +343,9 @@ impl Client {
     pub fn clear(&self) -> Result<u64> {
         let mut removed = 0u64;
         for s in 0..self.st.mem.stripe_count() {
+            // Expired records too: they count in `len` until an expiry pass frees them.
             let keys: Vec<Vec<u8>> = self
-                .stripe_items(s, b"")?
+                .stripe_records_of(s, b"", false)?
                 .into_iter()
                 .map(|(k, _, _)| k)
                 .collect();
@@ -500,8 +416,8 @@ mod tests {
     }
 
     #[test]
-    fn commit_checked_applies_all_or_nothing() {
-        let t = TestStore::new("entry-commit", Config::default());
+    fn watches_see_versions_and_untouched_stripes() {
+        let t = TestStore::new("entry-watch", Config::default());
         let a = t.client();
         let b = t.client();
         a.put(b"x", b"1").unwrap();
@@ -510,19 +426,14 @@ mod tests {
         assert!(matches!(wx, Watch::Version(Some(_))));
         assert!(matches!(wy, Watch::Untouched(_)));
         let at = now_ms() + 60_000;
-        a.commit_checked(
-            &[(&b"x"[..], wx), (&b"y"[..], wy)],
-            &[
-                (
-                    &b"y"[..],
-                    Write::Put {
-                        value: b"2".to_vec(),
-                        expires_at: Some(at),
-                    },
-                ),
-                (&b"x"[..], Write::Remove),
-            ],
-        )
+        let keys: [&[u8]; 2] = [b"x", b"y"];
+        a.transact(&[(&b"x"[..], wx), (&b"y"[..], wy)], &keys, |_| {
+            let put = Write::Put {
+                value: b"2".to_vec(),
+                expires_at: Some(at),
+            };
+            Ok((vec![(1, put), (0, Write::Remove)], ()))
+        })
         .unwrap();
         assert_eq!(b.get(b"x").unwrap(), None);
         assert_eq!(b.get(b"y").unwrap().as_deref(), Some(&b"2"[..]));
@@ -532,16 +443,14 @@ mod tests {
         let wz = a.watch(b"z").unwrap();
         b.put(b"z", b"tmp").unwrap();
         b.remove(b"z").unwrap();
-        let r = a.commit_checked(
-            &[(&b"z"[..], wz)],
-            &[(
-                &b"w"[..],
-                Write::Put {
-                    value: b"no".to_vec(),
-                    expires_at: None,
-                },
-            )],
-        );
+        let w: [&[u8]; 1] = [b"w"];
+        let r = a.transact(&[(&b"z"[..], wz)], &w, |_| {
+            let put = Write::Put {
+                value: b"no".to_vec(),
+                expires_at: None,
+            };
+            Ok((vec![(0, put)], ()))
+        });
         assert!(matches!(
             r,
             Err(Error::Conflict {
@@ -551,26 +460,16 @@ mod tests {
         ));
         assert_eq!(a.get(b"w").unwrap(), None);
 
-        // A changed version fails; the last write of a key wins.
-        let wy = a.watch(b"y").unwrap();
-        b.put(b"y", b"3").unwrap();
-        let r = a.commit_checked(&[(&b"y"[..], wy)], &[(&b"y"[..], Write::Remove)]);
-        assert!(matches!(r, Err(Error::Conflict { index: 0, .. })));
-        assert_eq!(a.get(b"y").unwrap().as_deref(), Some(&b"3"[..]));
+        // The last write of a key wins.
         let none: &[(&[u8], Watch)] = &[];
-        a.commit_checked(
-            none,
-            &[
-                (&b"y"[..], Write::Remove),
-                (
-                    &b"y"[..],
-                    Write::Put {
-                        value: b"4".to_vec(),
-                        expires_at: None,
-                    },
-                ),
-            ],
-        )
+        let y: [&[u8]; 1] = [b"y"];
+        a.transact(none, &y, |_| {
+            let put = Write::Put {
+                value: b"4".to_vec(),
+                expires_at: None,
+            };
+            Ok((vec![(0, Write::Remove), (0, put)], ()))
+        })
         .unwrap();
         assert_eq!(a.get(b"y").unwrap().as_deref(), Some(&b"4"[..]));
     }
@@ -637,6 +536,12 @@ mod tests {
         }
         assert_eq!(seen.len(), 3000);
         assert!(c.scan_stripe(c.stripes(), |_, _, _| {}).is_err());
+        // An expired key not yet freed by an expiry pass still counts in len(); clear
+        // removes it too (FLUSHDB then DBSIZE is 0).
+        c.put_with_ttl(b"short", b"v", std::time::Duration::from_millis(1))
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(c.len(), 3001);
         assert_eq!(c.clear().unwrap(), 3000);
         assert_eq!(c.len(), 0);
     }

@@ -5,7 +5,7 @@
 //! - `write.rs`: the transactional writes (`put`, `remove`, `put_many`, `remove_many`);
 //! - `versioned.rs`: versions, conditional writes, `incr`/`append`/`update`, `commit_if`,
 //!   `wait_changed`;
-//! - `entry.rs`: what protocol servers build on (`modify_entry`, `commit_checked`, `watch`,
+//! - `entry.rs`: what protocol servers build on (`modify_entry`, `transact`, `watch`,
 //!   `scan_stripe`, `clear`).
 
 use std::path::Path;
@@ -31,7 +31,7 @@ mod write;
 
 pub use entry::{Change, Entry, Record, Watch, Write};
 pub use expiry::Ttl;
-pub use versioned::WaitResult;
+pub use versioned::{parse_i64, WaitResult};
 
 pub(crate) use write::WriteOp;
 

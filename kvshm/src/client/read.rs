@@ -141,11 +141,22 @@ impl Client {
     /// The live keys of stripe `s` starting with `prefix`, with values and expiries, from one
     /// consistent view of the stripe.
     pub(super) fn stripe_items(&self, s: usize, prefix: &[u8]) -> Result<Vec<StripeItem>> {
+        self.stripe_records_of(s, prefix, true)
+    }
+
+    /// [`Client::stripe_items`], with the records past their expiry too when `live_only` is
+    /// false (what emptying the store must remove).
+    pub(super) fn stripe_records_of(
+        &self,
+        s: usize,
+        prefix: &[u8],
+        live_only: bool,
+    ) -> Result<Vec<StripeItem>> {
         self.read_consistent(&[s], || {
             let mut out = Vec::new();
             let mut budget = self.st.mem.committed();
             for rec in self.st.stripe_records(s)? {
-                if self.st.record_expired(rec)? {
+                if live_only && self.st.record_expired(rec)? {
                     continue;
                 }
                 let (klen, vlen) = self.st.record_lens(rec)?;

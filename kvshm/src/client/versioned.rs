@@ -401,7 +401,7 @@ impl Client {
 
 /// Redis's `string2ll`: an optional `-`, then digits without leading zeros (`0` alone is
 /// fine), nothing else, at most 20 bytes, in range.
-pub(crate) fn parse_i64(v: &[u8]) -> Option<i64> {
+pub fn parse_i64(v: &[u8]) -> Option<i64> {
     if v.is_empty() || v.len() > 20 {
         return None;
     }

@@ -235,33 +235,9 @@ pub fn store_error(e: &Error) -> String {
 pub const SYNTAX: &str = "ERR syntax error";
 pub const NOT_INT: &str = "ERR value is not an integer or out of range";
 
-/// Redis's `string2ll`: canonical signed decimal only.
+/// Redis's `string2ll`: canonical signed decimal only (the library's, as `incr` uses it).
 pub fn parse_int(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || b.len() > 20 {
-        return None;
-    }
-    let (neg, d) = match b {
-        [b'-', rest @ ..] => (true, rest),
-        _ => (false, b),
-    };
-    match d {
-        [b'0'] if !neg => return Some(0),
-        [b'1'..=b'9', ..] => {}
-        _ => return None,
-    }
-    let mut n: i64 = 0;
-    for &c in d {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?;
-        n = if neg {
-            n.checked_sub(i64::from(c - b'0'))?
-        } else {
-            n.checked_add(i64::from(c - b'0'))?
-        };
-    }
-    Some(n)
+    kvshm::parse_i64(b)
 }
 
 /// A float argument as Redis's `strtold` takes it (no spaces, no NaN).
