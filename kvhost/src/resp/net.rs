@@ -317,6 +317,11 @@ where
     tokio::spawn(async move {
         if over {
             shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "RESP connection from {} refused: --max-clients {} reached",
+                handle.addr,
+                shared.max_clients.load(Ordering::Relaxed)
+            );
             let _ = stream
                 .write_all(b"-ERR max number of clients reached\r\n")
                 .await;
@@ -326,8 +331,11 @@ where
             shared: shared.clone(),
             id,
         };
-        if let Err(e) = serve(&shared, handle, &mut stream).await {
-            log::debug!("RESP client {id}: {e}");
+        let addr = handle.addr.clone();
+        log::debug!("RESP client {id} connected from {addr}");
+        match serve(&shared, handle, &mut stream).await {
+            Ok(()) => log::debug!("RESP client {id} ({addr}) closed"),
+            Err(e) => log::debug!("RESP client {id} ({addr}) closed: {e}"),
         }
         drop(reg);
     });

@@ -364,6 +364,13 @@ fn client_kill(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
             && laddr.as_ref().is_none_or(|x| *x == h.laddr)
             && !(skipme && h.id == cx.conn.id);
         if hit {
+            log::info!(
+                "CLIENT KILL by RESP client {} ({}): closing client {} ({})",
+                cx.conn.id,
+                cx.conn.handle.addr,
+                h.id,
+                h.addr
+            );
             h.killed.store(true, Ordering::Relaxed);
             h.wake.notify_one();
             killed += 1;
@@ -778,7 +785,14 @@ pub fn flushdb(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
         return cx.out.error(SYNTAX);
     }
     match cx.db.client().clear() {
-        Ok(_) => cx.out.ok(),
+        Ok(n) => {
+            log::info!(
+                "FLUSHDB by RESP client {} ({}): {n} keys removed",
+                cx.conn.id,
+                cx.conn.handle.addr
+            );
+            cx.out.ok()
+        }
         Err(e) => cx.fail(&e),
     }
 }
