@@ -524,7 +524,22 @@ fn exec_is_atomic_against_local_processes() {
 
 #[test]
 fn limits_hold_and_bad_clients_do_not_stop_the_server() {
-    let host = RespHost::start("resp-limits", &["--max-clients", "50", "--timeout", "1s"]);
+    let host = RespHost::start(
+        "resp-limits",
+        &[
+            "--max-clients",
+            "50",
+            "--timeout",
+            "1s",
+            "--max-query-buffer",
+            "1KiB",
+        ],
+    );
+    // A query buffer limit below the longest value is raised to fit one: a 900 KB SET works.
+    let mut c = host.conn();
+    let big = vec![b'v'; 900_000];
+    assert_eq!(c.cmd(&[b"SET", b"big", &big]), b"+OK\r\n");
+    drop(c);
     // Idle timeout: a silent connection is closed after about a second.
     let mut idle = Conn::tcp(host.port);
     std::thread::sleep(Duration::from_millis(1500));

@@ -368,6 +368,8 @@ where
         k.max(v)
     };
     let limits = Limits { max_bulk };
+    // Never below what one SET of the longest key and value needs (with its framing).
+    let query_limit = shared.opts.max_query_buffer.max(2 * max_bulk + 64 * 1024);
     let killed = handle.wake.notified();
     let mut killed = std::pin::pin!(killed);
     let idle = tokio::time::sleep(Duration::from_secs(3600));
@@ -429,12 +431,11 @@ where
             parser.rebase(done);
             buf.drain(..done);
         }
-        if buf.len() > shared.opts.max_query_buffer {
+        if buf.len() > query_limit {
             log::warn!(
-                "RESP client {} ({}): closed, query buffer over {} bytes",
+                "RESP client {} ({}): closed, query buffer over {query_limit} bytes",
                 conn.id,
                 handle.addr,
-                shared.opts.max_query_buffer
             );
             return Ok(());
         }
