@@ -429,6 +429,7 @@ fn start_resp(
         max_clients: r.max_clients,
         timeout: r.timeout,
         threads: r.threads,
+        spin: r.spin,
         max_query_buffer: usize::try_from(r.max_query_buffer).unwrap_or(usize::MAX),
         output_chunk: 64 * 1024,
         http: r.http.clone(),

@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// RESP worker threads (default: the number of CPUs).
     #[arg(long)]
     pub resp_threads: Option<usize>,
+    /// How long a RESP/HTTP worker spins before it sleeps waiting for requests (default
+    /// 20us; 0us never spins: less CPU when lightly loaded, ~25% fewer requests/s when busy).
+    #[arg(long)]
+    pub resp_spin: Option<String>,
     /// Serve the HTTP API, /metrics and the dashboard on this address, e.g. 127.0.0.1:8080;
     /// repeatable. Off unless given.
     #[arg(long, value_name = "ADDR")]
@@ -114,6 +118,7 @@ pub struct RespSettings {
     pub max_clients: usize,
     pub timeout: Option<Duration>,
     pub threads: usize,
+    pub spin: Duration,
     pub max_query_buffer: u64,
 }
 
@@ -183,6 +188,14 @@ fn resp_settings(a: &RunArgs, f: &FileConfig) -> Result<RespSettings, String> {
     if threads == 0 || threads > 1024 {
         return Err(format!("--resp-threads {threads}: 1 to 1024"));
     }
+    let spin = match a.resp_spin.clone().or(f.resp_spin.clone()) {
+        None => Duration::from_micros(20),
+        Some(t) if t.trim() == "0" => Duration::ZERO,
+        Some(t) => parse_duration(&t)?,
+    };
+    if spin > Duration::from_millis(10) {
+        return Err(format!("--resp-spin {spin:?}: at most 10ms"));
+    }
     let max_query_buffer = match a.max_query_buffer.clone().or(f.max_query_buffer.clone()) {
         Some(s) => parse_size(&s)?,
         None => 1 << 30,
@@ -205,6 +218,7 @@ fn resp_settings(a: &RunArgs, f: &FileConfig) -> Result<RespSettings, String> {
         max_clients: a.max_clients.or(f.max_clients).unwrap_or(10_000),
         timeout,
         threads,
+        spin,
         max_query_buffer,
     })
 }
@@ -294,6 +308,7 @@ pub struct FileConfig {
     pub max_clients: Option<usize>,
     pub timeout: Option<String>,
     pub resp_threads: Option<usize>,
+    pub resp_spin: Option<String>,
     pub max_query_buffer: Option<String>,
     pub http: Option<Vec<String>>,
     pub http_token: Option<String>,

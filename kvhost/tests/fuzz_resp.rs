@@ -268,6 +268,7 @@ fn random_commands_never_panic_and_always_reply_once() {
         max_clients: 10,
         timeout: None,
         threads: 1,
+        spin: std::time::Duration::ZERO,
         max_query_buffer: 1 << 20,
         output_chunk: 64 * 1024,
         http: Vec::new(),

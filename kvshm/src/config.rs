@@ -218,13 +218,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("duration {s:?} is too long"))
     };
     Ok(match unit {
+        "us" | "µs" => Duration::from_micros(n),
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => secs(60)?,
         "h" => secs(3600)?,
         u => {
             return Err(format!(
-                "bad duration unit {u:?} in {s:?} (use ms, s, m, h)"
+                "bad duration unit {u:?} in {s:?} (use us, ms, s, m, h)"
             ))
         }
     })

@@ -48,6 +48,8 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// Worker threads.
     pub threads: usize,
+    /// How long a worker spins before it sleeps waiting for requests (0: never).
+    pub spin: Duration,
     /// Most bytes one connection may have buffered of an unfinished command.
     pub max_query_buffer: usize,
     /// Replies are sent once this many bytes are pending, before more commands are read
