@@ -51,6 +51,10 @@ const MATRIX: &[(&str, &str)] = &[
     // A read-modify-write: decided and applied under the stripe lock.
     ("modify.locked", "incr"),
     ("modify.unlocked", "incr"),
+    // A multi-key transaction (RESP's RENAME/EXEC): both keys move together or not at all.
+    ("modify.locked", "transact"),
+    ("txn.committed", "transact"),
+    ("modify.unlocked", "transact"),
     // The expiry pass, killed between two removals of one batch.
     ("expire.removed_one@3", "expire"),
     // A reader killed inside a lock-free read holds nothing; its slot is recovered.
@@ -169,6 +173,19 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
             if let Some(c) = after_commit {
                 let want: &[u8] = if c { b"11" } else { b"10" };
                 assert_eq!(n.as_deref(), Some(want), "incr killed (after commit: {c})");
+            }
+        }
+        "transact" => {
+            let moved = h.get(b"crash-moved").unwrap();
+            let state = (ck.as_deref(), moved.as_deref());
+            let before = state == (Some(&b"old"[..]), None);
+            let after = state == (None, Some(&b"old"[..]));
+            assert!(before || after, "move half applied: {state:?}");
+            if !acked.is_empty() {
+                assert!(after, "acknowledged move lost: {state:?}");
+            }
+            if let Some(c) = after_commit {
+                assert_eq!(after, c, "move killed (after commit: {c}): {state:?}");
             }
         }
         "remove" => {

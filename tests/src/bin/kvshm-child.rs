@@ -122,6 +122,22 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
             assert_eq!(c.incr(b"crash-ctr", 1).unwrap(), 11);
             out("ack");
         }
+        "transact" => {
+            // RENAME crash-key crash-moved, as the RESP server runs it: one transaction
+            // under both keys' stripe locks (allocation inside it, as in a modify).
+            let keys: [&[u8]; 2] = [b"crash-key", b"crash-moved"];
+            let none: &[(&[u8], kvshm::Watch)] = &[];
+            c.transact(none, &keys, |recs| {
+                let v = recs[0].clone().expect("crash-key exists");
+                let put = kvshm::Write::Put {
+                    value: v.value,
+                    expires_at: None,
+                };
+                Ok((vec![(1, put), (0, kvshm::Write::Remove)], ()))
+            })
+            .unwrap();
+            out("ack");
+        }
         "cache-full" => {
             // Leaves this client's block cache full (the removed records' blocks) when the
             // process exits without detaching, as a killed one would.
