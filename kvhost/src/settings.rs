@@ -103,32 +103,12 @@ pub struct Settings {
     pub log_file: Option<PathBuf>,
     pub log_level: String,
     pub release_on_exit: bool,
-    pub resp: RespSettings,
+    /// The RESP and HTTP servers' options (off when no address is given).
+    pub resp: kvhost::resp::Options,
 }
 
-/// The RESP server's settings (`resp` is off when both address lists are empty).
-#[derive(Debug, Clone)]
-pub struct RespSettings {
-    pub tcp: Vec<std::net::SocketAddr>,
-    pub http: Vec<std::net::SocketAddr>,
-    pub http_token: Option<String>,
-    pub unix: Vec<PathBuf>,
-    pub requirepass: Option<String>,
-    pub protected: bool,
-    pub max_clients: usize,
-    pub timeout: Option<Duration>,
-    pub threads: usize,
-    pub spin: Duration,
-    pub max_query_buffer: u64,
-}
-
-impl RespSettings {
-    pub fn enabled(&self) -> bool {
-        !self.tcp.is_empty() || !self.unix.is_empty() || !self.http.is_empty()
-    }
-}
-
-fn resp_settings(a: &RunArgs, f: &FileConfig) -> Result<RespSettings, String> {
+/// The servers' options from flags and file; `settings` fills in the store and snapshot.
+fn resp_settings(a: &RunArgs, f: &FileConfig) -> Result<kvhost::resp::Options, String> {
     let addrs: Vec<String> = if a.resp.is_empty() {
         f.resp.clone().unwrap_or_default()
     } else {
@@ -197,10 +177,15 @@ fn resp_settings(a: &RunArgs, f: &FileConfig) -> Result<RespSettings, String> {
         return Err(format!("--resp-spin {spin:?}: at most 10ms"));
     }
     let max_query_buffer = match a.max_query_buffer.clone().or(f.max_query_buffer.clone()) {
-        Some(s) => parse_size(&s)?,
+        Some(s) => usize::try_from(parse_size(&s)?).unwrap_or(usize::MAX),
         None => 1 << 30,
     };
-    Ok(RespSettings {
+    Ok(kvhost::resp::Options {
+        dir: PathBuf::new(),
+        name: String::new(),
+        snapshot: None,
+        snapshot_every: None,
+        output_chunk: 64 * 1024,
         tcp,
         http,
         http_token: a
@@ -271,6 +256,13 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
             "bad log level {log_level:?} (error, warn, info, debug, trace)"
         ));
     }
+    let resp = kvhost::resp::Options {
+        dir: dir.clone(),
+        name: name.clone(),
+        snapshot: snapshot.clone(),
+        snapshot_every,
+        ..resp
+    };
     Ok(Settings {
         name,
         dir,

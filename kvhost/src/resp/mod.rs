@@ -65,6 +65,13 @@ pub struct Options {
     pub snapshot_every: Option<Duration>,
 }
 
+impl Options {
+    /// Whether any listener was asked for (RESP over TCP or a Unix socket, or HTTP).
+    pub fn enabled(&self) -> bool {
+        !self.tcp.is_empty() || !self.unix.is_empty() || !self.http.is_empty()
+    }
+}
+
 /// What the server tells kvhost.
 #[derive(Debug, Default)]
 pub struct Control {
