@@ -257,7 +257,12 @@ fn run(a: &RunArgs) -> ExitCode {
         Err(e) => {
             eprintln!("kvhost: {e}");
             log::error!("{e}");
-            drop(host);
+            // As at any other exit: --release-on-exit removes the store.
+            if s.release_on_exit {
+                let _ = host.release();
+            } else {
+                drop(host);
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -419,24 +424,7 @@ fn start_resp(
     if !r.enabled() {
         return Ok(None);
     }
-    let opts = kvhost::resp::Options {
-        dir: s.dir.clone(),
-        name: s.name.clone(),
-        tcp: r.tcp.clone(),
-        unix: r.unix.clone(),
-        requirepass: r.requirepass.clone(),
-        protected: r.protected,
-        max_clients: r.max_clients,
-        timeout: r.timeout,
-        threads: r.threads,
-        spin: r.spin,
-        max_query_buffer: usize::try_from(r.max_query_buffer).unwrap_or(usize::MAX),
-        output_chunk: 64 * 1024,
-        http: r.http.clone(),
-        http_token: r.http_token.clone(),
-        snapshot: s.snapshot.clone(),
-        snapshot_every: s.snapshot_every,
-    };
+    let opts = r.clone();
     let server = kvhost::resp::start(opts, control.clone()).map_err(|e| e.to_string())?;
     for a in &server.tcp_addrs {
         println!(

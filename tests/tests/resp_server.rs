@@ -539,6 +539,21 @@ fn limits_hold_and_bad_clients_do_not_stop_the_server() {
     let mut c = host.conn();
     let big = vec![b'v'; 900_000];
     assert_eq!(c.cmd(&[b"SET", b"big", &big]), b"+OK\r\n");
+    // A MULTI queue is bounded the same way (here 2 MiB + 64 KiB): past it, an error, and
+    // EXEC discards the transaction.
+    assert_eq!(c.cmds(&["MULTI"]), "+OK\r\n");
+    let mut refused = 0;
+    for _ in 0..4 {
+        let r = c.cmd(&[b"SET", b"q", &big]);
+        if r.starts_with(b"-ERR MULTI queue over --max-query-buffer") {
+            refused += 1;
+        } else {
+            assert_eq!(r, b"+QUEUED\r\n");
+        }
+    }
+    assert_eq!(refused, 2, "two 900 KB commands fit, two do not");
+    assert!(c.cmds(&["EXEC"]).starts_with("-EXECABORT"));
+    assert_eq!(c.cmds(&["GET", "q"]), "$-1\r\n");
     drop(c);
     // Idle timeout: a silent connection is closed after about a second.
     let mut idle = Conn::tcp(host.port);
@@ -644,6 +659,10 @@ fn auth_and_protected_mode() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(s(&o.stderr).contains("protected mode"), "{}", s(&o.stderr));
+    assert!(
+        !store.path().exists(),
+        "--release-on-exit left the store behind"
+    );
 }
 
 #[test]

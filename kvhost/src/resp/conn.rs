@@ -32,12 +32,12 @@ pub struct Conn {
     pub multi: Option<Vec<Queued>>,
     /// A command queued in MULTI was refused: EXEC answers EXECABORT.
     pub multi_failed: bool,
+    /// Bytes of the commands queued in MULTI.
+    pub multi_bytes: usize,
     /// WATCHed keys.
     pub watched: Vec<(Vec<u8>, Watch)>,
     /// Close once the reply is sent (QUIT, protocol error, CLIENT KILL of itself).
     pub close: bool,
-    /// CLIENT REPLY OFF/SKIP (bytes of replies to drop: handled by the writer).
-    pub reply_off: bool,
 }
 
 impl Conn {
@@ -49,9 +49,9 @@ impl Conn {
             authed,
             multi: None,
             multi_failed: false,
+            multi_bytes: 0,
             watched: Vec::new(),
             close: false,
-            reply_off: false,
         }
     }
 }
@@ -88,6 +88,7 @@ pub fn execute(conn: &mut Conn, shared: &Shared, client: &Client, out: &mut Out,
                 return out.error("ERR MULTI calls can not be nested");
             }
             conn.multi = Some(Vec::new());
+            conn.multi_bytes = 0;
             conn.multi_failed = false;
             set_multi(conn, true);
             return out.ok();
@@ -125,6 +126,16 @@ pub fn execute(conn: &mut Conn, shared: &Shared, client: &Client, out: &mut Out,
             return out.error("ERR Command not allowed inside a transaction");
         }
         if !matches!(spec.name, "quit" | "reset") {
+            // The queue is bounded like one unfinished command (--max-query-buffer): a client
+            // cannot make the server hold more for it by queueing instead of sending.
+            let bytes: usize = args.iter().map(|a| a.len() + 16).sum();
+            if conn.multi_bytes + bytes > shared.opts.max_query_buffer {
+                conn.multi_failed = true;
+                return out.error(
+                    "ERR MULTI queue over --max-query-buffer; the transaction will be discarded",
+                );
+            }
+            conn.multi_bytes += bytes;
             q.push((spec, args.iter().map(|a| a.to_vec()).collect()));
             return out.simple("QUEUED");
         }
@@ -146,8 +157,14 @@ fn set_multi(conn: &Conn, on: bool) {
         .multi = on;
 }
 
-/// The keys a command names, by its key positions (Redis's first, last, step).
-fn declared_keys(spec: &Spec, args: &[Vec<u8>], into: &mut Vec<Vec<u8>>) {
+/// The keys a command names, by its key positions (Redis's first, last, step), added to
+/// `into` unless `seen` has them.
+fn declared_keys(
+    spec: &Spec,
+    args: &[Vec<u8>],
+    into: &mut Vec<Vec<u8>>,
+    seen: &mut std::collections::HashSet<Vec<u8>>,
+) {
     let (first, last, step) = spec.keys;
     if first <= 0 {
         return;
@@ -157,7 +174,7 @@ fn declared_keys(spec: &Spec, args: &[Vec<u8>], into: &mut Vec<Vec<u8>>) {
     let mut i = first;
     while i <= last {
         let k = &args[i as usize];
-        if !into.contains(k) {
+        if seen.insert(k.clone()) {
             into.push(k.clone());
         }
         i += step.max(1);
@@ -184,9 +201,10 @@ fn exec(conn: &mut Conn, shared: &Shared, client: &Client, out: &mut Out) {
         return out.error("EXECABORT Transaction discarded because of previous errors.");
     }
     let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (spec, args) in &queue {
         if spec.is_data() {
-            declared_keys(spec, args, &mut keys);
+            declared_keys(spec, args, &mut keys, &mut seen);
         }
     }
     let proto = out.proto;
@@ -226,7 +244,6 @@ pub fn reset(conn: &mut Conn, shared: &Shared, out: &mut Out) {
     conn.multi = None;
     conn.multi_failed = false;
     conn.watched.clear();
-    conn.reply_off = false;
     conn.authed = shared.password().is_none();
     out.proto = Proto::V2;
     let mut info = conn.handle.info.lock().unwrap_or_else(|e| e.into_inner());

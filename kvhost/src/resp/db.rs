@@ -31,8 +31,12 @@ struct Held {
 pub struct Overlay {
     keys: Vec<Vec<u8>>,
     view: HashMap<Vec<u8>, Option<Held>>,
-    /// Keys written, in first-write order.
-    dirty: Vec<Vec<u8>>,
+    /// Keys written, as indexes into `keys`, in first-write order.
+    dirty: Vec<usize>,
+    /// Where each key is in `keys`.
+    index: HashMap<Vec<u8>, usize>,
+    /// Whether `keys[i]` is in `dirty`.
+    is_dirty: Vec<bool>,
 }
 
 impl Overlay {
@@ -54,6 +58,12 @@ impl Overlay {
             keys: keys.to_vec(),
             view,
             dirty: Vec::new(),
+            index: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.clone(), i))
+                .collect(),
+            is_dirty: vec![false; keys.len()],
         }
     }
 
@@ -77,9 +87,12 @@ impl Overlay {
         }
     }
 
+    /// Called only for a key `load` accepted, so it has an index.
     fn set(&mut self, key: &[u8], h: Option<Held>) {
-        if !self.dirty.iter().any(|k| k == key) {
-            self.dirty.push(key.to_vec());
+        if let Some(&i) = self.index.get(key) {
+            if !std::mem::replace(&mut self.is_dirty[i], true) {
+                self.dirty.push(i);
+            }
         }
         self.view.insert(key.to_vec(), h);
     }
@@ -89,16 +102,15 @@ impl Overlay {
         let dirty = std::mem::take(&mut self.dirty);
         dirty
             .into_iter()
-            .filter_map(|k| {
-                let i = self.keys.iter().position(|x| *x == k)?;
-                let w = match self.view.remove(&k).flatten() {
+            .map(|i| {
+                let w = match self.view.remove(&self.keys[i]).flatten() {
                     Some(h) => Write::Put {
                         value: h.value,
                         expires_at: h.expires_at,
                     },
                     None => Write::Remove,
                 };
-                Some((i, w))
+                (i, w)
             })
             .collect()
     }
@@ -216,14 +228,13 @@ impl<'d> Db<'d> {
                 let none: &[(&[u8], kvshm::Watch)] = &[];
                 c.transact(none, keys, |recs| {
                     let (writes, t) = f(recs)?;
+                    let index: HashMap<&[u8], usize> =
+                        keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
                     let mut out = Vec::with_capacity(writes.len());
                     for (k, w) in writes {
-                        let i = keys
-                            .iter()
-                            .position(|x| *x == k.as_slice())
-                            .ok_or_else(|| {
-                                Error::InvalidArgument("multi: a write to an undeclared key".into())
-                            })?;
+                        let i = *index.get(k.as_slice()).ok_or_else(|| {
+                            Error::InvalidArgument("multi: a write to an undeclared key".into())
+                        })?;
                         out.push((i, w));
                     }
                     Ok((out, t))

@@ -228,9 +228,17 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
     };
     // Attach on the worker threads up front, so a store that cannot be opened is an error
     // now, not a failure of every command later.
-    Client::open_in(&dir, &name).map_err(|e| {
+    let probe = Client::open_in(&dir, &name).map_err(|e| {
         io::Error::other(format!("the RESP server cannot attach to the store: {e}"))
     })?;
+    // The query buffer (and a MULTI queue) never below what one SET of the longest key and
+    // value needs, with its framing.
+    let (max_key, max_value) = probe.limits();
+    drop(probe);
+    let mut opts = opts;
+    opts.max_query_buffer = opts
+        .max_query_buffer
+        .max(2 * max_key.max(max_value) + 64 * 1024);
     let unix_paths = opts.unix.clone();
     let shared = Arc::new(Shared::new(opts, control));
     if let Some(a) = tcp_addrs.first() {
@@ -389,8 +397,7 @@ where
         k.max(v)
     };
     let limits = Limits { max_bulk };
-    // Never below what one SET of the longest key and value needs (with its framing).
-    let query_limit = shared.opts.max_query_buffer.max(2 * max_bulk + 64 * 1024);
+    let query_limit = shared.opts.max_query_buffer;
     let killed = handle.wake.notified();
     let mut killed = std::pin::pin!(killed);
     let idle = tokio::time::sleep(Duration::from_secs(3600));

@@ -230,6 +230,8 @@ impl Client {
             let (writes, t) = f(&recs)?;
             // The last write of each key, in order.
             let mut last: Vec<(usize, Write)> = Vec::with_capacity(writes.len());
+            let mut written: std::collections::HashSet<&[u8]> =
+                std::collections::HashSet::with_capacity(writes.len());
             for (i, w) in writes.into_iter().rev() {
                 if i >= keys.len() {
                     return Err(Error::InvalidArgument(format!(
@@ -237,10 +239,7 @@ impl Client {
                         keys.len()
                     )));
                 }
-                if !last
-                    .iter()
-                    .any(|(j, _)| keys[*j].as_ref() == keys[i].as_ref())
-                {
+                if written.insert(keys[i].as_ref()) {
                     last.push((i, w));
                 }
             }
