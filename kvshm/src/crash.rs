@@ -44,6 +44,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "modify.locked",
     "modify.unlocked",
     "expire.removed_one",
+    "evict.removed_one",
     "get_many.key_read",
     "recover.class_rebuilt",
     "recover.undone",

@@ -271,6 +271,17 @@ pub(crate) fn lookup(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Resu
     }
 }
 
+/// The record of `key` in stripe `s`, expired or not (caller holds the stripe lock).
+pub(crate) fn find_record(
+    txn: &Txn<'_, '_>,
+    s: usize,
+    hash: u64,
+    key: &[u8],
+) -> Result<Option<u64>> {
+    let tw = txn.session().st.mem.stripe(s).table.load(R);
+    Ok(find(txn, tw, hash, key)?.hit.map(|(_, rec)| rec))
+}
+
 /// Remove `key` from stripe `s`. Returns whether it was there (an expired record is removed
 /// too, but was not there for the caller).
 pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Result<bool> {

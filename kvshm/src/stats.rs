@@ -58,6 +58,10 @@ pub struct Stats {
     pub revision: u64,
     /// Keys removed by expiry passes (an expired key is absent for readers before that).
     pub expired: u64,
+    /// Keys removed by eviction (a full store under an evicting policy).
+    pub evicted: u64,
+    /// The eviction policy.
+    pub eviction: crate::client::Policy,
     pub stripes: u32,
     pub max_stripe_keys: u64,
     pub max_key_len: usize,
@@ -126,6 +130,8 @@ impl Stats {
             ("removes", self.removes.to_string()),
             ("revision", self.revision.to_string()),
             ("expired", self.expired.to_string()),
+            ("evicted", self.evicted.to_string()),
+            ("eviction", json_str(self.eviction.name())),
             ("bytes_in", self.bytes_in.to_string()),
             ("bytes_out", self.bytes_out.to_string()),
             ("lock_fallback_reads", self.retries.to_string()),
@@ -171,6 +177,8 @@ impl Client {
             recoveries: h.recoveries.load(R),
             growths: h.growth_count.load(R),
             expired: h.expired.load(R),
+            evicted: h.evicted.load(R),
+            eviction: crate::client::Policy::from_code(h.eviction.load(R)),
             created_unix: h.created_unix.load(R),
             host_start_unix: h.host_start_unix.load(R),
             ..Stats::default()

@@ -41,6 +41,8 @@ pub(crate) struct Store {
     pub stripe_shift: u32,
     pub chunk_base: u64,
     pub reserve: u64,
+    /// Mapped for writing (a read-only attachment writes nothing, not even reference bits).
+    pub writable: bool,
     pub(crate) grow_mutex: std::sync::Mutex<()>,
     /// Lock waits of this attachment (process-local; see [`crate::Client::lock_waits`]).
     pub(crate) lock_waits: LockWaits,
@@ -168,7 +170,7 @@ impl Store {
             Ok(mem)
         })();
         match made {
-            Ok(mem) => Store::from_parts(mem, file, path),
+            Ok(mem) => Store::from_parts(mem, file, path, true),
             Err(e) => {
                 let _ = segment::remove_file(&path);
                 Err(e)
@@ -250,10 +252,10 @@ impl Store {
             geo.chunk_map_offset,
             geo.chunk_count,
         )?;
-        Store::from_parts(mem, file, path.to_path_buf())
+        Store::from_parts(mem, file, path.to_path_buf(), writable)
     }
 
-    fn from_parts(mut mem: Mem, file: File, path: PathBuf) -> Result<Store> {
+    fn from_parts(mut mem: Mem, file: File, path: PathBuf, writable: bool) -> Result<Store> {
         let mem_file = file.try_clone()?;
         segment::register_fork_fd(&file, Some(mem.map_range()));
         segment::register_fork_fd(&mem_file, None);
@@ -270,6 +272,7 @@ impl Store {
             mem,
             file,
             path,
+            writable,
             grow_mutex: std::sync::Mutex::new(()),
             lock_waits: LockWaits::default(),
             slot_page_mutex: std::sync::Mutex::new(()),
@@ -540,6 +543,7 @@ impl Store {
                         if exp != 0 && now_ms() >= exp {
                             return Ok(None);
                         }
+                        self.reference(rec);
                     }
                     return Ok(Some(rec));
                 }
@@ -547,6 +551,23 @@ impl Store {
             i = table_next(i, cap);
         }
         Ok(None)
+    }
+
+    /// A read found the record at `rec`: under an LRU eviction policy, set its tag's
+    /// reference bit if clear. One CAS from exactly the LIVE tag just loaded: if the block was
+    /// freed or reused meanwhile the word differs (or the bit lands on the record now there,
+    /// a harmless hint). Nothing is written once the bit is set, nor by read-only clients.
+    #[inline]
+    fn reference(&self, rec: u64) {
+        if !self.writable || !eviction_is_lru(self.mem.header().eviction.load(Ordering::Relaxed)) {
+            return;
+        }
+        if let Ok(w) = self.mem.word(rec) {
+            let t = w.load(Ordering::Relaxed);
+            if live_unreferenced(t) {
+                let _ = w.compare_exchange(t, t | TAG_REF, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
     }
 
     /// One optimistic (lock-free, write-free) attempt to run `f` against a consistent view of

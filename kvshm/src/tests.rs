@@ -40,7 +40,7 @@ impl Drop for TestStore {
     }
 }
 
-fn dir() -> std::path::PathBuf {
+pub(crate) fn dir() -> std::path::PathBuf {
     crate::default_dir()
 }
 

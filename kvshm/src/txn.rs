@@ -266,12 +266,19 @@ impl<'s, 'a> Txn<'s, 'a> {
     pub(crate) fn commit(&self) {
         self.s.slot.txn_state.store(TXN_COMMITTED, REL);
         crash_point!("txn.committed");
+        // Under an LRU eviction policy a new record starts referenced, as a read would leave
+        // it: a write is a use, and CLOCK then keeps it for one turn of the hand.
+        let referenced = if eviction_is_lru(self.s.st.mem.header().eviction.load(R)) {
+            TAG_REF
+        } else {
+            0
+        };
         for i in 0..self.n_new.get() {
             let b = self.log.new[i].load(R);
             if let Ok(w) = self.s.word(b) {
                 let t = Tag::from_word(w.load(R));
                 if t.state == TAG_RESERVED && t.owner == self.s.me {
-                    w.store(Tag::live(t.generation).word(), REL);
+                    w.store(Tag::live(t.generation).word() | referenced, REL);
                 }
             }
         }

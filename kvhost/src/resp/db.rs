@@ -162,7 +162,7 @@ impl<'d> Db<'d> {
     pub fn modify<T>(
         &mut self,
         key: &[u8],
-        f: impl FnOnce(Option<Entry<'_>>) -> Result<(Change, T)>,
+        mut f: impl FnMut(Option<Entry<'_>>) -> Result<(Change, T)>,
     ) -> Result<T> {
         match self {
             Db::Direct(c) => Ok(c.modify_entry(key, f)?.0),
@@ -247,9 +247,11 @@ impl<'d> Db<'d> {
                     .collect::<Result<Vec<_>>>()?;
                 let (writes, t) = f(&recs)?;
                 for (k, w) in writes {
+                    // The overlay runs the closure once (only a direct write can run again).
+                    let mut w = Some(w);
                     self.modify(&k, |_| {
                         Ok((
-                            match w {
+                            match w.take().expect("an overlay write runs once") {
                                 Write::Put { value, expires_at } => {
                                     Change::Put { value, expires_at }
                                 }

@@ -93,7 +93,7 @@ impl<'a> Allocator<'a> {
             return self.free_block(block, expect);
         };
         let tag = self.s.word(block)?;
-        if tag.load(R) != expect {
+        if !tag_is(tag.load(R), expect) {
             return Ok(false);
         }
         if cache.count(c) >= PER_CLASS {
@@ -110,7 +110,7 @@ impl<'a> Allocator<'a> {
         entry.store(block, REL);
         crash_point!("cache.given");
         let t = Tag::reserved(self.s.me, cache.next_gen(self.s.st.mem.header())).word();
-        if tag.compare_exchange(expect, t, REL, R).is_err() {
+        if !super::swap_tag(tag, expect, t) {
             entry.store(0, REL);
             return Ok(false);
         }

@@ -25,6 +25,18 @@ pub(crate) use cache::release_slot_cache;
 const R: Ordering = Ordering::Relaxed;
 const REL: Ordering = Ordering::Release;
 
+thread_local! {
+    /// Size of the last allocation that failed with `StoreFull` on this thread: what the write
+    /// that failed needed room for (`client/evict.rs` makes that room).
+    static FULL_AT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The size of the last allocation on this thread that found the store full (0: none since
+/// the last call), and forget it.
+pub(crate) fn take_full() -> u64 {
+    FULL_AT.with(|c| c.replace(0))
+}
+
 /// The `StoreFull` hint of a claim that would have grown the store but was asked not to.
 pub(crate) const WOULD_GROW: &str = "the store would have to grow";
 
@@ -87,8 +99,31 @@ impl<'a> Allocator<'a> {
     /// is used: freed blocks stay in their class, and a full store must still take a record
     /// a little bigger or smaller than the ones it just removed.
     pub(crate) fn alloc(&self, size: u64, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
+        let r = self.alloc_any(size, pool, record);
+        if matches!(r, Err(Error::StoreFull { .. })) {
+            FULL_AT.with(|c| c.set(size));
+        }
+        r
+    }
+
+    fn alloc_any(&self, size: u64, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
         let Some(c) = class_for(size) else {
-            return self.alloc_span(size.div_ceil(CHUNK_SIZE), pool, record);
+            let k = size.div_ceil(CHUNK_SIZE);
+            let mut record = Some(record);
+            let mut once = |off| {
+                if let Some(f) = record.take() {
+                    f(off)
+                }
+            };
+            let r = self.alloc_span(k, pool, &mut once);
+            // A full store: class chunks whose blocks are all free (after removes or an
+            // eviction) go back to the chunk pool, and the span is tried once more.
+            if matches!(r, Err(Error::StoreFull { .. }))
+                && self.flush_cache()? as u64 + self.release_free_class_chunks(NUM_CLASSES)? > 0
+            {
+                return self.alloc_span(k, pool, &mut once);
+            }
+            return r;
         };
         let mut record = Some(record);
         let mut once = |off| {
@@ -146,6 +181,24 @@ impl<'a> Allocator<'a> {
             }
             r => r,
         }
+    }
+
+    /// After an eviction emptied chunks: class chunks whose blocks are all free go back to the
+    /// chunk pool, and class `c` (if given, and its free list is empty) carves one of them.
+    pub(crate) fn reclaim_chunks_for(&self, c: Option<usize>) -> Result<()> {
+        self.flush_cache()?;
+        self.release_free_class_chunks(c.unwrap_or(NUM_CLASSES))?;
+        if let Some(c) = c {
+            let cls = &self.s.st.mem.header().classes[c];
+            let _g = self.s.guard_word(&cls.lock)?;
+            if cls.head.load(R) == 0 {
+                match self.refill_class(c, Pool::Data, false) {
+                    Ok(_) | Err(Error::StoreFull { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Give class chunks whose blocks are all free back to the chunk pool (zeroed), so a full
@@ -328,7 +381,7 @@ impl<'a> Allocator<'a> {
         // match again only if this very block were reallocated with exactly that generation,
         // 2^32 allocations later, while the free that logged it still waits to be re-run by
         // an interrupted recovery. We accept that window (docs/ARCHITECTURE.md, "Tags").
-        if self.word(block)?.load(R) != expect {
+        if !tag_is(self.word(block)?.load(R), expect) {
             return Ok(false);
         }
         let Some(c) = self.class_block(block)? else {
@@ -345,10 +398,7 @@ impl<'a> Allocator<'a> {
         let cls = &self.s.st.mem.header().classes[c];
         let words = self.s.st.mem.words(block, 2)?;
         let generation = Tag::from_word(expect).generation;
-        if words[0]
-            .compare_exchange(expect, Tag::free(generation).word(), REL, R)
-            .is_err()
-        {
+        if !swap_tag(&words[0], expect, Tag::free(generation).word()) {
             return Ok(false);
         }
         crash_point!("free.tagged");
@@ -363,10 +413,7 @@ impl<'a> Allocator<'a> {
         let _g = self.s.guard_word(&h.span_lock)?;
         let off = self.chunk_offset(idx);
         let tag = self.s.st.mem.word(off)?;
-        if tag
-            .compare_exchange(expect, Tag::free(0).word(), REL, R)
-            .is_err()
-        {
+        if !swap_tag(tag, expect, Tag::free(0).word()) {
             return Ok(false);
         }
         crash_point!("span.free_tagged");
@@ -473,6 +520,21 @@ impl<'a> Allocator<'a> {
     /// A word inside the segment as `&AtomicU64` (checked).
     fn word(&self, off: u64) -> Result<&'a AtomicU64> {
         self.s.st.mem.word(off)
+    }
+}
+
+/// Replace a block's tag by `new` if it still is `expect` ([`tag_is`]: a LIVE tag may have
+/// gained its reference bit from a reader in the meantime). Returns whether it did.
+pub(crate) fn swap_tag(w: &AtomicU64, expect: u64, new: u64) -> bool {
+    let mut cur = w.load(R);
+    loop {
+        if !tag_is(cur, expect) {
+            return false;
+        }
+        match w.compare_exchange(cur, new, REL, R) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
     }
 }
 

@@ -105,10 +105,13 @@ impl Client {
     /// its stripe lock (`None`: absent or expired) and returns what to do and what to return.
     /// An error from `f` changes nothing. `f` runs with the stripe lock held: keep it short
     /// (see [`Client::update`]). Returns `f`'s result and the key's version afterwards.
+    ///
+    /// `f` may run more than once: when the store is full and its policy evicts, the write
+    /// runs again after eviction made room (`f` then sees the key as it is then).
     pub fn modify_entry<T>(
         &self,
         key: &[u8],
-        f: impl FnOnce(Option<Entry<'_>>) -> Result<(Change, T)>,
+        mut f: impl FnMut(Option<Entry<'_>>) -> Result<(Change, T)>,
     ) -> Result<(T, Option<u64>)> {
         self.st.check_limits(key, None)?;
         self.modify(key, |cur| {
@@ -184,11 +187,14 @@ impl Client {
     /// so it never has to be retried (Redis's EXEC, RENAME, MSETNX). A failed check is
     /// [`Error::Conflict`]; an error from `f` changes nothing. `f` runs with the locks held:
     /// keep it short.
+    ///
+    /// `f` may run more than once: when the store is full and its policy evicts, the
+    /// transaction runs again after eviction made room (checks and reads as they are then).
     pub fn transact<K: AsRef<[u8]>, T>(
         &self,
         checks: &[(K, Watch)],
         keys: &[K],
-        f: impl FnOnce(&[Option<Record>]) -> Result<(Vec<(usize, Write)>, T)>,
+        mut f: impl FnMut(&[Option<Record>]) -> Result<(Vec<(usize, Write)>, T)>,
     ) -> Result<T> {
         for (k, _) in checks {
             self.st.check_limits(k.as_ref(), None)?;
@@ -196,6 +202,15 @@ impl Client {
         for k in keys {
             self.st.check_limits(k.as_ref(), None)?;
         }
+        self.with_room(|| self.transact_once(checks, keys, &mut f))
+    }
+
+    fn transact_once<K: AsRef<[u8]>, T>(
+        &self,
+        checks: &[(K, Watch)],
+        keys: &[K],
+        f: &mut impl FnMut(&[Option<Record>]) -> Result<(Vec<(usize, Write)>, T)>,
+    ) -> Result<T> {
         self.not_forked()?;
         let g = self.guard();
         let sess = self.session_w(&g)?;

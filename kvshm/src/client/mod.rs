@@ -6,7 +6,9 @@
 //! - `versioned.rs`: versions, conditional writes, `incr`/`append`/`update`, `commit_if`,
 //!   `wait_changed`;
 //! - `entry.rs`: what protocol servers build on (`modify_entry`, `transact`, `watch`,
-//!   `scan_stripe`, `clear`).
+//!   `scan_stripe`, `clear`);
+//! - `expiry.rs`: TTLs and the expiry pass; `evict.rs`: eviction policies, and the retry of a
+//!   write that met a full store.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -24,12 +26,14 @@ use crate::slots::{self, slot_list, SlotRef};
 use crate::store::Store;
 
 mod entry;
+mod evict;
 mod expiry;
 mod read;
 mod versioned;
 mod write;
 
 pub use entry::{Change, Entry, Record, Watch, Write};
+pub use evict::Policy;
 pub use expiry::Ttl;
 pub use versioned::{parse_i64, WaitResult};
 

@@ -210,10 +210,13 @@ impl Client {
     /// call into this store), since every writer of that stripe, in every process, waits for
     /// it. If `f` panics, nothing is applied, the lock is released (the client's own slot is
     /// recovered as after a kill), other processes are unaffected, and the panic goes on.
+    ///
+    /// `f` may run more than once: when the store is full and its policy evicts, the write
+    /// runs again after eviction made room (with the value as it is then).
     pub fn update(
         &self,
         key: &[u8],
-        f: impl FnOnce(Option<&[u8]>) -> Option<Vec<u8>>,
+        mut f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
     ) -> Result<Option<u64>> {
         self.st.check_limits(key, None)?;
         let ((), v) = self.modify(key, |cur| {
@@ -245,6 +248,15 @@ impl Client {
         for k in removes {
             self.st.check_limits(k.as_ref(), None)?;
         }
+        self.with_room(|| self.commit_if_once(checks, puts, removes))
+    }
+
+    fn commit_if_once<K: AsRef<[u8]>, V: AsRef<[u8]>, D: AsRef<[u8]>>(
+        &self,
+        checks: &[(K, Option<u64>)],
+        puts: &[(D, V)],
+        removes: &[D],
+    ) -> Result<()> {
         self.not_forked()?;
         let g = self.guard();
         let sess = self.session_w(&g)?;
@@ -334,10 +346,19 @@ impl Client {
 
     /// One single-key transaction whose write is decided under the stripe lock by `f` (which
     /// sees the current value and version). Returns `f`'s result and the key's version after.
+    /// `f` runs again if the write met a full store and eviction made room.
     pub(super) fn modify<T>(
         &self,
         key: &[u8],
-        f: impl FnOnce(Option<Cur<'_>>) -> Result<(Decision, T)>,
+        mut f: impl FnMut(Option<Cur<'_>>) -> Result<(Decision, T)>,
+    ) -> Result<(T, Option<u64>)> {
+        self.with_room(|| self.modify_once(key, &mut f))
+    }
+
+    fn modify_once<T>(
+        &self,
+        key: &[u8],
+        f: &mut impl FnMut(Option<Cur<'_>>) -> Result<(Decision, T)>,
     ) -> Result<(T, Option<u64>)> {
         self.not_forked()?;
         let g = self.guard();

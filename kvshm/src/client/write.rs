@@ -76,6 +76,10 @@ impl Client {
 
     fn put_meta(&self, key: &[u8], value: &[u8], meta: u64) -> Result<()> {
         self.st.check_limits(key, Some(value))?;
+        self.with_room(|| self.put_meta_once(key, value, meta))
+    }
+
+    fn put_meta_once(&self, key: &[u8], value: &[u8], meta: u64) -> Result<()> {
         // Before the mutex: in a forked child another thread may have held it at the fork.
         self.not_forked()?;
         let g = self.guard();
@@ -150,6 +154,14 @@ impl Client {
         if items.is_empty() {
             return Ok(());
         }
+        self.with_room(|| self.put_many_once(items, &meta))
+    }
+
+    fn put_many_once<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        items: &[(K, V)],
+        meta: &impl Fn(usize) -> u64,
+    ) -> Result<()> {
         // Before the mutex: in a forked child another thread may have held it at the fork.
         self.not_forked()?;
         let g = self.guard();

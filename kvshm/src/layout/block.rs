@@ -14,6 +14,23 @@ pub const TAG_RESERVED: u64 = 1;
 pub const TAG_LIVE: u64 = 2;
 
 const STATE_MASK: u64 = 0b11;
+/// The reference bit of a LIVE record's tag (where a RESERVED tag keeps its owner's low bit):
+/// set by a reader's hit under an LRU eviction policy, with one CAS from exactly `LIVE(g)`, and
+/// cleared by the eviction sweep under the stripe lock. Decoded, it reads as owner 1.
+pub const TAG_REF: u64 = 1 << 2;
+
+/// Whether a block's tag `actual` is still the `expect` a free was logged with: equal, or
+/// for a LIVE `expect` also with the reference bit set by a reader since.
+#[inline]
+pub const fn tag_is(actual: u64, expect: u64) -> bool {
+    actual == expect || (expect & STATE_MASK == TAG_LIVE && actual == expect | TAG_REF)
+}
+
+/// Whether a tag word is a LIVE tag without the reference bit.
+#[inline]
+pub const fn live_unreferenced(w: u64) -> bool {
+    w & (STATE_MASK | TAG_REF) == TAG_LIVE
+}
 const OWNER_SHIFT: u32 = 2;
 const OWNER_MASK: u64 = (1 << 30) - 1;
 const GEN_SHIFT: u32 = 32;
@@ -202,5 +219,19 @@ mod tests {
             assert_eq!(Tag::from_word(t.word()), t);
         }
         assert_eq!(Tag::from_word(0), Tag::free(0));
+    }
+
+    #[test]
+    fn the_reference_bit_matches_only_live_tags() {
+        let live = Tag::live(7).word();
+        assert!(tag_is(live, live));
+        assert!(tag_is(live | TAG_REF, live));
+        assert!(live_unreferenced(live));
+        assert!(!live_unreferenced(live | TAG_REF));
+        // A reserved tag's bit 2 is its owner's: owner 4 is not owner 5.
+        let r4 = Tag::reserved(4, 7).word();
+        assert!(!tag_is(r4 | TAG_REF, r4));
+        assert!(!tag_is(Tag::live(8).word() | TAG_REF, live));
+        assert!(!tag_is(Tag::free(7).word(), live));
     }
 }

@@ -64,6 +64,9 @@ fn structs() -> Vec<(&'static str, Fields)> {
                 last_snapshot_unix,
                 snapshot_count,
                 expired,
+                eviction,
+                evicted,
+                evict_hand,
                 _reserved,
                 classes,
             }),
@@ -92,6 +95,7 @@ fn structs() -> Vec<(&'static str, Fields)> {
                 changes,
                 _pad1,
                 next_expiry,
+                clock,
                 _pad
             }),
         ),

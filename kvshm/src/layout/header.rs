@@ -15,6 +15,16 @@ pub const HEADER_SIZE: u64 = 4096;
 /// Geometric client-slot pages: page `p` holds `SLOT_PAGE0_SLOTS << p` slots.
 pub const MAX_SLOT_PAGES: usize = 24;
 
+/// `Header::eviction` codes of the policies whose readers set reference bits (allkeys-lru,
+/// volatile-lru; the others are in `client::evict::Policy`).
+pub const EVICTION_LRU_CODES: [u64; 2] = [1, 2];
+
+/// Whether readers keep reference bits under the eviction policy stored as `code`.
+#[inline]
+pub const fn eviction_is_lru(code: u64) -> bool {
+    code == EVICTION_LRU_CODES[0] || code == EVICTION_LRU_CODES[1]
+}
+
 /// Per size class allocator root, guarded by `lock`.
 ///
 /// `head` is the first free block (0 = empty); each free block keeps the next one in its second
@@ -111,10 +121,19 @@ pub struct Header {
     pub last_snapshot_unix: AtomicU64,
     /// Snapshots written by hosts of this store.
     pub snapshot_count: AtomicU64,
-    /// Room for the future (TTL/eviction clock, metrics roots); zero.
     /// Keys removed because they expired (by expiry passes), since creation.
     pub expired: AtomicU64,
-    pub _reserved: [AtomicU64; 5],
+    /// The eviction policy (`client::evict::Policy` as a number; 0 = noeviction), set by the
+    /// host or any client, read by every writer that meets a full store and by readers (who
+    /// set reference bits only under an LRU policy).
+    pub eviction: AtomicU64,
+    /// Keys removed by eviction, since creation.
+    pub evicted: AtomicU64,
+    /// The CLOCK hand: the stripe where the next eviction sweep starts (a hint, any value is
+    /// safe).
+    pub evict_hand: AtomicU64,
+    /// Room for the future (metrics roots); zero.
+    pub _reserved: [AtomicU64; 2],
 
     // ---- allocator roots ----
     pub classes: [ClassHeader; NUM_CLASSES],
@@ -163,7 +182,10 @@ assert_offsets!(Header {
     last_snapshot_unix: 576,
     snapshot_count: 584,
     expired: 592,
-    _reserved: 600,
+    eviction: 600,
+    evicted: 608,
+    evict_hand: 616,
+    _reserved: 624,
     classes: 640,
 });
 const _: () = assert!(offset_of!(Header, committed_len) == CACHE_LINE);

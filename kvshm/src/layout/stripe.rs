@@ -49,7 +49,10 @@ pub struct Stripe {
     /// no record with an expiry): lowered under `lock` by writers of records with a TTL, set
     /// exactly by the expiry pass. Lets the pass skip stripes with nothing due.
     pub next_expiry: AtomicU64,
-    pub _pad: [AtomicU64; 7],
+    /// The stripe's CLOCK hand: the table entry where the next eviction sweep of this stripe
+    /// goes on (a hint written under `lock`; any value is safe).
+    pub clock: AtomicU64,
+    pub _pad: [AtomicU64; 6],
 }
 assert_offsets!(Stripe {
     lock: 0,
@@ -61,6 +64,7 @@ assert_offsets!(Stripe {
     revision: 48,
     changes: 56,
     next_expiry: 64,
+    clock: 72,
 });
 const _: () = assert!(size_of::<Stripe>() as u64 == STRIPE_SIZE);
 const _: () = assert!(size_of::<Stripe>() == CACHE_LINE);
