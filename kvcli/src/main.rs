@@ -94,6 +94,12 @@ enum Cmd {
     },
     /// Remove KEY's expiry; prints whether it had one (exit 1 if missing).
     Persist { key: OsString },
+    /// Print the store's eviction policy, or set it for every process using the store:
+    /// noeviction, allkeys-lru, volatile-lru, allkeys-random, volatile-random, volatile-ttl.
+    Eviction {
+        #[arg(value_parser = |s: &str| s.parse::<kvshm::Policy>().map_err(|e| e.to_string()))]
+        policy: Option<kvshm::Policy>,
+    },
     /// Add DELTA (default 1) to the integer under KEY (missing = 0) and print the result.
     Incr {
         key: OsString,
@@ -322,6 +328,16 @@ fn run(cli: &Cli) -> kvshm::Result<u8> {
                 return Ok(EXIT_KEY_NOT_FOUND);
             }
             println!("{}", c.persist(bytes(key))?);
+            Ok(0)
+        }
+        Cmd::Eviction { policy: None } => {
+            let c = read_only(cli)?;
+            println!("{} ({} evicted)", c.eviction(), c.evicted());
+            Ok(0)
+        }
+        Cmd::Eviction { policy: Some(p) } => {
+            writable(cli)?.set_eviction(*p)?;
+            println!("OK");
             Ok(0)
         }
         Cmd::Incr { key, delta } => {
@@ -690,6 +706,7 @@ fn stats_table(cli: &Cli, c: &Client, s: &Stats) -> String {
     row("removes", s.removes.to_string());
     row("revision", s.revision.to_string());
     row("expired", s.expired.to_string());
+    row("evicted", format!("{} (policy {})", s.evicted, s.eviction));
     row(
         "stripes",
         format!(

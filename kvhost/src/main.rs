@@ -173,6 +173,10 @@ fn status(name: &str, dir: Option<PathBuf>) -> ExitCode {
         s.keys,
         kvshm::human_bytes(s.value_bytes)
     );
+    println!(
+        "eviction: {} ({} evicted, {} expired)",
+        s.eviction, s.evicted, s.expired
+    );
     println!("clients:  {}", s.clients.len());
     for cl in &s.clients {
         println!(
@@ -230,15 +234,19 @@ fn run(a: &RunArgs) -> ExitCode {
         Ok(h) => h,
         Err(code) => return code,
     };
+    if let Err(e) = host.client().set_eviction(s.eviction) {
+        return fail("cannot set the eviction policy", &e);
+    }
     let st = host.stats();
     println!(
-        "kvhost: hosting store '{}' at {} (pid {}): {} keys, {} committed, max {}, keys <= {} B, values <= {} B",
+        "kvhost: hosting store '{}' at {} (pid {}): {} keys, {} committed, max {} ({} when full), keys <= {} B, values <= {} B",
         s.name,
         path.display(),
         std::process::id(),
         st.keys,
         kvshm::human_bytes(st.committed_bytes),
         kvshm::human_bytes(st.max_bytes),
+        st.eviction,
         st.max_key_len,
         st.max_value_len
     );

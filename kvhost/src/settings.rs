@@ -33,6 +33,11 @@ pub struct RunArgs {
     /// Index stripes, a power of two (default 1024).
     #[arg(long)]
     pub stripes: Option<u32>,
+    /// What a full store (at --max-size) does: noeviction (default: writes fail), or evict
+    /// with allkeys-lru, volatile-lru, allkeys-random, volatile-random, volatile-ttl (Redis's
+    /// maxmemory-policy names). Set for every process using the store.
+    #[arg(long, value_name = "POLICY")]
+    pub eviction: Option<String>,
     /// Permission bits of the store file (default 0600).
     #[arg(long)]
     pub mode: Option<String>,
@@ -103,6 +108,8 @@ pub struct Settings {
     pub log_file: Option<PathBuf>,
     pub log_level: String,
     pub release_on_exit: bool,
+    /// The store's eviction policy, set when the host starts.
+    pub eviction: kvshm::Policy,
     /// The RESP and HTTP servers' options (off when no address is given).
     pub resp: kvhost::resp::Options,
 }
@@ -250,6 +257,10 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
     if snapshot_every.is_some() && snapshot.is_none() {
         return Err("--snapshot-every needs --snapshot FILE".into());
     }
+    let eviction = match pick(&a.eviction, &f.eviction) {
+        Some(p) => p.parse::<kvshm::Policy>().map_err(|e| e.to_string())?,
+        None => kvshm::Policy::NoEviction,
+    };
     let log_level = pick(&a.log_level, &f.log_level).unwrap_or_else(|| "info".into());
     if log_level.parse::<log::LevelFilter>().is_err() {
         return Err(format!(
@@ -272,6 +283,7 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
         log_file: a.log_file.clone().or(f.log_file),
         log_level,
         release_on_exit: a.release_on_exit || f.release_on_exit.unwrap_or(false),
+        eviction,
         resp,
     })
 }
@@ -287,6 +299,7 @@ pub struct FileConfig {
     pub max_key: Option<String>,
     pub max_value: Option<String>,
     pub stripes: Option<u32>,
+    pub eviction: Option<String>,
     pub mode: Option<String>,
     pub snapshot: Option<PathBuf>,
     pub snapshot_every: Option<String>,

@@ -324,6 +324,32 @@ namespace KvShm
             return ms < 0 ? System.Threading.Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(ms);
         }
 
+        /// <summary>The store's eviction policy, for every process using it: set it to evict
+        /// instead of failing when the store is full.</summary>
+        public EvictionPolicy Eviction
+        {
+            get
+            {
+                uint p = 0;
+                ulong n = 0;
+                Native.Check(With(h => Native.kvshm_get_eviction(h, out p, out n)));
+                return (EvictionPolicy)p;
+            }
+            set { Native.Check(With(h => Native.kvshm_set_eviction(h, (uint)value))); }
+        }
+
+        /// <summary>Keys evicted since the store was created.</summary>
+        public ulong Evicted
+        {
+            get
+            {
+                uint p = 0;
+                ulong n = 0;
+                Native.Check(With(h => Native.kvshm_get_eviction(h, out p, out n)));
+                return n;
+            }
+        }
+
         /// <summary>Store only if present; true if stored.</summary>
         public bool Replace(byte[] key, byte[] value)
         {

@@ -4,6 +4,17 @@ using System.Runtime.InteropServices;
 namespace KvShm
 {
     /// <summary>Status codes of the C ABI (kvshm_status); values are fixed.</summary>
+    /// <summary>What a full store does (Redis's maxmemory-policy names; kvshm_set_eviction).</summary>
+    public enum EvictionPolicy : uint
+    {
+        NoEviction = 0,
+        AllKeysLru = 1,
+        VolatileLru = 2,
+        AllKeysRandom = 3,
+        VolatileTtl = 4,
+        VolatileRandom = 5,
+    }
+
     public enum KvStatus
     {
         Ok = 0,
@@ -113,6 +124,8 @@ namespace KvShm
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_expire(IntPtr client, byte[] key, UIntPtr keyLen, ulong ttlMs, [MarshalAs(UnmanagedType.U1)] out bool found);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_persist(IntPtr client, byte[] key, UIntPtr keyLen, [MarshalAs(UnmanagedType.U1)] out bool had);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_ttl(IntPtr client, byte[] key, UIntPtr keyLen, out long ttlMs);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_set_eviction(IntPtr client, uint policy);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_get_eviction(IntPtr client, out uint policy, out ulong evicted);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_incr(IntPtr client, byte[] key, UIntPtr keyLen, long delta, out long result);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_append(IntPtr client, byte[] key, UIntPtr keyLen, byte[] data, UIntPtr dataLen, out UIntPtr newLen);
         [DllImport(Lib, CallingConvention = CC)] internal static extern KvStatus kvshm_wait_changed(IntPtr client, byte[] key, UIntPtr keyLen, ulong since, ulong timeoutMs, [MarshalAs(UnmanagedType.U1)] out bool changed, out ulong version);

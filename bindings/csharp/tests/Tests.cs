@@ -162,6 +162,11 @@ static class Tests
                 Check(c.Expire(tk, TimeSpan.FromMilliseconds(50)) && !c.Expire(Encoding.UTF8.GetBytes("nope"), TimeSpan.FromSeconds(1)), "expire");
                 System.Threading.Thread.Sleep(80);
                 Check(c.Get(tk) == null && c.Ttl(tk) == null, "expired key is gone");
+                // Eviction policy (issue 14): set and read back, for every process.
+                Check(c.Eviction == EvictionPolicy.NoEviction && c.Evicted == 0, "no eviction by default");
+                c.Eviction = EvictionPolicy.VolatileTtl;
+                Check(c.Eviction == EvictionPolicy.VolatileTtl, "eviction policy set");
+                c.Eviction = EvictionPolicy.NoEviction;
                 c.Remove(tk);
                 c.Remove(kA);
                 c.Remove("counter");

@@ -391,6 +391,26 @@ kvshm_status kvshm_verify(const kvshm_client *client,
                           size_t report_len);
 
 /**
+ * Set the store's eviction policy for every process using it: 0 noeviction (writes to a
+ * full store fail with KVSHM_STORE_FULL), 1 allkeys-lru, 2 volatile-lru, 3 allkeys-random,
+ * 4 volatile-ttl, 5 volatile-random. KVSHM_INVALID_ARGUMENT for another number.
+ *
+ * # Safety
+ * `client` is a handle from `kvshm_open` (or NULL: an error).
+ */
+kvshm_status kvshm_set_eviction(const kvshm_client *client, uint32_t policy);
+
+/**
+ * `*policy` receives the store's eviction policy (the numbers of `kvshm_set_eviction`) and
+ * `*evicted` (may be NULL) how many keys were evicted since the store was created.
+ *
+ * # Safety
+ * `policy` points to a writable `uint32_t`; `evicted` is NULL or points to a writable
+ * `uint64_t`.
+ */
+kvshm_status kvshm_get_eviction(const kvshm_client *client, uint32_t *policy, uint64_t *evicted);
+
+/**
  * Like `kvshm_get`, and `*version` (may be NULL) receives the value's version.
  *
  * # Safety

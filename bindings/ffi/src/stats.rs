@@ -101,3 +101,54 @@ pub unsafe extern "C" fn kvshm_verify(
         }
     })
 }
+
+/// Set the store's eviction policy for every process using it: 0 noeviction (writes to a
+/// full store fail with KVSHM_STORE_FULL), 1 allkeys-lru, 2 volatile-lru, 3 allkeys-random,
+/// 4 volatile-ttl, 5 volatile-random. KVSHM_INVALID_ARGUMENT for another number.
+///
+/// # Safety
+/// `client` is a handle from `kvshm_open` (or NULL: an error).
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_set_eviction(
+    client: *const kvshm_client,
+    policy: u32,
+) -> kvshm_status {
+    with_client(client, |c| {
+        let Some(p) = kvshm_core::Policy::ALL
+            .into_iter()
+            .find(|p| *p as u32 == policy)
+        else {
+            return fail(kvshm_core::Error::InvalidArgument(format!(
+                "unknown eviction policy {policy}"
+            )));
+        };
+        match c.set_eviction(p) {
+            Ok(()) => KVSHM_OK,
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// `*policy` receives the store's eviction policy (the numbers of `kvshm_set_eviction`) and
+/// `*evicted` (may be NULL) how many keys were evicted since the store was created.
+///
+/// # Safety
+/// `policy` points to a writable `uint32_t`; `evicted` is NULL or points to a writable
+/// `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn kvshm_get_eviction(
+    client: *const kvshm_client,
+    policy: *mut u32,
+    evicted: *mut u64,
+) -> kvshm_status {
+    with_client(client, |c| {
+        // SAFETY: checked by `out_ptr`.
+        let p = tri!(unsafe { out_ptr(policy, "policy") });
+        *p = c.eviction() as u32;
+        if !evicted.is_null() {
+            // SAFETY: not NULL, writable (caller contract).
+            unsafe { *evicted = c.evicted() };
+        }
+        KVSHM_OK
+    })
+}

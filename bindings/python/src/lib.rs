@@ -386,6 +386,8 @@ impl Client {
         d.set_item("growths", s.growths)?;
         d.set_item("revision", s.revision)?;
         d.set_item("expired", s.expired)?;
+        d.set_item("evicted", s.evicted)?;
+        d.set_item("eviction", s.eviction.name())?;
         d.set_item("host_pid", s.host_pid)?;
         Ok(d)
     }
@@ -540,6 +542,19 @@ impl Client {
     /// Remove the expiry of `key`; True if it had one.
     fn persist(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         self.inner.persist(&bytes_of(key)?).map_err(err)
+    }
+
+    /// The store's eviction policy (Redis's names: "noeviction", "allkeys-lru", ...).
+    #[getter]
+    fn get_eviction(&self) -> String {
+        self.inner.eviction().name().to_string()
+    }
+
+    /// Set the store's eviction policy, for every process using it.
+    #[setter]
+    fn set_eviction(&self, policy: &str) -> PyResult<()> {
+        let p: kvshm::Policy = policy.parse().map_err(err)?;
+        self.inner.set_eviction(p).map_err(err)
     }
 
     /// Seconds `key` has to live: None when missing (or expired), -1.0 when it does not expire.

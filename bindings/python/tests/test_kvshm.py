@@ -102,6 +102,13 @@ def test_every_call(store):
     time.sleep(0.07)
     assert c.get(b"ttl") is None
     assert host.housekeeping() == 1
+    # Eviction policy: the store's, seen by every client.
+    assert c.eviction == "noeviction" and c.stats()["evicted"] == 0
+    c.eviction = "allkeys-lru"
+    assert other.eviction == "allkeys-lru" and other.stats()["eviction"] == "allkeys-lru"
+    with pytest.raises(kvshm.InvalidArgument):
+        c.eviction = "allkeys-lfu"
+    c.eviction = "noeviction"
 
 
 def test_errors_are_distinct_classes(store):

@@ -14,7 +14,7 @@
 //!   set bit and evicts a record whose bit is clear. The hand (`Header::evict_hand`) is a
 //!   stripe number shared by all processes: stripes are visited in turn, every record of a
 //!   visited stripe is looked at.
-//! - `allkeys-random`: the records the hand meets, bits ignored.
+//! - `allkeys-random`, `volatile-random`: the records the hand meets, bits ignored.
 //! - `volatile-ttl`: in each stripe visited, the record that expires first.
 //! - `volatile-*` evict only keys that have an expiry; with none left the write fails.
 //!
@@ -50,16 +50,19 @@ pub enum Policy {
     AllKeysRandom = 3,
     /// Evict keys that have an expiry, the one expiring soonest first (per stripe visited).
     VolatileTtl = 4,
+    /// Evict any key that has an expiry.
+    VolatileRandom = 5,
 }
 
 impl Policy {
     /// Every policy, in code order.
-    pub const ALL: [Policy; 5] = [
+    pub const ALL: [Policy; 6] = [
         Policy::NoEviction,
         Policy::AllKeysLru,
         Policy::VolatileLru,
         Policy::AllKeysRandom,
         Policy::VolatileTtl,
+        Policy::VolatileRandom,
     ];
 
     /// Redis's name of the policy (`allkeys-lru`, ...).
@@ -70,6 +73,7 @@ impl Policy {
             Policy::VolatileLru => "volatile-lru",
             Policy::AllKeysRandom => "allkeys-random",
             Policy::VolatileTtl => "volatile-ttl",
+            Policy::VolatileRandom => "volatile-random",
         }
     }
 
@@ -84,7 +88,10 @@ impl Policy {
     fn volatile_only(self) -> bool {
         const _: () = assert!(eviction_is_lru(Policy::AllKeysLru as u64));
         const _: () = assert!(eviction_is_lru(Policy::VolatileLru as u64));
-        matches!(self, Policy::VolatileLru | Policy::VolatileTtl)
+        matches!(
+            self,
+            Policy::VolatileLru | Policy::VolatileTtl | Policy::VolatileRandom
+        )
     }
 }
 
@@ -277,7 +284,9 @@ impl Client {
                             soonest = Some((exp, rec));
                         }
                     }
-                    Policy::AllKeysRandom | Policy::NoEviction => victims.push(rec),
+                    Policy::AllKeysRandom | Policy::VolatileRandom | Policy::NoEviction => {
+                        victims.push(rec)
+                    }
                 }
                 if victims.len() == max {
                     break;
@@ -591,7 +600,11 @@ mod tests {
 
     #[test]
     fn volatile_policies_evict_only_keys_with_a_ttl() {
-        for policy in [Policy::VolatileLru, Policy::VolatileTtl] {
+        for policy in [
+            Policy::VolatileLru,
+            Policy::VolatileTtl,
+            Policy::VolatileRandom,
+        ] {
             let t = small("evict-volatile");
             let c = t.client();
             c.set_eviction(policy).unwrap();

@@ -296,6 +296,19 @@ int main(int argc, char **argv) {
     }
     CHECK(r == KVSHM_STORE_FULL);
     CHECK(kvshm_get(c2, B("full-0"), NULL, 0, &len) == KVSHM_BUFFER_TOO_SMALL && len == sizeof chunk);
+    /* the same full store under allkeys-lru: puts evict instead of failing */
+    uint32_t policy = 9;
+    uint64_t evicted = 0;
+    CHECK(kvshm_get_eviction(c2, &policy, &evicted) == KVSHM_OK && policy == 0 && evicted == 0);
+    CHECK(kvshm_set_eviction(c2, 6) == KVSHM_INVALID_ARGUMENT);
+    CHECK(kvshm_set_eviction(c2, 1) == KVSHM_OK);
+    for (int i = 0; i < 200; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "evict-%d", i);
+        CHECK(kvshm_put(c2, B(k), chunk, sizeof chunk) == KVSHM_OK);
+    }
+    CHECK(kvshm_get_eviction(c2, &policy, &evicted) == KVSHM_OK && policy == 1 && evicted >= 150);
+    CHECK(kvshm_get(c2, B("evict-199"), NULL, 0, &len) == KVSHM_BUFFER_TOO_SMALL && len == sizeof chunk);
     CHECK(kvshm_client_close(c2) == KVSHM_OK);
     CHECK(kvshm_host_release(h2) == KVSHM_OK);
 

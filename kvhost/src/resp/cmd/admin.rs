@@ -436,11 +436,12 @@ fn info_text(cx: &Ctx<'_, '_>, wanted: &[String]) -> String {
     if want("memory") {
         let _ = write!(
             s,
-            "# Memory\r\nused_memory:{}\r\nused_memory_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\nkvshm_committed_bytes:{}\r\nkvshm_value_bytes:{}\r\nkvshm_free_bytes:{}\r\n\r\n",
+            "# Memory\r\nused_memory:{}\r\nused_memory_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nkvshm_committed_bytes:{}\r\nkvshm_value_bytes:{}\r\nkvshm_free_bytes:{}\r\n\r\n",
             st.used_bytes,
             kvshm::human_bytes(st.used_bytes),
             st.max_bytes,
             kvshm::human_bytes(st.max_bytes),
+            st.eviction,
             st.committed_bytes,
             st.value_bytes,
             st.free_bytes,
@@ -461,13 +462,14 @@ fn info_text(cx: &Ctx<'_, '_>, wanted: &[String]) -> String {
         let k = &sh.counters;
         let _ = write!(
             s,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nkvshm_puts:{}\r\nkvshm_removes:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nkvshm_puts:{}\r\nkvshm_removes:{}\r\n\r\n",
             k.connections.load(Ordering::Relaxed),
             k.commands.load(Ordering::Relaxed),
             k.net_in.load(Ordering::Relaxed),
             k.net_out.load(Ordering::Relaxed),
             k.rejected.load(Ordering::Relaxed),
             st.expired,
+            st.evicted,
             st.hits,
             st.gets.saturating_sub(st.hits),
             st.puts,
@@ -635,7 +637,7 @@ fn config_params(cx: &Ctx<'_, '_>) -> Vec<(&'static str, String)> {
     let snap = sh.opts.snapshot.as_ref();
     vec![
         ("maxmemory", st.max_bytes.to_string()),
-        ("maxmemory-policy", "noeviction".into()),
+        ("maxmemory-policy", st.eviction.name().into()),
         (
             "save",
             sh.opts
@@ -727,6 +729,14 @@ pub fn config(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
                         }
                     }
                     "requirepass" => {}
+                    "maxmemory-policy" => {
+                        if v.parse::<kvshm::Policy>().is_err() {
+                            return cx.out.error(&format!(
+                                "ERR CONFIG SET failed (possibly related to argument '{name}') - argument(s) must be one of the following: {}",
+                                kvshm::Policy::ALL.map(kvshm::Policy::name).join(", ")
+                            ));
+                        }
+                    }
                     _ if known => {
                         return cx.out.error(&format!(
                             "ERR CONFIG SET failed (possibly related to argument '{name}') - kvhost sets it at start only (see kvhost --help)"
@@ -750,6 +760,17 @@ pub fn config(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
                         .shared
                         .max_clients
                         .store(v.parse().unwrap_or(0), Ordering::Relaxed),
+                    "maxmemory-policy" => {
+                        let p = v.parse().unwrap_or_default();
+                        if let Err(e) = cx.db.client().set_eviction(p) {
+                            return cx.fail(&e);
+                        }
+                        log::info!(
+                            "CONFIG SET maxmemory-policy {p} by RESP client {} ({})",
+                            cx.conn.id,
+                            cx.conn.handle.addr
+                        );
+                    }
                     _ => {
                         *cx.shared
                             .requirepass
