@@ -57,6 +57,10 @@ const MATRIX: &[(&str, &str)] = &[
     ("modify.unlocked", "transact"),
     // The expiry pass, killed between two removals of one batch.
     ("expire.removed_one@3", "expire"),
+    // Eviction (volatile-ttl over a full store), killed inside an eviction transaction:
+    // of a stripe sweep, and of a chunk emptied for a new value size.
+    ("evict.removed_one@3", "evict"),
+    ("evict.removed_one@3", "evict-chunk"),
     // A reader killed inside a lock-free read holds nothing; its slot is recovered.
     ("get_many.key_read@3", "get-many"),
 ];
@@ -253,6 +257,32 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
                 assert_eq!(v, vec![(i % 251) as u8; 1000]);
             }
         }
+        "evict" | "evict-chunk" => {
+            // An acknowledged key is there whole, or was evicted whole: never torn.
+            let mut present = 0;
+            for line in acked {
+                let k = line.trim_start_matches("ack ");
+                let i: usize = k.trim_start_matches("ev-").parse().unwrap();
+                if let Some(v) = h.get(k.as_bytes()).unwrap() {
+                    let size = if i < 100_000 { 1000 } else { 3000 };
+                    assert_eq!(v, vec![(i % 251) as u8; size], "{k} torn");
+                    present += 1;
+                }
+            }
+            assert!(present > 0);
+            assert_eq!(h.get(b"big").unwrap().map(|v| v.len()), Some(600_000));
+            // Still a working cache: as many again, evicting.
+            h.set_eviction(kvshm::Policy::VolatileTtl).unwrap();
+            for i in 0..6000u32 {
+                h.put_with_ttl(
+                    format!("again-{i}").as_bytes(),
+                    &[7u8; 2000],
+                    Duration::from_secs(60),
+                )
+                .unwrap();
+            }
+            assert!(h.stats().evicted > 0);
+        }
         "big" => {
             let v = h.get(b"big").unwrap().unwrap();
             assert_eq!(v.len(), 600_000);
@@ -269,7 +299,7 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
 fn run_point(point: &str, scenario: &str) {
     eprintln!("crash point {point} (scenario {scenario})");
     let mut cfg = Config::default().stripes(4).initial_size(0);
-    if scenario == "reclass" {
+    if ["reclass", "evict", "evict-chunk"].contains(&scenario) {
         cfg = cfg.max_size(6 << 20); // a store it can fill
     }
     let t = TestStore::new("crash", cfg, CHILD);

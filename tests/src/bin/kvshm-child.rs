@@ -216,6 +216,41 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
                 out(format!("ack nw-{i}"));
             }
         }
+        "evict" | "evict-chunk" => {
+            // A cache: keys with a TTL fill the (small) store and go on; volatile-ttl evicts
+            // them (never the persistent keys of the setup). "evict": 1000-byte records, the
+            // sweep evicts records of the size it needs. "evict-chunk": the store is filled
+            // with 1000-byte records before eviction is on, then 3000-byte ones need whole
+            // chunks emptied.
+            let chunked = scenario == "evict-chunk";
+            if !chunked {
+                c.set_eviction(kvshm::Policy::VolatileTtl).unwrap();
+            }
+            let put = |i: u32, size: usize| {
+                c.put_with_ttl(
+                    format!("ev-{i}").as_bytes(),
+                    &vec![(i % 251) as u8; size],
+                    Duration::from_secs(3600 + u64::from(i % 600)),
+                )
+            };
+            let mut i = 0u32;
+            loop {
+                match put(i, 1000) {
+                    Ok(()) => out(format!("ack ev-{i}")),
+                    Err(kvshm::Error::StoreFull { .. }) if chunked => break,
+                    Err(e) => panic!("{e}"),
+                }
+                i += 1;
+                if !chunked && i == 20_000 {
+                    break;
+                }
+            }
+            c.set_eviction(kvshm::Policy::VolatileTtl).unwrap();
+            for j in 100_000..102_000u32 {
+                put(j, 3000).unwrap();
+                out(format!("ack ev-{j}"));
+            }
+        }
         "big" => {
             for i in 0..3u8 {
                 c.put(b"big", &vec![i + 1; 600_000]).unwrap();
