@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kvshm::Config;
-use kvshm_tests::{check_shared, ChildGuard, Replay, Rng, SharedHistory, TestStore};
+use kvshm_tests::{check_shared, wait_for, ChildGuard, Replay, Rng, SharedHistory, TestStore};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
 const WRITERS: u64 = 3;
@@ -261,22 +261,39 @@ fn incrementers_killed_at_random_lose_no_acknowledged_increment() {
 /// operation in flight at the kill). At the end each writer checks once more; verify is clean.
 #[test]
 fn ttl_writers_killed_at_random_follow_the_expiry_rules() {
+    ttl_storm(false);
+}
+
+/// The TTL storm in a store that cannot hold the writers' keys, under allkeys-lru: every write
+/// evicts, writers are SIGKILLed inside evictions too. A key is never torn or stale (a value
+/// it had before its last acknowledged write); it may be absent where the expiry rules want
+/// it only because it was evicted, so at the end the absent keys are at most the evictions.
+#[test]
+fn ttl_writers_in_an_evicting_store_lose_only_what_was_evicted() {
+    ttl_storm(true);
+}
+
+fn ttl_storm(evicting: bool) {
     const WRITERS: u64 = 3;
     let secs: u64 = std::env::var("KVSHM_STORM_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let t = TestStore::new(
-        "ttlstorm",
-        Config::default().stripes(8).initial_size(0),
-        CHILD,
-    );
-    let dir = tempdir("ttl");
+    let mut cfg = Config::default().stripes(8).initial_size(0);
+    if evicting {
+        cfg = cfg.max_size(4 << 20); // ~2,000 of the writers' 6,000 keys
+    }
+    let t = TestStore::new(if evicting { "evictstorm" } else { "ttlstorm" }, cfg, CHILD);
+    if evicting {
+        t.host().set_eviction(kvshm::Policy::AllKeysLru).unwrap();
+    }
+    let dir = tempdir(if evicting { "evict" } else { "ttl" });
     let log = |w: u64| dir.join(format!("log-{w}"));
     let spawn = |w: u64| {
+        let mode = if evicting { "evict" } else { "plain" };
         t.spawn(
             "ttl-writer",
-            &[&w.to_string(), log(w).to_str().unwrap()],
+            &[&w.to_string(), log(w).to_str().unwrap(), mode],
             &[],
         )
     };
@@ -306,23 +323,40 @@ fn ttl_writers_killed_at_random_follow_the_expiry_rules() {
     for p in &mut ws {
         p.kill();
     }
+    let mut absent = 0u64;
     for w in 0..WRITERS {
         let mut p = spawn(w);
-        std::thread::sleep(Duration::from_millis(300));
+        wait_for("the final check", Duration::from_secs(30), || {
+            p.stdout_lines().iter().any(|l| l.starts_with("absent "))
+                || p.child.try_wait().ok().flatten().is_some()
+        });
         if let Some(st) = p.child.try_wait().unwrap() {
             panic!(
                 "final check of ttl writer {w} failed ({st:?}): {:?}",
                 p.stdout_lines()
             );
         }
+        let lines = p.stdout_lines();
+        let line = lines.iter().find(|l| l.starts_with("absent ")).unwrap();
+        absent += line["absent ".len()..].parse::<u64>().unwrap();
         p.kill();
     }
     t.assert_verified();
     let s = t.host().stats();
     eprintln!(
-        "ttl storm: {secs}s, {kills} kills, {passes} host passes, {} keys expired by passes, {} keys left",
-        s.expired, s.keys
+        "ttl storm (evicting: {evicting}): {secs}s, {kills} kills, {passes} host passes, {} keys expired by passes, {} evicted, {absent} absent by eviction, {} keys left",
+        s.expired, s.evicted, s.keys
     );
     assert!(kills > 0 && s.expired > 0);
+    if evicting {
+        assert!(s.evicted > 0, "the store never evicted");
+        assert!(
+            absent <= s.evicted,
+            "{absent} keys missing, {} evicted",
+            s.evicted
+        );
+    } else {
+        assert_eq!(absent, 0);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

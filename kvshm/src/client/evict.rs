@@ -701,7 +701,11 @@ mod tests {
         // A new record starts referenced; the sweep's clear is undone by the next hit, but
         // not by a read-only client's (its mapping is read-only: it writes nothing).
         let tag = tag_of(&key(5));
-        assert_ne!(tag.load(super::R) & TAG_REF, 0, "a new record is referenced");
+        assert_ne!(
+            tag.load(super::R) & TAG_REF,
+            0,
+            "a new record is referenced"
+        );
         tag.fetch_and(!TAG_REF, super::R);
         let ro = Client::open_read_only_in(crate::tests::dir(), &t.name).unwrap();
         assert!(ro.get(&key(5)).unwrap().is_some());

@@ -66,7 +66,12 @@ fn main() {
         ),
         "writer" => writer(open(), rest[0].parse().expect("id"), &rest[1]),
         "incrementer" => incrementer(open(), rest[0].parse().expect("id"), &rest[1]),
-        "ttl-writer" => ttl_writer(open(), rest[0].parse().expect("id"), &rest[1]),
+        "ttl-writer" => ttl_writer(
+            open(),
+            rest[0].parse().expect("id"),
+            &rest[1],
+            rest.get(2).is_some_and(|m| m == "evict"),
+        ),
         "version-reader" => version_reader(open(), rest[0].parse().expect("secs")),
         "reader" => reader(
             open(),
@@ -510,17 +515,22 @@ struct TtlState {
 
 /// Check one key against what its writer's log says (the last acknowledged operation, and an
 /// operation in flight at a kill that may or may not have happened).
-fn ttl_check(
-    c: &Client,
-    key: &str,
-    acked: Option<TtlState>,
-    pending: Option<TtlState>,
-) -> Option<String> {
+/// The check's verdict on one key.
+enum Verdict {
+    Ok,
+    /// Absent where the expiry rules want a value: allowed only in an evicting store (the test
+    /// compares the count with the store's evictions).
+    Absent,
+    Wrong(String),
+}
+
+fn ttl_check(c: &Client, key: &str, acked: Option<TtlState>, pending: Option<TtlState>) -> Verdict {
     let now_before = kvshm::now_ms();
-    let got = c
-        .get(key.as_bytes())
-        .expect("get")
-        .map(|v| std::str::from_utf8(&v).unwrap().parse::<u64>().unwrap());
+    let got = c.get(key.as_bytes()).expect("get").map(|v| {
+        // `n` or, in an evicting store, `n:` and padding.
+        let v = std::str::from_utf8(&v).unwrap();
+        v.split(':').next().unwrap().parse::<u64>().unwrap()
+    });
     let now_after = kvshm::now_ms();
     // What each state allows the read to see: its value while surely alive, absent once surely
     // expired, either in between.
@@ -541,9 +551,11 @@ fn ttl_check(
         }
     };
     if allows(acked) || (pending.is_some() && allows(pending)) {
-        None
+        Verdict::Ok
+    } else if got.is_none() {
+        Verdict::Absent
     } else {
-        Some(format!(
+        Verdict::Wrong(format!(
             "{key}: read {got:?} at {now_before}..{now_after}, acknowledged {acked:?}, in flight {pending:?}"
         ))
     }
@@ -552,7 +564,10 @@ fn ttl_check(
 /// TTL storm writer `id`: puts (some with TTLs of 30-300 ms), removes and expire passes on its
 /// own 50 keys, forever, logging `I key value lo ttl` before and `OK hi` after each write. At
 /// start it replays its log and checks every own key against it (with the expiry rules).
-fn ttl_writer(c: Client, id: u64, log_path: &str) {
+/// `evicting`: 2,000 keys with 1.5 KB values, in a store that cannot hold them all: a key may
+/// also be absent because it was evicted (counted and printed, `absent N`), never wrong.
+fn ttl_writer(c: Client, id: u64, log_path: &str, evicting: bool) {
+    let (keys, pad) = if evicting { (2000, 1500) } else { (50, 0) };
     use std::collections::HashMap;
     let log = std::fs::read_to_string(log_path).unwrap_or_default();
     let mut acked: HashMap<String, TtlState> = HashMap::new();
@@ -584,17 +599,22 @@ fn ttl_writer(c: Client, id: u64, log_path: &str) {
         }
     }
     let mut problems = Vec::new();
-    for i in 0..50 {
+    let mut absent = 0;
+    for i in 0..keys {
         let key = format!("t{id}-{i}");
         let p = pending
             .as_ref()
             .filter(|(k, _)| *k == key)
             .map(|(_, st)| *st);
-        if let Some(e) = ttl_check(&c, &key, acked.get(&key).copied(), p) {
-            problems.push(e);
+        match ttl_check(&c, &key, acked.get(&key).copied(), p) {
+            Verdict::Ok => {}
+            Verdict::Absent if evicting => absent += 1,
+            Verdict::Absent => problems.push(format!("{key}: absent")),
+            Verdict::Wrong(e) => problems.push(e),
         }
     }
     fail_on(&problems);
+    out(format!("absent {absent}"));
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
@@ -603,7 +623,7 @@ fn ttl_writer(c: Client, id: u64, log_path: &str) {
     let mut rng = Rng::new(std::process::id() as u64 ^ id);
     let mut n = 0u64;
     loop {
-        let key = format!("t{id}-{}", rng.below(50));
+        let key = format!("t{id}-{}", rng.below(keys));
         n += 1;
         let op = rng.below(10);
         let lo = kvshm::now_ms();
@@ -617,15 +637,16 @@ fn ttl_writer(c: Client, id: u64, log_path: &str) {
             let ttl = if op < 6 { 30 + rng.below(270) } else { 0 };
             f.write_all(format!("I {key} {n} {lo} {ttl}\n").as_bytes())
                 .unwrap();
-            if ttl == 0 {
-                c.put(key.as_bytes(), n.to_string().as_bytes()).unwrap();
+            let value = if evicting {
+                format!("{n}:{}", "p".repeat(pad))
             } else {
-                c.put_with_ttl(
-                    key.as_bytes(),
-                    n.to_string().as_bytes(),
-                    Duration::from_millis(ttl),
-                )
-                .unwrap();
+                n.to_string()
+            };
+            if ttl == 0 {
+                c.put(key.as_bytes(), value.as_bytes()).unwrap();
+            } else {
+                c.put_with_ttl(key.as_bytes(), value.as_bytes(), Duration::from_millis(ttl))
+                    .unwrap();
             }
             f.write_all(format!("OK {} {ttl}\n", kvshm::now_ms()).as_bytes())
                 .unwrap();
