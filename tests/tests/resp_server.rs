@@ -841,3 +841,63 @@ fn kvhost_serve_fronts_a_store_another_host_hosts() {
         .unwrap();
     assert_eq!(o.status.code(), Some(8), "{}", s(&o.stderr));
 }
+
+/// A cache over RESP: `--max-size 8MiB`, redis-benchmark SETs 1 KB values to 100,000 random
+/// keys (100 MB). Without eviction the server answers Redis's -OOM; after `CONFIG SET
+/// maxmemory-policy allkeys-lru` every SET succeeds, INFO and CONFIG GET report the policy
+/// and the evictions, and local processes see the same policy.
+#[test]
+fn a_full_store_answers_oom_then_evicts_after_config_set() {
+    let host = RespHost::start("resp-evict", &["--max-size", "8MiB"]);
+    assert_eq!(
+        host.cli(&["CONFIG", "GET", "maxmemory-policy"]).trim(),
+        "maxmemory-policy\nnoeviction"
+    );
+    let bench = |n: &str| {
+        let o = Command::new(tool("redis-benchmark"))
+            .args(["-p", &host.port.to_string(), "-t", "set", "-n", n])
+            .args(["-r", "100000", "-d", "1000", "-c", "8", "-P", "8", "-q"])
+            .output()
+            .unwrap();
+        (o.status.success(), s(&o.stdout) + &s(&o.stderr))
+    };
+    // redis-benchmark stops at the first error reply and prints it.
+    let (_, out) = bench("60000");
+    assert!(out.contains("OOM"), "no OOM from a full store: {out}");
+    let kb = "x".repeat(1000);
+    let r = host.cli(&["SET", "one-more", &kb]);
+    assert!(
+        r.contains("OOM command not allowed"),
+        "SET into a full store: {r}"
+    );
+    assert!(host
+        .cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"])
+        .starts_with("ERR CONFIG SET failed"));
+    assert_eq!(
+        host.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"])
+            .trim(),
+        "OK"
+    );
+    assert_eq!(host.local().eviction(), kvshm::Policy::AllKeysLru);
+    let (ok, out) = bench("60000");
+    assert!(ok && !out.contains("OOM") && !out.contains("ERR"), "{out}");
+    assert_eq!(host.cli(&["SET", "one-more", &kb]).trim(), "OK");
+    let info = host.cli(&["INFO"]);
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("{name} missing in INFO"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("maxmemory_policy"), "allkeys-lru");
+    let evicted: u64 = field("evicted_keys").parse().unwrap();
+    assert!(evicted > 1000, "evicted_keys {evicted}");
+    assert_eq!(evicted, host.local().evicted());
+    let st = host.local().stats();
+    assert!(st.committed_bytes <= st.max_bytes);
+    assert_eq!(
+        host.local().verify().unwrap().problems,
+        Vec::<String>::new()
+    );
+}
