@@ -13,6 +13,12 @@ fn ops(c: &mut Criterion) {
     for n in [10_000u64, 1_000_000] {
         let store = BenchStore::loaded(&format!("ops{n}"), n, VALUE);
         let h = store.host();
+        // KVSHM_BENCH_EVICTION=allkeys-lru: the same under an LRU policy (hits check, and
+        // set when clear, the reference bit).
+        if let Ok(p) = std::env::var("KVSHM_BENCH_EVICTION") {
+            h.set_eviction(p.parse().expect("policy"))
+                .expect("set_eviction");
+        }
         let mut g = c.benchmark_group(format!("{n}_keys"));
         let mut i = 0u64;
         let mut buf = Vec::with_capacity(VALUE);

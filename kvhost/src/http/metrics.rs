@@ -151,6 +151,18 @@ pub(super) async fn metrics(State(sh): State<Shr>) -> Response {
         st.expired as f64,
     );
     w.one(
+        "kvshm_evicted_keys_total",
+        "counter",
+        "Keys evicted to make room in a full store (see kvshm_eviction_policy).",
+        st.evicted as f64,
+    );
+    w.one(
+        "kvshm_eviction_policy",
+        "gauge",
+        "The eviction policy: 0 noeviction, 1 allkeys-lru, 2 volatile-lru, 3 allkeys-random, 4 volatile-ttl, 5 volatile-random.",
+        st.eviction as u64 as f64,
+    );
+    w.one(
         "kvshm_lock_fallback_reads_total",
         "counter",
         "Reads that fell back to a stripe lock.",
