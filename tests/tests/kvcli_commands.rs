@@ -169,6 +169,26 @@ fn a_full_store_gives_exit_code_4() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // Issue 14: the same full store as a cache. `kvcli eviction` sets the policy for every
+    // process; the set that failed succeeds, and so do as many more as the store holds.
+    assert_eq!(ok(&t, &["eviction"]), "noeviction (0 evicted)\n");
+    assert_eq!(code(&t, &["eviction", "allkeys-lfu"]), 2);
+    assert_eq!(ok(&t, &["eviction", "allkeys-lru"]), "OK\n");
+    assert_eq!(t.host().eviction(), kvshm::Policy::AllKeysLru);
+    let mut fewest = u64::MAX;
+    for j in i..2 * i + 5 {
+        let o = kvcli(&t, &["set", &format!("k{j}"), "-"], Some(&v));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        fewest = fewest.min(t.host().len());
+    }
+    let evicted = t.host().evicted();
+    assert!(evicted >= i as u64, "{evicted}");
+    // Each round evicts about a chunk's worth, not a fixed count of these 100 KB values.
+    assert!(
+        fewest + 3 >= i as u64,
+        "{fewest} keys left of {i} at one point"
+    );
+    assert!(ok(&t, &["stats"]).contains(&format!("{evicted} (policy allkeys-lru)")));
 }
 
 #[test]

@@ -118,8 +118,8 @@ impl std::str::FromStr for Policy {
 
 /// Records evicted at most per transaction (bounds the log and the lock hold).
 const EVICT_BATCH: usize = 16;
-/// Records an eviction round tries to free before the write runs again: a full store under
-/// steady inserts evicts in batches rather than one sweep per write.
+/// Records an eviction round tries to free before the write runs again (at most a chunk's
+/// worth): a full store under steady inserts evicts in batches rather than one sweep per write.
 const EVICT_TARGET: u64 = 16;
 /// What a referenced record adds to the cost of emptying its chunk, beyond its own eviction.
 const REFERENCED_COST: u64 = 3;
@@ -197,7 +197,10 @@ impl Client {
             let cls = &self.st.mem.header().classes[c];
             let blocks = cls.chunks.load(R) * (CHUNK_SIZE / CLASS_SIZES[c] as u64);
             if blocks > cls.free_count.load(R) {
-                let n = self.sweep(policy, Some(c), EVICT_TARGET)?;
+                // A batch of small records, but never more than about a chunk's worth of big
+                // ones (16 values of 100 KB would be a third of a small store).
+                let target = (CHUNK_SIZE / CLASS_SIZES[c] as u64).clamp(1, EVICT_TARGET);
+                let n = self.sweep(policy, Some(c), target)?;
                 if n > 0 {
                     return Ok(n);
                 }
