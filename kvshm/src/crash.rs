@@ -45,6 +45,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "modify.unlocked",
     "expire.removed_one",
     "evict.removed_one",
+    "modify.in_place",
     "get_many.key_read",
     "recover.class_rebuilt",
     "recover.undone",

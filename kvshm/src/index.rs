@@ -248,6 +248,63 @@ pub(crate) fn put(
     Ok(false)
 }
 
+/// Longest value (in words) [`update_in_place`] rewrites: counters and short strings. Longer
+/// ones take a new record (the undo log grows by one entry per word rewritten).
+pub(crate) const IN_PLACE_WORDS: u64 = 8;
+
+/// Replace the value and meta of the live record `rec` of stripe `s` (caller holds the lock,
+/// `seq` odd) in its own block, if the new record fits the block's size class and the value
+/// is at most [`IN_PLACE_WORDS`] words: every word changed is undo-logged first, so a kill
+/// at any point rolls back (or, after the commit, has it all). Readers see the old or the new
+/// record (the seqlock); the key's version moves as with a new record; no block is allocated
+/// or freed (Redis's INCR changes its integer in place too). Returns false, changing nothing,
+/// when it does not fit.
+pub(crate) fn update_in_place(
+    txn: &Txn<'_, '_>,
+    s: usize,
+    rec: u64,
+    value: &[u8],
+    meta: u64,
+) -> Result<bool> {
+    let st = txn.session().st;
+    let words = pad8(value.len() as u64) / 8;
+    if words > IN_PLACE_WORDS {
+        return Ok(false);
+    }
+    let (klen, old_len) = st.record_lens(rec)?;
+    let Some(c) = crate::alloc::Allocator::new(txn.session()).class_block(rec)? else {
+        return Ok(false); // a span
+    };
+    if record_size(klen as u64, value.len() as u64) > CLASS_SIZES[c] as u64 {
+        return Ok(false);
+    }
+    let stripe = st.mem.stripe(s);
+    let vb = adjust(
+        st,
+        s,
+        "value bytes",
+        stripe.value_bytes.load(R),
+        value.len() as u64,
+        old_len as u64,
+    )?;
+    let start = rec + RECORD_HEADER_SIZE + pad8(klen as u64);
+    for (i, chunk) in value.chunks(8).enumerate() {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        txn.set(s, start + 8 * i as u64, u64::from_le_bytes(b))?;
+    }
+    crash_point!("modify.in_place");
+    let lens = klen as u64 | (value.len() as u64) << 32;
+    txn.set(s, rec + RECORD_LENS_OFFSET, lens)?;
+    txn.set(s, rec + RECORD_VERSION_OFFSET, st.next_version(s))?;
+    if st.record_meta(rec)? != meta {
+        txn.set(s, rec + RECORD_META_OFFSET, meta)?;
+        note_expiry(st, s, meta);
+    }
+    stripe.value_bytes.store(vb, REL);
+    Ok(true)
+}
+
 /// Lower stripe `s`'s `next_expiry` hint to a record's expiry (caller holds the lock).
 pub(crate) fn note_expiry(st: &Store, s: usize, meta: u64) {
     let exp = meta & META_EXPIRY_MASK;

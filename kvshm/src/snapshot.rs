@@ -188,6 +188,7 @@ pub fn read_snapshot_with_expiry(
         ..Default::default()
     };
     let (mut key, mut value) = (Vec::new(), Vec::new());
+    let mut too_long: Option<Error> = None;
     while pos < end {
         if end - pos < entry_head {
             return Err(bad(pos, "truncated entry header"));
@@ -205,20 +206,38 @@ pub fn read_snapshot_with_expiry(
         if expiry > crate::layout::META_EXPIRY_MASK {
             return Err(bad(pos + 8, format!("expiry {expiry} out of range")));
         }
-        if klen > limits.0 {
-            return Err(Error::KeyTooLong {
-                len: klen,
-                max: limits.0,
-            });
-        }
-        if vlen > limits.1 {
-            return Err(Error::ValueTooLong {
-                len: vlen,
-                max: limits.1,
-            });
-        }
+        // Damage first: a length that runs past the file is a bad snapshot, not a key or
+        // value too long for this store (which a snapshot of a store with larger limits is).
         if end - pos - entry_head < (klen + vlen) as u64 {
             return Err(bad(pos, "entry runs past the end of the snapshot"));
+        }
+        // Over this store's limits: reported only if the checksum then says the snapshot is
+        // whole (a store with larger limits wrote it); a damaged length is a bad snapshot.
+        if klen > limits.0 || vlen > limits.1 {
+            if too_long.is_none() {
+                too_long = Some(if klen > limits.0 {
+                    Error::KeyTooLong {
+                        len: klen,
+                        max: limits.0,
+                    }
+                } else {
+                    Error::ValueTooLong {
+                        len: vlen,
+                        max: limits.1,
+                    }
+                });
+            }
+            let mut left = (klen + vlen) as u64;
+            let mut buf = [0u8; 8192];
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                r.read_exact(&mut buf[..n])?;
+                crc.update(&buf[..n]);
+                left -= n as u64;
+            }
+            pos += entry_head + (klen + vlen) as u64;
+            info.keys += 1;
+            continue;
         }
         key.resize(klen, 0);
         value.resize(vlen, 0);
@@ -226,7 +245,9 @@ pub fn read_snapshot_with_expiry(
         r.read_exact(&mut value)?;
         crc.update(&key);
         crc.update(&value);
-        each(&key, &value, expiry)?;
+        if too_long.is_none() {
+            each(&key, &value, expiry)?;
+        }
         pos += entry_head + (klen + vlen) as u64;
         info.keys += 1;
         info.value_bytes += vlen as u64;
@@ -249,6 +270,9 @@ pub fn read_snapshot_with_expiry(
     }
     if crc.finalize() != want {
         return Err(bad(end, "checksum mismatch (damaged snapshot)"));
+    }
+    if let Some(e) = too_long {
+        return Err(e);
     }
     Ok(info)
 }
@@ -412,4 +436,42 @@ fn for_each_entry<'b>(
         pos += head + klen + vlen;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{read_snapshot, write_snapshot, HEADER_LEN};
+    use crate::tests::TestStore;
+    use crate::{Config, Error};
+
+    /// A value over the reading store's limit is `ValueTooLong` only when the file is whole
+    /// (a store with larger limits wrote it); the same length produced by damage is a bad
+    /// snapshot, wherever the damaged byte lies.
+    #[test]
+    fn over_limit_lengths_are_told_apart_from_damage() {
+        let t = TestStore::new("snaplim", Config::default().stripes(4));
+        let c = t.client();
+        c.put(b"big", &[1u8; 3000]).unwrap();
+        let mut file = Vec::new();
+        write_snapshot(&c, &mut file, |_| {}).unwrap();
+        let read =
+            |b: &[u8], max_value| read_snapshot(b, b.len() as u64, (64, max_value), |_, _| Ok(()));
+        assert!(read(&file, 4096).is_ok());
+        assert!(matches!(
+            read(&file, 1000),
+            Err(Error::ValueTooLong { len: 3000, .. })
+        ));
+        // The value length's second byte damaged: 3000 -> 3000 ^ 0x0100, still inside the file.
+        let mut bad = file.clone();
+        bad[HEADER_LEN as usize + 5] ^= 0x01;
+        assert!(
+            matches!(read(&bad, 1000), Err(Error::BadSnapshot { .. })),
+            "{:?}",
+            read(&bad, 1000)
+        );
+        // Its third byte: past the end of the file.
+        let mut bad = file.clone();
+        bad[HEADER_LEN as usize + 6] ^= 0xff;
+        assert!(matches!(read(&bad, 1000), Err(Error::BadSnapshot { .. })));
+    }
 }

@@ -42,6 +42,12 @@ pub(crate) const fn log_entries_single() -> usize {
     STRIPE_UNDO + 4
 }
 
+/// Log entries of a single-key read-modify-write (`Client::modify`): a single write, or a
+/// value rewritten in place (`index::update_in_place`: its words, lengths, version, meta).
+pub(crate) const fn log_entries_modify() -> usize {
+    log_entries_single() + crate::index::IN_PLACE_WORDS as usize + 3
+}
+
 /// Log entries of a `put_many` of `n` pairs: per pair its stripe's words, one table entry,
 /// its record and a possible table rebuild; plus room for one more stripe's words.
 pub(crate) const fn log_entries_put_many(n: usize) -> usize {

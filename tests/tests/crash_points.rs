@@ -48,8 +48,10 @@ const MATRIX: &[(&str, &str)] = &[
     ("remove_many.applied_one@5", "remove-many"),
     ("many.locked", "put-many"),
     ("many.unlocked_one@2", "put-many"),
-    // A read-modify-write: decided and applied under the stripe lock.
+    // A read-modify-write: decided and applied under the stripe lock (a counter's new value
+    // written into its own block: in_place).
     ("modify.locked", "incr"),
+    ("modify.in_place", "incr"),
     ("modify.unlocked", "incr"),
     // A multi-key transaction (RESP's RENAME/EXEC): both keys move together or not at all.
     ("modify.locked", "transact"),
@@ -85,7 +87,8 @@ fn committed(point: &str) -> Option<bool> {
         | "put_many.applied_one"
         | "remove_many.applied_one"
         | "many.locked"
-        | "modify.locked" => Some(false),
+        | "modify.locked"
+        | "modify.in_place" => Some(false),
         _ => None,
     }
 }
