@@ -10,7 +10,7 @@ and then CPU per request is what tells the servers apart. Rounds
 alternate the two servers so that a slow minute of the VM hits both; the table gives the
 median over rounds of requests/s and of p50 latency, per test, transport and pipeline depth.
 
-    python3 benches/resp/compare.py [--rounds 5] [--requests 1000000] [--out FILE.md]
+    python3 benches/resp/compare.py [--rounds 5] [--requests 1000000] [--tests incr] [--out FILE.md]
 
 Needs redis-server and redis-benchmark (ci/install-deps.sh) and a release kvhost
 (`cargo build --release -p kvhost`).
@@ -76,12 +76,12 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
-def bench(proc, port, sock, pipeline, requests, transport):
+def bench(proc, port, sock, pipeline, requests, transport, tests=TESTS):
     """Each test in its own redis-benchmark run, so the server's CPU time is per test."""
     target = ["-s", sock] if transport == "unix" else ["-h", "127.0.0.1", "-p", str(port)]
     rows = {}
     tick = os.sysconf("SC_CLK_TCK")
-    for test in TESTS.split(","):
+    for test in tests.split(","):
         cmd = ["taskset", "-c", "1", "redis-benchmark", *target, "-t", test, "-n",
                str(requests), "-r", "100000", "-c", "50", "-P", str(pipeline), "--csv"]
         before = cpu_ticks(proc.pid)
@@ -99,6 +99,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--out")
+    ap.add_argument("--tests", default=TESTS, help=f"redis-benchmark -t list (default {TESTS})")
     a = ap.parse_args()
     results = {}  # (system, transport, pipeline, test) -> [(rps, p50)]
     configs = [(t, p) for t in ("tcp", "unix") for p in (1, 16)]
@@ -110,7 +111,8 @@ def main():
                 try:
                     for transport, pipeline in configs:
                         n = a.requests if pipeline > 1 else a.requests // 4
-                        for test, v in bench(proc, port, sock, pipeline, n, transport).items():
+                        for test, v in bench(proc, port, sock, pipeline, n, transport,
+                                             a.tests).items():
                             results.setdefault((system, transport, pipeline, test), []).append(v)
                 finally:
                     proc.terminate()

@@ -1,6 +1,7 @@
 //! A fixed operation mix for instruction counts (callgrind is repeatable where timings on a
 //! VM are not): 10,000 keys, then 200,000 gets that miss (`miss`), hit (`hit`), or hit and
-//! are each followed by a put that replaces a value (`put`).
+//! are each followed by a put that replaces a value (`put`) or an `incr` of a counter
+//! (`incr`).
 //!
 //! ```sh
 //! cargo build --release -p kvshm --example ops_driver
@@ -13,7 +14,7 @@ fn main() {
     let h = Host::create(&name, &Config::default()).unwrap();
     let c = Client::open(&name).unwrap();
     for i in 0..10_000u32 {
-        c.put(&i.to_le_bytes(), b"0123456789").unwrap();
+        c.put(&i.to_le_bytes(), b"1234567890").unwrap();
     }
     let mode = std::env::args().nth(1).unwrap_or_else(|| "hit".into());
     let mut hits = 0u64;
@@ -29,6 +30,9 @@ fn main() {
         }
         if mode == "put" {
             c.put(&(i % 10_000).to_le_bytes(), b"abcdefghij").unwrap();
+        }
+        if mode == "incr" {
+            c.incr(&(i % 10_000).to_le_bytes(), 1).unwrap();
         }
     }
     println!("{hits}");

@@ -9,7 +9,7 @@ use crate::crash_point;
 use crate::error::{Error, Result};
 use crate::layout::*;
 use crate::store::{copy_in, Store};
-use crate::txn::Txn;
+use crate::txn::{Txn, IN_PLACE_WORDS};
 
 const R: Ordering = Ordering::Relaxed;
 const REL: Ordering = Ordering::Release;
@@ -247,10 +247,6 @@ pub(crate) fn put(
     stripe.value_bytes.store(vb, REL);
     Ok(false)
 }
-
-/// Longest value (in words) [`update_in_place`] rewrites: counters and short strings. Longer
-/// ones take a new record (the undo log grows by one entry per word rewritten).
-pub(crate) const IN_PLACE_WORDS: u64 = 8;
 
 /// Replace the value and meta of the live record `rec` of stripe `s` (caller holds the lock,
 /// `seq` odd) in its own block, if the new record fits the block's size class and the value

@@ -42,10 +42,14 @@ pub(crate) const fn log_entries_single() -> usize {
     STRIPE_UNDO + 4
 }
 
+/// Longest value (in words) `index::update_in_place` rewrites: counters and short strings.
+/// Longer ones take a new record (the undo log grows by one entry per word rewritten).
+pub(crate) const IN_PLACE_WORDS: u64 = 8;
+
 /// Log entries of a single-key read-modify-write (`Client::modify`): a single write, or a
 /// value rewritten in place (`index::update_in_place`: its words, lengths, version, meta).
 pub(crate) const fn log_entries_modify() -> usize {
-    log_entries_single() + crate::index::IN_PLACE_WORDS as usize + 3
+    log_entries_single() + IN_PLACE_WORDS as usize + 3
 }
 
 /// Log entries of a `put_many` of `n` pairs: per pair its stripe's words, one table entry,

@@ -372,20 +372,26 @@ impl Client {
             (Counter::BytesIn, 0),
             (Counter::Removes, 0),
         ];
-        self.apply_locked(&sess, txn, &[s], WriteOp::Modify, |txn| {
+        // The current value is read into this thread's scratch buffer (a counter's update
+        // then allocates nothing but its new value).
+        let mut buf = SCRATCH.with(std::cell::Cell::take);
+        let r = self.apply_locked(&sess, txn, &[s], WriteOp::Modify, |txn| {
             let found = index::lookup(txn, s, hash, key)?;
             let cur = match found {
                 Some(rec) => {
-                    let mut v = Vec::new();
-                    self.st.read_value(rec, &mut v)?;
-                    Some((v, self.st.record_version(rec)?, self.st.record_meta(rec)?))
+                    self.st.read_value(rec, &mut buf)?;
+                    Some((
+                        &buf[..],
+                        self.st.record_version(rec)?,
+                        self.st.record_meta(rec)?,
+                    ))
                 }
                 None => None,
             };
-            let (d, t) = f(cur.as_ref().map(|(value, version, meta)| Cur {
+            let (d, t) = f(cur.map(|(value, version, meta)| Cur {
                 value,
-                version: *version,
-                meta: *meta,
+                version,
+                meta,
             }))?;
             let version = match d {
                 Decision::Keep => cur.map(|(_, v, _)| v),
@@ -421,12 +427,26 @@ impl Client {
             };
             out = Some((t, version));
             Ok(())
-        })?;
+        });
+        if buf.capacity() <= SCRATCH_KEEP {
+            buf.clear();
+            SCRATCH.with(|c| c.set(buf));
+        }
+        r?;
         self.count(&counts);
         self.trace("modify", key, "");
         Ok(out.expect("apply ran"))
     }
 }
+
+thread_local! {
+    /// A read-modify-write's buffer for the current value, kept between calls on a thread
+    /// (taken, so a closure that calls in again just gets an empty one).
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Largest scratch buffer kept for the next read-modify-write on the thread.
+const SCRATCH_KEEP: usize = 4096;
 
 /// Redis's `string2ll`: an optional `-`, then digits without leading zeros (`0` alone is
 /// fine), nothing else, at most 20 bytes, in range.
