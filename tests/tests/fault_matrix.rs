@@ -332,7 +332,19 @@ fn a_store_filled_under_load_keeps_every_acknowledged_write_and_recovers_room() 
     }
     let mut again = t.spawn("fill", &["again"], &[]);
     assert!(again.wait_limit(Duration::from_secs(120)).success());
-    assert!(again.stdout_lines().len() > 100, "no room after removes");
+    let lines = again.stdout_lines();
+    let s = h.stats();
+    assert!(
+        lines.len() > 100,
+        "no room after removes: {} puts, then {:?}; store: {} keys, {} used, {} free, {} committed of {}",
+        lines.len(),
+        lines.last(),
+        s.keys,
+        s.used_bytes,
+        s.free_bytes,
+        s.committed_bytes,
+        s.max_bytes
+    );
     t.assert_verified();
     eprintln!(
         "store full under load: {} acknowledged writes checked in {:?}",

@@ -113,6 +113,16 @@ impl Client {
         })
     }
 
+    /// Keys removed by expiry passes since the store was created (every process): one load,
+    /// unlike [`Client::stats`], which walks every stripe.
+    pub fn expired(&self) -> u64 {
+        self.st
+            .mem
+            .header()
+            .expired
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Free the memory of expired keys: every stripe whose `next_expiry` hint is due is swept
     /// under its lock, its expired records removed in transactions of at most 16, and its hint
     /// set to the earliest expiry left. The host's housekeeping runs this each pass; any
