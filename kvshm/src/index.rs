@@ -104,17 +104,12 @@ fn find(txn: &Txn<'_, '_>, table_word: u64, hash: u64, key: &[u8]) -> Result<Fou
 /// Make sure stripe `s` can take `adds` more keys without passing 3/4 load (counting
 /// tombstones), rebuilding its table if not.
 pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> {
-    ensure_room_rebuilt(txn, s, adds).map(|_| ())
-}
-
-/// [`ensure_room`]; returns whether the table was rebuilt.
-fn ensure_room_rebuilt(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<bool> {
     let stripe = txn.session().st.mem.stripe(s);
     let tw = stripe.table.load(R);
     let count = stripe.count.load(R);
     let tombs = stripe.tombstones.load(R);
     if tw == 0 {
-        return rebuild_table(txn, s, log2_for(count.saturating_add(adds))).map(|()| true);
+        return rebuild_table(txn, s, log2_for(count.saturating_add(adds)));
     }
     // The table word is segment data: its capacity must be in range (the entries themselves
     // are bounds-checked by `find`, which decodes the same word right after).
@@ -127,10 +122,9 @@ fn ensure_room_rebuilt(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<bool> {
     }
     let load = count.saturating_add(tombs).saturating_add(adds);
     if load.saturating_mul(4) > 3 * table_capacity(log2) {
-        return rebuild_table(txn, s, log2_for(count.saturating_add(adds)).max(log2))
-            .map(|()| true);
+        return rebuild_table(txn, s, log2_for(count.saturating_add(adds)).max(log2));
     }
-    Ok(false)
+    Ok(())
 }
 
 /// Replace stripe `s`'s table by a fresh one of `2^log2` words holding the same keys. The
@@ -216,26 +210,13 @@ pub(crate) fn put(
     rec: u64,
     value_len: usize,
 ) -> Result<bool> {
+    ensure_room(txn, s, 1)?;
     let st = txn.session().st;
     let stripe = st.mem.stripe(s);
-    let mut tw = stripe.table.load(R);
-    // A replace, or an insert into a tombstone on the key's probe path, adds no load: no
-    // rebuild (which needs a new table block: a full store with tombstones after removes
-    // could otherwise take no insert at all until the host compacts it).
-    let mut f = find(txn, tw, hash, key)?;
-    let reuses = f.hit.is_some()
-        || f.free.is_some_and(|i| {
-            let toff = tw & TABLE_OFFSET_MASK;
-            st.mem
-                .word(toff + TABLE_HEADER_SIZE + i * TABLE_ENTRY_SIZE)
-                .is_ok_and(|w| w.load(R) == ENTRY_TOMBSTONE)
-        });
-    if (tw == 0 || !reuses) && ensure_room_rebuilt(txn, s, 1)? {
-        tw = stripe.table.load(R);
-        f = find(txn, tw, hash, key)?;
-    }
+    let tw = stripe.table.load(R);
     let toff = tw & TABLE_OFFSET_MASK;
     let entry_off = |i: u64| toff + TABLE_HEADER_SIZE + i * TABLE_ENTRY_SIZE;
+    let f = find(txn, tw, hash, key)?;
     let vb = stripe.value_bytes.load(R);
     // The record is still ours alone (RESERVED): its version is set before it is published.
     st.mem

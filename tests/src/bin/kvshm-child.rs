@@ -524,7 +524,7 @@ enum Verdict {
     Wrong(String),
 }
 
-fn ttl_check(c: &Client, key: &str, acked: Option<TtlState>, pending: Option<TtlState>) -> Verdict {
+fn ttl_check(c: &Client, key: &str, acked: Option<TtlState>, pending: &[TtlState]) -> Verdict {
     let now_before = kvshm::now_ms();
     let got = c.get(key.as_bytes()).expect("get").map(|v| {
         // `n` or, in an evicting store, `n:` and padding.
@@ -550,7 +550,7 @@ fn ttl_check(c: &Client, key: &str, acked: Option<TtlState>, pending: Option<Ttl
             }
         }
     };
-    if allows(acked) || (pending.is_some() && allows(pending)) {
+    if allows(acked) || pending.iter().any(|&p| allows(Some(p))) {
         Verdict::Ok
     } else if got.is_none() {
         Verdict::Absent
@@ -571,6 +571,9 @@ fn ttl_writer(c: Client, id: u64, log_path: &str, evicting: bool) {
     use std::collections::HashMap;
     let log = std::fs::read_to_string(log_path).unwrap_or_default();
     let mut acked: HashMap<String, TtlState> = HashMap::new();
+    // Writes that were in flight at a kill (an `I` line with no `OK`: they may or may not
+    // have happened), per key, since the key's last acknowledged write.
+    let mut in_flight: HashMap<String, Vec<TtlState>> = HashMap::new();
     let mut pending: Option<(String, TtlState)> = None;
     for line in log.lines() {
         let f: Vec<&str> = line.split(' ').collect();
@@ -585,13 +588,16 @@ fn ttl_writer(c: Client, id: u64, log_path: &str, evicting: bool) {
                     lo: if ttl == 0 { 0 } else { lo + ttl },
                     hi: u64::MAX,
                 };
-                pending = Some((k.to_string(), st));
+                if let Some((pk, pst)) = pending.replace((k.to_string(), st)) {
+                    in_flight.entry(pk).or_default().push(pst);
+                }
             }
             ["OK", hi, ttl] => {
                 if let (Some((k, mut st)), Ok(hi), Ok(ttl)) =
                     (pending.take(), hi.parse::<u64>(), ttl.parse::<u64>())
                 {
                     st.hi = if ttl == 0 { 0 } else { hi + ttl };
+                    in_flight.remove(&k);
                     acked.insert(k, st);
                 }
             }
@@ -602,11 +608,9 @@ fn ttl_writer(c: Client, id: u64, log_path: &str, evicting: bool) {
     let mut absent = 0;
     for i in 0..keys {
         let key = format!("t{id}-{i}");
-        let p = pending
-            .as_ref()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, st)| *st);
-        match ttl_check(&c, &key, acked.get(&key).copied(), p) {
+        let mut p = in_flight.remove(&key).unwrap_or_default();
+        p.extend(pending.as_ref().filter(|(k, _)| *k == key).map(|(_, st)| *st));
+        match ttl_check(&c, &key, acked.get(&key).copied(), &p) {
             Verdict::Ok => {}
             Verdict::Absent if evicting => absent += 1,
             Verdict::Absent => problems.push(format!("{key}: absent")),
