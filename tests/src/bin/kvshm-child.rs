@@ -609,7 +609,12 @@ fn ttl_writer(c: Client, id: u64, log_path: &str, evicting: bool) {
     for i in 0..keys {
         let key = format!("t{id}-{i}");
         let mut p = in_flight.remove(&key).unwrap_or_default();
-        p.extend(pending.as_ref().filter(|(k, _)| *k == key).map(|(_, st)| *st));
+        p.extend(
+            pending
+                .as_ref()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, st)| *st),
+        );
         match ttl_check(&c, &key, acked.get(&key).copied(), &p) {
             Verdict::Ok => {}
             Verdict::Absent if evicting => absent += 1,
