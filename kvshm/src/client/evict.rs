@@ -123,6 +123,8 @@ const EVICT_BATCH: usize = 16;
 const EVICT_TARGET: u64 = 16;
 /// What a referenced record adds to the cost of emptying its chunk, beyond its own eviction.
 const REFERENCED_COST: u64 = 3;
+/// Chunk windows tried, cheapest first, before an eviction round gives up.
+const MAX_WINDOWS: usize = 8;
 /// Eviction rounds one write may need before it gives up (other processes may take what a
 /// round freed; each round frees at least one record or the write fails at once).
 const MAX_ROUNDS: u32 = 64;
@@ -193,13 +195,13 @@ impl Client {
     /// were evicted (0: nothing the policy may evict).
     pub(crate) fn evict_for(&self, policy: Policy, size: u64) -> Result<u64> {
         let class = class_for(size);
+        // A batch of small records, but never more than about a chunk's worth of big ones (16
+        // values of 100 KB would be a third of a small store).
+        let target = (CHUNK_SIZE / size.max(1)).clamp(1, EVICT_TARGET);
         if let Some(c) = class {
             let cls = &self.st.mem.header().classes[c];
             let blocks = cls.chunks.load(R) * (CHUNK_SIZE / CLASS_SIZES[c] as u64);
             if blocks > cls.free_count.load(R) {
-                // A batch of small records, but never more than about a chunk's worth of big
-                // ones (16 values of 100 KB would be a third of a small store).
-                let target = (CHUNK_SIZE / CLASS_SIZES[c] as u64).clamp(1, EVICT_TARGET);
                 let n = self.sweep(policy, Some(c), target)?;
                 if n > 0 {
                     return Ok(n);
@@ -210,13 +212,9 @@ impl Client {
             Some(_) => 1,
             None => size.div_ceil(CHUNK_SIZE),
         };
-        let n = self.empty_chunks(policy, class, chunks)?;
-        if n > 0 {
-            return Ok(n);
-        }
-        // No chunk could be emptied (every one holds a table or a key the policy keeps):
-        // records of any class, in case their blocks are what the allocator can reuse.
-        self.sweep(policy, None, EVICT_TARGET)
+        // Nothing else: no chunk can be emptied (each holds a table, a slot page or a key the
+        // policy keeps), and the write fails with StoreFull.
+        self.empty_chunks(policy, class, chunks)
     }
 
     /// Move the CLOCK hand over stripes, evicting up to `target` records (of class `class`
@@ -372,21 +370,40 @@ impl Client {
                 None => None,
             });
         }
-        // The window of `want` chunks with the fewest live blocks.
-        let mut best: Option<(u64, usize)> = None;
-        for start in 0..=n - want {
-            let window = &live[start..start + want];
-            if window.iter().any(Option::is_none) {
-                continue;
-            }
-            let cost: u64 = window.iter().flatten().sum();
-            if cost > 0 && best.is_none_or(|(c, _)| cost < c) {
-                best = Some((cost, start));
+        // Windows of `want` chunks, fewest (cold) records first; the first that gives up a
+        // record is emptied (a block that looked like a record may turn out not to be one).
+        let mut windows: Vec<(u64, usize)> = (0..=n - want)
+            .filter_map(|start| {
+                let w = &live[start..start + want];
+                if w.iter().any(Option::is_none) {
+                    return None;
+                }
+                let cost: u64 = w.iter().flatten().sum();
+                (cost > 0).then_some((cost, start))
+            })
+            .collect();
+        windows.sort_unstable();
+        let mut evicted = 0;
+        for &(_, start) in windows.iter().take(MAX_WINDOWS) {
+            evicted += self.empty_window(policy, start, want)?;
+            if evicted > 0 {
+                break;
             }
         }
-        let Some((_, start)) = best else {
-            return Ok(0);
-        };
+        if evicted > 0 {
+            // The emptied chunks go to the chunk pool and, for a class, are carved for it at
+            // once: the write's other allocations (its record, before the table it needs) would
+            // otherwise take their blocks back from the free lists first.
+            let g = self.guard();
+            let sess = self.session_w(&g)?;
+            Allocator::new(&sess).reclaim_chunks_for(except)?;
+        }
+        Ok(evicted)
+    }
+
+    /// Evict every record of chunks `start..start + want`; returns how many.
+    fn empty_window(&self, policy: Policy, start: usize, want: usize) -> Result<u64> {
+        let map = self.st.mem.chunk_map();
         let mut evicted = 0;
         for i in start..start + want {
             let e = map[i].load(R);
@@ -412,14 +429,6 @@ impl Client {
                 }
             }
         }
-        if evicted > 0 {
-            // The emptied chunks go to the chunk pool and, for a class, are carved for it at
-            // once: the write's other allocations (its record, before the table it needs) would
-            // otherwise take their blocks back from the free lists first.
-            let g = self.guard();
-            let sess = self.session_w(&g)?;
-            Allocator::new(&sess).reclaim_chunks_for(except)?;
-        }
         Ok(evicted)
     }
 
@@ -437,6 +446,11 @@ impl Client {
         let Ok((k, v)) = self.st.record_lens(off) else {
             return Ok(None);
         };
+        // An index table is `[tag][log2]...` with `8 << log2` its block size; in the smallest
+        // class that reads like a 3-byte key with an empty value: taken as a table.
+        if v == 0 && class.is_some_and(|c| CLASS_SIZES[c] as u64 == 8 << k.min(40)) {
+            return Ok(None);
+        }
         if class_for(record_size(k as u64, v as u64)) != class {
             return Ok(None);
         }
