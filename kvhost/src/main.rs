@@ -208,18 +208,20 @@ fn status(name: &str, dir: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn run(a: &RunArgs) -> ExitCode {
-    let s = match settings::settings(a) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("kvhost: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    if let Err(e) = init_logging(&s) {
+/// The merged settings, with logging set up from them (exit code 2 on a bad setting).
+fn configured(a: &RunArgs) -> Result<settings::Settings, ExitCode> {
+    let s = settings::settings(a).and_then(|s| init_logging(&s).map(|()| s));
+    s.map_err(|e| {
         eprintln!("kvhost: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn run(a: &RunArgs) -> ExitCode {
+    let s = match configured(a) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let Some(stop) = stop_flag() else {
         return ExitCode::from(EXIT_OTHER);
     };
@@ -369,21 +371,14 @@ fn stop_flag() -> Option<Arc<AtomicBool>> {
 
 /// `kvhost serve`: the RESP server alone, as a client of a store that exists.
 fn serve(a: &RunArgs) -> ExitCode {
-    let s = match settings::settings(a) {
+    let s = match configured(a) {
         Ok(s) if s.resp.enabled() => s,
         Ok(_) => {
             eprintln!("kvhost serve: give --resp ADDR, --resp-unix PATH and/or --http ADDR");
             return ExitCode::from(EXIT_CONFIG);
         }
-        Err(e) => {
-            eprintln!("kvhost: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = init_logging(&s) {
-        eprintln!("kvhost: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
     // The store must exist: serving does not create one (that is the host's job).
     let client = match Client::open_in(&s.dir, &s.name) {
         Ok(c) => c,

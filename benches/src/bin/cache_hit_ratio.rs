@@ -153,6 +153,13 @@ struct Kvshm {
     buf: Vec<u8>,
 }
 
+impl Drop for Kvshm {
+    /// The store goes with the run, also when it panics.
+    fn drop(&mut self) {
+        let _ = self.host.remove_store_file();
+    }
+}
+
 impl Cache for Kvshm {
     fn gets(&mut self, keys: &[u32]) -> Vec<bool> {
         let c = self.host.client();
@@ -477,7 +484,6 @@ fn main() {
             k.host.verify().map(|r| r.problems.len())
         );
         kvshm_held = Some(o.held);
-        let _ = k.host.release();
     }
     if want("lru") {
         let cap = kvshm_held.unwrap_or(f64::from(a.keys) / 10.0) as usize;

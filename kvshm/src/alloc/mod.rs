@@ -107,14 +107,14 @@ impl<'a> Allocator<'a> {
     }
 
     fn alloc_any(&self, size: u64, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
+        let mut record = Some(record);
+        let mut once = |off| {
+            if let Some(f) = record.take() {
+                f(off)
+            }
+        };
         let Some(c) = class_for(size) else {
             let k = size.div_ceil(CHUNK_SIZE);
-            let mut record = Some(record);
-            let mut once = |off| {
-                if let Some(f) = record.take() {
-                    f(off)
-                }
-            };
             let r = self.alloc_span(k, pool, &mut once);
             // A full store: class chunks whose blocks are all free (after removes or an
             // eviction) go back to the chunk pool, and the span is tried once more.
@@ -124,12 +124,6 @@ impl<'a> Allocator<'a> {
                 return self.alloc_span(k, pool, &mut once);
             }
             return r;
-        };
-        let mut record = Some(record);
-        let mut once = |off| {
-            if let Some(f) = record.take() {
-                f(off)
-            }
         };
         if pool == Pool::Data {
             if let Some(b) = self.cache_take(c, &mut once)? {

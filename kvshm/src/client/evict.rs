@@ -123,6 +123,8 @@ const EVICT_BATCH: usize = 16;
 const EVICT_TARGET: u64 = 16;
 /// What a referenced record adds to the cost of emptying its chunk, beyond its own eviction.
 const REFERENCED_COST: u64 = 3;
+/// Chunks whose blocks one eviction round reads to choose the chunks it empties.
+const SCAN_CHUNKS: usize = 256;
 /// Chunk windows tried, cheapest first, before an eviction round gives up.
 const MAX_WINDOWS: usize = 8;
 /// Eviction rounds one write may need before it gives up (other processes may take what a
@@ -222,33 +224,37 @@ impl Client {
     fn sweep(&self, policy: Policy, class: Option<usize>, target: u64) -> Result<u64> {
         let stripes = self.st.mem.stripe_count() as u64;
         let hand = &self.st.mem.header().evict_hand;
-        let mut evicted = 0;
-        for _ in 0..2 * stripes {
-            if evicted >= target {
+        let (mut evicted, mut seen) = (0, 0);
+        for visit in 0..2 * stripes {
+            // A whole turn that met no record the sweep may take (the class's blocks are index
+            // tables, or its keys have no TTL under a volatile policy): a second is no better.
+            if evicted >= target || (visit == stripes && seen == 0) {
                 break;
             }
             let s = (hand.fetch_add(1, R) % stripes) as usize;
-            evicted += self.evict_stripe(s, policy, class, (target - evicted) as usize)?;
+            let (n, m) = self.evict_stripe(s, policy, class, (target - evicted) as usize)?;
+            evicted += n;
+            seen += m;
         }
         Ok(evicted)
     }
 
     /// One transaction on stripe `s`: evict up to `max` of its records under `policy`, going
     /// on from the stripe's own CLOCK hand (`Stripe::clock`, a table position) at most once
-    /// round the table.
+    /// round the table. Returns (evicted, candidates looked at).
     fn evict_stripe(
         &self,
         s: usize,
         policy: Policy,
         class: Option<usize>,
         max: usize,
-    ) -> Result<u64> {
+    ) -> Result<(u64, u64)> {
         let max = max.min(EVICT_BATCH);
         let g = self.guard();
         let sess = self.session_w(&g)?;
         let txn = Txn::begin(&sess, txn::log_entries_remove_many(EVICT_BATCH))?;
         let alloc = Allocator::new(&sess);
-        let mut evicted = 0u64;
+        let (mut evicted, mut seen) = (0u64, 0u64);
         self.apply_locked(&sess, txn, &[s], WriteOp::Many, |txn| {
             let stripe = self.st.mem.stripe(s);
             let Some((entries, _)) = self.st.table_entries(stripe.table.load(R))? else {
@@ -272,6 +278,7 @@ impl Client {
                 if policy.volatile_only() && exp == 0 {
                     continue;
                 }
+                seen += 1;
                 match policy {
                     Policy::AllKeysLru | Policy::VolatileLru => {
                         // A reader may set the bit at any time; clearing it is one atomic.
@@ -305,12 +312,13 @@ impl Client {
             Ok(())
         })?;
         self.counted_evictions(evicted);
-        Ok(evicted)
+        Ok((evicted, seen))
     }
 
-    /// Evict every record of the `want` consecutive chunks that hold the fewest live blocks
-    /// (class chunks of classes other than `except`, spans, free chunks), so that the
-    /// allocator can take them whole. A chunk holding a block that is not an evictable record
+    /// Evict every record of the `want` consecutive chunks (class chunks of classes other than
+    /// `except`, spans, free chunks) that hold the fewest live blocks among a region of
+    /// [`SCAN_CHUNKS`] chunks that moves round the store, so that the allocator can take them
+    /// whole. A chunk holding a block that is not an evictable record
     /// (an index table, a key the policy keeps) keeps what was not evicted. Returns how many
     /// records were evicted.
     fn empty_chunks(&self, policy: Policy, except: Option<usize>, want: u64) -> Result<u64> {
@@ -327,10 +335,16 @@ impl Client {
         if n < want {
             return Ok(0);
         }
-        // Records to evict per chunk; None: the chunk cannot be emptied (slot pages,
-        // `except`, a block that is no record or a record the policy keeps).
-        let mut live: Vec<Option<u64>> = Vec::with_capacity(n);
-        for (i, e) in map.iter().take(n).enumerate() {
+        // A region of at most SCAN_CHUNKS chunks, moving round the store from call to call
+        // (its tags are read block by block: a whole big store would be too many per write).
+        let len = SCAN_CHUNKS.max(want).min(n);
+        let first = (self.st.mem.header().evict_hand.fetch_add(1, R) as usize)
+            .wrapping_mul(SCAN_CHUNKS)
+            % (n - len + 1);
+        // Records to evict per chunk of the region; None: the chunk cannot be emptied (slot
+        // pages, `except`, a block that is no record or a record the policy keeps).
+        let mut live: Vec<Option<u64>> = Vec::with_capacity(len);
+        for (i, e) in map.iter().enumerate().skip(first).take(len) {
             let e = e.load(R);
             let base = self.st.chunk_base + i as u64 * CHUNK_SIZE;
             let class = (CHUNK_CLASS_BASE..CHUNK_CLASS_BASE + NUM_CLASSES as u32)
@@ -372,14 +386,14 @@ impl Client {
         }
         // Windows of `want` chunks, fewest (cold) records first; the first that gives up a
         // record is emptied (a block that looked like a record may turn out not to be one).
-        let mut windows: Vec<(u64, usize)> = (0..=n - want)
+        let mut windows: Vec<(u64, usize)> = (0..=len - want)
             .filter_map(|start| {
                 let w = &live[start..start + want];
                 if w.iter().any(Option::is_none) {
                     return None;
                 }
                 let cost: u64 = w.iter().flatten().sum();
-                (cost > 0).then_some((cost, start))
+                (cost > 0).then_some((cost, first + start))
             })
             .collect();
         windows.sort_unstable();
