@@ -5,7 +5,6 @@ mod glob;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -224,7 +223,8 @@ fn writable(cli: &Cli) -> kvshm::Result<Client> {
 }
 
 fn bytes(s: &OsString) -> &[u8] {
-    s.as_bytes()
+    // The bytes on Unix; on Windows, UTF-8 (WTF-8 for unpaired surrogates).
+    s.as_encoded_bytes()
 }
 
 /// A key for people: printable ASCII as is, everything else `\xNN` (and `\\`).

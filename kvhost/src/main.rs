@@ -226,6 +226,8 @@ fn run(a: &RunArgs) -> ExitCode {
         return ExitCode::from(EXIT_OTHER);
     };
     let snap_now = Arc::new(AtomicBool::new(false));
+    // Windows has no SIGUSR1: `kvcli snapshot` asks through the store instead.
+    #[cfg(unix)]
     let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, snap_now.clone());
 
     let path = match kvshm::store_path(&s.dir, &s.name) {

@@ -39,13 +39,14 @@ impl Default for Config {
     }
 }
 
-/// The directory stores live in unless told otherwise: `$KVSHM_DIR`, else `/dev/shm`. Both
+/// The directory stores live in unless told otherwise: `$KVSHM_DIR`, else `/dev/shm`
+/// (Windows: `%LOCALAPPDATA%\\kvshm`). Both
 /// [`Config::default`] (where a host creates) and `Client::open` (where a client looks) use it,
 /// so a host and its clients meet with or without the variable.
 pub fn default_dir() -> PathBuf {
     std::env::var_os("KVSHM_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(crate::segment::DEFAULT_DIR))
+        .unwrap_or_else(crate::segment::os_default_dir)
 }
 
 /// Largest value a store may be configured for (1 GiB).

@@ -67,6 +67,7 @@ impl Host {
             let pid = st.mem.header().host_pid.load(Ordering::Relaxed);
             return Err(Error::HostRunning { pid });
         }
+        st.hosting.store(true, Ordering::Relaxed);
         let h = st.mem.header();
         h.host_pid.store(segment::pid(), Ordering::Relaxed);
         h.host_start_unix.store(now_unix(), Ordering::Relaxed);

@@ -162,7 +162,7 @@ impl Host {
                 Ok(p) => out.reclaim = p,
                 // A file system that cannot punch holes (`--dir` elsewhere than tmpfs): say
                 // so once and stop trying; free chunks are still reused before growing.
-                Err(crate::Error::Io(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                Err(crate::Error::Io(e)) if crate::segment::is_unsupported(&e) => {
                     self.reclaim_unsupported.store(true, R);
                     log::warn!(
                         "the store's file system cannot punch holes: memory of removed keys \

@@ -11,15 +11,13 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use memmap2::MmapRaw;
-
 use crate::error::{Error, Result};
 use crate::layout::{Header, Slot, Stripe};
 
 /// Typed, bounds-checked view of a mapped segment.
 #[derive(Debug)]
 pub struct Mem {
-    map: MmapRaw,
+    map: crate::segment::Mapping,
     /// Process-local copy of `Header::committed_len` (monotonic, so a stale copy is only ever
     /// too small: a failed check re-reads the header). Never more than the file's length:
     /// `committed_len` is segment data, and touching the mapping past the end of the file
@@ -35,7 +33,7 @@ pub struct Mem {
 
 impl Mem {
     /// Wrap a mapping whose header passed `Mem::check_fixed_regions`.
-    pub(crate) fn new(map: MmapRaw) -> Mem {
+    pub(crate) fn new(map: crate::segment::Mapping) -> Mem {
         Mem {
             map,
             committed: AtomicU64::new(crate::layout::HEADER_SIZE),

@@ -14,9 +14,7 @@
 //! A snapshot is consistent per stripe (each stripe is read as one consistent view), not across
 //! the whole store: writes that land while it runs may or may not be in it.
 
-use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::client::Client;
@@ -294,18 +292,12 @@ impl Client {
             file_name.to_string_lossy(),
             crate::segment::random_u64()
         ));
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
+        let f = crate::segment::create_private_new(&tmp)?;
         let result = (|| {
             let mut w = BufWriter::with_capacity(1 << 20, &f);
             let info = write_snapshot(self, &mut w, progress)?;
             w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            File::open(dir)?.sync_all()?;
+            crate::segment::rename_durable(&tmp, path, dir)?;
             Ok(info)
         })();
         if result.is_err() {

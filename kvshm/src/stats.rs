@@ -244,7 +244,9 @@ impl Client {
             .min(s.committed_bytes);
         s.returned_bytes = st.returned_bytes().min(s.committed_bytes - s.free_bytes);
         s.used_bytes = s.committed_bytes - s.free_bytes - s.returned_bytes;
-        if segment::ofd_is_locked(&st.file, segment::HOST_LOCK_BYTE).unwrap_or(false) {
+        if st.hosting.load(R)
+            || segment::ofd_is_locked(&st.file, segment::HOST_LOCK_BYTE).unwrap_or(false)
+        {
             s.host_pid = Some(h.host_pid.load(R));
         }
         s

@@ -9,7 +9,6 @@
 //! reported (it is real corruption).
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -47,6 +46,9 @@ pub(crate) struct Store {
     /// Lock waits of this attachment (process-local; see [`crate::Client::lock_waits`]).
     pub(crate) lock_waits: LockWaits,
     pub(crate) slot_page_mutex: std::sync::Mutex<()>,
+    /// This attachment holds the host lock (it is a `Host`'s): its own liveness probe cannot
+    /// see that lock (an OFD lock does not conflict with its own description).
+    pub(crate) hosting: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Store {
@@ -190,7 +192,7 @@ impl Store {
             return incompatible(format!("file is {file_len} bytes, shorter than a header"));
         }
         let mut buf = vec![0u8; HEADER_SIZE as usize];
-        file.read_exact_at(&mut buf, 0)?;
+        segment::read_at(&file, &mut buf, 0)?;
         use core::mem::offset_of as off;
         let magic = header_u64(&buf, off!(Header, magic));
         if magic == 0 {
@@ -276,6 +278,7 @@ impl Store {
             grow_mutex: std::sync::Mutex::new(()),
             lock_waits: LockWaits::default(),
             slot_page_mutex: std::sync::Mutex::new(()),
+            hosting: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -11,7 +11,6 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +19,7 @@ use std::time::Duration;
 
 use kvshm::Client;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 
 use super::conn::{self, Conn};
 use super::proto::{Limits, Out, Parsed, Parser, Proto};
@@ -115,6 +114,12 @@ const TCP_BACKLOG: u32 = 511;
 
 /// Raise this process's open-file limit so that `max_clients` connections fit (Redis does the
 /// same): the soft limit up to the hard one. Returns the limit in effect.
+#[cfg(windows)]
+fn raise_fd_limit(_max_clients: usize) -> u64 {
+    0 // sockets are handles on Windows: no descriptor limit to raise
+}
+
+#[cfg(unix)]
 fn raise_fd_limit(max_clients: usize) -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let want = max_clients as u64 + 128;
@@ -190,19 +195,7 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
     }
     let mut std_unix = Vec::new();
     for p in &opts.unix {
-        // A stale socket of an earlier run: replace it (only if it is a socket).
-        if let Ok(m) = std::fs::symlink_metadata(p) {
-            use std::os::unix::fs::FileTypeExt;
-            if m.file_type().is_socket() {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-        let l = std::os::unix::net::UnixListener::bind(p).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", p.display()))
-        })?;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
-        l.set_nonblocking(true)?;
-        std_unix.push(l);
+        std_unix.push(bind_unix(p)?);
     }
     let threads = opts.threads.max(1);
     PARK_SPIN_US.store(opts.spin.as_micros() as u64, Ordering::Relaxed);
@@ -265,8 +258,9 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
             }
         });
     }
+    #[cfg(unix)]
     for (l, p) in std_unix.into_iter().zip(&unix_paths) {
-        let l = UnixListener::from_std(l)?;
+        let l = tokio::net::UnixListener::from_std(l)?;
         let sh = shared.clone();
         let path = p.display().to_string();
         runtime.spawn(async move {
@@ -281,6 +275,8 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
             }
         });
     }
+    #[cfg(windows)]
+    drop(std_unix);
     for l in http_listeners {
         let l = TcpListener::from_std(l)?;
         let app = crate::http::router(shared.clone());
@@ -309,6 +305,35 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
         tcp_addrs,
         http_addrs,
     })
+}
+
+/// Bind a Unix socket (mode 0600), replacing a stale socket of an earlier run (only if it is
+/// a socket).
+#[cfg(unix)]
+fn bind_unix(p: &std::path::Path) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(m) = std::fs::symlink_metadata(p) {
+        if m.file_type().is_socket() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    let l = std::os::unix::net::UnixListener::bind(p)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", p.display())))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Unix sockets are not offered on Windows (use `--resp 127.0.0.1:PORT`).
+#[cfg(windows)]
+fn bind_unix(p: &std::path::Path) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "cannot listen on {}: --resp-unix is not available on Windows (use --resp 127.0.0.1:PORT)",
+            p.display()
+        ),
+    ))
 }
 
 /// Registers a connection and removes it when dropped.

@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
+/// The mapping of a store file's reserve.
+pub type Mapping = MmapRaw;
+
 use crate::error::{Error, Result};
 
 fn path_err(e: io::Error, path: &Path) -> Error {
@@ -150,9 +153,40 @@ pub fn check_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Create a new file exclusively, mode 0600, not through a symbolic link (a snapshot's
+/// temporary file).
+pub fn create_private_new(path: &Path) -> Result<File> {
+    open_raw(path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
+}
+
+/// Rename `from` over `to` atomically, then fsync the directory `dir` holding both, so the
+/// rename survives a power cut.
+pub fn rename_durable(from: &Path, to: &Path, dir: &Path) -> Result<()> {
+    std::fs::rename(from, to)?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
 /// Remove the store file.
 pub fn remove_file(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(|e| path_err(e, path))
+}
+
+/// Read `buf.len()` bytes at `off`.
+pub fn read_at(file: &File, buf: &mut [u8], off: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, off)?;
+    Ok(())
+}
+
+/// Whether an error from [`punch_hole`] means the file system cannot give pages back.
+pub fn is_unsupported(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EOPNOTSUPP)
+}
+
+/// Where stores live by default: [`super::DEFAULT_DIR`] (tmpfs).
+pub fn os_default_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(super::DEFAULT_DIR)
 }
 
 /// Make sure bytes `from..to` of the file are allocated (never sparse: memory exhaustion must

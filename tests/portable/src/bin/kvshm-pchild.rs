@@ -1,0 +1,84 @@
+//! The child program of the portable cross-process tests. `kvshm-pchild MODE DIR NAME ...`:
+//! - `put DIR NAME KEY VALUE`: one put (a test sets `KVSHM_CRASH_AT` to die inside it);
+//! - `fill DIR NAME PREFIX N`: put `PREFIX<i>` = `v<i>` for i < N;
+//! - `check DIR NAME PREFIX N`: every `PREFIX<i>` holds `v<i>` (exit 1 if not);
+//! - `incr DIR NAME KEY N`: N increments of KEY;
+//! - `writer DIR NAME W ACKS`: writer W puts `key(W, i)` = `value(W, i)` for i = 0, 1, ...
+//!   forever, appending i to ACKS after each put returned; a restarted writer first checks
+//!   its keys against its acknowledgements and continues after the last one.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+
+use kvshm_portable_tests::{acked, key, value, KEYS};
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let (mode, dir, name) = (a[1].as_str(), &a[2], &a[3]);
+    let c = kvshm::Client::open_in(dir, name).unwrap_or_else(|e| {
+        eprintln!("pchild: open {dir}/{name}: {e}");
+        std::process::exit(3)
+    });
+    match mode {
+        "put" => c.put(a[4].as_bytes(), a[5].as_bytes()).expect("put"),
+        "fill" => {
+            for i in 0..a[5].parse::<u64>().expect("N") {
+                c.put(
+                    format!("{}{i}", a[4]).as_bytes(),
+                    format!("v{i}").as_bytes(),
+                )
+                .expect("put");
+            }
+        }
+        "check" => {
+            for i in 0..a[5].parse::<u64>().expect("N") {
+                let k = format!("{}{i}", a[4]);
+                let got = c.get(k.as_bytes()).expect("get");
+                if got.as_deref() != Some(format!("v{i}").as_bytes()) {
+                    eprintln!("pchild: {k} holds {got:?}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        "incr" => {
+            for _ in 0..a[5].parse::<u64>().expect("N") {
+                c.incr(a[4].as_bytes(), 1).expect("incr");
+            }
+        }
+        "writer" => writer(&c, a[4].parse().expect("W"), &a[5]),
+        m => {
+            eprintln!("pchild: unknown mode {m}");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn writer(c: &kvshm::Client, w: u64, acks: &str) {
+    let done = acked(std::path::Path::new(acks));
+    let next = done.last().map_or(0, |l| l + 1);
+    // Every key holds the value of its last acknowledged step, or of the step in flight
+    // when the previous incarnation was killed (`next`, not acknowledged: maybe applied).
+    for j in 0..KEYS.min(next) {
+        let last = (0..next).rev().find(|i| i % KEYS == j).expect("a step");
+        let got = c.get(&key(w, j)).expect("get");
+        let ok = got.as_deref() == Some(&value(w, last)[..])
+            || (next % KEYS == j && got.as_deref() == Some(&value(w, next)[..]));
+        if !ok {
+            eprintln!("pchild: writer {w} key {j}: holds {got:?}, last acknowledged step {last}");
+            std::process::exit(1);
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(acks)
+        .expect("acks");
+    // A line cut by the kill is ended, so that the next one stands alone.
+    if std::fs::read(acks).is_ok_and(|b| b.last().is_some_and(|&c| c != b'\n')) {
+        writeln!(f).expect("ack");
+    }
+    for i in next.. {
+        c.put(&key(w, i), &value(w, i)).expect("put");
+        writeln!(f, "{i}").expect("ack");
+    }
+}
