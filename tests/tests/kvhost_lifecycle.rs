@@ -380,7 +380,7 @@ fn written_values(
     let mut out: std::collections::HashMap<String, std::collections::HashSet<u64>> =
         std::collections::HashMap::new();
     for log in logs {
-        for line in log.lines() {
+        for line in kvshm_tests::whole_lines(log) {
             let p: Vec<&str> = line.split(' ').collect();
             let pairs: &[&str] = match p[0] {
                 "P" | "M" => &p[1..],

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use kvshm::Client;
+use kvshm_tests::END;
 use kvshm_tests::{check_pattern, pattern, Rng};
 
 fn out(line: impl std::fmt::Display) {
@@ -352,7 +353,7 @@ fn writer(c: Client, id: u64, ack_path: &str) {
     for (k, v) in &model {
         ckpt += &format!(" {k} {}", v.map_or("-".into(), |v| v.to_string()));
     }
-    ack.write_all((ckpt + "\n").as_bytes()).expect("ack write");
+    ack.write_all((ckpt + END).as_bytes()).expect("ack write");
     std::fs::write(format!("{pos_path}.tmp"), offset.to_string()).expect("pos");
     std::fs::rename(format!("{pos_path}.tmp"), &pos_path).expect("pos");
 
@@ -389,17 +390,17 @@ fn writer(c: Client, id: u64, ack_path: &str) {
             0..=3 => {
                 let k = format!("w{id}-{}", rng.below(200));
                 check(&c, &model, &[&k]);
-                line(format!("P {k} {ver}\n"));
+                line(format!("P {k} {ver}{END}"));
                 c.put(k.as_bytes(), &pattern(ver)).expect("put");
-                line("OK\n".into());
+                line(format!("OK{END}"));
                 model.insert(k, Some(ver));
             }
             4 => {
                 let k = format!("w{id}-{}", rng.below(200));
                 check(&c, &model, &[&k]);
-                line(format!("D {k}\n"));
+                line(format!("D {k}{END}"));
                 c.remove(k.as_bytes()).expect("remove");
-                line("OK\n".into());
+                line(format!("OK{END}"));
                 model.insert(k, None);
             }
             5 => {
@@ -438,15 +439,15 @@ fn writer(c: Client, id: u64, ack_path: &str) {
                     Some(Some(v)) => v.to_string(),
                     None => "-".into(),
                 };
-                line(format!("R {k} {seen} {t0} {t1}\n"));
+                line(format!("R {k} {seen} {t0} {t1}{END}"));
                 if op <= 8 {
-                    line(format!("S {k} {ver} {}\n", monotonic_ns()));
+                    line(format!("S {k} {ver} {}{END}", monotonic_ns()));
                     c.put(k.as_bytes(), &pattern(ver)).expect("put shared");
                 } else {
-                    line(format!("X {k} {}\n", monotonic_ns()));
+                    line(format!("X {k} {}{END}", monotonic_ns()));
                     c.remove(k.as_bytes()).expect("remove shared");
                 }
-                line(format!("OK {}\n", monotonic_ns()));
+                line(format!("OK {}{END}", monotonic_ns()));
             }
         }
     }
@@ -459,13 +460,13 @@ fn put_batch(c: &Client, items: &[(String, u64)], line: &mut impl FnMut(String))
     for (k, v) in items {
         s += &format!(" {k} {v}");
     }
-    line(s + "\n");
+    line(s + END);
     let kv: Vec<(Vec<u8>, Vec<u8>)> = items
         .iter()
         .map(|(k, v)| (k.clone().into_bytes(), pattern(*v)))
         .collect();
     c.put_many(&kv).expect("put_many");
-    line("OK\n".into());
+    line(format!("OK{END}"));
 }
 
 /// Keys `b<writer>-0..BATCH_KEYS` are only ever written together, by one `put_many`.
@@ -495,9 +496,8 @@ fn incrementer(c: Client, id: u64, ack_path: &str) {
                 }
             }
             last.insert(key.to_string(), n);
-            // One write(2) per line: a kill never leaves half a line for the next process's
-            // first line to merge with.
-            ack.write_all(format!("{key} {n}\n").as_bytes())
+            // A line cut by a kill lacks its end mark and is not read (kvshm_tests::END).
+            ack.write_all(format!("{key} {n}{END}").as_bytes())
                 .expect("ack");
         }
     }
@@ -570,12 +570,13 @@ fn ttl_writer(c: Client, id: u64, log_path: &str, evicting: bool) {
     let (keys, pad) = if evicting { (2000, 1500) } else { (50, 0) };
     use std::collections::HashMap;
     let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let log_torn = !log.is_empty() && !log.ends_with('\n');
     let mut acked: HashMap<String, TtlState> = HashMap::new();
     // Writes that were in flight at a kill (an `I` line with no `OK`: they may or may not
     // have happened), per key, since the key's last acknowledged write.
     let mut in_flight: HashMap<String, Vec<TtlState>> = HashMap::new();
     let mut pending: Option<(String, TtlState)> = None;
-    for line in log.lines() {
+    for line in kvshm_tests::whole_lines(&log) {
         let f: Vec<&str> = line.split(' ').collect();
         match f.as_slice() {
             ["I", k, v, lo, ttl] => {
@@ -629,6 +630,9 @@ fn ttl_writer(c: Client, id: u64, log_path: &str, evicting: bool) {
         .append(true)
         .open(log_path)
         .expect("log");
+    if log_torn {
+        f.write_all(b"\n").unwrap(); // end the line a kill cut, so ours stand alone
+    }
     let mut rng = Rng::new(std::process::id() as u64 ^ id);
     let mut n = 0u64;
     loop {
@@ -637,14 +641,14 @@ fn ttl_writer(c: Client, id: u64, log_path: &str, evicting: bool) {
         let op = rng.below(10);
         let lo = kvshm::now_ms();
         if op == 0 {
-            f.write_all(format!("I {key} - {lo} 0\n").as_bytes())
+            f.write_all(format!("I {key} - {lo} 0{END}").as_bytes())
                 .unwrap();
             c.remove(key.as_bytes()).unwrap();
-            f.write_all(format!("OK {} 0\n", kvshm::now_ms()).as_bytes())
+            f.write_all(format!("OK {} 0{END}", kvshm::now_ms()).as_bytes())
                 .unwrap();
         } else {
             let ttl = if op < 6 { 30 + rng.below(270) } else { 0 };
-            f.write_all(format!("I {key} {n} {lo} {ttl}\n").as_bytes())
+            f.write_all(format!("I {key} {n} {lo} {ttl}{END}").as_bytes())
                 .unwrap();
             let value = if evicting {
                 format!("{n}:{}", "p".repeat(pad))
@@ -657,7 +661,7 @@ fn ttl_writer(c: Client, id: u64, log_path: &str, evicting: bool) {
                 c.put_with_ttl(key.as_bytes(), value.as_bytes(), Duration::from_millis(ttl))
                     .unwrap();
             }
-            f.write_all(format!("OK {} {ttl}\n", kvshm::now_ms()).as_bytes())
+            f.write_all(format!("OK {} {ttl}{END}", kvshm::now_ms()).as_bytes())
                 .unwrap();
         }
         if n % 200 == 0 {
