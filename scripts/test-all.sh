@@ -24,5 +24,6 @@ gate cluster.sh
 gate loom.sh
 gate bench-smoke.sh
 gate demo.sh
+gate windows.sh
 gate shm-leak.sh check "$leak_base"
 echo "== all tests passed"

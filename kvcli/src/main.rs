@@ -42,7 +42,7 @@ struct Cli {
         global = true
     )]
     name: String,
-    /// Directory of the store file (default /dev/shm).
+    /// Directory of the store file (default /dev/shm; on Windows %LOCALAPPDATA%\kvshm).
     #[arg(long, env = "KVSHM_DIR", global = true)]
     dir: Option<PathBuf>,
     /// Print keys and values as raw bytes, not escaped.

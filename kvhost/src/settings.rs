@@ -12,7 +12,7 @@ pub struct RunArgs {
     /// Store name (default `default`).
     #[arg(long, env = "KVSHM_NAME")]
     pub name: Option<String>,
-    /// Directory of the store file (default /dev/shm).
+    /// Directory of the store file (default /dev/shm; on Windows %LOCALAPPDATA%\kvshm).
     #[arg(long, env = "KVSHM_DIR")]
     pub dir: Option<PathBuf>,
     /// TOML file with any of these settings (flags override it).

@@ -145,7 +145,7 @@ typedef struct {
    */
   uint32_t mode;
   /**
-   * Directory of the store file; NULL for the default (`$KVSHM_DIR` or /dev/shm).
+   * Directory of the store file; NULL for the default (`$KVSHM_DIR`, else /dev/shm; on Windows %LOCALAPPDATA%\kvshm).
    */
   const char *dir;
 } kvshm_config;

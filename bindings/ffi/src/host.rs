@@ -22,7 +22,7 @@ pub struct kvshm_config {
     pub stripes: u32,
     /// Permission bits of the store file (e.g. 0600).
     pub mode: u32,
-    /// Directory of the store file; NULL for the default (`$KVSHM_DIR` or /dev/shm).
+    /// Directory of the store file; NULL for the default (`$KVSHM_DIR`, else /dev/shm; on Windows %LOCALAPPDATA%\kvshm).
     pub dir: *const c_char,
 }
 

@@ -271,9 +271,16 @@ pub fn rename_durable(from: &Path, to: &Path, _dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Remove the store file (processes that still map it keep their view).
+/// Remove the store file, freeing its name at once as `unlink` does: Windows keeps the name
+/// of a deleted file until its last handle closes (and Wine even lets it be opened again), so
+/// the file is first renamed aside (`.removed-<name>-<random>`, possible because every handle
+/// shares delete access), then deleted. Processes that still map it keep their view; the
+/// file goes when the last one closes it.
 pub fn remove_file(path: &Path) -> Result<()> {
-    std::fs::remove_file(path).map_err(|e| path_err(e, path))
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let aside = path.with_file_name(format!(".removed-{name}-{:016x}", random_u64()));
+    std::fs::rename(path, &aside).map_err(|e| path_err(e, path))?;
+    std::fs::remove_file(&aside).map_err(|e| path_err(e, &aside))
 }
 
 /// Read `buf.len()` bytes at `off`.
