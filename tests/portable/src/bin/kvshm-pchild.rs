@@ -3,6 +3,7 @@
 //! - `fill DIR NAME PREFIX N`: put `PREFIX<i>` = `v<i>` for i < N;
 //! - `check DIR NAME PREFIX N`: every `PREFIX<i>` holds `v<i>` (exit 1 if not);
 //! - `incr DIR NAME KEY N`: N increments of KEY;
+//! - `incr-sync DIR NAME KEY N`: increments `ready`, waits for key `go`, then N increments;
 //! - `writer DIR NAME W ACKS`: writer W puts `key(W, i)` = `value(W, i)` for i = 0, 1, ...
 //!   forever, appending i to ACKS after each put returned; a restarted writer first checks
 //!   its keys against its acknowledgements and continues after the last one.
@@ -41,6 +42,16 @@ fn main() {
             }
         }
         "incr" => {
+            for _ in 0..a[5].parse::<u64>().expect("N") {
+                c.incr(a[4].as_bytes(), 1).expect("incr");
+            }
+        }
+        "incr-sync" => {
+            // Say ready, wait for `go`, then increment: the bench times only the increments.
+            c.incr(b"ready", 1).expect("incr");
+            while c.get(b"go").expect("get").is_none() {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
             for _ in 0..a[5].parse::<u64>().expect("N") {
                 c.incr(a[4].as_bytes(), 1).expect("incr");
             }
