@@ -40,22 +40,22 @@ cargo clippy --target "$target" -p kvshm -p kvhost -p kvcli -p kvshm-ffi -p kvsh
   --all-targets -- -D warnings
 bash scripts/build-windows.sh debug
 root="$PWD"
-built="$root/target/$target/debug"
 dist="$root/target/windows/debug"
 export WINEPREFIX="$root/target/wine-prefix" WINEDEBUG=-all
-export KVSHM_WINE_SHIM="$built/bcryptprimitives.dll"
-x86_64-w64-mingw32-gcc -shared -O2 -o "$KVSHM_WINE_SHIM" ci/windows/bcryptprimitives.c -ladvapi32
-mkdir -p "$built/deps"
-cp "$KVSHM_WINE_SHIM" "$built/deps/"
-cp "$KVSHM_WINE_SHIM" "$dist/"
+shim="$root/target/bcryptprimitives.dll"
+x86_64-w64-mingw32-gcc -shared -O2 -o "$shim" ci/windows/bcryptprimitives.c -ladvapi32
+cp "$shim" "$dist/"
 stop_wine() { wineserver -k 2>/dev/null || true; }
 trap stop_wine EXIT
 wine cmd /c exit 2>/dev/null || true # create the prefix once, quietly
 echo "wine: $(wine --version)"
 
 echo "-- 1. kvshm unit tests and portable cross-process tests under Wine"
-CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$root/ci/windows/wine-run.sh" \
-  cargo test --target "$target" -p kvshm -p kvshm-portable-tests
+bash ci/windows/test.sh -p kvshm -p kvshm-portable-tests
+echo "   what a contended lock costs here (polling waits; docs/ARCHITECTURE.md, Windows):"
+cargo build --release --target "$target" -p kvshm-portable-tests
+cp "$shim" "$root/target/$target/release/"
+timeout 300 wine "$root/target/$target/release/kvshm-pbench.exe" 200000
 
 echo "-- 2. the C test program (mingw, kvshm.dll) under Wine"
 work="$(mktemp -d)"
@@ -63,7 +63,7 @@ trap 'stop_wine; rm -rf "$work"' EXIT
 x86_64-w64-mingw32-gcc -std=c11 -Wall -Wextra -Werror -O1 -I bindings/ffi/include \
   bindings/ffi/tests/c/test_kvshm_windows.c -L "$dist" -l:libkvshm.dll.a \
   -o "$work/test_kvshm_windows.exe"
-cp "$dist/kvshm.dll" "$KVSHM_WINE_SHIM" "$work/"
+cp "$dist/kvshm.dll" "$shim" "$work/"
 timeout 300 wine "$work/test_kvshm_windows.exe" "c-windows-$$"
 
 echo "-- 3. kvhost.exe and kvcli.exe end to end under Wine"

@@ -215,9 +215,23 @@ fn a_host_restart_keeps_the_data() {
         Some(&b"across restarts"[..])
     );
     assert_verified(&h);
+    // Release frees the name at once, also while a client still maps the store (it keeps
+    // its view, as after unlink); a new store of that name can be created.
+    let still = Client::open_in(&t.dir, &t.name).unwrap();
     h.release().unwrap();
     assert!(
-        Client::open_in(&t.dir, &t.name).is_err(),
+        matches!(
+            Client::open_in(&t.dir, &t.name),
+            Err(kvshm::Error::NotFound { .. })
+        ),
         "released, yet still there"
     );
+    assert_eq!(
+        still.get(b"kept").unwrap().as_deref(),
+        Some(&b"across restarts"[..])
+    );
+    let again = host(&t);
+    assert_eq!(again.get(b"kept").unwrap(), None);
+    drop(still);
+    again.release().unwrap();
 }
