@@ -125,6 +125,53 @@ fn a_client_terminated_inside_a_put_is_recovered_by_another_process() {
     h.release().unwrap();
 }
 
+/// Every crash point that a workload of every kind of write reaches (growth, replacements,
+/// removes, batches, increments, expiry, a span, a reclaim pass, eviction: the child's
+/// `workload`), at its first and third hit: the child is terminated there, then another
+/// process recovers it, the store verifies clean and every stripe takes a write (no lock left
+/// held). The Linux matrix (`tests/tests/crash_points.rs`) checks the data of each operation
+/// besides; this one runs wherever std does, Windows included.
+#[test]
+fn a_client_terminated_at_any_crash_point_is_recovered() {
+    let mut t = TestDir::new("points");
+    let mut reached = Vec::new();
+    for point in kvshm::crash::CRASH_POINTS {
+        for hit in [1, 3] {
+            let h = Host::create(
+                &t.name,
+                &Config::default()
+                    .dir(&t.dir)
+                    .stripes(16)
+                    .initial_size(0)
+                    .max_size(16 << 20),
+            )
+            .expect("create store");
+            let at = format!("{point}@{hit}");
+            let c = t.spawn(CHILD, &["workload"], &[("KVSHM_CRASH_AT", &at)]);
+            let st = t.wait(c, LIMIT);
+            if st.success() {
+                h.release().unwrap();
+                continue; // not reached by this workload
+            }
+            assert!(killed_at_crash_point(st), "{at}: child ended with {st:?}");
+            reached.push(at.clone());
+            h.recover_dead_clients().unwrap();
+            let r = h.verify().unwrap();
+            assert!(r.is_ok(), "{at}: verify: {:#?}", r.problems);
+            for i in 0..256u32 {
+                h.put(format!("after-{i}").as_bytes(), b"ok").unwrap();
+            }
+            assert_verified(&h);
+            h.release().unwrap();
+        }
+    }
+    eprintln!(
+        "{} crash points reached and recovered: {reached:?}",
+        reached.len()
+    );
+    assert!(reached.len() >= 40, "only {} points reached", reached.len());
+}
+
 /// Two writer processes are terminated at random moments (SIGKILL / `TerminateProcess`) and
 /// restarted, each time checking every key it wrote against its acknowledgements; at the
 /// end every key holds its last acknowledged value (or the put in flight at the last kill)

@@ -4,6 +4,9 @@
 //! - `check DIR NAME PREFIX N`: every `PREFIX<i>` holds `v<i>` (exit 1 if not);
 //! - `incr DIR NAME KEY N`: N increments of KEY;
 //! - `incr-sync DIR NAME KEY N`: increments `ready`, waits for key `go`, then N increments;
+//! - `workload DIR NAME`: one pass over every kind of write (growth, replacements, removes,
+//!   batches, increments, expiry, a span, a reclaim pass, eviction), so that a test that sets
+//!   `KVSHM_CRASH_AT` reaches most crash points;
 //! - `writer DIR NAME W ACKS`: writer W puts `key(W, i)` = `value(W, i)` for i = 0, 1, ...
 //!   forever, appending i to ACKS after each put returned; a restarted writer first checks
 //!   its keys against its acknowledgements and continues after the last one.
@@ -57,6 +60,7 @@ fn main() {
             }
         }
         "writer" => writer(&c, a[4].parse().expect("W"), &a[5]),
+        "workload" => workload(&c),
         m => {
             eprintln!("pchild: unknown mode {m}");
             std::process::exit(2)
@@ -91,5 +95,49 @@ fn writer(c: &kvshm::Client, w: u64, acks: &str) {
     for i in next.. {
         c.put(&key(w, i), &value(w, i)).expect("put");
         writeln!(f, "{i}").expect("ack");
+    }
+}
+
+fn workload(c: &kvshm::Client) {
+    let val = |i: u64, base: u64| vec![b'a' + (i % 26) as u8; (base + (i * 37) % 600) as usize];
+    for i in 0..3000u64 {
+        c.put(format!("k{i}").as_bytes(), &val(i, 1)).expect("put");
+    }
+    for i in (0..3000u64).step_by(3) {
+        c.put(format!("k{i}").as_bytes(), &val(i, 700))
+            .expect("replace");
+    }
+    for i in (0..3000u64).step_by(5) {
+        c.remove(format!("k{i}").as_bytes()).expect("remove");
+    }
+    let batch: Vec<(Vec<u8>, Vec<u8>)> = (0..20u64)
+        .map(|i| (format!("b{i}").into_bytes(), val(i, 10)))
+        .collect();
+    c.put_many(&batch).expect("put_many");
+    let keys: Vec<&[u8]> = batch.iter().map(|(k, _)| k.as_slice()).collect();
+    c.get_many(&keys).expect("get_many");
+    c.remove_many(&keys).expect("remove_many");
+    for _ in 0..50 {
+        c.incr(b"ctr", 1).expect("incr");
+    }
+    for i in 0..200u64 {
+        c.put_with_ttl(
+            format!("t{i}").as_bytes(),
+            b"x",
+            std::time::Duration::from_millis(1),
+        )
+        .expect("put_with_ttl");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    c.expire_pass().expect("expire_pass");
+    c.put(b"span", &vec![7u8; 600 << 10]).expect("span");
+    c.remove(b"span").expect("remove span");
+    // A file system that cannot punch holes (Wine) reports it; the pass still ran.
+    let _ = c.reclaim_pass(0);
+    let _ = c.reclaim_pass(0);
+    c.set_eviction(kvshm::Policy::AllKeysLru).expect("eviction");
+    for i in 0..30_000u64 {
+        c.put(format!("e{i}").as_bytes(), &val(i, 400))
+            .expect("put under eviction");
     }
 }
