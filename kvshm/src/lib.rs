@@ -46,7 +46,9 @@ mod sync;
 mod txn;
 mod verify;
 
-pub use client::{parse_i64, Change, Client, Entry, Policy, Record, Ttl, WaitResult, Watch, Write};
+pub use client::{
+    format_i64, parse_i64, Change, Client, Entry, Policy, Record, Ttl, WaitResult, Watch, Write,
+};
 pub use config::{default_dir, parse_duration, Config, MAX_KEY_LIMIT, MAX_VALUE_LIMIT};
 pub use error::{Error, ErrorCode, Result};
 pub use host::Host;

@@ -243,9 +243,11 @@ pub(crate) fn copy_words_out(words: &[AtomicU64], len: usize, out: &mut Vec<u8>)
     }
     let full = len / 8;
     for (w, d) in words[..full].iter().zip(dst.chunks_exact_mut(8)) {
-        for (b, v) in d.iter_mut().zip(w.load(Ordering::Relaxed).to_le_bytes()) {
-            b.write(v);
-        }
+        let bytes = w.load(Ordering::Relaxed).to_le_bytes();
+        // SAFETY: `d` is 8 bytes of `out`'s spare capacity (`chunks_exact_mut(8)`), writable
+        // and disjoint from the mapping; one unaligned 8-byte store initialises exactly them
+        // (a byte loop here cost ~8 instructions per byte).
+        unsafe { d.as_mut_ptr().cast::<[u8; 8]>().write_unaligned(bytes) };
     }
     let rest = len % 8;
     if rest != 0 {

@@ -175,6 +175,14 @@ impl<'d> Db<'d> {
                     expires_at: h.expires_at,
                 }))?;
                 let (max_key, max_value) = c.limits();
+                // The overlay holds values as bytes.
+                let change = match change {
+                    Change::PutInt { value, expires_at } => Change::Put {
+                        value: value.to_string().into_bytes(),
+                        expires_at,
+                    },
+                    other => other,
+                };
                 match change {
                     Change::Keep => {}
                     Change::Put { value, expires_at } => {
@@ -199,6 +207,7 @@ impl<'d> Db<'d> {
                             }),
                         )
                     }
+                    Change::PutInt { .. } => unreachable!("made a Put above"),
                     Change::SetExpiry(at) => {
                         if let Some(mut h) = cur {
                             h.expires_at = at;

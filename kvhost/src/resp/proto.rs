@@ -364,9 +364,10 @@ impl Out {
     }
 
     fn num(&mut self, prefix: u8, n: i64) {
+        let mut digits = [0u8; 20];
         self.buf.push(prefix);
-        let mut b = itoa_buf(n);
-        self.buf.append(&mut b);
+        self.buf
+            .extend_from_slice(kvshm::format_i64(n, &mut digits));
         self.buf.extend_from_slice(b"\r\n");
     }
 
@@ -455,10 +456,6 @@ impl Out {
             }
         }
     }
-}
-
-fn itoa_buf(n: i64) -> Vec<u8> {
-    n.to_string().into_bytes()
 }
 
 /// A double as Redis prints one: integers without a fraction, `inf`/`-inf`, else the

@@ -49,6 +49,14 @@ pub enum Change {
         /// Its expiry.
         expires_at: Option<u64>,
     },
+    /// Store the integer `value` as decimal ASCII (what `incr` stores), expiring at
+    /// `expires_at`: a counter's update without allocating its new value.
+    PutInt {
+        /// The new value.
+        value: i64,
+        /// Its expiry.
+        expires_at: Option<u64>,
+    },
     /// Keep the value and its version; set the expiry (`None`: persist). No-op if absent.
     SetExpiry(Option<u64>),
     /// Remove the key.
@@ -126,6 +134,9 @@ impl Client {
                 Change::Keep => Decision::Keep,
                 Change::Put { value, expires_at } => {
                     Decision::Put(value, keep_bits | meta_of(expires_at)?)
+                }
+                Change::PutInt { value, expires_at } => {
+                    Decision::PutInt(value, keep_bits | meta_of(expires_at)?)
                 }
                 Change::SetExpiry(at) => match cur {
                     Some(_) => Decision::Touch(keep_bits | meta_of(at)?),

@@ -35,7 +35,7 @@ mod write;
 pub use entry::{Change, Entry, Record, Watch, Write};
 pub use evict::Policy;
 pub use expiry::Ttl;
-pub use versioned::{parse_i64, WaitResult};
+pub use versioned::{format_i64, parse_i64, WaitResult};
 
 pub(crate) use write::WriteOp;
 

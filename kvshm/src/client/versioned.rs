@@ -25,6 +25,9 @@ pub(super) enum Decision {
     Keep,
     /// Store this value with this meta word (expiry; 0 = none).
     Put(Vec<u8>, u64),
+    /// Store this integer as decimal ASCII with this meta word (a counter's update: formatted
+    /// on the stack, no allocation).
+    PutInt(i64, u64),
     /// Keep the value, set the meta word (expiry) in place.
     Touch(u64),
     /// Remove the key.
@@ -175,14 +178,20 @@ impl Client {
         self.st.check_limits(key, None)?;
         Ok(self
             .modify(key, |cur| {
+                // (No `ok_or(Error::..)`: it built and dropped an `Error` on every call.)
                 let old = match cur {
-                    Some(c) => parse_i64(c.value).ok_or(Error::NotAnInteger)?,
+                    Some(c) => match parse_i64(c.value) {
+                        Some(n) => n,
+                        None => return Err(Error::NotAnInteger),
+                    },
                     None => 0,
                 };
-                let new = old.checked_add(delta).ok_or(Error::Overflow)?;
+                let Some(new) = old.checked_add(delta) else {
+                    return Err(Error::Overflow);
+                };
                 // Keeps the key's TTL (Redis's INCR).
                 let meta = cur.map_or(0, |c| c.meta);
-                Ok((Decision::Put(new.to_string().into_bytes(), meta), new))
+                Ok((Decision::PutInt(new, meta), new))
             })?
             .0)
     }
@@ -403,10 +412,16 @@ impl Client {
                     }
                     None => None,
                 },
-                Decision::Put(v, meta) => {
-                    self.st.check_limits(key, Some(&v))?;
+                Decision::Put(_, meta) | Decision::PutInt(_, meta) => {
+                    let mut digits = [0u8; 20];
+                    let v: &[u8] = match &d {
+                        Decision::Put(v, _) => v,
+                        Decision::PutInt(n, _) => format_i64(*n, &mut digits),
+                        _ => unreachable!("matched above"),
+                    };
+                    self.st.check_limits(key, Some(v))?;
                     if let Some(rec) = found {
-                        if index::update_in_place(txn, s, rec, &v, meta)? {
+                        if index::update_in_place(txn, s, rec, v, meta)? {
                             counts[0].1 = 1;
                             counts[1].1 = v.len() as u64;
                             out = Some((t, Some(self.st.record_version(rec)?)));
@@ -414,7 +429,7 @@ impl Client {
                         }
                     }
                     let rec = txn.alloc(record_size(key.len() as u64, v.len() as u64))?;
-                    write_record(&self.st, rec, key, &v, meta)?;
+                    write_record(&self.st, rec, key, v, meta)?;
                     index::put(txn, s, hash, key, rec, v.len())?;
                     counts[0].1 = 1;
                     counts[1].1 = v.len() as u64;
@@ -463,6 +478,17 @@ pub fn parse_i64(v: &[u8]) -> Option<i64> {
         [b'1'..=b'9', ..] => {}
         _ => return None,
     }
+    if digits.len() <= 18 {
+        // At most 10^18 - 1: no overflow possible, no checks per digit.
+        let mut n: i64 = 0;
+        for &d in digits {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + i64::from(d - b'0');
+        }
+        return Some(if neg { -n } else { n });
+    }
     let mut n: i64 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {
@@ -479,9 +505,45 @@ pub fn parse_i64(v: &[u8]) -> Option<i64> {
     Some(n)
 }
 
+/// `n` in decimal ASCII (what [`Client::incr`] stores and [`parse_i64`] reads), written at
+/// the end of `buf` (20 bytes hold every i64), two digits at a time, without allocating.
+///
+/// ```
+/// let mut buf = [0u8; 20];
+/// assert_eq!(kvshm::format_i64(-42, &mut buf), b"-42");
+/// ```
+pub fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut u = n.unsigned_abs();
+    let mut i = buf.len();
+    while u >= 100 {
+        let r = (u % 100) as usize * 2;
+        u /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[r..r + 2]);
+    }
+    if u >= 10 {
+        let r = u as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[r..r + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + u as u8;
+    }
+    if n < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{parse_i64, WaitResult};
+    use super::{format_i64, parse_i64, WaitResult};
     use crate::tests::TestStore;
     use crate::{Config, Error};
     use std::time::{Duration, Instant};
@@ -770,8 +832,33 @@ mod tests {
             ("1.5", None),
             ("abc", None),
             ("000000000000000000001", None),
+            ("999999999999999999", Some(999_999_999_999_999_999)),
+            ("-999999999999999999", Some(-999_999_999_999_999_999)),
+            ("1000000000000000000", Some(1_000_000_000_000_000_000)),
+            ("12345678901234567x", None),
+            ("1234567890123456789x", None),
         ] {
             assert_eq!(parse_i64(s.as_bytes()), want, "{s:?}");
+        }
+    }
+
+    /// The stack formatter writes what `to_string` does, and parses back, for every length
+    /// and both signs.
+    #[test]
+    fn format_i64_is_to_string() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut cases = vec![0, 1, -1, 9, -9, 10, -10, i64::MAX, i64::MIN, i64::MIN + 1];
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push((x as i64) >> (x % 63));
+        }
+        for n in cases {
+            let mut buf = [0u8; 20];
+            let s = format_i64(n, &mut buf);
+            assert_eq!(s, n.to_string().as_bytes());
+            assert_eq!(parse_i64(s), Some(n));
         }
     }
 }

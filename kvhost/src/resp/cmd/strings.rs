@@ -305,14 +305,20 @@ pub fn msetnx(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
 
 fn incr_by(cx: &mut Ctx<'_, '_>, key: &[u8], delta: i64) {
     let r = cx.db.modify(key, |cur| {
+        // (No `ok_or(Error::..)`: it built and dropped an `Error` on every call.)
         let old = match cur {
-            Some(e) => parse_int(e.value).ok_or(Error::NotAnInteger)?,
+            Some(e) => match parse_int(e.value) {
+                Some(n) => n,
+                None => return Err(Error::NotAnInteger),
+            },
             None => 0,
         };
-        let new = old.checked_add(delta).ok_or(Error::Overflow)?;
+        let Some(new) = old.checked_add(delta) else {
+            return Err(Error::Overflow);
+        };
         Ok((
-            Change::Put {
-                value: new.to_string().into_bytes(),
+            Change::PutInt {
+                value: new,
                 expires_at: cur.and_then(|e| e.expires_at),
             },
             new,
