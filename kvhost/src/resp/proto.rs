@@ -167,10 +167,30 @@ impl Parser {
         if line_end > self.start && buf[line_end - 1] == b'\r' {
             line_end -= 1;
         }
-        let args = split_args(&buf[self.start..line_end])
-            .ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
-        let empty = args.is_empty();
+        let line = &buf[self.start..line_end];
         self.args.clear();
+        if !line.iter().any(|&b| b == b'"' || b == b'\'') {
+            // No quotes: the words are ranges of the buffer, as a multibulk's arguments are
+            // (what `split_args` gives, without allocating per word).
+            self.inline_args = None;
+            let mut i = 0;
+            while i < line.len() {
+                if is_space(line[i]) {
+                    i += 1;
+                    continue;
+                }
+                let from = i;
+                while i < line.len() && !is_space(line[i]) {
+                    i += 1;
+                }
+                self.args.push(self.start + from..self.start + i);
+            }
+            let empty = self.args.is_empty();
+            return Ok(self.done(nl + 1, empty));
+        }
+        let args =
+            split_args(line).ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
+        let empty = args.is_empty();
         self.inline_args = Some(args);
         Ok(self.done(nl + 1, empty))
     }
@@ -557,6 +577,37 @@ mod tests {
             Some(vec![b"a\0b".to_vec(), vec![0]])
         );
         assert_eq!(s("a\x0bb"), Some(vec![b"a".to_vec(), b"b".to_vec()]));
+    }
+
+    /// An inline line without quotes is split into buffer ranges, not by `split_args`: both
+    /// give the same words (random lines of words, spaces of every kind, NULs, binary bytes).
+    #[test]
+    fn unquoted_inline_lines_split_as_split_args_does() {
+        let alphabet: &[u8] = b"ab \t\x0b\x0c\0\xff\\xPING";
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..5_000 {
+            let mut line = Vec::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for k in 0..(x % 24) {
+                line.push(alphabet[((x >> (k % 50)) as usize + k as usize * 7) % alphabet.len()]);
+            }
+            let mut frame = line.clone();
+            frame.extend_from_slice(b"\r\n");
+            let mut p = Parser::default();
+            let parsed = p.parse(&frame, &L).unwrap();
+            let want = split_args(&line).unwrap();
+            let got = p.take_args(&frame);
+            match parsed {
+                Parsed::Empty { .. } => assert!(want.is_empty(), "{line:?}"),
+                Parsed::Command { end } => {
+                    assert_eq!(end, frame.len());
+                    assert_eq!(got, want, "{line:?}");
+                }
+                other => panic!("{line:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
