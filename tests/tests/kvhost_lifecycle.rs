@@ -248,6 +248,10 @@ fn a_released_store_comes_back_from_its_snapshot() {
     );
     assert!(!f.store.path().exists());
     let host = f.host();
+    // kvhost creates the store (and is seen hosting it) before it loads the snapshot into
+    // it: a client that attaches in between sees it partly loaded (a known gap, in the
+    // session 8 note; CI once attached before the load). Wait for the load.
+    f.assert_logged(&["loaded snapshot"]);
     let me = f.client();
     f.assert_filled(&me);
     drop(me);
