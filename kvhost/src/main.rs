@@ -495,26 +495,34 @@ fn open_or_create(s: &Settings, path: &Path) -> Result<Host, ExitCode> {
         }
         return Ok(host);
     }
-    let host = Host::create(&s.name, &s.config).map_err(|e| fail("cannot create the store", &e))?;
-    log::info!("created {}", path.display());
-    if let Some(snap) = s.snapshot.as_ref().filter(|p| p.exists()) {
-        let t = Instant::now();
-        match host.load_file(snap, false, |_| {}) {
-            Ok(info) => log::info!(
-                "loaded snapshot {}: {} keys, {} in {:?}",
+    let Some(snap) = s.snapshot.as_ref().filter(|p| p.exists()) else {
+        let host =
+            Host::create(&s.name, &s.config).map_err(|e| fail("cannot create the store", &e))?;
+        log::info!("created {}", path.display());
+        return Ok(host);
+    };
+    // Loaded under a hidden name and put in place whole: no client sees it half loaded.
+    let t = Instant::now();
+    let loaded = Host::create_filled(&s.name, &s.config, |host| {
+        host.load_file(snap, false, |_| {})
+    });
+    match loaded {
+        Ok((host, info)) => {
+            log::info!(
+                "loaded snapshot {} into new store {}: {} keys, {} in {:?}",
                 snap.display(),
+                path.display(),
                 info.keys,
                 kvshm::human_bytes(info.value_bytes),
                 t.elapsed()
-            ),
-            Err(e) => {
-                let code = fail(&format!("cannot load snapshot {}", snap.display()), &e);
-                let _ = host.release();
-                return Err(code);
-            }
+            );
+            Ok(host)
         }
+        Err(e) => Err(fail(
+            &format!("cannot create the store from snapshot {}", snap.display()),
+            &e,
+        )),
     }
-    Ok(host)
 }
 
 /// Write a snapshot; returns whether it was written (a failure is logged).

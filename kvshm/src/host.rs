@@ -42,6 +42,51 @@ impl Host {
         })
     }
 
+    /// Create store `name` with its first contents: the store is formatted under a hidden
+    /// name in the same directory (`.kvshm.<name>.loading-<pid>-<random>`, which no client
+    /// opens), `fill` runs with this host (e.g. loading a snapshot), and only then does the
+    /// store get its name, with a rename that never replaces an existing file
+    /// (`AlreadyExists` if another store took the name meanwhile). A client therefore sees
+    /// either no store or the whole of it, never a store half loaded. If `fill` fails or the
+    /// process dies, the hidden file is removed (by the next call for this name, if the
+    /// process died: a leftover nobody hosts).
+    pub fn create_filled<T>(
+        name: &str,
+        cfg: &Config,
+        fill: impl FnOnce(&Host) -> Result<T>,
+    ) -> Result<(Host, T)> {
+        let path = segment::store_path(&cfg.dir, name)?;
+        if path.exists() {
+            return Err(Error::AlreadyExists {
+                path: path.display().to_string(),
+            });
+        }
+        remove_abandoned_loads(&cfg.dir, name);
+        let hidden = cfg.dir.join(format!(
+            ".kvshm.{name}.loading-{}-{:08x}",
+            segment::pid(),
+            segment::random_u64() as u32
+        ));
+        let mut host = Host::adopt(Store::format_at(hidden.clone(), cfg)?).inspect_err(|_| {
+            let _ = segment::remove_file(&hidden);
+        })?;
+        let placed = fill(&host).and_then(|t| {
+            segment::rename_noreplace(&hidden, &path)?;
+            Ok(t)
+        });
+        match placed {
+            Ok(t) => {
+                host.client.st.path = path;
+                log::info!("{} is in place", host.client.path().display());
+                Ok((host, t))
+            }
+            Err(e) => {
+                let _ = segment::remove_file(&hidden);
+                Err(e)
+            }
+        }
+    }
+
     /// Become the host of an existing store in [`default_dir`] (after a host restart):
     /// validates it, recovers clients that died meanwhile, and keeps all data.
     pub fn open_existing(name: &str) -> Result<Host> {
@@ -133,5 +178,31 @@ impl Drop for Host {
             .header()
             .host_pid
             .store(0, Ordering::Relaxed);
+    }
+}
+
+/// Remove the hidden files of earlier [`Host::create_filled`] calls for `name` whose process
+/// died before the store got its name (nobody holds their host lock). Best effort.
+fn remove_abandoned_loads(dir: &Path, name: &str) {
+    let prefix = format!(".kvshm.{name}.loading-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        // Only our own pattern (`<pid>-<hex>`), not another store's longer name.
+        if rest.contains('.') {
+            continue;
+        }
+        let p = e.path();
+        let abandoned = segment::open_file(&p, true)
+            .and_then(|f| segment::ofd_try_lock(&f, segment::HOST_LOCK_BYTE))
+            .unwrap_or(false);
+        if abandoned && segment::remove_file(&p).is_ok() {
+            log::warn!("removed {}, a store abandoned while loading", p.display());
+        }
     }
 }

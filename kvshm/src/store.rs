@@ -131,9 +131,14 @@ fn header_u32(buf: &[u8], off: usize) -> u32 {
 impl Store {
     /// Create and format a new store file. The file is removed again if formatting fails.
     pub fn format(name: &str, cfg: &Config) -> Result<Store> {
+        Store::format_at(segment::store_path(&cfg.dir, name)?, cfg)
+    }
+
+    /// [`Store::format`] at `path` (in `cfg`'s directory; a name that is not a store's, such as
+    /// the hidden one a store is loaded under before it gets its own).
+    pub fn format_at(path: PathBuf, cfg: &Config) -> Result<Store> {
         cfg.validate()?;
         segment::check_dir(&cfg.dir)?;
-        let path = segment::store_path(&cfg.dir, name)?;
         let geo = Geometry::new(cfg.stripes, cfg.max_size)?;
         let file = segment::create_file(&path, cfg.mode)?;
         let made = (|| {

@@ -1086,3 +1086,95 @@ fn in_a_full_store_what_one_client_frees_another_can_use() {
     let r = writer.verify().unwrap();
     assert!(r.is_ok(), "{:#?}", r.problems);
 }
+
+/// Removes the files it holds when dropped (a test's leftovers, even when it fails).
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn files_starting_with(prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn a_store_created_filled_appears_only_whole() {
+    let cfg = Config::default().dir(dir());
+    let name = format!(
+        "unit-filled-{}-{}",
+        std::process::id(),
+        crate::segment::random_u64() % 1_000_000
+    );
+    let path = crate::segment::store_path(&dir(), &name).unwrap();
+    // A load whose process died: formatted under the hidden name, nobody hosts it.
+    let leftover = dir().join(format!(".kvshm.{name}.loading-1-deadbeef"));
+    // Another store's hidden file whose name merely starts like ours is left alone.
+    let other = dir().join(format!(".kvshm.{name}.loading-1-2.loading-3-cafe"));
+    let _cleanup = RemoveOnDrop(vec![leftover.clone(), other.clone(), path.clone()]);
+    drop(crate::store::Store::format_at(leftover.clone(), &cfg).unwrap());
+    drop(crate::store::Store::format_at(other.clone(), &cfg).unwrap());
+
+    let (host, n) = Host::create_filled(&name, &cfg, |h| {
+        for i in 0..2_000u32 {
+            h.put(format!("k{i}").as_bytes(), &i.to_le_bytes())?;
+        }
+        assert!(
+            matches!(Client::open_in(dir(), &name), Err(Error::NotFound { .. })),
+            "the store is visible before it is filled"
+        );
+        Ok(2_000u64)
+    })
+    .unwrap();
+    let t = TestStore {
+        name: name.clone(),
+        host: Some(host),
+    };
+    assert!(!leftover.exists(), "an abandoned load was not removed");
+    assert!(other.exists(), "another store's file was removed");
+    assert_eq!(t.host().path(), path.as_path());
+    let c = t.client();
+    assert_eq!(c.len(), n);
+    assert_eq!(c.get(b"k1999").unwrap().unwrap(), 1999u32.to_le_bytes());
+    // The host lock came along with the rename.
+    assert!(matches!(
+        Host::open_existing_in(dir(), &name),
+        Err(Error::HostRunning { .. })
+    ));
+    assert!(matches!(
+        Host::create_filled(&name, &cfg, |_| Ok(())),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert!(
+        files_starting_with(&format!(".kvshm.{name}.loading-"))
+            == vec![other.file_name().unwrap().to_string_lossy().into_owned()],
+        "a refused creation left a hidden file"
+    );
+
+    // A fill that fails leaves no store and no hidden file.
+    let name2 = format!("{name}-b");
+    let failed = Host::create_filled(&name2, &cfg, |h| {
+        h.put(b"k", b"v")?;
+        Err::<(), _>(Error::InvalidArgument("the snapshot is bad".into()))
+    });
+    assert!(
+        matches!(failed, Err(Error::InvalidArgument(_))),
+        "{failed:?}"
+    );
+    assert!(files_starting_with(&format!("kvshm.{name2}")).is_empty());
+    assert!(files_starting_with(&format!(".kvshm.{name2}.")).is_empty());
+
+    drop(c);
+    let mut t = t;
+    t.host.take().unwrap().release().unwrap();
+    assert!(!path.exists());
+}

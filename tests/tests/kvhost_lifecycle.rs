@@ -248,10 +248,8 @@ fn a_released_store_comes_back_from_its_snapshot() {
     );
     assert!(!f.store.path().exists());
     let host = f.host();
-    // kvhost creates the store (and is seen hosting it) before it loads the snapshot into
-    // it: a client that attaches in between sees it partly loaded (a known gap, in the
-    // session 8 note; CI once attached before the load). Wait for the load.
-    f.assert_logged(&["loaded snapshot"]);
+    // Attach as soon as the host is seen: the store gets its name only once the snapshot is
+    // loaded (a regression of session 8: CI attached before the load and found 0 keys).
     let me = f.client();
     f.assert_filled(&me);
     drop(me);
@@ -292,6 +290,16 @@ fn a_corrupt_snapshot_is_refused_and_leaves_no_store() {
     assert!(
         !f.store.path().exists(),
         "store left behind after a refused snapshot"
+    );
+    let hidden: Vec<_> = std::fs::read_dir(&f.store.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".loading-"))
+        .collect();
+    assert!(
+        hidden.is_empty(),
+        "half-loaded store left behind: {hidden:?}"
     );
 }
 

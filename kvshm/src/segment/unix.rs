@@ -167,6 +167,14 @@ pub fn rename_durable(from: &Path, to: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Give the file at `from` the name `to`, but only if `to` does not exist (`AlreadyExists`
+/// then): a hard link, atomic and never clobbering, then the old name removed. A crash in
+/// between leaves both names on the same file.
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    std::fs::hard_link(from, to).map_err(|e| path_err(e, to))?;
+    std::fs::remove_file(from).map_err(|e| path_err(e, from))
+}
+
 /// Remove the store file.
 pub fn remove_file(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(|e| path_err(e, path))

@@ -271,6 +271,19 @@ pub fn rename_durable(from: &Path, to: &Path, _dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Give the file at `from` the name `to`, but only if `to` does not exist (`AlreadyExists`
+/// then): `MoveFileExW` without `MOVEFILE_REPLACE_EXISTING` (every handle shares delete
+/// access, so an open file can be renamed).
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    let (f, t) = (wide(from.as_os_str()), wide(to.as_os_str()));
+    // SAFETY: both names are NUL-terminated and live across the call.
+    let ok = unsafe { fs::MoveFileExW(f.as_ptr(), t.as_ptr(), fs::MOVEFILE_WRITE_THROUGH) };
+    if ok == 0 {
+        return Err(path_err(io::Error::last_os_error(), to));
+    }
+    Ok(())
+}
+
 /// Remove the store file, freeing its name at once as `unlink` does: Windows keeps the name
 /// of a deleted file until its last handle closes (and Wine even lets it be opened again), so
 /// the file is first renamed aside (`.removed-<name>-<random>`, possible because every handle
