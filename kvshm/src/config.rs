@@ -23,6 +23,7 @@ pub struct Config {
     pub(crate) stripes: u32,
     pub(crate) dir: PathBuf,
     pub(crate) mode: u32,
+    pub(crate) changelog: u64,
 }
 
 impl Default for Config {
@@ -35,6 +36,7 @@ impl Default for Config {
             stripes: 1024,
             dir: default_dir(),
             mode: 0o600,
+            changelog: 0,
         }
     }
 }
@@ -51,6 +53,10 @@ pub fn default_dir() -> PathBuf {
 
 /// Largest value a store may be configured for (1 GiB).
 pub const MAX_VALUE_LIMIT: usize = 1 << 30;
+/// Smallest change log (64 KiB).
+pub const MIN_CHANGELOG: u64 = 64 << 10;
+/// Largest change log (64 GiB).
+pub const MAX_CHANGELOG: u64 = 64 << 30;
 /// Largest key a store may be configured for (64 KiB).
 pub const MAX_KEY_LIMIT: usize = 64 << 10;
 
@@ -97,6 +103,19 @@ impl Config {
     /// The configured stripe count.
     pub fn get_stripes(&self) -> u32 {
         self.stripes
+    }
+    /// Keep a change log of this many bytes in the store (0 = none, the default): every
+    /// committed write of every process is appended to it, in one total order, for a reader
+    /// such as kvhost's replication (`Client::read_changes`). At least
+    /// [`MIN_CHANGELOG`] bytes, rounded up to 4 KiB; the region comes out of `max_size`. A
+    /// store with a change log has `layout_version` 5, which older builds refuse.
+    pub fn changelog(mut self, bytes: u64) -> Self {
+        self.changelog = bytes;
+        self
+    }
+    /// The configured change log size in bytes (0 = none).
+    pub fn get_changelog(&self) -> u64 {
+        self.changelog
     }
     /// The configured initial size in bytes.
     pub fn get_initial_size(&self) -> u64 {
@@ -146,7 +165,12 @@ impl Config {
                 self.mode
             ));
         }
-        let g = Geometry::new(self.stripes, self.max_size)?;
+        if self.changelog != 0 && !(MIN_CHANGELOG..=MAX_CHANGELOG).contains(&self.changelog) {
+            return bad(format!(
+                "the change log must be {MIN_CHANGELOG}..={MAX_CHANGELOG} bytes (or 0 for none)"
+            ));
+        }
+        let g = Geometry::new(self.stripes, self.max_size, self.changelog)?;
         if self.max_size < g.min_committed() {
             return bad(format!(
                 "max_size must be at least {} bytes",
@@ -164,6 +188,9 @@ pub(crate) struct Geometry {
     pub chunk_map_offset: u64,
     pub chunk_count: u64,
     pub slot_page0_offset: u64,
+    /// The change log region (after slot page 0; length 0 = none).
+    pub changelog_offset: u64,
+    pub changelog_len: u64,
     pub chunk_base: u64,
     pub reserve: u64,
 }
@@ -173,12 +200,14 @@ const fn round_up(n: u64, to: u64) -> u64 {
 }
 
 impl Geometry {
-    pub fn new(stripes: u32, max_size: u64) -> Result<Geometry> {
+    pub fn new(stripes: u32, max_size: u64, changelog: u64) -> Result<Geometry> {
         let stripes_offset = HEADER_SIZE;
         let chunk_map_offset = stripes_offset + stripes as u64 * STRIPE_SIZE;
         let max_chunks = max_size / CHUNK_SIZE + 1;
         let slot_page0_offset = round_up(chunk_map_offset + max_chunks * 4, 4096);
-        let chunk_base = round_up(slot_page0_offset + SLOT_PAGE0_SLOTS * SLOT_SIZE, CHUNK_SIZE);
+        let changelog_offset = slot_page0_offset + SLOT_PAGE0_SLOTS * SLOT_SIZE;
+        let changelog_len = round_up(changelog, 4096);
+        let chunk_base = round_up(changelog_offset + changelog_len, CHUNK_SIZE);
         let chunk_count = max_size.saturating_sub(chunk_base) / CHUNK_SIZE;
         if chunk_count < 2 {
             return Err(Error::InvalidArgument(format!(
@@ -191,6 +220,12 @@ impl Geometry {
             chunk_map_offset,
             chunk_count,
             slot_page0_offset,
+            changelog_offset: if changelog_len == 0 {
+                0
+            } else {
+                changelog_offset
+            },
+            changelog_len,
             chunk_base,
             reserve: chunk_base + chunk_count * CHUNK_SIZE,
         })
@@ -240,7 +275,7 @@ mod tests {
     fn default_store_starts_small() {
         let c = Config::default();
         c.validate().unwrap();
-        let g = Geometry::new(c.stripes, c.max_size).unwrap();
+        let g = Geometry::new(c.stripes, c.max_size, 0).unwrap();
         assert!(g.initial_committed(c.initial_size) <= 4 << 20);
         assert!(g.reserve <= c.max_size);
         assert_eq!(g.chunk_base % CHUNK_SIZE, 0);

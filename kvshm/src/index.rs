@@ -223,6 +223,7 @@ pub(crate) fn put(
         .word(rec + RECORD_VERSION_OFFSET)?
         .store(st.next_version(s), R);
     note_expiry(st, s, st.record_meta(rec)?);
+    txn.note_change(crate::changelog::SET, rec);
     if let Some((i, old)) = f.hit {
         let (_, old_len) = st.record_lens(old)?;
         let vb = adjust(st, s, "value bytes", vb, value_len as u64, old_len as u64)?;
@@ -298,6 +299,7 @@ pub(crate) fn update_in_place(
         note_expiry(st, s, meta);
     }
     stripe.value_bytes.store(vb, REL);
+    txn.note_change(crate::changelog::SET, rec);
     Ok(true)
 }
 
@@ -380,6 +382,7 @@ pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Resu
     stripe.value_bytes.store(vb, REL);
     let expired = st.record_expired(rec)?;
     txn.defer_free(rec)?;
+    txn.note_change(crate::changelog::DEL, rec);
     Ok(!expired)
 }
 

@@ -24,6 +24,7 @@
 
 mod alloc;
 mod cache;
+mod changelog;
 mod client;
 mod config;
 #[doc(hidden)]
@@ -46,10 +47,14 @@ mod sync;
 mod txn;
 mod verify;
 
+pub use changelog::{ChangeBatch, ChangeRead, LoggedChange};
 pub use client::{
     format_i64, parse_i64, Change, Client, Entry, Policy, Record, Ttl, WaitResult, Watch, Write,
 };
-pub use config::{default_dir, parse_duration, Config, MAX_KEY_LIMIT, MAX_VALUE_LIMIT};
+pub use config::{
+    default_dir, parse_duration, Config, MAX_CHANGELOG, MAX_KEY_LIMIT, MAX_VALUE_LIMIT,
+    MIN_CHANGELOG,
+};
 pub use error::{Error, ErrorCode, Result};
 pub use host::Host;
 pub use housekeeping::{Housekeeping, ReclaimPass, RECLAIM_PERIOD};

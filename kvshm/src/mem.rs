@@ -164,6 +164,16 @@ impl Mem {
         Ok(&self.words(off, 1)?[0])
     }
 
+    /// The lock word (`sync::lock`) in the low half of the word at `off` (checked): lock words
+    /// outside a struct, such as the change log's.
+    #[inline]
+    pub fn lock_word(&self, off: u64) -> Result<&AtomicU32> {
+        let w = self.word(off)?;
+        // SAFETY: `w` is an 8-aligned word inside the mapping (checked by `words`); its first 4
+        // bytes are 4-aligned and live as long as `&self`; `AtomicU32` has no invalid values.
+        Ok(unsafe { &*(w.as_ptr() as *const AtomicU32) })
+    }
+
     /// Stripe `i` (`i < stripe_count`, checked by the caller's masking; asserted here).
     #[inline]
     pub fn stripe(&self, i: usize) -> &Stripe {

@@ -127,6 +127,8 @@ fn recover(s: &Session<'_>, dead: u32, retire: Retire) -> Result<bool> {
             release_stripes(s, &stripes);
         }
     }
+    // Its change log entry follows the transaction's outcome.
+    crate::changelog::resolve_dead(s.st, ds, state == TXN_COMMITTED)?;
     // After the transaction: a block both logged and still in an entry is LIVE or FREE now.
     release_slot_cache(s, ds, dead)?;
     match retire {
@@ -165,6 +167,7 @@ fn rebuild_allocator(s: &Session<'_>, dead: u32) -> Result<()> {
         alloc.rebuild_spans()?;
         lock::unlock_all(&h.span_lock);
     }
+    crate::changelog::release_lock_of(s.st, dead)?;
     Ok(())
 }
 

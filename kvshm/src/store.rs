@@ -49,6 +49,8 @@ pub(crate) struct Store {
     /// This attachment holds the host lock (it is a `Host`'s): its own liveness probe cannot
     /// see that lock (an OFD lock does not conflict with its own description).
     pub(crate) hosting: std::sync::atomic::AtomicBool,
+    /// The change log, if the store keeps one (`changelog.rs`).
+    pub(crate) clog: Option<ChangelogRegion>,
 }
 
 impl Drop for Store {
@@ -121,6 +123,22 @@ pub(crate) enum Attempt<T> {
     Retry,
 }
 
+/// The change log region of a store (if it has one), checked against the mapping.
+fn changelog_region(mem: &Mem) -> Result<Option<ChangelogRegion>> {
+    let h = mem.header();
+    let off = h.changelog_offset.load(Ordering::Relaxed);
+    let len = h.changelog_len.load(Ordering::Relaxed);
+    if len == 0 {
+        return Ok(None);
+    }
+    let cap = mem.word(off + CLOG_CAP)?.load(Ordering::Relaxed);
+    if len < CLOG_CONTROL_SIZE || cap != len - CLOG_CONTROL_SIZE || cap % 8 != 0 {
+        return Err(Error::corrupt(off, format!("change log capacity {cap}")));
+    }
+    mem.words(off + CLOG_CONTROL_SIZE, cap / 8)?;
+    Ok(Some(ChangelogRegion { off, cap }))
+}
+
 fn header_u64(buf: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(buf[off..off + 8].try_into().expect("8 bytes"))
 }
@@ -139,7 +157,7 @@ impl Store {
     pub fn format_at(path: PathBuf, cfg: &Config) -> Result<Store> {
         cfg.validate()?;
         segment::check_dir(&cfg.dir)?;
-        let geo = Geometry::new(cfg.stripes, cfg.max_size)?;
+        let geo = Geometry::new(cfg.stripes, cfg.max_size, cfg.changelog)?;
         let file = segment::create_file(&path, cfg.mode)?;
         let made = (|| {
             let committed = geo.initial_committed(cfg.initial_size);
@@ -148,7 +166,17 @@ impl Store {
             let mut mem = Mem::new(map);
             let h = mem.header();
             let r = Ordering::Relaxed;
-            h.layout_version.store(LAYOUT_VERSION, r);
+            h.layout_version.store(
+                if geo.changelog_len == 0 {
+                    LAYOUT_VERSION
+                } else {
+                    LAYOUT_VERSION_CHANGELOG
+                },
+                r,
+            );
+            h.changelog_offset.store(geo.changelog_offset, r);
+            h.changelog_len.store(geo.changelog_len, r);
+
             h.header_size.store(HEADER_SIZE as u32, r);
             h.layout_signature.store(layout_signature(), r);
             h.hash_seed.store(segment::random_u64(), r);
@@ -166,7 +194,6 @@ impl Store {
             h.committed_len.store(committed, r);
             h.slot_pages[0].store(geo.slot_page0_offset, r);
             // Everything else (stripes, chunk map, slots, allocator roots) is zero = valid.
-            h.magic.store(MAGIC, Ordering::Release);
             mem.set_regions(
                 committed,
                 geo.stripes_offset,
@@ -174,6 +201,14 @@ impl Store {
                 geo.chunk_map_offset,
                 geo.chunk_count,
             )?;
+            if geo.changelog_len != 0 {
+                // The control block of an empty log (the ring is zero).
+                let o = geo.changelog_offset;
+                mem.word(o + CLOG_CAP)?
+                    .store(geo.changelog_len - CLOG_CONTROL_SIZE, r);
+                mem.word(o + CLOG_NEXT_SEQ)?.store(1, r);
+            }
+            mem.header().magic.store(MAGIC, Ordering::Release);
             Ok(mem)
         })();
         match made {
@@ -207,11 +242,17 @@ impl Store {
             return incompatible("not a kvshm store (bad magic)".into());
         }
         let version = header_u32(&buf, off!(Header, layout_version));
-        if version != LAYOUT_VERSION {
+        if version != LAYOUT_VERSION && version != LAYOUT_VERSION_CHANGELOG {
             return incompatible(format!(
-                "layout version {version}, this build reads {LAYOUT_VERSION}"
+                "layout version {version}, this build reads {LAYOUT_VERSION} and \
+                 {LAYOUT_VERSION_CHANGELOG} (with a change log)"
             ));
         }
+        let changelog_len = if version == LAYOUT_VERSION_CHANGELOG {
+            header_u64(&buf, off!(Header, changelog_len))
+        } else {
+            0
+        };
         if header_u64(&buf, off!(Header, layout_signature)) != layout_signature()
             || header_u32(&buf, off!(Header, header_size)) as u64 != HEADER_SIZE
         {
@@ -223,7 +264,9 @@ impl Store {
         let shift = header_u32(&buf, off!(Header, stripe_shift));
         let max_key = header_u32(&buf, off!(Header, max_key_len)) as usize;
         let max_value = header_u32(&buf, off!(Header, max_value_len)) as usize;
-        let geo = Geometry::new(stripes, reserve).ok();
+        let geo = (changelog_len <= crate::config::MAX_CHANGELOG)
+            .then(|| Geometry::new(stripes, reserve, changelog_len).ok())
+            .flatten();
         let corrupt = |what: &str| Err(Error::corrupt(0, what));
         if !stripes.is_power_of_two() || stripes > MAX_STRIPES || 1u32 << shift != stripes {
             return corrupt("bad stripe count");
@@ -246,6 +289,8 @@ impl Store {
             || header_u64(&buf, off!(Header, chunk_count)) != geo.chunk_count
             || header_u64(&buf, off!(Header, chunk_base)) != geo.chunk_base
             || header_u64(&buf, off!(Header, slot_page0_offset)) != geo.slot_page0_offset
+            || (changelog_len != 0
+                && header_u64(&buf, off!(Header, changelog_offset)) != geo.changelog_offset)
             || committed < geo.min_committed()
         {
             return corrupt("region offsets do not match the geometry");
@@ -267,9 +312,11 @@ impl Store {
         segment::register_fork_fd(&file, Some(mem.map_range()));
         segment::register_fork_fd(&mem_file, None);
         mem.set_file(mem_file);
+        let clog = changelog_region(&mem)?;
         let h = mem.header();
         let r = Ordering::Relaxed;
         Ok(Store {
+            clog,
             seed: h.hash_seed.load(r),
             max_key: h.max_key_len.load(r) as usize,
             max_value: h.max_value_len.load(r) as usize,

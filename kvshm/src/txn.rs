@@ -137,6 +137,11 @@ pub(crate) struct Txn<'s, 'a> {
     n_undo: Cell<usize>,
     n_new: Cell<usize>,
     n_free: Cell<usize>,
+    /// What this transaction changed, for the change log (`(kind, record)`; only collected in
+    /// a store that has one).
+    changes: std::cell::RefCell<Vec<(u64, u64)>>,
+    /// This transaction's entry in the change log, once appended.
+    logged: Cell<Option<crate::changelog::Pending>>,
 }
 
 impl<'s, 'a> Txn<'s, 'a> {
@@ -178,6 +183,8 @@ impl<'s, 'a> Txn<'s, 'a> {
             n_undo: Cell::new(0),
             n_new: Cell::new(0),
             n_free: Cell::new(0),
+            changes: std::cell::RefCell::new(Vec::new()),
+            logged: Cell::new(None),
         })
     }
 
@@ -271,11 +278,35 @@ impl<'s, 'a> Txn<'s, 'a> {
         Ok(())
     }
 
+    /// Note that key of record `rec` now has that record's value (`changelog::SET`), or was
+    /// removed (`changelog::DEL`, `rec` the old record): for the change log, if the store
+    /// keeps one (a no-op otherwise).
+    #[inline]
+    pub(crate) fn note_change(&self, kind: u64, rec: u64) {
+        if self.s.st.clog.is_some() {
+            self.changes.borrow_mut().push((kind, rec));
+        }
+    }
+
+    /// Append what this transaction changed to the change log (if the store has one): the
+    /// last step before [`Txn::commit`], under the stripe locks.
+    pub(crate) fn log_changes(&self) -> Result<()> {
+        if let Some(region) = self.s.st.clog {
+            let changes = self.changes.borrow();
+            self.logged
+                .set(crate::changelog::append(self.s, region, &changes)?);
+        }
+        Ok(())
+    }
+
     /// The commit point: from here on, recovery completes instead of rolling back. The caller
     /// then drops its `StripeWrite`s (publish and unlock) and calls [`Txn::finish`].
     pub(crate) fn commit(&self) {
         self.s.slot.txn_state.store(TXN_COMMITTED, REL);
         crash_point!("txn.committed");
+        if let (Some(region), Some(p)) = (self.s.st.clog, self.logged.take()) {
+            crate::changelog::mark(self.s, region, p, true);
+        }
         // Under an LRU eviction policy a new record starts referenced, as a read would leave
         // it: a write is a use, and CLOCK then keeps it for one turn of the hand.
         let referenced = if eviction_is_lru(self.s.st.mem.header().eviction.load(R)) {
@@ -316,6 +347,9 @@ impl<'s, 'a> Txn<'s, 'a> {
     /// Roll back while still holding `stripes` (seq odd): restore every logged word, then
     /// publish and unlock them, return the new blocks, and end the transaction.
     pub(crate) fn abort(self, stripes: HeldStripes<'a>) -> Result<()> {
+        if let (Some(region), Some(p)) = (self.s.st.clog, self.logged.take()) {
+            crate::changelog::mark(self.s, region, p, false);
+        }
         for i in (0..self.n_undo.get()).rev() {
             let target = self.log.undo[2 * i].load(R);
             let old = self.log.undo[2 * i + 1].load(R);

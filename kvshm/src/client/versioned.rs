@@ -408,6 +408,7 @@ impl Client {
                     Some(rec) => {
                         txn.set(s, rec + RECORD_META_OFFSET, meta)?;
                         index::note_expiry(&self.st, s, meta);
+                        txn.note_change(crate::changelog::SET, rec);
                         cur.map(|(_, v, _)| v)
                     }
                     None => None,

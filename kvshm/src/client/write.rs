@@ -274,7 +274,8 @@ impl Client {
                 txn.log_stripe(s)?;
             }
             op.locked();
-            apply(&txn)
+            apply(&txn)?;
+            txn.log_changes()
         })();
         if let Err(e) = r {
             txn.abort(held)?;

@@ -75,7 +75,12 @@ pub struct Header {
     /// Offset of chunk 0; chunk `i` starts at `chunk_base + i * CHUNK_SIZE`.
     pub chunk_base: AtomicU64,
     pub created_unix: AtomicU64,
-    pub _pad0: [AtomicU64; 3],
+    /// Offset of the change log region (`changelog.rs`; 0 = none: a store without a change
+    /// log, `layout_version` 4). Set only in stores of [`super::LAYOUT_VERSION_CHANGELOG`].
+    pub changelog_offset: AtomicU64,
+    /// Bytes of the change log region (control block and ring).
+    pub changelog_len: AtomicU64,
+    pub _pad0: [AtomicU64; 1],
 
     // ---- line 1: growth and global locks ----
     /// Bytes of the file that are allocated and may be touched. Monotonic; Release after the
@@ -163,6 +168,8 @@ assert_offsets!(Header {
     slot_page0_offset: 80,
     chunk_base: 88,
     created_unix: 96,
+    changelog_offset: 104,
+    changelog_len: 112,
     committed_len: 128,
     growth_count: 136,
     _unused0: 144,

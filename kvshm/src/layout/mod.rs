@@ -17,6 +17,7 @@ macro_rules! assert_offsets {
 }
 
 mod block;
+mod changelog;
 #[cfg(test)]
 mod doc_check;
 mod header;
@@ -24,6 +25,7 @@ mod slot;
 mod stripe;
 
 pub use block::*;
+pub use changelog::*;
 pub use header::*;
 pub use slot::*;
 pub use stripe::*;
@@ -33,6 +35,11 @@ pub const CACHE_LINE: usize = 128;
 
 /// Bumped on any change to a segment type; attach refuses a different version.
 pub const LAYOUT_VERSION: u32 = 4;
+
+/// The `layout_version` of a store with a change log: the same types as [`LAYOUT_VERSION`]
+/// plus the change log region. A build that knows only version 4 refuses such a store, so no
+/// older writer can change it without logging the change.
+pub const LAYOUT_VERSION_CHANGELOG: u32 = 5;
 
 /// `b"KVSHMSEG"` read as a little-endian word. Written last when a store is formatted.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"KVSHMSEG");

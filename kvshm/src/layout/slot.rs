@@ -106,7 +106,13 @@ pub struct Slot {
     pub log_ext: AtomicU64,
     /// Stripe a waiter of this client is blocked on + 1 (diagnostics for `stats`).
     pub waiting_on: AtomicU64,
-    pub _pad0: [AtomicU64; 14],
+    /// Position + 1 in the change log of this client's PENDING entry (0 = none): written
+    /// under the change log lock before the entry is published, cleared after it was marked
+    /// COMMITTED; a recoverer marks it COMMITTED or ABORTED with the transaction's outcome.
+    pub clog_pending: AtomicU64,
+    /// The sequence number of that entry.
+    pub clog_seq: AtomicU64,
+    pub _pad0: [AtomicU64; 12],
     pub undo: [UndoEntry; INLINE_LOG_CAP],
     pub new_blocks: [AtomicU64; INLINE_LOG_CAP],
     pub frees: [FreeEntry; INLINE_LOG_CAP],
@@ -128,6 +134,8 @@ assert_offsets!(Slot {
     n_free: 120,
     log_ext: 128,
     waiting_on: 136,
+    clog_pending: 144,
+    clog_seq: 152,
     undo: 256,
     new_blocks: 2816,
     frees: 4096,

@@ -1,0 +1,631 @@
+//! The change log: an optional ring in the segment to which every committed write of every
+//! process appends what it changed, in one total order (issue 18: replication, live tails).
+//!
+//! Region (`Header::changelog_offset`, `changelog_len`; see docs/layout.md):
+//!
+//! ```text
+//! +0    lock u32 (sync::lock word; innermost lock: nothing is waited for while it is held)
+//! +8    head      monotonic byte position where the next entry goes
+//! +16   tail      monotonic position of the oldest entry still whole (head - tail <= cap)
+//! +24   next_seq  sequence number of the next entry (the first is 1)
+//! +32   cap       bytes of the ring (immutable)
+//! +128  ring[cap] entries at position p live at ring[p % cap]; an entry never wraps
+//! ```
+//!
+//! Entry (8-byte aligned, [`ENTRY_HEADER`] bytes, then its changes):
+//! `w0` = `seq << 2 | status` (PENDING, COMMITTED, ABORTED), or `len << 2 | PAD` for the filler
+//! that skips the end of the ring; `w1` = `len | changes << 32`; `w2` = owner slot | flags << 32
+//! (OVERFLOW: the transaction was too big to log, a reader must start over); `w3` = Unix ms.
+//! Change: `kind | item_len << 8` (SET 1, DEL 2), then the record's own words from its `lens`
+//! on: `lens`, `version`, `meta`, key words and (SET) value words.
+//!
+//! Protocol. A writer appends after its transaction applied everything and before it
+//! commits, still holding its stripe locks (so entries of one key are in commit order, and
+//! the log's order is a total order consistent with it): under the log lock it moves `tail`
+//! past the entries it will overwrite (then a Release fence, as a seqlock writer), writes the
+//! entry with status PENDING and its owner, records position and seq in its slot
+//! (`clog_pending`, `clog_seq`), and publishes it by moving `head` (Release). After its commit
+//! it CASes the status to COMMITTED and clears the slot word. A recoverer of a dead writer
+//! marks a published PENDING entry of it COMMITTED if the transaction had committed, else
+//! ABORTED; an entry the writer did not publish (it died under the log lock) lies beyond
+//! `head` and is overwritten. A reader copies an entry, then (Acquire fence) re-reads `tail`:
+//! if `tail` passed the entry meanwhile the copy may be torn and the reader has lost its place
+//! ([`ChangeRead::Lost`]): it must start over from a full copy of the store.
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+use crate::crash_point;
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::mem::Mem;
+use crate::session::Session;
+use crate::store::Store;
+
+const R: Ordering = Ordering::Relaxed;
+const REL: Ordering = Ordering::Release;
+const ACQ: Ordering = Ordering::Acquire;
+
+/// Bytes of an entry's header.
+pub const ENTRY_HEADER: u64 = 32;
+/// Bytes of a change's header (kind, lens, version, meta).
+pub const CHANGE_HEADER: u64 = 32;
+
+const PAD: u64 = 0;
+const PENDING: u64 = 1;
+const COMMITTED: u64 = 2;
+const ABORTED: u64 = 3;
+
+/// `w2` flag: the transaction's changes were too big to log.
+const OVERFLOW: u64 = 1;
+
+/// Change kinds (`LoggedChange` items, and what a transaction notes in `Txn::note_change`).
+pub(crate) const SET: u64 = 1;
+pub(crate) const DEL: u64 = 2;
+
+pub(crate) type Region = ChangelogRegion;
+
+/// One changed key of a logged transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedChange {
+    pub key: Vec<u8>,
+    /// The new value, or `None`: the key was removed (by a remove, an expiry pass or eviction).
+    pub value: Option<Vec<u8>>,
+    /// Absolute expiry, Unix milliseconds (0 = none).
+    pub expiry_ms: u64,
+    /// The key's version after the change (`Client::get_versioned`).
+    pub version: u64,
+}
+
+/// One committed transaction in the change log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeBatch {
+    /// Its sequence number (1, 2, ... in log order; aborted transactions leave gaps).
+    pub seq: u64,
+    /// Its position in the log; the next batch starts at `next`.
+    pub position: u64,
+    pub next: u64,
+    /// When it was appended (Unix ms, the writer's clock).
+    pub unix_ms: u64,
+    /// Its changes in the order they were made. Empty with `overflow` set: the transaction was
+    /// too big for the log (over half of it), and a reader must start over from a full copy.
+    pub changes: Vec<LoggedChange>,
+    pub overflow: bool,
+}
+
+/// How a [`crate::Client::read_changes`] call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeRead {
+    /// Everything up to `next` (the log's head) was read.
+    UpTo { next: u64 },
+    /// The entry at `next` belongs to a transaction still in progress (or to a writer that
+    /// died and is not recovered yet): read again later from `next`.
+    Waiting { next: u64 },
+    /// The position asked for is no longer in the log (overwritten; `oldest` is the oldest
+    /// position still there): a reader must start over from a full copy of the store.
+    Lost { oldest: u64 },
+}
+
+/// The log's control words.
+struct Control<'a> {
+    lock: &'a AtomicU32,
+    head: &'a AtomicU64,
+    tail: &'a AtomicU64,
+    next_seq: &'a AtomicU64,
+}
+
+impl Region {
+    fn control<'a>(&self, mem: &'a Mem) -> Result<Control<'a>> {
+        Ok(Control {
+            lock: mem.lock_word(self.off + CLOG_LOCK)?,
+            head: mem.word(self.off + CLOG_HEAD)?,
+            tail: mem.word(self.off + CLOG_TAIL)?,
+            next_seq: mem.word(self.off + CLOG_NEXT_SEQ)?,
+        })
+    }
+
+    fn word<'a>(&self, mem: &'a Mem, pos: u64) -> Result<&'a AtomicU64> {
+        mem.word(self.off + CLOG_CONTROL_SIZE + pos % self.cap)
+    }
+
+    fn words<'a>(&self, mem: &'a Mem, pos: u64, bytes: u64) -> Result<&'a [AtomicU64]> {
+        if pos % self.cap + bytes > self.cap {
+            return Err(Error::corrupt(
+                self.off,
+                format!("change log entry of {bytes} bytes at {pos} crosses the ring's end"),
+            ));
+        }
+        mem.words(self.off + CLOG_CONTROL_SIZE + pos % self.cap, bytes / 8)
+    }
+
+    /// Length of the entry at `pos` (whole, under the lock or behind `head`), checked.
+    fn entry_len(&self, mem: &Mem, pos: u64) -> Result<u64> {
+        let w0 = self.word(mem, pos)?.load(R);
+        let len = if w0 & 3 == PAD {
+            w0 >> 2
+        } else {
+            self.word(mem, pos + 8)?.load(R) & 0xffff_ffff
+        };
+        let room = self.cap - pos % self.cap;
+        if len < 8 || len % 8 != 0 || len > room || (w0 & 3 != PAD && len < ENTRY_HEADER) {
+            return Err(Error::corrupt(
+                self.off,
+                format!("change log entry at {pos}: length {len}"),
+            ));
+        }
+        Ok(len)
+    }
+}
+
+/// A logged entry of a transaction, PENDING until [`mark_committed`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pending {
+    pos: u64,
+    seq: u64,
+}
+
+/// Bytes a change of record `rec` takes in an entry.
+fn change_size(st: &Store, kind: u64, rec: u64) -> Result<u64> {
+    let (k, v) = st.record_lens(rec)?;
+    let value = if kind == SET { pad8(v as u64) } else { 0 };
+    Ok(CHANGE_HEADER + pad8(k as u64) + value)
+}
+
+/// Append the changes of the caller's transaction (`(kind, record)` pairs; the records are
+/// intact until the transaction finishes) as a PENDING entry. The caller holds the stripe
+/// locks of every changed key and has not committed yet.
+pub(crate) fn append(
+    s: &Session<'_>,
+    region: Region,
+    changes: &[(u64, u64)],
+) -> Result<Option<Pending>> {
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let st = s.st;
+    let mem = &st.mem;
+    let mut size = ENTRY_HEADER;
+    for &(kind, rec) in changes {
+        size += change_size(st, kind, rec)?;
+    }
+    let overflow = size > region.cap / 2 || changes.len() as u64 > u32::MAX as u64;
+    if overflow {
+        size = ENTRY_HEADER;
+    }
+    let c = region.control(mem)?;
+    let _lock = s.guard_word(c.lock)?;
+    crash_point!("clog.locked");
+    let mut head = c.head.load(R);
+    let mut tail = c.tail.load(R);
+    if tail > head || head - tail > region.cap || head % 8 != 0 {
+        // Damaged control words: start the log afresh (readers find themselves lost).
+        log::error!("change log control words damaged (head {head}, tail {tail}); reset");
+        tail = head.next_multiple_of(8);
+        head = tail;
+    }
+    let phys = head % region.cap;
+    let pad = if phys + size > region.cap {
+        region.cap - phys
+    } else {
+        0
+    };
+    let end = head + pad + size;
+    let mut moved = false;
+    while end - tail > region.cap {
+        tail += region.entry_len(mem, tail)?;
+        moved = true;
+    }
+    if moved {
+        // As a seqlock writer: the new tail is visible before any byte of what it gave up is
+        // overwritten (a reader that copied such bytes then sees the tail past its entry).
+        c.tail.store(tail, R);
+        fence(REL);
+    }
+    if pad > 0 {
+        region.word(mem, head)?.store(pad << 2 | PAD, R);
+        head += pad;
+    }
+    let seq = c.next_seq.load(R);
+    let w = region.words(mem, head, size)?;
+    let flags = if overflow { OVERFLOW } else { 0 };
+    w[1].store(size | (changes.len() as u64) << 32, R);
+    w[2].store(s.me as u64 | flags << 32, R);
+    w[3].store(crate::store::now_ms(), R);
+    if !overflow {
+        let mut at = (ENTRY_HEADER / 8) as usize;
+        for &(kind, rec) in changes {
+            let item = change_size(st, kind, rec)?;
+            let n = ((item - 8) / 8) as usize;
+            let src = mem.words(rec + RECORD_LENS_OFFSET, n as u64)?;
+            w[at].store(kind | item << 8, R);
+            for (d, s) in w[at + 1..at + 1 + n].iter().zip(src) {
+                d.store(s.load(R), R);
+            }
+            if kind == DEL {
+                // Only the key was copied: the lens say so.
+                let lens = w[at + 1].load(R) & 0xffff_ffff;
+                w[at + 1].store(lens, R);
+            }
+            at += 1 + n;
+        }
+    }
+    w[0].store(seq << 2 | PENDING, R);
+    s.slot.clog_seq.store(seq, R);
+    s.slot.clog_pending.store(head + 1, REL);
+    crash_point!("clog.written");
+    c.next_seq.store(seq + 1, R);
+    c.head.store(head + size, REL);
+    drop(_lock);
+    crash_point!("clog.appended");
+    Ok(Some(Pending { pos: head, seq }))
+}
+
+/// After the commit (or a rollback): the entry becomes COMMITTED (or ABORTED), unless the
+/// ring already overwrote it.
+pub(crate) fn mark(s: &Session<'_>, region: Region, p: Pending, committed: bool) {
+    let status = if committed { COMMITTED } else { ABORTED };
+    if let Ok(w) = region.word(&s.st.mem, p.pos) {
+        let _ = w.compare_exchange(p.seq << 2 | PENDING, p.seq << 2 | status, REL, R);
+    }
+    crash_point!("clog.marked");
+    s.slot.clog_pending.store(0, REL);
+}
+
+/// Recovery of dead slot `dead` (`ds`): release the log lock if it held it (what it wrote
+/// under the lock lies beyond `head`: nothing to repair).
+pub(crate) fn release_lock_of(st: &Store, dead: u32) -> Result<()> {
+    let Some(region) = st.clog else {
+        return Ok(());
+    };
+    let c = region.control(&st.mem)?;
+    if crate::sync::lock::owner(c.lock.load(ACQ)) == Some(dead) {
+        crate::sync::lock::unlock_all(c.lock);
+    }
+    Ok(())
+}
+
+/// Recovery of a dead writer's slot `ds`, after its transaction was rolled back or completed:
+/// its published PENDING entry becomes COMMITTED or ABORTED accordingly.
+pub(crate) fn resolve_dead(st: &Store, ds: &Slot, committed: bool) -> Result<()> {
+    let pending = ds.clog_pending.load(ACQ);
+    let Some(region) = st.clog else {
+        return Ok(());
+    };
+    if pending == 0 {
+        return Ok(());
+    }
+    let (pos, seq) = (pending - 1, ds.clog_seq.load(R));
+    let c = region.control(&st.mem)?;
+    if pos < c.head.load(ACQ) && pos % 8 == 0 {
+        let status = if committed { COMMITTED } else { ABORTED };
+        let w = region.word(&st.mem, pos)?;
+        let _ = w.compare_exchange(seq << 2 | PENDING, seq << 2 | status, REL, R);
+    }
+    ds.clog_pending.store(0, REL);
+    Ok(())
+}
+
+/// The position the next entry will take.
+pub(crate) fn head(st: &Store, region: Region) -> Result<u64> {
+    Ok(region.control(&st.mem)?.head.load(ACQ))
+}
+
+/// Read committed batches from `from` into `out` (at most `max`).
+pub(crate) fn read(
+    st: &Store,
+    region: Region,
+    from: u64,
+    max: usize,
+    out: &mut Vec<ChangeBatch>,
+) -> Result<ChangeRead> {
+    let mem = &st.mem;
+    let c = region.control(mem)?;
+    let mut p = from;
+    let mut words: Vec<u64> = Vec::new();
+    for _ in 0..max.max(1) * 2 {
+        let head = c.head.load(ACQ);
+        let tail = c.tail.load(ACQ);
+        if p < tail || p > head || p % 8 != 0 {
+            return Ok(ChangeRead::Lost { oldest: tail });
+        }
+        if p == head {
+            return Ok(ChangeRead::UpTo { next: p });
+        }
+        let w0 = region.word(mem, p)?.load(ACQ);
+        let status = w0 & 3;
+        if status == PENDING {
+            fence(ACQ);
+            if c.tail.load(R) > p {
+                return Ok(ChangeRead::Lost { oldest: tail });
+            }
+            return Ok(ChangeRead::Waiting { next: p });
+        }
+        let len = region.entry_len(mem, p);
+        // Copy first, check afterwards: bytes read while the ring overwrote them are torn.
+        let copied = len.and_then(|len| {
+            let w = region.words(mem, p, len)?;
+            words.clear();
+            words.extend(w.iter().map(|x| x.load(R)));
+            Ok(len)
+        });
+        fence(ACQ);
+        if c.tail.load(R) > p || region.word(mem, p)?.load(R) != w0 {
+            return Ok(ChangeRead::Lost {
+                oldest: c.tail.load(R),
+            });
+        }
+        let len = copied?;
+        if status == COMMITTED {
+            out.push(parse(st, p, p + len, &words)?);
+            if out.len() >= max {
+                return Ok(ChangeRead::UpTo { next: p + len });
+            }
+        }
+        p += len;
+    }
+    Ok(ChangeRead::UpTo { next: p })
+}
+
+/// Decode a copied COMMITTED entry (its words, checked: they are segment data).
+fn parse(st: &Store, pos: u64, next: u64, w: &[u64]) -> Result<ChangeBatch> {
+    let bad = |what: String| Error::corrupt(pos, format!("change log entry: {what}"));
+    let n = (w[1] >> 32) as usize;
+    let overflow = (w[2] >> 32) & OVERFLOW != 0;
+    let mut batch = ChangeBatch {
+        seq: w[0] >> 2,
+        position: pos,
+        next,
+        unix_ms: w[3],
+        changes: Vec::with_capacity(if overflow { 0 } else { n.min(w.len()) }),
+        overflow,
+    };
+    if overflow {
+        return Ok(batch);
+    }
+    let mut at = (ENTRY_HEADER / 8) as usize;
+    for _ in 0..n {
+        let head = w
+            .get(at..at + 4)
+            .ok_or_else(|| bad("a change past its end".into()))?;
+        let (kind, item) = (head[0] & 0xff, head[0] >> 8);
+        let (klen, vlen) = ((head[1] & 0xffff_ffff) as usize, (head[1] >> 32) as usize);
+        let value_words = if kind == SET { pad8(vlen as u64) } else { 0 };
+        if (kind != SET && kind != DEL)
+            || klen > st.max_key
+            || vlen > st.max_value
+            || item != CHANGE_HEADER + pad8(klen as u64) + value_words
+            || at + (item / 8) as usize > w.len()
+        {
+            return Err(bad(format!("change of kind {kind}, {klen}/{vlen} bytes")));
+        }
+        let bytes = |from: usize, len: usize| -> Vec<u8> {
+            w[from..from + len.div_ceil(8)]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .take(len)
+                .collect()
+        };
+        let kw = (pad8(klen as u64) / 8) as usize;
+        batch.changes.push(LoggedChange {
+            key: bytes(at + 4, klen),
+            value: (kind == SET).then(|| bytes(at + 4 + kw, vlen)),
+            expiry_ms: head[3] & META_EXPIRY_MASK,
+            version: head[2],
+        });
+        at += (item / 8) as usize;
+    }
+    Ok(batch)
+}
+
+impl crate::Client {
+    /// Whether this store keeps a change log ([`crate::Config::changelog`]).
+    pub fn has_changelog(&self) -> bool {
+        self.st.clog.is_some()
+    }
+
+    /// The change log's head: the position the next committed write will take. A reader that
+    /// starts here sees every write committed from now on. `InvalidArgument` if the store has
+    /// no change log.
+    pub fn changelog_head(&self) -> Result<u64> {
+        head(&self.st, self.region()?)
+    }
+
+    /// The oldest position still in the change log.
+    pub fn changelog_tail(&self) -> Result<u64> {
+        let region = self.region()?;
+        Ok(region.control(&self.st.mem)?.tail.load(ACQ))
+    }
+
+    /// Append to `out` the committed transactions of the change log from position `from` on
+    /// (at most `max` of them), in the log's order: one total order of every process's
+    /// writes, consistent with each key's commit order. Aborted transactions are skipped.
+    /// Reads only (lock-free); a reader that keeps up never misses a committed write.
+    pub fn read_changes(
+        &self,
+        from: u64,
+        max: usize,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<ChangeRead> {
+        read(&self.st, self.region()?, from, max, out)
+    }
+
+    fn region(&self) -> Result<Region> {
+        self.st.clog.ok_or_else(|| {
+            Error::InvalidArgument("this store has no change log (kvhost --changelog SIZE)".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::TestStore;
+    use crate::Config;
+
+    fn logged(c: &crate::Client, from: u64) -> (Vec<ChangeBatch>, ChangeRead) {
+        let mut out = Vec::new();
+        let mut p = from;
+        loop {
+            match c.read_changes(p, 1000, &mut out).unwrap() {
+                ChangeRead::UpTo { next } if next == p => return (out, ChangeRead::UpTo { next }),
+                ChangeRead::UpTo { next } => p = next,
+                other => return (out, other),
+            }
+        }
+    }
+
+    /// The store's contents as the log tells them (replayed from the start).
+    fn replay(batches: &[ChangeBatch]) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+        let mut m = std::collections::BTreeMap::new();
+        for b in batches {
+            assert!(!b.overflow);
+            for ch in &b.changes {
+                match &ch.value {
+                    Some(v) => m.insert(ch.key.clone(), v.clone()),
+                    None => m.remove(&ch.key),
+                };
+            }
+        }
+        m
+    }
+
+    fn contents(c: &crate::Client) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+        let mut m = std::collections::BTreeMap::new();
+        for s in 0..c.stripes() {
+            c.scan_stripe(s, |k, v, _| {
+                m.insert(k.to_vec(), v.to_vec());
+            })
+            .unwrap();
+        }
+        m
+    }
+
+    #[test]
+    fn every_kind_of_write_is_logged_in_order() {
+        let t = TestStore::new(
+            "clog-kinds",
+            Config::default().stripes(4).changelog(1 << 20),
+        );
+        let c = t.client();
+        assert!(c.has_changelog());
+        let start = c.changelog_head().unwrap();
+        c.put(b"a", b"1").unwrap();
+        c.put_with_ttl(b"b", b"2", std::time::Duration::from_secs(100))
+            .unwrap();
+        c.put_many(&[(&b"c"[..], &b"3"[..]), (b"d", b"4")]).unwrap();
+        assert_eq!(c.incr(b"n", 5).unwrap(), 5);
+        assert_eq!(c.incr(b"n", 2).unwrap(), 7);
+        assert!(c.remove(b"a").unwrap());
+        assert!(
+            !c.remove(b"zz").unwrap(),
+            "a remove of nothing logs nothing"
+        );
+        c.remove_many(&[&b"c"[..], b"d"]).unwrap();
+        c.expire(b"n", std::time::Duration::from_secs(50)).unwrap();
+        let (batches, end) = logged(&c, start);
+        assert_eq!(
+            end,
+            ChangeRead::UpTo {
+                next: c.changelog_head().unwrap()
+            }
+        );
+        let seqs: Vec<u64> = batches.iter().map(|b| b.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        let flat: Vec<(Vec<u8>, Option<Vec<u8>>)> = batches
+            .iter()
+            .flat_map(|b| b.changes.iter().map(|c| (c.key.clone(), c.value.clone())))
+            .collect();
+        let v = |s: &str| Some(s.as_bytes().to_vec());
+        let k = |s: &str| s.as_bytes().to_vec();
+        assert_eq!(
+            flat,
+            vec![
+                (k("a"), v("1")),
+                (k("b"), v("2")),
+                (k("c"), v("3")),
+                (k("d"), v("4")),
+                (k("n"), v("5")),
+                (k("n"), v("7")),
+                (k("a"), None),
+                (k("c"), None),
+                (k("d"), None),
+                (k("n"), v("7")),
+            ]
+        );
+        // One batch per transaction: put_many and remove_many are one each.
+        assert_eq!(batches.len(), 8);
+        assert_eq!(batches[2].changes.len(), 2);
+        let b = &batches[1].changes[0];
+        assert!(b.expiry_ms > crate::store::now_ms() + 90_000);
+        assert!(
+            batches[7].changes[0].expiry_ms > 0,
+            "expire is logged with its time"
+        );
+        assert_eq!(
+            batches[7].changes[0].version,
+            c.get_versioned(b"n").unwrap().unwrap().1
+        );
+        assert_eq!(replay(&batches), contents(&c));
+        assert!(t.host().verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_reader_left_behind_is_told_it_lost_its_place() {
+        let t = TestStore::new(
+            "clog-wrap",
+            Config::default().stripes(4).changelog(64 << 10),
+        );
+        let c = t.client();
+        let value = vec![7u8; 1000];
+        for i in 0..40u32 {
+            c.put(format!("k{i}").as_bytes(), &value).unwrap();
+        }
+        let (first, end) = logged(&c, 0);
+        assert_eq!(first.len(), 40);
+        assert!(matches!(end, ChangeRead::UpTo { .. }));
+        // 64 KiB hold ~60 of these: after 200 more, position 0 is gone.
+        for i in 0..200u32 {
+            c.put(format!("k{}", i % 50).as_bytes(), &value).unwrap();
+        }
+        let mut out = Vec::new();
+        let tail = c.changelog_tail().unwrap();
+        assert!(tail > 0);
+        assert_eq!(
+            c.read_changes(0, 10, &mut out).unwrap(),
+            ChangeRead::Lost { oldest: tail }
+        );
+        // From the tail on, everything there is whole and in order.
+        let (rest, end) = logged(&c, tail);
+        assert!(matches!(end, ChangeRead::UpTo { .. }));
+        assert!(rest.len() > 40);
+        assert!(rest.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+        assert_eq!(rest.last().unwrap().seq, 240);
+        // A transaction over half the log is logged as an overflow mark.
+        let big: Vec<(Vec<u8>, Vec<u8>)> = (0..40)
+            .map(|i| (format!("big{i}").into_bytes(), value.clone()))
+            .collect();
+        let head = c.changelog_head().unwrap();
+        c.put_many(&big).unwrap();
+        let (b, _) = logged(&c, head);
+        assert_eq!(b.len(), 1);
+        assert!(b[0].overflow && b[0].changes.is_empty());
+        assert!(t.host().verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_store_without_a_log_says_so_and_older_layouts_are_unchanged() {
+        let t = TestStore::new("clog-none", Config::default().stripes(4));
+        let c = t.client();
+        assert!(!c.has_changelog());
+        assert!(matches!(c.changelog_head(), Err(Error::InvalidArgument(_))));
+        assert_eq!(
+            c.st.mem.header().layout_version.load(R),
+            crate::layout::LAYOUT_VERSION
+        );
+        let t2 = TestStore::new("clog-v5", Config::default().stripes(4).changelog(1 << 20));
+        assert_eq!(
+            t2.client().st.mem.header().layout_version.load(R),
+            crate::layout::LAYOUT_VERSION_CHANGELOG
+        );
+        assert!(Config::default().changelog(1000).validate().is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! The change log region (`Header::changelog_offset`, `changelog_len`): a control block, then
+//! a ring of entries. The protocol is in `changelog.rs`; docs/layout.md has the diagram.
+
+/// Bytes before the ring (the control block, two cache lines).
+pub const CLOG_CONTROL_SIZE: u64 = 128;
+/// Control word offsets: the log lock (`sync::lock` word, low half of the word).
+pub const CLOG_LOCK: u64 = 0;
+/// Monotonic byte position where the next entry goes.
+pub const CLOG_HEAD: u64 = 8;
+/// Monotonic position of the oldest entry still whole (`head - tail <= cap`).
+pub const CLOG_TAIL: u64 = 16;
+/// Sequence number of the next entry (the first is 1).
+pub const CLOG_NEXT_SEQ: u64 = 24;
+/// Bytes of the ring (immutable, `changelog_len - CLOG_CONTROL_SIZE`).
+pub const CLOG_CAP: u64 = 32;
+
+/// Where a store's change log is: its region's offset and the ring's capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangelogRegion {
+    pub off: u64,
+    pub cap: u64,
+}
