@@ -373,7 +373,7 @@ const LOGGED: &[(&str, &str)] = &[
 
 /// What the change log says the store holds: every committed batch from the start, replayed.
 /// Fails if a batch is still waiting (a dead writer's entry left unresolved by recovery).
-fn replay_log(c: &kvshm::Client) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+fn replay_log(c: &kvshm::Client) -> Contents {
     let mut m = std::collections::BTreeMap::new();
     let mut p = c.changelog_tail().unwrap();
     assert_eq!(p, 0, "the test's log must still hold everything");
@@ -397,7 +397,34 @@ fn replay_log(c: &kvshm::Client) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>>
     }
 }
 
-fn store_contents(c: &kvshm::Client) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+type Contents = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The log's replay equals the store; else the first keys that differ (not both maps).
+fn assert_same(log: &Contents, store: &Contents, what: &str) {
+    let keys: std::collections::BTreeSet<&Vec<u8>> = log.keys().chain(store.keys()).collect();
+    let show = |v: Option<&Vec<u8>>| {
+        v.map(|v| String::from_utf8_lossy(&v[..v.len().min(40)]).into_owned())
+    };
+    let differ: Vec<String> = keys
+        .into_iter()
+        .filter(|k| log.get(*k) != store.get(*k))
+        .take(5)
+        .map(|k| {
+            format!(
+                "{}: log {:?}, store {:?}",
+                String::from_utf8_lossy(k),
+                show(log.get(k)),
+                show(store.get(k))
+            )
+        })
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{what}: the change log disagrees with the store: {differ:?}"
+    );
+}
+
+fn store_contents(c: &kvshm::Client) -> Contents {
     let mut m = std::collections::BTreeMap::new();
     for s in 0..c.stripes() {
         c.scan_stripe(s, |k, v, _| {
@@ -433,14 +460,18 @@ fn the_change_log_holds_exactly_the_committed_writes_after_a_kill_anywhere() {
         assert!(report.recovered >= 1, "{point}: dead child not recovered");
         check_after(&t, scenario, &acked, committed(point));
         let h = t.host();
-        assert_eq!(replay_log(h), store_contents(h), "{point}/{scenario}");
+        assert_same(
+            &replay_log(h),
+            &store_contents(h),
+            &format!("{point}/{scenario}"),
+        );
         // The log lock and the log itself work on: from this process and a new one.
         h.put(b"crash-key", b"after").unwrap();
         assert_eq!(t.run("get", &["crash-key"]), vec!["after"]);
-        assert_eq!(
-            replay_log(h),
-            store_contents(h),
-            "{point}/{scenario}, after"
+        assert_same(
+            &replay_log(h),
+            &store_contents(h),
+            &format!("{point}/{scenario}, after"),
         );
     }
 }
