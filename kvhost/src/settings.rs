@@ -41,6 +41,15 @@ pub struct RunArgs {
     /// Permission bits of the store file (default 0600).
     #[arg(long)]
     pub mode: Option<String>,
+    /// Keep a change log of this size in a store created now (e.g. 64MiB; default none):
+    /// every write of every process is logged, so the store can be replicated (replicas
+    /// connect with PSYNC, as to Redis). Applies when the store is created.
+    #[arg(long, value_name = "SIZE")]
+    pub changelog: Option<String>,
+    /// Bytes of the replication stream kept for a replica that reconnects (partial resync;
+    /// default 16MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub repl_backlog_size: Option<String>,
     /// Snapshot file: loaded when the store does not exist yet, written on request
     /// (`kvcli snapshot`, SIGUSR1), periodically and at shutdown.
     #[arg(long)]
@@ -212,6 +221,10 @@ fn resp_settings(a: &RunArgs, f: &FileConfig) -> Result<kvhost::resp::Options, S
         threads,
         spin,
         max_query_buffer,
+        repl_backlog: match a.repl_backlog_size.clone().or(f.repl_backlog_size.clone()) {
+            Some(s) => usize::try_from(parse_size(&s)?).unwrap_or(usize::MAX),
+            None => 16 << 20,
+        },
     })
 }
 
@@ -241,6 +254,9 @@ pub fn settings(a: &RunArgs) -> Result<Settings, String> {
     }
     if let Some(m) = pick(&a.mode, &f.mode) {
         cfg = cfg.mode(parse_mode(&m)?);
+    }
+    if let Some(s) = pick(&a.changelog, &f.changelog) {
+        cfg = cfg.changelog(parse_size(&s)?);
     }
     let dir = a.dir.clone().or(f.dir).unwrap_or_else(kvshm::default_dir);
     cfg = cfg.dir(&dir);
@@ -298,6 +314,8 @@ pub struct FileConfig {
     pub max_size: Option<String>,
     pub max_key: Option<String>,
     pub max_value: Option<String>,
+    pub changelog: Option<String>,
+    pub repl_backlog_size: Option<String>,
     pub stripes: Option<u32>,
     pub eviction: Option<String>,
     pub mode: Option<String>,

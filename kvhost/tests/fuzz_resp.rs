@@ -270,6 +270,7 @@ fn random_commands_never_panic_and_always_reply_once() {
         threads: 1,
         spin: std::time::Duration::ZERO,
         max_query_buffer: 1 << 20,
+        repl_backlog: 1 << 20,
         output_chunk: 64 * 1024,
         http: Vec::new(),
         http_token: None,

@@ -38,6 +38,22 @@ pub struct Conn {
     pub watched: Vec<(Vec<u8>, Watch)>,
     /// Close once the reply is sent (QUIT, protocol error, CLIENT KILL of itself).
     pub close: bool,
+    /// A command that the connection finishes asynchronously (its reply is not written yet).
+    pub blocked: Option<Blocked>,
+    /// REPLCONF listening-port of a replica.
+    pub repl_port: u16,
+}
+
+/// What a blocked connection waits for.
+#[derive(Debug)]
+pub enum Blocked {
+    /// WAIT numreplicas timeout (`None`: no limit).
+    Wait {
+        n: usize,
+        timeout: Option<std::time::Duration>,
+    },
+    /// PSYNC/SYNC: the connection becomes a replica's stream.
+    Psync(crate::repl::Psync),
 }
 
 impl Conn {
@@ -52,6 +68,8 @@ impl Conn {
             multi_bytes: 0,
             watched: Vec::new(),
             close: false,
+            blocked: None,
+            repl_port: 0,
         }
     }
 }
@@ -186,7 +204,17 @@ fn declared_keys(
 pub fn refused_in_multi(spec: &Spec) -> bool {
     matches!(
         spec.name,
-        "keys" | "scan" | "randomkey" | "dbsize" | "flushdb" | "flushall" | "save" | "shutdown"
+        "keys"
+            | "scan"
+            | "randomkey"
+            | "dbsize"
+            | "flushdb"
+            | "flushall"
+            | "save"
+            | "shutdown"
+            | "psync"
+            | "sync"
+            | "wait"
     )
 }
 

@@ -63,6 +63,8 @@ pub struct Options {
     pub snapshot: Option<PathBuf>,
     /// How often kvhost snapshots (CONFIG GET save).
     pub snapshot_every: Option<Duration>,
+    /// Bytes of the replication stream kept for partial resyncs (`--repl-backlog-size`).
+    pub repl_backlog: usize,
 }
 
 impl Options {
@@ -185,6 +187,8 @@ pub struct Shared {
     pub port: AtomicU64,
     /// A random run id (INFO server).
     pub run_id: String,
+    /// The replication stream, if the store keeps a change log (`crate::repl`).
+    pub repl: std::sync::OnceLock<Arc<crate::repl::Feed>>,
 }
 
 impl Shared {
@@ -230,6 +234,7 @@ impl Shared {
             port: AtomicU64::new(0),
             last_snapshot_us: AtomicU64::new(0),
             run_id,
+            repl: std::sync::OnceLock::new(),
             opts,
         }
     }

@@ -21,7 +21,7 @@ use kvshm::Client;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::conn::{self, Conn};
+use super::conn::{self, Blocked, Conn};
 use super::proto::{Limits, Out, Parsed, Parser, Proto};
 use super::{ClientHandle, Control, Options, Shared};
 
@@ -55,6 +55,9 @@ impl Server {
     }
 
     fn shutdown(&mut self) {
+        if let Some(f) = self.shared.repl.get() {
+            f.stop();
+        }
         match self.runner.take() {
             Some(Runner::Multi(rt)) => rt.shutdown_timeout(Duration::from_secs(1)),
             Some(Runner::Single(thread, stop)) => {
@@ -227,6 +230,7 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
     // The query buffer (and a MULTI queue) never below what one SET of the longest key and
     // value needs, with its framing.
     let (max_key, max_value) = probe.limits();
+    let changelog = probe.has_changelog();
     drop(probe);
     let mut opts = opts;
     opts.max_query_buffer = opts
@@ -234,6 +238,15 @@ pub fn start(opts: Options, control: Arc<Control>) -> io::Result<Server> {
         .max(2 * max_key.max(max_value) + 64 * 1024);
     let unix_paths = opts.unix.clone();
     let shared = Arc::new(Shared::new(opts, control));
+    if changelog {
+        let feed = crate::repl::Feed::start(
+            shared.opts.dir.clone(),
+            shared.opts.name.clone(),
+            shared.opts.repl_backlog,
+        )
+        .map_err(|e| io::Error::other(format!("replication feed: {e}")))?;
+        let _ = shared.repl.set(feed);
+    }
     if let Some(a) = tcp_addrs.first() {
         shared.port.store(u64::from(a.port()), Ordering::Relaxed);
     }
@@ -464,6 +477,46 @@ where
         loop {
             let step = process(&mut conn, shared, &mut parser, &buf, &limits, &mut out);
             commands += step.commands;
+            match conn.blocked.take() {
+                // A command that waits (WAIT) or takes the connection over (PSYNC).
+                Some(Blocked::Wait { n, timeout }) => {
+                    flush(shared, stream, &mut out).await?;
+                    let head = thread_client(shared).and_then(|c| c.changelog_head());
+                    let got = match (shared.repl.get(), head) {
+                        (Some(feed), Ok(head)) => crate::repl::wait(feed, head, n, timeout).await,
+                        _ => 0,
+                    };
+                    out.int(got as i64);
+                    continue;
+                }
+                Some(Blocked::Psync(req)) => {
+                    flush(shared, stream, &mut out).await?;
+                    let Some(feed) = shared.repl.get() else {
+                        return Ok(());
+                    };
+                    let ip = handle
+                        .addr
+                        .rsplit_once(':')
+                        .map_or(handle.addr.as_str(), |(h, _)| h)
+                        .trim_matches(|c| c == '[' || c == ']')
+                        .to_string();
+                    shared
+                        .counters
+                        .commands
+                        .fetch_add(commands, Ordering::Relaxed);
+                    return crate::repl::serve_replica(
+                        shared,
+                        feed,
+                        &handle,
+                        stream,
+                        req,
+                        ip,
+                        conn.repl_port,
+                    )
+                    .await;
+                }
+                None => {}
+            }
             if step.more {
                 flush(shared, stream, &mut out).await?;
             } else {
@@ -540,7 +593,7 @@ fn process(
                         out.error("ERR the server cannot attach to the store (see kvhost's log)")
                     }
                 }
-                if conn.close {
+                if conn.close || conn.blocked.is_some() {
                     return step;
                 }
                 if out.buf.len() >= shared.opts.output_chunk {

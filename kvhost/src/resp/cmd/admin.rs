@@ -477,11 +477,19 @@ fn info_text(cx: &Ctx<'_, '_>, wanted: &[String]) -> String {
         );
     }
     if want("replication") {
-        let _ = write!(
-            s,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_replid:{}\r\nmaster_repl_offset:0\r\n\r\n",
-            sh.run_id
-        );
+        match sh.repl.get() {
+            Some(feed) => {
+                s.push_str(&feed.info());
+                s.push_str("\r\n");
+            }
+            None => {
+                let _ = write!(
+                    s,
+                    "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_replid:{}\r\nmaster_repl_offset:0\r\n\r\n",
+                    sh.run_id
+                );
+            }
+        }
     }
     if want("keyspace") {
         s.push_str("# Keyspace\r\n");
@@ -900,11 +908,82 @@ pub fn shutdown(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
 }
 
 pub fn wait(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
-    if parse_int(a[1]).is_none() || parse_int(a[2]).is_none() {
+    let (Some(n), Some(ms)) = (parse_int(a[1]), parse_int(a[2])) else {
         return cx.out.error(NOT_INT);
+    };
+    if ms < 0 {
+        return cx.out.error("ERR timeout is negative");
     }
-    // No replicas (replication is issue 18): none acknowledged.
-    cx.out.int(0);
+    if cx.shared.repl.get().is_none() {
+        // No change log, so no replicas: none acknowledged.
+        return cx.out.int(0);
+    }
+    // The connection waits (without blocking its thread) and then replies.
+    cx.conn.blocked = Some(conn::Blocked::Wait {
+        n: n.max(0) as usize,
+        timeout: (ms > 0).then(|| Duration::from_millis(ms as u64)),
+    });
+}
+
+pub fn psync(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
+    if cx.shared.repl.get().is_none() {
+        return cx.out.error(
+            "ERR this store keeps no change log, so it cannot be replicated (create it with kvhost --changelog SIZE)",
+        );
+    }
+    let (replid, offset) = if is(a[0], "sync") {
+        (String::from("?"), -1)
+    } else if a.len() == 3 {
+        match parse_int(a[2]) {
+            Some(o) => (String::from_utf8_lossy(a[1]).into_owned(), o),
+            None => return cx.out.error(NOT_INT),
+        }
+    } else {
+        return cx.out.error(&super::wrong_args("psync"));
+    };
+    cx.conn.blocked = Some(conn::Blocked::Psync(crate::repl::Psync { replid, offset }));
+}
+
+pub fn replconf(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
+    if a.len() % 2 == 0 {
+        return cx.out.error(SYNTAX);
+    }
+    let mut i = 1;
+    while i + 1 < a.len() {
+        if is(a[i], "ack") || is(a[i], "getack") {
+            // Acknowledgements are read by the replica's stream task; never answered.
+            return;
+        }
+        if is(a[i], "listening-port") {
+            match parse_int(a[i + 1]) {
+                Some(p) if (0..=65535).contains(&p) => cx.conn.repl_port = p as u16,
+                _ => return cx.out.error(NOT_INT),
+            }
+        }
+        // capa eof / psync2, ip-address, rdb-only, ...: accepted.
+        i += 2;
+    }
+    cx.out.ok();
+}
+
+pub fn role(cx: &mut Ctx<'_, '_>, _a: &[&[u8]]) {
+    let Some(feed) = cx.shared.repl.get() else {
+        cx.out.array(3);
+        cx.out.bulk(b"master");
+        cx.out.int(0);
+        return cx.out.array(0);
+    };
+    let reps = feed.replicas();
+    cx.out.array(3);
+    cx.out.bulk(b"master");
+    cx.out.int(feed.offset() as i64);
+    cx.out.array(reps.len());
+    for r in reps {
+        cx.out.array(3);
+        cx.out.bulk(r.ip.as_bytes());
+        cx.out.bulk(r.port.to_string().as_bytes());
+        cx.out.bulk(r.ack.to_string().as_bytes());
+    }
 }
 
 /// MULTI, EXEC, DISCARD, WATCH, UNWATCH are handled by the connection (`conn.rs`).

@@ -160,6 +160,10 @@ pub static COMMANDS: &[Spec] = &[
     spec!("bgsave", -1, ADMIN, NOKEY, "server", "Asynchronously saves the database(s) to disk.", admin::bgsave),
     spec!("lastsave", 1, &["loading", "stale", "fast"], NOKEY, "server", "Returns the Unix timestamp of the last successful save to disk.", admin::lastsave),
     spec!("shutdown", -1, ADMIN, NOKEY, "server", "Synchronously saves the database(s) to disk and shuts down the Redis server.", admin::shutdown),
+    spec!("psync", -3, &["admin", "noscript", "no-multi"], NOKEY, "server", "An internal command used in replication.", admin::psync),
+    spec!("sync", 1, &["admin", "noscript", "no-multi"], NOKEY, "server", "An internal command used in replication.", admin::psync),
+    spec!("replconf", -1, &["admin", "noscript", "loading", "stale"], NOKEY, "server", "An internal command for configuring the replication stream.", admin::replconf),
+    spec!("role", 1, &["noscript", "loading", "stale", "fast"], NOKEY, "server", "Returns the replication role.", admin::role),
     spec!("wait", 3, &["noscript"], NOKEY, "generic", "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.", admin::wait),
     // Transactions (handled by the connection; listed for COMMAND).
     spec!("multi", 1, &["noscript", "loading", "stale", "fast"], NOKEY, "transactions", "Starts a transaction.", admin::in_conn),
