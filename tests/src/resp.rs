@@ -149,6 +149,11 @@ pub struct RedisServer {
 impl RedisServer {
     /// Start one.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Start one with more redis-server arguments (e.g. `--replicaof 127.0.0.1 PORT`).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("kvshm-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -165,6 +170,7 @@ impl RedisServer {
             "--daemonize",
             "no",
         ])
+        .args(extra)
         .arg("--dir")
         .arg(&dir)
         .stdin(Stdio::null())
@@ -179,6 +185,40 @@ impl RedisServer {
     pub fn conn(&self) -> Conn {
         Conn::tcp(self.port)
     }
+
+    /// The value of field `name` in `INFO section`.
+    pub fn info_field(&self, section: &str, name: &str) -> Option<String> {
+        info_field(&redis_cli(self.port, &["info", section], None), name)
+    }
+}
+
+/// The value of field `name` in INFO's text.
+pub fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+/// A bulk reply's bytes (`None` for a nil reply); panics on anything else.
+pub fn bulk_value(reply: &[u8]) -> Option<Vec<u8>> {
+    if reply.starts_with(b"$-1\r\n") || reply.starts_with(b"_\r\n") {
+        return None;
+    }
+    let nl = reply
+        .iter()
+        .position(|&b| b == b'\n')
+        .expect("a reply line");
+    assert_eq!(
+        reply[0],
+        b'$',
+        "not a bulk reply: {:?}",
+        String::from_utf8_lossy(reply)
+    );
+    let n: usize = std::str::from_utf8(&reply[1..nl - 1])
+        .unwrap()
+        .parse()
+        .unwrap();
+    Some(reply[nl + 1..nl + 1 + n].to_vec())
 }
 
 impl Drop for RedisServer {

@@ -363,7 +363,10 @@ mod tests {
         assert_eq!(got[2].value, long);
         assert_eq!(got[3].key, b"");
         // Any flipped byte is refused (checksum or structure), never read as other keys.
-        for i in (9..bytes.len()).step_by(97).chain(bytes.len() - 12..bytes.len()) {
+        for i in (9..bytes.len())
+            .step_by(97)
+            .chain(bytes.len() - 12..bytes.len())
+        {
             let mut bad = bytes.clone();
             bad[i] ^= 0x20;
             let mut n = 0;

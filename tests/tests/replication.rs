@@ -1,0 +1,233 @@
+//! Replication through Redis's protocol (issue 18): a kvhost primary whose store keeps a change
+//! log, replicated to a stock `redis-server --replicaof`. Writes come from local processes
+//! through shared memory and from RESP clients; the replica must end up with exactly the
+//! primary's keys, values (binary) and expiry times.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kvshm_tests::resp::{bulk_value, info_field, RedisServer, RespHost};
+use kvshm_tests::wait_for;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn primary(tag: &str, changelog: &str) -> RespHost {
+    RespHost::start(tag, &["--changelog", changelog, "--stripes", "64"])
+}
+
+fn replica_of(p: &RespHost) -> RedisServer {
+    let r = RedisServer::start_with(&["--replicaof", "127.0.0.1", &p.port.to_string()]);
+    wait_for("the replica's link to come up", LIMIT, || {
+        r.info_field("replication", "master_link_status").as_deref() == Some("up")
+    });
+    r
+}
+
+/// Every key of the primary's store with its value and expiry (through shared memory).
+fn primary_keys(p: &RespHost) -> BTreeMap<Vec<u8>, (Vec<u8>, u64)> {
+    let c = p.local();
+    let mut m = BTreeMap::new();
+    for s in 0..c.stripes() {
+        c.scan_stripe(s, |k, v, exp| {
+            m.insert(k.to_vec(), (v.to_vec(), exp));
+        })
+        .unwrap();
+    }
+    m
+}
+
+/// The replica holds exactly the primary's keys and values, and a TTL where the primary has
+/// one (within the time this check takes).
+fn assert_replica_matches(p: &RespHost, r: &RedisServer) {
+    let want = primary_keys(p);
+    let mut rc = r.conn();
+    let dbsize = String::from_utf8_lossy(&rc.cmd(&[b"DBSIZE"])).into_owned();
+    assert_eq!(dbsize.trim(), format!(":{}", want.len()), "replica DBSIZE");
+    let mut wrong = Vec::new();
+    for (k, (v, exp)) in &want {
+        let got = bulk_value(&rc.cmd(&[b"GET", k]));
+        if got.as_ref() != Some(v) {
+            wrong.push(String::from_utf8_lossy(k).into_owned());
+            continue;
+        }
+        let pexp = String::from_utf8_lossy(&rc.cmd(&[b"PEXPIRETIME", k])).into_owned();
+        let pexp: i64 = pexp.trim().trim_start_matches(':').parse().unwrap();
+        if *exp == 0 {
+            assert_eq!(
+                pexp,
+                -1,
+                "{} has no TTL on the primary",
+                String::from_utf8_lossy(k)
+            );
+        } else {
+            assert_eq!(
+                pexp,
+                *exp as i64,
+                "{}: expiry time",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "keys differing on the replica: {:?}",
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+fn wait_caught_up(p: &RespHost, r: &RedisServer) {
+    let mut pc = p.conn();
+    // WAIT covers every write committed before it, by any process.
+    let acked = pc.cmds(&["WAIT", "1", "20000"]);
+    assert_eq!(acked.trim(), ":1", "WAIT");
+    let off = info_field(&p.cli(&["info", "replication"]), "master_repl_offset").unwrap();
+    wait_for("the replica's offset", LIMIT, || {
+        r.info_field("replication", "slave_repl_offset").as_deref() == Some(off.as_str())
+    });
+}
+
+fn binary(i: u32) -> Vec<u8> {
+    (0..(i % 300) + 1)
+        .map(|j| (i.wrapping_mul(31) + j * 7) as u8)
+        .collect()
+}
+
+#[test]
+fn a_stock_redis_replica_gets_every_write_of_every_process() {
+    let p = primary("repl-redis", "16MiB");
+    let local = p.local();
+    // Before the replica exists: goes over in the full sync (RDB).
+    for i in 0..500u32 {
+        local
+            .put(format!("pre-{i}").as_bytes(), &binary(i))
+            .unwrap();
+    }
+    for i in 0..20u32 {
+        local
+            .put_with_ttl(
+                format!("ttl-{i}").as_bytes(),
+                b"t",
+                Duration::from_secs(300),
+            )
+            .unwrap();
+    }
+    local
+        .put(b"bin\x00\xff\r\nkey", b"\x00\x01\r\n$-1\r\n")
+        .unwrap();
+    p.cli(&["set", "resp-pre", "1"]);
+    let r = replica_of(&p);
+    assert_eq!(
+        r.info_field("replication", "role").as_deref(),
+        Some("slave")
+    );
+    // After: goes over in the stream, from both kinds of writer.
+    for i in 0..300u32 {
+        local
+            .put(format!("post-{i}").as_bytes(), &binary(i + 7))
+            .unwrap();
+    }
+    for i in 0..100u32 {
+        assert!(local.remove(format!("pre-{i}").as_bytes()).unwrap());
+    }
+    for _ in 0..25 {
+        local.incr(b"counter", 4).unwrap();
+    }
+    local
+        .put_many(&[
+            (&b"many-a"[..], &b"1"[..]),
+            (b"many-b", b"2"),
+            (b"many-c", b"3"),
+        ])
+        .unwrap();
+    local.expire(b"post-1", Duration::from_secs(500)).unwrap();
+    local.remove_many(&[&b"pre-100"[..], b"pre-101"]).unwrap();
+    p.cli(&["mset", "resp-a", "x", "resp-b", "y"]);
+    p.cli(&["set", "resp-ttl", "z", "PX", "400000"]);
+    p.cli(&["del", "resp-pre"]);
+    p.cli(&["incrby", "counter", "1000"]);
+    wait_caught_up(&p, &r);
+    assert_replica_matches(&p, &r);
+    let mut rc = r.conn();
+    assert_eq!(
+        bulk_value(&rc.cmd(&[b"GET", b"counter"])),
+        Some(b"1100".to_vec())
+    );
+    // The replica is read-only for its own clients (Redis's replica-read-only).
+    assert!(rc.cmds(&["SET", "x", "1"]).starts_with("-READONLY"));
+    // ROLE and INFO of the primary list it.
+    let role = p.cli(&["role"]);
+    assert!(role.starts_with("master\n"), "{role}");
+    let info = p.cli(&["info", "replication"]);
+    assert_eq!(info_field(&info, "connected_slaves").as_deref(), Some("1"));
+    assert!(
+        info.contains(&format!("port={},state=online", r.port)),
+        "{info}"
+    );
+}
+
+#[test]
+fn a_replica_that_reconnects_gets_only_what_it_missed_and_a_gap_means_a_full_sync() {
+    // A small log: a transaction over half of it cannot be logged, the stream has a gap.
+    let p = primary("repl-resync", "256KiB");
+    let local = p.local();
+    for i in 0..200u32 {
+        local.put(format!("k{i}").as_bytes(), &binary(i)).unwrap();
+    }
+    let r = replica_of(&p);
+    wait_caught_up(&p, &r);
+    // The replica's link drops; writes go on; it reconnects with PSYNC and continues.
+    assert!(redis_cli_ok(r.port, &["client", "kill", "type", "master"]));
+    for i in 0..200u32 {
+        local
+            .put(format!("k{i}").as_bytes(), &binary(i + 1))
+            .unwrap();
+    }
+    wait_for("the replica to reconnect", LIMIT, || {
+        r.info_field("replication", "master_link_status").as_deref() == Some("up")
+    });
+    wait_caught_up(&p, &r);
+    assert_replica_matches(&p, &r);
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    assert!(
+        log.contains("partial resync from offset"),
+        "no partial resync in the log"
+    );
+    assert_eq!(log.matches("full resync at offset").count(), 1);
+    // A put_many of ~200 KB does not fit half of a 256 KiB log: the stream restarts and the
+    // replica is synced in full again, with the big transaction in its RDB.
+    let big: Vec<(Vec<u8>, Vec<u8>)> = (0..200u32)
+        .map(|i| (format!("big-{i}").into_bytes(), vec![(i % 251) as u8; 1000]))
+        .collect();
+    local.put_many(&big).unwrap();
+    local.put(b"after-gap", b"1").unwrap();
+    wait_for("a second full resync", LIMIT, || {
+        std::fs::read_to_string(&p.log)
+            .unwrap()
+            .matches("full resync at offset")
+            .count()
+            == 2
+    });
+    wait_for("the replica's link to come up again", LIMIT, || {
+        r.info_field("replication", "master_link_status").as_deref() == Some("up")
+    });
+    wait_caught_up(&p, &r);
+    assert_replica_matches(&p, &r);
+    assert!(std::fs::read_to_string(&p.log)
+        .unwrap()
+        .contains("too big for the change log"));
+}
+
+fn redis_cli_ok(port: u16, args: &[&str]) -> bool {
+    !kvshm_tests::resp::redis_cli(port, args, None)
+        .trim()
+        .is_empty()
+}
+
+#[test]
+fn a_store_without_a_change_log_refuses_psync_clearly() {
+    let p = RespHost::start("repl-none", &["--stripes", "16"]);
+    let mut c = p.conn();
+    let r = c.cmds(&["PSYNC", "?", "-1"]);
+    assert!(r.contains("--changelog"), "{r}");
+    assert_eq!(c.cmds(&["WAIT", "0", "0"]).trim(), ":0");
+}
