@@ -55,6 +55,9 @@ pub enum Error {
     NotAnInteger,
     /// `incr` would overflow a signed 64-bit integer; nothing was changed.
     Overflow,
+    /// The store is a read-only replica (a kvhost started with `--replica-of` keeps it a
+    /// copy of its primary): write to the primary instead. Nothing was changed.
+    ReadOnly,
     /// A bad argument (bad store name, bad configuration, a write on a read-only client).
     InvalidArgument(String),
     /// Any other operating-system error.
@@ -110,6 +113,10 @@ impl fmt::Display for Error {
             },
             Error::NotAnInteger => write!(f, "value is not an integer or out of range"),
             Error::Overflow => write!(f, "increment or decrement would overflow"),
+            Error::ReadOnly => write!(
+                f,
+                "the store is a read-only replica (its kvhost replicates a primary): write to the primary"
+            ),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
         }
@@ -158,6 +165,7 @@ pub enum ErrorCode {
     Conflict = 21,
     NotAnInteger = 22,
     Overflow = 23,
+    ReadOnly = 24,
 }
 
 impl Error {
@@ -182,6 +190,7 @@ impl Error {
             Error::Conflict { .. } => ErrorCode::Conflict,
             Error::NotAnInteger => ErrorCode::NotAnInteger,
             Error::Overflow => ErrorCode::Overflow,
+            Error::ReadOnly => ErrorCode::ReadOnly,
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::Io(_) => ErrorCode::Io,
         }

@@ -1178,3 +1178,34 @@ fn a_store_created_filled_appears_only_whole() {
     t.host.take().unwrap().release().unwrap();
     assert!(!path.exists());
 }
+
+#[test]
+fn a_replica_store_refuses_writes_but_those_of_its_applier() {
+    let t = TestStore::new("replica-flag", Config::default().stripes(4));
+    let (a, b) = (t.client(), t.client());
+    a.put(b"k", b"v").unwrap();
+    a.set_replica(true).unwrap();
+    assert!(b.is_replica());
+    for r in [
+        b.put(b"k", b"w").map(|_| ()),
+        b.remove(b"k").map(|_| ()),
+        b.incr(b"n", 1).map(|_| ()),
+        b.put_many(&[(&b"x"[..], &b"1"[..])]),
+    ] {
+        assert!(matches!(r, Err(Error::ReadOnly)), "{r:?}");
+    }
+    assert_eq!(
+        b.get(b"k").unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "reads go on"
+    );
+    a.set_replication_applier(true);
+    a.put(b"k", b"from the primary").unwrap();
+    assert_eq!(
+        b.get(b"k").unwrap().as_deref(),
+        Some(&b"from the primary"[..])
+    );
+    a.set_replica(false).unwrap();
+    b.put(b"k", b"promoted").unwrap();
+    assert!(t.host().verify().unwrap().is_ok());
+}

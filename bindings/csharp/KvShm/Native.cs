@@ -44,6 +44,8 @@ namespace KvShm
         NotAnInteger = 22,
         /// <summary>Incr would overflow a signed 64-bit integer.</summary>
         Overflow = 23,
+        /// <summary>The store is a read-only replica: write to its primary.</summary>
+        ReadOnly = 24,
     }
 
     [StructLayout(LayoutKind.Sequential)]

@@ -108,6 +108,11 @@ typedef enum {
    * kvshm_incr would overflow a signed 64-bit integer; nothing was changed.
    */
   KVSHM_OVERFLOW = 23,
+  /**
+   * The store is a read-only replica (its kvhost runs with --replica-of): write to the
+   * primary; nothing was changed.
+   */
+  KVSHM_READ_ONLY = 24,
 } kvshm_status;
 
 /**

@@ -103,13 +103,16 @@ pub enum kvshm_status {
     KVSHM_NOT_AN_INTEGER = 22,
     /// kvshm_incr would overflow a signed 64-bit integer; nothing was changed.
     KVSHM_OVERFLOW = 23,
+    /// The store is a read-only replica (its kvhost runs with --replica-of): write to the
+    /// primary; nothing was changed.
+    KVSHM_READ_ONLY = 24,
 }
 
 use kvshm_status::*;
 
 /// Every status, for tests and bindings that enumerate them.
 /// cbindgen:ignore
-pub const ALL_STATUSES: [kvshm_status; 24] = [
+pub const ALL_STATUSES: [kvshm_status; 25] = [
     KVSHM_OK,
     KVSHM_NOT_FOUND,
     KVSHM_BUFFER_TOO_SMALL,
@@ -134,6 +137,7 @@ pub const ALL_STATUSES: [kvshm_status; 24] = [
     KVSHM_CONFLICT,
     KVSHM_NOT_AN_INTEGER,
     KVSHM_OVERFLOW,
+    KVSHM_READ_ONLY,
 ];
 
 /// The status of a library error: one arm per [`ErrorCode`], so a new error kind in the library
@@ -158,6 +162,7 @@ pub(crate) fn status_of(e: &Error) -> kvshm_status {
         ErrorCode::Conflict => KVSHM_CONFLICT,
         ErrorCode::NotAnInteger => KVSHM_NOT_AN_INTEGER,
         ErrorCode::Overflow => KVSHM_OVERFLOW,
+        ErrorCode::ReadOnly => KVSHM_READ_ONLY,
         ErrorCode::InvalidArgument => KVSHM_INVALID_ARGUMENT,
         ErrorCode::Io => KVSHM_IO,
     }
@@ -198,6 +203,7 @@ pub extern "C" fn kvshm_strerror(status: i32) -> *const c_char {
         KVSHM_CONFLICT => c"conflict: the key has another version",
         KVSHM_NOT_AN_INTEGER => c"value is not an integer",
         KVSHM_OVERFLOW => c"increment would overflow",
+        KVSHM_READ_ONLY => c"read-only replica: write to its primary",
     };
     s.as_ptr()
 }
@@ -326,6 +332,7 @@ mod tests {
             ),
             (Error::NotAnInteger, KVSHM_NOT_AN_INTEGER),
             (Error::Overflow, KVSHM_OVERFLOW),
+            (Error::ReadOnly, KVSHM_READ_ONLY),
         ];
         for (e, s) in errors {
             assert_eq!(status_of(&e), s, "{e:?}");

@@ -119,6 +119,12 @@ create_exception!(
     Error,
     "incr would overflow a signed 64-bit integer."
 );
+create_exception!(
+    _kvshm,
+    ReadOnly,
+    Error,
+    "The store is a read-only replica: write to its primary."
+);
 create_exception!(_kvshm, InvalidArgument, Error, "A bad argument.");
 create_exception!(_kvshm, IoError, Error, "An operating-system error.");
 
@@ -143,6 +149,7 @@ fn err(e: kvshm::Error) -> PyErr {
         ErrorCode::Conflict => Conflict::new_err(msg),
         ErrorCode::NotAnInteger => NotAnInteger::new_err(msg),
         ErrorCode::Overflow => Overflow::new_err(msg),
+        ErrorCode::ReadOnly => ReadOnly::new_err(msg),
         ErrorCode::InvalidArgument => InvalidArgument::new_err(msg),
         ErrorCode::Io => IoError::new_err(msg),
     };
@@ -698,6 +705,7 @@ fn _kvshm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Conflict", py.get_type::<Conflict>())?;
     m.add("NotAnInteger", py.get_type::<NotAnInteger>())?;
     m.add("Overflow", py.get_type::<Overflow>())?;
+    m.add("ReadOnly", py.get_type::<ReadOnly>())?;
     m.add("InvalidArgument", py.get_type::<InvalidArgument>())?;
     m.add("IoError", py.get_type::<IoError>())?;
     Ok(())

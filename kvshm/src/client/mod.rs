@@ -69,6 +69,8 @@ pub struct Client {
     /// the generation differs, and every operation returns `Error::Forked`.
     fork_generation: u64,
     pid: u64,
+    /// This client applies a replication stream: it may write a replica store.
+    applier: std::sync::atomic::AtomicBool,
 }
 
 impl Client {
@@ -103,6 +105,7 @@ impl Client {
             write: Mutex::new(BlockCache::new(flush_seen)),
             fork_generation: segment::fork_generation(),
             pid: segment::pid(),
+            applier: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -145,6 +148,9 @@ impl Client {
     /// This client's session with its block cache, for a caller holding the write mutex
     /// `g`. Flushes the cache first if the host asked for it since the last flush.
     pub(crate) fn session_w<'g>(&'g self, g: &'g WriteGuard<'_>) -> Result<Session<'g>> {
+        if self.st.mem.header().replica.load(R) != 0 && !self.applier.load(R) {
+            return Err(Error::ReadOnly);
+        }
         let mut s = self.session()?;
         s.cache = Some(&*g.mutex);
         Allocator::new(&s).flush_cache_if_asked()?;
@@ -222,6 +228,36 @@ impl Client {
     /// Whether this client was opened read-only.
     pub fn is_read_only(&self) -> bool {
         self.slot.is_none()
+    }
+
+    /// Make the store a read-only replica (`on`), or writable again: while it is one, writes
+    /// of every client but those marked with [`Client::set_replication_applier`] fail with
+    /// [`Error::ReadOnly`] (a write already past its check finishes). For kvhost's
+    /// `--replica-of`; other processes see the change at their next write.
+    pub fn set_replica(&self, on: bool) -> Result<()> {
+        self.not_forked()?;
+        if self.is_read_only() {
+            return Err(Error::InvalidArgument(
+                "a read-only client cannot change the store".into(),
+            ));
+        }
+        self.st
+            .mem
+            .header()
+            .replica
+            .store(u64::from(on), Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the store is a read-only replica now.
+    pub fn is_replica(&self) -> bool {
+        self.st.mem.header().replica.load(Ordering::Acquire) != 0
+    }
+
+    /// Let this client write while the store is a replica: the client that applies the
+    /// replication stream.
+    pub fn set_replication_applier(&self, on: bool) {
+        self.applier.store(on, R);
     }
 
     /// The distinct stripes of `hashes`, ascending (the order every writer locks them in).

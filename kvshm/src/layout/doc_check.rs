@@ -59,6 +59,7 @@ fn structs() -> Vec<(&'static str, Fields)> {
                 host_start_unix,
                 cache_flush,
                 snapshot_request,
+                replica,
                 _pad2,
                 folded,
                 _pad3,

@@ -112,7 +112,10 @@ pub struct Header {
     pub cache_flush: AtomicU64,
     /// Set by a client that asks the host for a snapshot; cleared by the host.
     pub snapshot_request: AtomicU64,
-    pub _pad2: [AtomicU64; 3],
+    /// Nonzero while a kvhost keeps the store a replica of a primary: writes of every
+    /// client but the replication's own fail with `Error::ReadOnly`.
+    pub replica: AtomicU64,
+    pub _pad2: [AtomicU64; 2],
 
     // ---- line 2: totals ----
     /// Counters of the `Stats` totals that belong to no live client any more.
@@ -184,6 +187,7 @@ assert_offsets!(Header {
     host_start_unix: 208,
     cache_flush: 216,
     snapshot_request: 224,
+    replica: 232,
     folded: 256,
     slot_pages: 384,
     last_snapshot_unix: 576,

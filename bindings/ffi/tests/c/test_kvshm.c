@@ -69,7 +69,7 @@ int main(int argc, char **argv) {
     snprintf(name2, sizeof name2, "%s-small", argv[1]);
 
     /* strerror: every status has a message, unknown values too. */
-    for (int s = KVSHM_OK; s <= KVSHM_OVERFLOW; s++) CHECK(kvshm_strerror(s) && strlen(kvshm_strerror(s)) > 0);
+    for (int s = KVSHM_OK; s <= KVSHM_READ_ONLY; s++) CHECK(kvshm_strerror(s) && strlen(kvshm_strerror(s)) > 0);
     CHECK(strcmp(kvshm_strerror(999), "unknown status") == 0);
 
     kvshm_config cfg;

@@ -233,6 +233,7 @@ pub fn wrong_args(name: &str) -> String {
 pub fn store_error(e: &Error) -> String {
     match e {
         Error::NotAnInteger => "ERR value is not an integer or out of range".into(),
+        Error::ReadOnly => "READONLY You can't write against a read only replica.".into(),
         Error::Overflow => "ERR increment or decrement would overflow".into(),
         Error::ValueTooLong { len, max } => format!(
             "ERR string exceeds maximum allowed size (proto-max-bulk-len): {len} bytes, the store's limit is {max}"
