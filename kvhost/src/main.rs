@@ -241,6 +241,19 @@ fn run(a: &RunArgs) -> ExitCode {
     if let Err(e) = host.client().set_eviction(s.eviction) {
         return fail("cannot set the eviction policy", &e);
     }
+    if s.resp.replica_of.is_some() {
+        if !s.resp.enabled() {
+            eprintln!("kvhost: --replica-of needs --resp ADDR (replicas announce their port)");
+            return ExitCode::from(2);
+        }
+        // The host's own upkeep (expiry passes, compaction) goes on in a replica store.
+        host.set_replication_applier(true);
+    } else if host.is_replica() {
+        if let Err(e) = host.set_replica(false) {
+            return fail("cannot make the store writable", &e);
+        }
+        log::warn!("the store was left a replica by an earlier run; without --replica-of it is writable (a primary) now");
+    }
     let st = host.stats();
     println!(
         "kvhost: hosting store '{}' at {} (pid {}): {} keys, {} committed, max {} ({} when full), keys <= {} B, values <= {} B",
@@ -431,6 +444,13 @@ fn start_resp(
     }
     let opts = r.clone();
     let server = kvhost::resp::start(opts, control.clone()).map_err(|e| e.to_string())?;
+    if let Some((h, p)) = r.replica_of.clone() {
+        println!("kvhost: replica of {h}:{p} (read-only for every other writer)");
+        server
+            .shared()
+            .set_replica_of(Some((h, p)))
+            .map_err(|e| format!("cannot replicate: {e}"))?;
+    }
     for a in &server.tcp_addrs {
         println!(
             "kvhost: Redis protocol on {a}{}: redis-cli -h {} -p {}",

@@ -104,6 +104,14 @@ pub struct RunArgs {
     /// Redis's client-query-buffer-limit; never less than the longest value).
     #[arg(long)]
     pub max_query_buffer: Option<String>,
+    /// Keep the store a read-only copy of this primary (a kvhost with --changelog, or a Redis
+    /// server), e.g. 10.0.0.1:6379; needs --resp. Without it, a store left a replica by an
+    /// earlier run becomes writable (a primary) again.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub replica_of: Option<String>,
+    /// The primary's password (its --requirepass). Also from KVHOST_MASTERAUTH.
+    #[arg(long, env = "KVHOST_MASTERAUTH", hide_env_values = true)]
+    pub masterauth: Option<String>,
 }
 
 /// Settings after defaults, the config file and flags were merged.
@@ -221,6 +229,23 @@ fn resp_settings(a: &RunArgs, f: &FileConfig) -> Result<kvhost::resp::Options, S
         threads,
         spin,
         max_query_buffer,
+        replica_of: match a.replica_of.clone().or(f.replica_of.clone()) {
+            Some(s) => {
+                let (h, p) = s
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("--replica-of {s}: use HOST:PORT"))?;
+                let p: u16 = p
+                    .parse()
+                    .map_err(|_| format!("--replica-of {s}: bad port"))?;
+                Some((h.trim_matches(|c| c == '[' || c == ']').to_string(), p))
+            }
+            None => None,
+        },
+        masterauth: a
+            .masterauth
+            .clone()
+            .or(f.masterauth.clone())
+            .filter(|p| !p.is_empty()),
         repl_backlog: match a.repl_backlog_size.clone().or(f.repl_backlog_size.clone()) {
             Some(s) => usize::try_from(parse_size(&s)?).unwrap_or(usize::MAX),
             None => 16 << 20,
@@ -316,6 +341,8 @@ pub struct FileConfig {
     pub max_value: Option<String>,
     pub changelog: Option<String>,
     pub repl_backlog_size: Option<String>,
+    pub replica_of: Option<String>,
+    pub masterauth: Option<String>,
     pub stripes: Option<u32>,
     pub eviction: Option<String>,
     pub mode: Option<String>,

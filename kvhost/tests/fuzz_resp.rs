@@ -271,6 +271,8 @@ fn random_commands_never_panic_and_always_reply_once() {
         spin: std::time::Duration::ZERO,
         max_query_buffer: 1 << 20,
         repl_backlog: 1 << 20,
+        replica_of: None,
+        masterauth: None,
         output_chunk: 64 * 1024,
         http: Vec::new(),
         http_token: None,

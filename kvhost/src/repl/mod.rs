@@ -22,6 +22,7 @@
 //! replication id and every replica starts over with a full resync.
 
 pub mod rdb;
+pub mod replica;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;

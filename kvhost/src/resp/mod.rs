@@ -65,6 +65,10 @@ pub struct Options {
     pub snapshot_every: Option<Duration>,
     /// Bytes of the replication stream kept for partial resyncs (`--repl-backlog-size`).
     pub repl_backlog: usize,
+    /// Replicate this primary (`--replica-of HOST:PORT`).
+    pub replica_of: Option<(String, u16)>,
+    /// The primary's password (`--masterauth`).
+    pub masterauth: Option<String>,
 }
 
 impl Options {
@@ -189,6 +193,10 @@ pub struct Shared {
     pub run_id: String,
     /// The replication stream, if the store keeps a change log (`crate::repl`).
     pub repl: std::sync::OnceLock<Arc<crate::repl::Feed>>,
+    /// The link to our primary while the store is a replica (`--replica-of`, REPLICAOF).
+    pub replica: Mutex<Option<Arc<crate::repl::replica::Link>>>,
+    /// The primary's password (`--masterauth`).
+    pub masterauth: Option<String>,
 }
 
 impl Shared {
@@ -203,6 +211,43 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The replication link, if the store is a replica now.
+    pub fn replica_link(&self) -> Option<Arc<crate::repl::replica::Link>> {
+        self.replica
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Follow `primary` (stopping any link there was), or, with `None`, stop following and
+    /// make the store writable (REPLICAOF NO ONE: a promotion).
+    pub fn set_replica_of(&self, primary: Option<(String, u16)>) -> kvshm::Result<()> {
+        let mut cur = self.replica.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = cur.take() {
+            old.stop();
+        }
+        match primary {
+            Some((host, port)) => {
+                *cur = Some(crate::repl::replica::start(
+                    self.opts.dir.clone(),
+                    self.opts.name.clone(),
+                    host,
+                    port,
+                    self.port.load(Ordering::Relaxed) as u16,
+                    self.masterauth.clone(),
+                )?);
+            }
+            None => {
+                let c = kvshm::Client::open_in(&self.opts.dir, &self.opts.name)?;
+                if c.is_replica() {
+                    c.set_replica(false)?;
+                    log::warn!("the store is no longer a replica: writable (a primary now)");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The idle timeout now.
@@ -235,6 +280,8 @@ impl Shared {
             last_snapshot_us: AtomicU64::new(0),
             run_id,
             repl: std::sync::OnceLock::new(),
+            replica: Mutex::new(None),
+            masterauth: opts.masterauth.clone(),
             opts,
         }
     }

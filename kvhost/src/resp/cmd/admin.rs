@@ -477,7 +477,12 @@ fn info_text(cx: &Ctx<'_, '_>, wanted: &[String]) -> String {
         );
     }
     if want("replication") {
+        let link = sh.replica_link();
         match sh.repl.get() {
+            _ if link.is_some() => {
+                s.push_str(&link.map(|l| l.info()).unwrap_or_default());
+                s.push_str("\r\n");
+            }
             Some(feed) => {
                 s.push_str(&feed.info());
                 s.push_str("\r\n");
@@ -966,7 +971,48 @@ pub fn replconf(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
     cx.out.ok();
 }
 
+pub fn replicaof(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
+    let target = if is(a[1], "no") && is(a[2], "one") {
+        None
+    } else {
+        match parse_int(a[2]) {
+            Some(p) if (0..=65535).contains(&p) => {
+                Some((String::from_utf8_lossy(a[1]).into_owned(), p as u16))
+            }
+            _ => return cx.out.error("ERR Invalid master port"),
+        }
+    };
+    let was = cx.shared.replica_link();
+    let same = match (&was, &target) {
+        (Some(l), Some((h, p))) => l.host == *h && l.port == *p,
+        _ => false,
+    };
+    if same {
+        return cx.out.simple("OK Already connected to specified master");
+    }
+    log::warn!(
+        "REPLICAOF {} by RESP client {} ({})",
+        target
+            .as_ref()
+            .map_or("NO ONE".to_string(), |(h, p)| format!("{h}:{p}")),
+        cx.conn.id,
+        cx.conn.handle.addr
+    );
+    match cx.shared.set_replica_of(target) {
+        Ok(()) => cx.out.ok(),
+        Err(e) => cx.fail(&e),
+    }
+}
+
 pub fn role(cx: &mut Ctx<'_, '_>, _a: &[&[u8]]) {
+    if let Some(l) = cx.shared.replica_link() {
+        cx.out.array(5);
+        cx.out.bulk(b"slave");
+        cx.out.bulk(l.host.as_bytes());
+        cx.out.int(i64::from(l.port));
+        cx.out.bulk(l.state().as_bytes());
+        return cx.out.int(l.offset.load(Ordering::Relaxed) as i64);
+    }
     let Some(feed) = cx.shared.repl.get() else {
         cx.out.array(3);
         cx.out.bulk(b"master");

@@ -163,6 +163,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("psync", -3, &["admin", "noscript", "no-multi"], NOKEY, "server", "An internal command used in replication.", admin::psync),
     spec!("sync", 1, &["admin", "noscript", "no-multi"], NOKEY, "server", "An internal command used in replication.", admin::psync),
     spec!("replconf", -1, &["admin", "noscript", "loading", "stale"], NOKEY, "server", "An internal command for configuring the replication stream.", admin::replconf),
+    spec!("replicaof", 3, &["admin", "noscript", "stale", "no-async-loading"], NOKEY, "server", "Configures a server as replica of another, or promotes it to a master.", admin::replicaof),
+    spec!("slaveof", 3, &["admin", "noscript", "stale", "no-async-loading"], NOKEY, "server", "Sets a Redis server as a replica of another, or promotes it to being a master.", admin::replicaof),
     spec!("role", 1, &["noscript", "loading", "stale", "fast"], NOKEY, "server", "Returns the replication role.", admin::role),
     spec!("wait", 3, &["noscript"], NOKEY, "generic", "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.", admin::wait),
     // Transactions (handled by the connection; listed for COMMAND).
