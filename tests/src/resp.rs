@@ -69,6 +69,35 @@ impl RespHost {
         let port = free_port();
         let sock = std::env::temp_dir().join(format!("{}.sock", store.name));
         let log = std::env::temp_dir().join(format!("{}.log", store.name));
+        let child = RespHost::spawn(&store, port, &sock, &log, extra);
+        RespHost {
+            store,
+            child,
+            port,
+            sock,
+            log,
+        }
+    }
+
+    /// Kill this kvhost with SIGKILL (the store stays, as after a crash).
+    pub fn kill9(&mut self) {
+        let _ = self.child.child.kill();
+        let _ = self.child.child.wait();
+    }
+
+    /// Start kvhost again on the same store, port and log, with `extra` flags.
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.kill9();
+        self.child = RespHost::spawn(&self.store, self.port, &self.sock, &self.log, extra);
+    }
+
+    fn spawn(
+        store: &StoreName,
+        port: u16,
+        sock: &std::path::Path,
+        log: &std::path::Path,
+        extra: &[&str],
+    ) -> ChildGuard {
         let mut c = Command::new(workspace_bin("kvhost"));
         c.args(["--name", &store.name, "--dir"])
             .arg(&store.dir)
@@ -83,13 +112,7 @@ impl RespHost {
             .stderr(Stdio::null());
         let mut child = ChildGuard::new(c.spawn().expect("start kvhost"));
         wait_port(port, &mut child, "kvhost");
-        RespHost {
-            store,
-            child,
-            port,
-            sock,
-            log,
-        }
+        child
     }
 
     /// A raw connection.

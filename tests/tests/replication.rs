@@ -231,3 +231,114 @@ fn a_store_without_a_change_log_refuses_psync_clearly() {
     assert!(r.contains("--changelog"), "{r}");
     assert_eq!(c.cmds(&["WAIT", "0", "0"]).trim(), ":0");
 }
+
+fn link_up(h: &RespHost) -> bool {
+    info_field(&h.cli(&["info", "replication"]), "master_link_status").as_deref() == Some("up")
+}
+
+fn kv_replica_flags(primary_port: u16) -> Vec<String> {
+    ["--changelog", "16MiB", "--stripes", "64", "--replica-of"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("127.0.0.1:{primary_port}")])
+        .collect()
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(|s| s.as_str()).collect()
+}
+
+/// WAIT on `p` for one replica, then until `r`'s store equals `p`'s.
+fn wait_same(p: &RespHost, r: &RespHost) {
+    assert_eq!(p.conn().cmds(&["WAIT", "1", "20000"]).trim(), ":1", "WAIT");
+    wait_for("the replica's store to equal the primary's", LIMIT, || {
+        primary_keys(p) == primary_keys(r)
+    });
+}
+
+#[test]
+fn a_kvhost_replica_follows_is_read_only_and_takes_over_after_the_primary_is_killed() {
+    let mut p = primary("repl-kv-p", "16MiB");
+    let pl = p.local();
+    for i in 0..300u32 {
+        pl.put(format!("pre-{i}").as_bytes(), &binary(i)).unwrap();
+    }
+    pl.put_with_ttl(b"ttl", b"t", Duration::from_secs(600))
+        .unwrap();
+    let r = RespHost::start("repl-kv-r", &as_strs(&kv_replica_flags(p.port)));
+    wait_for("the kvhost replica's link", LIMIT, || link_up(&r));
+    for i in 0..300u32 {
+        pl.put(format!("post-{i}").as_bytes(), &binary(i + 3))
+            .unwrap();
+    }
+    pl.remove(b"pre-0").unwrap();
+    pl.incr(b"n", 42).unwrap();
+    wait_same(&p, &r);
+    // Keys, values and expiry times are the same, read through shared memory on both sides.
+    let rl = r.local();
+    assert_eq!(rl.get(b"n").unwrap().as_deref(), Some(&b"42"[..]));
+    // Read-only for everybody but the link: local processes and RESP clients.
+    assert!(matches!(rl.put(b"x", b"1"), Err(kvshm::Error::ReadOnly)));
+    assert!(r.conn().cmds(&["SET", "x", "1"]).starts_with("-READONLY"));
+    let role = r.cli(&["role"]);
+    assert!(role.starts_with("slave\n127.0.0.1\n"), "{role}");
+
+    // The primary is killed while a local process writes; every write it saw acknowledged by
+    // WAIT is on the replica, and what is missing is at most what came after the last WAIT.
+    let mut acked = 0u32;
+    let mut waited = 0u32;
+    let mut pc = p.conn();
+    for i in 0..2000u32 {
+        pl.put(format!("load-{i}").as_bytes(), &binary(i)).unwrap();
+        acked = i + 1;
+        if i % 100 == 99 {
+            assert_eq!(pc.cmds(&["WAIT", "1", "20000"]).trim(), ":1");
+            waited = i + 1;
+        }
+        if i == 1234 {
+            p.kill9();
+            break;
+        }
+    }
+    drop(pc);
+    wait_for("the replica to see its primary gone", LIMIT, || {
+        !link_up(&r)
+    });
+    assert_eq!(r.cli(&["replicaof", "no", "one"]).trim(), "OK");
+    let missing: Vec<u32> = (0..acked)
+        .filter(|i| rl.get(format!("load-{i}").as_bytes()).unwrap().is_none())
+        .collect();
+    assert!(
+        missing.iter().all(|&i| i >= waited),
+        "writes acknowledged by WAIT lost: {:?}",
+        &missing[..missing.len().min(5)]
+    );
+    eprintln!(
+        "failover: {acked} writes acknowledged, {waited} of them by WAIT, {} missing on the promoted replica",
+        missing.len()
+    );
+    // The promoted replica is a writable primary now, for local processes and RESP.
+    rl.put(b"after-failover", b"1").unwrap();
+    assert_eq!(r.conn().cmds(&["SET", "via-resp", "2"]).trim(), "+OK");
+    assert!(r.cli(&["role"]).starts_with("master\n"));
+
+    // The old primary comes back as a replica of the new one: its store (with writes the
+    // new primary never got) becomes an exact copy again.
+    let flags = kv_replica_flags(r.port);
+    p.restart(&as_strs(&flags));
+    wait_for("the old primary to follow the new one", LIMIT, || {
+        link_up(&p)
+    });
+    wait_same(&r, &p);
+    assert_eq!(
+        p.local().get(b"after-failover").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    // A restart of the replica keeps its data and it catches up again.
+    r.local().put(b"while-restarting", b"3").unwrap();
+    p.restart(&as_strs(&flags));
+    wait_for("the replica's link after its restart", LIMIT, || {
+        link_up(&p)
+    });
+    wait_same(&r, &p);
+}
