@@ -42,6 +42,8 @@ pub struct Conn {
     pub blocked: Option<Blocked>,
     /// REPLCONF listening-port of a replica.
     pub repl_port: u16,
+    /// SUBSCRIBEd channels.
+    pub subs: super::pubsub::Subscriptions,
 }
 
 /// What a blocked connection waits for.
@@ -70,6 +72,7 @@ impl Conn {
             close: false,
             blocked: None,
             repl_port: 0,
+            subs: super::pubsub::Subscriptions::default(),
         }
     }
 }
@@ -94,6 +97,18 @@ pub fn execute(conn: &mut Conn, shared: &Shared, client: &Client, out: &mut Out,
         return out.error("NOAUTH Authentication required.");
     }
     let n = args.len() as i32;
+    if conn.subs.active()
+        && out.proto == Proto::V2
+        && !matches!(
+            spec.name,
+            "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ping" | "quit" | "reset"
+        )
+    {
+        return out.error(&format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            spec.name
+        ));
+    }
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         if conn.multi.is_some() {
             conn.multi_failed = true;
@@ -236,6 +251,26 @@ fn exec(conn: &mut Conn, shared: &Shared, client: &Client, out: &mut Out) {
         }
     }
     let proto = out.proto;
+    if keys.is_empty() && watched.is_empty() {
+        // No data command (e.g. Sentinel's MULTI SLAVEOF NO ONE / CONFIG REWRITE / CLIENT
+        // KILL EXEC): nothing for a store transaction to cover, and a replica store must
+        // still run it (a transaction is a write there).
+        let mut replies = Out::new(proto);
+        replies.array(queue.len());
+        for (spec, args) in &queue {
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let mut cx = Ctx {
+                db: Db::Direct(client),
+                out: &mut replies,
+                conn: &mut *conn,
+                shared,
+            };
+            (spec.run)(&mut cx, &args);
+        }
+        out.proto = replies.proto;
+        out.buf.extend_from_slice(&replies.buf);
+        return;
+    }
     let r = client.transact(&watched, &keys, |recs| {
         let mut overlay = Overlay::new(&keys, recs);
         let mut replies = Out::new(proto);

@@ -24,6 +24,7 @@ pub mod db;
 pub mod glob;
 pub mod net;
 pub mod proto;
+pub mod pubsub;
 
 pub use net::{start, Server};
 
@@ -197,6 +198,8 @@ pub struct Shared {
     pub replica: Mutex<Option<Arc<crate::repl::replica::Link>>>,
     /// The primary's password (`--masterauth`).
     pub masterauth: Option<String>,
+    /// Publish/subscribe channels.
+    pub pubsub: Arc<pubsub::PubSub>,
 }
 
 impl Shared {
@@ -282,6 +285,7 @@ impl Shared {
             repl: std::sync::OnceLock::new(),
             replica: Mutex::new(None),
             masterauth: opts.masterauth.clone(),
+            pubsub: Arc::new(pubsub::PubSub::default()),
             opts,
         }
     }

@@ -440,6 +440,7 @@ where
     let mut killed = std::pin::pin!(killed);
     let idle = tokio::time::sleep(Duration::from_secs(3600));
     let mut idle = std::pin::pin!(idle);
+    let mut sub_rx: Option<tokio::sync::broadcast::Receiver<super::pubsub::Message>> = None;
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
@@ -449,11 +450,36 @@ where
         if let Some(t) = shared.timeout() {
             idle.as_mut().reset(tokio::time::Instant::now() + t);
         }
-        let timed = shared.timeout().is_some();
+        // A subscribed connection (SUBSCRIBE) also waits for published messages; it is not
+        // idle while subscribed (Redis does not time out subscribers either).
+        if conn.subs.active() != sub_rx.is_some() {
+            sub_rx = conn.subs.active().then(|| shared.pubsub.receiver());
+        }
+        let timed = shared.timeout().is_some() && sub_rx.is_none();
         let read = stream.read_buf(&mut buf);
+        let message = async {
+            match sub_rx.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let n = tokio::select! {
             biased;
             r = read => r?,
+            m = message => {
+                match m {
+                    Ok(m) => {
+                        if conn.subs.deliver(&m, &mut out) {
+                            flush(shared, stream, &mut out).await?;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        log::warn!("RESP client {}: {n} published messages dropped (a slow subscriber)", conn.id);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                }
+                continue;
+            }
             () = &mut killed => 0,
             () = &mut idle, if timed => {
                 log::debug!("RESP client {}: idle timeout", conn.id);

@@ -14,6 +14,12 @@ use crate::resp::proto::Proto;
 pub const REDIS_VERSION: &str = "7.0.0";
 
 pub fn ping(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
+    if cx.conn.subs.active() && cx.out.proto == Proto::V2 {
+        // Subscribed mode answers a PING with a two-element array.
+        cx.out.array(2);
+        cx.out.bulk(b"pong");
+        return cx.out.bulk(a.get(1).copied().unwrap_or(b""));
+    }
     match a.len() {
         1 => cx.out.simple("PONG"),
         2 => cx.out.bulk(a[1]),
@@ -1001,6 +1007,56 @@ pub fn replicaof(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
     match cx.shared.set_replica_of(target) {
         Ok(()) => cx.out.ok(),
         Err(e) => cx.fail(&e),
+    }
+}
+
+pub fn subscribe(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
+    if cx.conn.multi.is_some() {
+        return cx.out.error("ERR Command not allowed inside a transaction");
+    }
+    let ps = cx.shared.pubsub.clone();
+    for ch in &a[1..] {
+        cx.conn.subs.subscribe(&ps, ch, cx.out);
+    }
+}
+
+pub fn unsubscribe(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
+    cx.conn.subs.unsubscribe(&a[1..], cx.out);
+}
+
+pub fn psubscribe(cx: &mut Ctx<'_, '_>, _a: &[&[u8]]) {
+    cx.out.error(
+        "ERR pattern subscriptions are not supported by kvhost (SUBSCRIBE channels by name)",
+    );
+}
+
+pub fn publish(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
+    let n = cx.shared.pubsub.publish(a[1], a[2]);
+    cx.out.int(n as i64);
+}
+
+pub fn pubsub(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
+    if is(a[1], "channels") {
+        let chans = cx.shared.pubsub.channels();
+        let pat = a.get(2).copied();
+        let chans: Vec<Vec<u8>> = chans
+            .into_iter()
+            .filter(|c| pat.is_none_or(|p| crate::resp::glob::matches(p, c)))
+            .collect();
+        cx.out.array(chans.len());
+        for c in chans {
+            cx.out.bulk(&c);
+        }
+    } else if is(a[1], "numsub") {
+        cx.out.array(2 * (a.len() - 2));
+        for c in &a[2..] {
+            cx.out.bulk(c);
+            cx.out.int(cx.shared.pubsub.numsub(c) as i64);
+        }
+    } else if is(a[1], "numpat") {
+        cx.out.int(0);
+    } else {
+        sub_error(cx, a, "pubsub", &["channels", "numsub", "numpat"]);
     }
 }
 

@@ -165,6 +165,12 @@ pub static COMMANDS: &[Spec] = &[
     spec!("replconf", -1, &["admin", "noscript", "loading", "stale"], NOKEY, "server", "An internal command for configuring the replication stream.", admin::replconf),
     spec!("replicaof", 3, &["admin", "noscript", "stale", "no-async-loading"], NOKEY, "server", "Configures a server as replica of another, or promotes it to a master.", admin::replicaof),
     spec!("slaveof", 3, &["admin", "noscript", "stale", "no-async-loading"], NOKEY, "server", "Sets a Redis server as a replica of another, or promotes it to being a master.", admin::replicaof),
+    spec!("subscribe", -2, &["pubsub", "noscript", "loading", "stale"], NOKEY, "pubsub", "Listens for messages published to channels.", admin::subscribe),
+    spec!("unsubscribe", -1, &["pubsub", "noscript", "loading", "stale"], NOKEY, "pubsub", "Stops listening to messages posted to channels.", admin::unsubscribe),
+    spec!("psubscribe", -2, &["pubsub", "noscript", "loading", "stale"], NOKEY, "pubsub", "Listens for messages published to channels that match one or more patterns.", admin::psubscribe),
+    spec!("punsubscribe", -1, &["pubsub", "noscript", "loading", "stale"], NOKEY, "pubsub", "Stops listening to messages published to channels that match one or more patterns.", admin::psubscribe),
+    spec!("publish", 3, &["pubsub", "loading", "stale", "fast"], NOKEY, "pubsub", "Posts a message to a channel.", admin::publish),
+    spec!("pubsub", -2, &["pubsub", "loading", "stale"], NOKEY, "pubsub", "A container for Pub/Sub commands.", admin::pubsub),
     spec!("role", 1, &["noscript", "loading", "stale", "fast"], NOKEY, "server", "Returns the replication role.", admin::role),
     spec!("wait", 3, &["noscript"], NOKEY, "generic", "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.", admin::wait),
     // Transactions (handled by the connection; listed for COMMAND).
