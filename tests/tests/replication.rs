@@ -342,3 +342,100 @@ fn a_kvhost_replica_follows_is_read_only_and_takes_over_after_the_primary_is_kil
     });
     wait_same(&r, &p);
 }
+
+/// A Redis Sentinel (`redis-server --sentinel`) on a free loopback port, monitoring `port`.
+struct Sentinel {
+    child: kvshm_tests::ChildGuard,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    fn start(master_port: u16) -> Sentinel {
+        let port = kvshm_tests::resp::free_port();
+        let dir =
+            std::env::temp_dir().join(format!("kvshm-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mk 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mk 1000\nsentinel failover-timeout mk 5000\n\
+                 sentinel parallel-syncs mk 1\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let mut c = std::process::Command::new(kvshm_tests::resp::tool("redis-server"));
+        c.arg(&conf)
+            .arg("--sentinel")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = kvshm_tests::ChildGuard::new(c.spawn().expect("start redis-server --sentinel"));
+        Sentinel { child, port, dir }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        kvshm_tests::resp::redis_cli(self.port, args, None)
+    }
+
+    fn master(&self) -> String {
+        self.cli(&["sentinel", "get-master-addr-by-name", "mk"])
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        self.child.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn redis_sentinel_fails_over_from_a_killed_kvhost_primary_to_its_kvhost_replica() {
+    let mut p = primary("repl-sent-p", "16MiB");
+    let r = RespHost::start("repl-sent-r", &as_strs(&kv_replica_flags(p.port)));
+    wait_for("the replica's link", LIMIT, || link_up(&r));
+    let s = Sentinel::start(p.port);
+    // Sentinel finds the replica through the primary's INFO and talks to both (commands and
+    // its hello channel): both healthy, not "disconnected".
+    wait_for("Sentinel to see the replica", LIMIT, || {
+        let reps = s.cli(&["sentinel", "replicas", "mk"]);
+        reps.contains(&format!("127.0.0.1:{}", r.port))
+            && reps.lines().any(|l| l == "slave")
+            && !reps.contains("disconnected")
+    });
+    let pl = p.local();
+    for i in 0..100u32 {
+        pl.put(format!("k{i}").as_bytes(), &binary(i)).unwrap();
+    }
+    assert_eq!(p.conn().cmds(&["WAIT", "1", "20000"]).trim(), ":1");
+    p.kill9();
+    wait_for(
+        "Sentinel to promote the kvhost replica",
+        Duration::from_secs(60),
+        || s.master() == format!("127.0.0.1:{}", r.port),
+    );
+    wait_for("the promoted replica to be a master", LIMIT, || {
+        r.cli(&["role"]).starts_with("master\n")
+    });
+    let rl = r.local();
+    for i in 0..100u32 {
+        assert_eq!(rl.get(format!("k{i}").as_bytes()).unwrap(), Some(binary(i)));
+    }
+    rl.put(b"after-failover", b"1").unwrap();
+    // The old primary comes back as a plain kvhost; Sentinel turns it into a replica of the
+    // new primary, which sends it everything.
+    p.restart(&["--changelog", "16MiB", "--stripes", "64"]);
+    wait_for(
+        "Sentinel to convert the old primary",
+        Duration::from_secs(60),
+        || link_up(&p),
+    );
+    wait_same(&r, &p);
+}
