@@ -21,6 +21,7 @@ gate csharp.sh
 gate python.sh
 gate resp.sh
 gate cluster.sh
+gate replication.sh
 gate loom.sh
 gate bench-smoke.sh
 gate demo.sh
