@@ -11,7 +11,12 @@
 use kvshm::{Client, Config, Host};
 fn main() {
     let name = format!("bench-cg-{}", std::process::id());
-    let h = Host::create(&name, &Config::default()).unwrap();
+    // KVSHM_CHANGELOG=BYTES: the same in a store with a change log (issue 18).
+    let log: u64 = std::env::var("KVSHM_CHANGELOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let h = Host::create(&name, &Config::default().changelog(log)).unwrap();
     let c = Client::open(&name).unwrap();
     for i in 0..10_000u32 {
         c.put(&i.to_le_bytes(), b"1234567890").unwrap();

@@ -9,13 +9,15 @@
 //! +16   tail      monotonic position of the oldest entry still whole (head - tail <= cap)
 //! +24   next_seq  sequence number of the next entry (the first is 1)
 //! +32   cap       bytes of the ring (immutable)
-//! +128  ring[cap] entries at position p live at ring[p % cap]; an entry never wraps
+//! +4096 ring[cap] (a power of two) entries at position p live at ring[p % cap]; an entry
+//!                 never wraps
 //! ```
 //!
 //! Entry (8-byte aligned, [`ENTRY_HEADER`] bytes, then its changes):
 //! `w0` = `seq << 2 | status` (PENDING, COMMITTED, ABORTED), or `len << 2 | PAD` for the filler
 //! that skips the end of the ring; `w1` = `len | changes << 32`; `w2` = owner slot | flags << 32
-//! (OVERFLOW: the transaction was too big to log, a reader must start over); `w3` = Unix ms.
+//! (OVERFLOW: the transaction was too big to log, a reader must start over); `w3` = 0
+//! (reserved: a clock read per write measured ~10% of a put).
 //! Change: `kind | item_len << 8` (SET 1, DEL 2), then the record's own words from its `lens`
 //! on: `lens`, `version`, `meta`, key words and (SET) value words.
 //!
@@ -84,8 +86,6 @@ pub struct ChangeBatch {
     /// Its position in the log; the next batch starts at `next`.
     pub position: u64,
     pub next: u64,
-    /// When it was appended (Unix ms, the writer's clock).
-    pub unix_ms: u64,
     /// Its changes in the order they were made. Empty with `overflow` set: the transaction was
     /// too big for the log (over half of it), and a reader must start over from a full copy.
     pub changes: Vec<LoggedChange>,
@@ -115,83 +115,97 @@ struct Control<'a> {
 
 impl Region {
     fn control<'a>(&self, mem: &'a Mem) -> Result<Control<'a>> {
+        let w = mem.words(self.off, 4)?;
         Ok(Control {
             lock: mem.lock_word(self.off + CLOG_LOCK)?,
-            head: mem.word(self.off + CLOG_HEAD)?,
-            tail: mem.word(self.off + CLOG_TAIL)?,
-            next_seq: mem.word(self.off + CLOG_NEXT_SEQ)?,
+            head: &w[(CLOG_HEAD / 8) as usize],
+            tail: &w[(CLOG_TAIL / 8) as usize],
+            next_seq: &w[(CLOG_NEXT_SEQ / 8) as usize],
         })
     }
 
-    fn word<'a>(&self, mem: &'a Mem, pos: u64) -> Result<&'a AtomicU64> {
-        mem.word(self.off + CLOG_CONTROL_SIZE + pos % self.cap)
+    /// The ring's words (one bounds check; positions index it through [`Region::ix`]).
+    fn ring<'a>(&self, mem: &'a Mem) -> Result<&'a [AtomicU64]> {
+        mem.words(self.off + CLOG_CONTROL_SIZE, self.cap / 8)
     }
 
-    fn words<'a>(&self, mem: &'a Mem, pos: u64, bytes: u64) -> Result<&'a [AtomicU64]> {
-        if pos % self.cap + bytes > self.cap {
-            return Err(Error::corrupt(
-                self.off,
-                format!("change log entry of {bytes} bytes at {pos} crosses the ring's end"),
-            ));
-        }
-        mem.words(self.off + CLOG_CONTROL_SIZE + pos % self.cap, bytes / 8)
+    /// The index in the ring of the word at position `pos`.
+    #[inline]
+    fn ix(&self, pos: u64) -> usize {
+        ((pos & (self.cap - 1)) / 8) as usize
+    }
+
+    fn bad(&self, what: String) -> Error {
+        Error::corrupt(self.off, format!("change log: {what}"))
+    }
+
+    /// `bytes` of the ring from position `pos`, which must not cross the ring's end.
+    fn span<'a>(&self, ring: &'a [AtomicU64], pos: u64, bytes: u64) -> Result<&'a [AtomicU64]> {
+        let i = self.ix(pos);
+        ring.get(i..i + (bytes / 8) as usize).ok_or_else(|| {
+            self.bad(format!(
+                "an entry of {bytes} bytes at {pos} crosses the ring's end"
+            ))
+        })
     }
 
     /// Length of the entry at `pos` (whole, under the lock or behind `head`), checked.
-    fn entry_len(&self, mem: &Mem, pos: u64) -> Result<u64> {
-        let w0 = self.word(mem, pos)?.load(R);
+    fn entry_len(&self, ring: &[AtomicU64], pos: u64) -> Result<u64> {
+        let i = self.ix(pos);
+        let w0 = ring[i].load(R);
         let len = if w0 & 3 == PAD {
             w0 >> 2
         } else {
-            self.word(mem, pos + 8)?.load(R) & 0xffff_ffff
+            ring.get(i + 1).map_or(0, |w| w.load(R) & 0xffff_ffff)
         };
-        let room = self.cap - pos % self.cap;
+        let room = self.cap - (pos & (self.cap - 1));
         if len < 8 || len % 8 != 0 || len > room || (w0 & 3 != PAD && len < ENTRY_HEADER) {
-            return Err(Error::corrupt(
-                self.off,
-                format!("change log entry at {pos}: length {len}"),
-            ));
+            return Err(self.bad(format!("entry at {pos}: length {len}")));
         }
         Ok(len)
     }
 }
 
-/// A logged entry of a transaction, PENDING until [`mark_committed`].
+/// A logged entry of a transaction, PENDING until [`mark`]: its status word (in the ring)
+/// and sequence number.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Pending {
-    pos: u64,
+pub(crate) struct Pending<'a> {
+    word: &'a AtomicU64,
     seq: u64,
 }
 
-/// Bytes a change of record `rec` takes in an entry.
-fn change_size(st: &Store, kind: u64, rec: u64) -> Result<u64> {
-    let (k, v) = st.record_lens(rec)?;
-    let value = if kind == SET { pad8(v as u64) } else { 0 };
-    Ok(CHANGE_HEADER + pad8(k as u64) + value)
+/// Bytes a change takes in an entry: a SET of a `klen`-byte key and `vlen`-byte value, or a
+/// DEL of the key.
+#[inline]
+pub(crate) fn change_size(kind: u64, klen: usize, vlen: usize) -> u64 {
+    let value = if kind == SET { pad8(vlen as u64) } else { 0 };
+    CHANGE_HEADER + pad8(klen as u64) + value
 }
 
-/// Append the changes of the caller's transaction (`(kind, record)` pairs; the records are
+/// Append the changes of the caller's transaction (`(kind, record, size)`; the records are
 /// intact until the transaction finishes) as a PENDING entry. The caller holds the stripe
-/// locks of every changed key and has not committed yet.
-pub(crate) fn append(
-    s: &Session<'_>,
+/// locks of every changed key and has not committed yet. Measured per put (callgrind,
+/// `ops_driver put` with `KVSHM_CHANGELOG`): see docs/PERFORMANCE.md.
+pub(crate) fn append<'a>(
+    s: &Session<'a>,
     region: Region,
-    changes: &[(u64, u64)],
-) -> Result<Option<Pending>> {
+    changes: &[(u64, u64, u64)],
+) -> Result<Option<Pending<'a>>> {
     if changes.is_empty() {
         return Ok(None);
     }
-    let st = s.st;
-    let mem = &st.mem;
+    let mem = &s.st.mem;
     let mut size = ENTRY_HEADER;
-    for &(kind, rec) in changes {
-        size += change_size(st, kind, rec)?;
+    for &(_, _, item) in changes {
+        size += item;
     }
     let overflow = size > region.cap / 2 || changes.len() as u64 > u32::MAX as u64;
     if overflow {
         size = ENTRY_HEADER;
     }
-    let c = region.control(mem)?;
+    let st: &'a Store = s.st;
+    let c = region.control(&st.mem)?;
+    let ring = region.ring(&st.mem)?;
     let _lock = s.guard_word(c.lock)?;
     crash_point!("clog.locked");
     let mut head = c.head.load(R);
@@ -202,7 +216,7 @@ pub(crate) fn append(
         tail = head.next_multiple_of(8);
         head = tail;
     }
-    let phys = head % region.cap;
+    let phys = head & (region.cap - 1);
     let pad = if phys + size > region.cap {
         region.cap - phys
     } else {
@@ -211,7 +225,7 @@ pub(crate) fn append(
     let end = head + pad + size;
     let mut moved = false;
     while end - tail > region.cap {
-        tail += region.entry_len(mem, tail)?;
+        tail += region.entry_len(ring, tail)?;
         moved = true;
     }
     if moved {
@@ -221,29 +235,31 @@ pub(crate) fn append(
         fence(REL);
     }
     if pad > 0 {
-        region.word(mem, head)?.store(pad << 2 | PAD, R);
+        ring[region.ix(head)].store(pad << 2 | PAD, R);
         head += pad;
     }
     let seq = c.next_seq.load(R);
-    let w = region.words(mem, head, size)?;
+    let w = region.span(ring, head, size)?;
     let flags = if overflow { OVERFLOW } else { 0 };
     w[1].store(size | (changes.len() as u64) << 32, R);
     w[2].store(s.me as u64 | flags << 32, R);
-    w[3].store(crate::store::now_ms(), R);
+    w[3].store(0, R);
     if !overflow {
         let mut at = (ENTRY_HEADER / 8) as usize;
-        for &(kind, rec) in changes {
-            let item = change_size(st, kind, rec)?;
+        for &(kind, rec, item) in changes {
             let n = ((item - 8) / 8) as usize;
             let src = mem.words(rec + RECORD_LENS_OFFSET, n as u64)?;
-            w[at].store(kind | item << 8, R);
-            for (d, s) in w[at + 1..at + 1 + n].iter().zip(src) {
+            let dst = w
+                .get(at..at + 1 + n)
+                .ok_or_else(|| region.bad("a change past its entry".into()))?;
+            dst[0].store(kind | item << 8, R);
+            for (d, s) in dst[1..].iter().zip(src) {
                 d.store(s.load(R), R);
             }
             if kind == DEL {
                 // Only the key was copied: the lens say so.
-                let lens = w[at + 1].load(R) & 0xffff_ffff;
-                w[at + 1].store(lens, R);
+                let lens = dst[1].load(R) & 0xffff_ffff;
+                dst[1].store(lens, R);
             }
             at += 1 + n;
         }
@@ -256,16 +272,16 @@ pub(crate) fn append(
     c.head.store(head + size, REL);
     drop(_lock);
     crash_point!("clog.appended");
-    Ok(Some(Pending { pos: head, seq }))
+    Ok(Some(Pending { word: &w[0], seq }))
 }
 
 /// After the commit (or a rollback): the entry becomes COMMITTED (or ABORTED), unless the
 /// ring already overwrote it.
-pub(crate) fn mark(s: &Session<'_>, region: Region, p: Pending, committed: bool) {
+pub(crate) fn mark(s: &Session<'_>, p: Pending<'_>, committed: bool) {
     let status = if committed { COMMITTED } else { ABORTED };
-    if let Ok(w) = region.word(&s.st.mem, p.pos) {
-        let _ = w.compare_exchange(p.seq << 2 | PENDING, p.seq << 2 | status, REL, R);
-    }
+    let _ = p
+        .word
+        .compare_exchange(p.seq << 2 | PENDING, p.seq << 2 | status, REL, R);
     crash_point!("clog.marked");
     s.slot.clog_pending.store(0, REL);
 }
@@ -297,7 +313,7 @@ pub(crate) fn resolve_dead(st: &Store, ds: &Slot, committed: bool) -> Result<()>
     let c = region.control(&st.mem)?;
     if pos < c.head.load(ACQ) && pos % 8 == 0 {
         let status = if committed { COMMITTED } else { ABORTED };
-        let w = region.word(&st.mem, pos)?;
+        let w = &region.ring(&st.mem)?[region.ix(pos)];
         let _ = w.compare_exchange(seq << 2 | PENDING, seq << 2 | status, REL, R);
     }
     ds.clog_pending.store(0, REL);
@@ -319,6 +335,7 @@ pub(crate) fn read(
 ) -> Result<ChangeRead> {
     let mem = &st.mem;
     let c = region.control(mem)?;
+    let ring = region.ring(mem)?;
     let mut p = from;
     let mut words: Vec<u64> = Vec::new();
     for _ in 0..max.max(1) * 2 {
@@ -330,7 +347,7 @@ pub(crate) fn read(
         if p == head {
             return Ok(ChangeRead::UpTo { next: p });
         }
-        let w0 = region.word(mem, p)?.load(ACQ);
+        let w0 = ring[region.ix(p)].load(ACQ);
         let status = w0 & 3;
         if status == PENDING {
             fence(ACQ);
@@ -339,16 +356,16 @@ pub(crate) fn read(
             }
             return Ok(ChangeRead::Waiting { next: p });
         }
-        let len = region.entry_len(mem, p);
+        let len = region.entry_len(ring, p);
         // Copy first, check afterwards: bytes read while the ring overwrote them are torn.
         let copied = len.and_then(|len| {
-            let w = region.words(mem, p, len)?;
+            let w = region.span(ring, p, len)?;
             words.clear();
             words.extend(w.iter().map(|x| x.load(R)));
             Ok(len)
         });
         fence(ACQ);
-        if c.tail.load(R) > p || region.word(mem, p)?.load(R) != w0 {
+        if c.tail.load(R) > p || ring[region.ix(p)].load(R) != w0 {
             return Ok(ChangeRead::Lost {
                 oldest: c.tail.load(R),
             });
@@ -374,7 +391,6 @@ fn parse(st: &Store, pos: u64, next: u64, w: &[u64]) -> Result<ChangeBatch> {
         seq: w[0] >> 2,
         position: pos,
         next,
-        unix_ms: w[3],
         changes: Vec::with_capacity(if overflow { 0 } else { n.min(w.len()) }),
         overflow,
     };

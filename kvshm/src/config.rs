@@ -106,9 +106,10 @@ impl Config {
     }
     /// Keep a change log of this many bytes in the store (0 = none, the default): every
     /// committed write of every process is appended to it, in one total order, for a reader
-    /// such as kvhost's replication (`Client::read_changes`). At least
-    /// [`MIN_CHANGELOG`] bytes, rounded up to 4 KiB; the region comes out of `max_size`. A
-    /// store with a change log has `layout_version` 5, which older builds refuse.
+    /// such as kvhost's replication (`Client::read_changes`). At least [`MIN_CHANGELOG`]
+    /// bytes, rounded up to a power of two (plus a 4 KiB control page); the region comes out
+    /// of `max_size`. A store with a change log has `layout_version` 5, which older builds
+    /// refuse.
     pub fn changelog(mut self, bytes: u64) -> Self {
         self.changelog = bytes;
         self
@@ -206,7 +207,12 @@ impl Geometry {
         let max_chunks = max_size / CHUNK_SIZE + 1;
         let slot_page0_offset = round_up(chunk_map_offset + max_chunks * 4, 4096);
         let changelog_offset = slot_page0_offset + SLOT_PAGE0_SLOTS * SLOT_SIZE;
-        let changelog_len = round_up(changelog, 4096);
+        // A control page, then the ring: the size asked for, rounded up to a power of two.
+        let changelog_len = if changelog == 0 {
+            0
+        } else {
+            crate::layout::CLOG_CONTROL_SIZE + changelog.next_power_of_two()
+        };
         let chunk_base = round_up(changelog_offset + changelog_len, CHUNK_SIZE);
         let chunk_count = max_size.saturating_sub(chunk_base) / CHUNK_SIZE;
         if chunk_count < 2 {

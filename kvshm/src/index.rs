@@ -223,7 +223,7 @@ pub(crate) fn put(
         .word(rec + RECORD_VERSION_OFFSET)?
         .store(st.next_version(s), R);
     note_expiry(st, s, st.record_meta(rec)?);
-    txn.note_change(crate::changelog::SET, rec);
+    txn.note_change(crate::changelog::SET, rec, key.len(), value_len);
     if let Some((i, old)) = f.hit {
         let (_, old_len) = st.record_lens(old)?;
         let vb = adjust(st, s, "value bytes", vb, value_len as u64, old_len as u64)?;
@@ -299,7 +299,7 @@ pub(crate) fn update_in_place(
         note_expiry(st, s, meta);
     }
     stripe.value_bytes.store(vb, REL);
-    txn.note_change(crate::changelog::SET, rec);
+    txn.note_change(crate::changelog::SET, rec, klen, value.len());
     Ok(true)
 }
 
@@ -362,7 +362,7 @@ pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Resu
     } else {
         ENTRY_TOMBSTONE
     };
-    let (_, vlen) = st.record_lens(rec)?;
+    let (klen, vlen) = st.record_lens(rec)?;
     let count = adjust(st, s, "count", stripe.count.load(R), 0, 1)?;
     let tombs = stripe.tombstones.load(R);
     let tombs = adjust(
@@ -382,7 +382,7 @@ pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Resu
     stripe.value_bytes.store(vb, REL);
     let expired = st.record_expired(rec)?;
     txn.defer_free(rec)?;
-    txn.note_change(crate::changelog::DEL, rec);
+    txn.note_change(crate::changelog::DEL, rec, klen, 0);
     Ok(!expired)
 }
 

@@ -132,7 +132,7 @@ fn changelog_region(mem: &Mem) -> Result<Option<ChangelogRegion>> {
         return Ok(None);
     }
     let cap = mem.word(off + CLOG_CAP)?.load(Ordering::Relaxed);
-    if len < CLOG_CONTROL_SIZE || cap != len - CLOG_CONTROL_SIZE || cap % 8 != 0 {
+    if len < CLOG_CONTROL_SIZE || cap != len - CLOG_CONTROL_SIZE || !cap.is_power_of_two() {
         return Err(Error::corrupt(off, format!("change log capacity {cap}")));
     }
     mem.words(off + CLOG_CONTROL_SIZE, cap / 8)?;
@@ -264,9 +264,12 @@ impl Store {
         let shift = header_u32(&buf, off!(Header, stripe_shift));
         let max_key = header_u32(&buf, off!(Header, max_key_len)) as usize;
         let max_value = header_u32(&buf, off!(Header, max_value_len)) as usize;
-        let geo = (changelog_len <= crate::config::MAX_CHANGELOG)
-            .then(|| Geometry::new(stripes, reserve, changelog_len).ok())
-            .flatten();
+        // The geometry takes the ring size asked for (a power of two stays itself).
+        let ring = changelog_len.saturating_sub(CLOG_CONTROL_SIZE);
+        let geo = (changelog_len <= crate::config::MAX_CHANGELOG + CLOG_CONTROL_SIZE
+            && (changelog_len == 0 || ring.is_power_of_two()))
+        .then(|| Geometry::new(stripes, reserve, ring).ok())
+        .flatten();
         let corrupt = |what: &str| Err(Error::corrupt(0, what));
         if !stripes.is_power_of_two() || stripes > MAX_STRIPES || 1u32 << shift != stripes {
             return corrupt("bad stripe count");
@@ -289,6 +292,7 @@ impl Store {
             || header_u64(&buf, off!(Header, chunk_count)) != geo.chunk_count
             || header_u64(&buf, off!(Header, chunk_base)) != geo.chunk_base
             || header_u64(&buf, off!(Header, slot_page0_offset)) != geo.slot_page0_offset
+            || geo.changelog_len != changelog_len
             || (changelog_len != 0
                 && header_u64(&buf, off!(Header, changelog_offset)) != geo.changelog_offset)
             || committed < geo.min_committed()

@@ -408,7 +408,8 @@ impl Client {
                     Some(rec) => {
                         txn.set(s, rec + RECORD_META_OFFSET, meta)?;
                         index::note_expiry(&self.st, s, meta);
-                        txn.note_change(crate::changelog::SET, rec);
+                        let (klen, vlen) = self.st.record_lens(rec)?;
+                        txn.note_change(crate::changelog::SET, rec, klen, vlen);
                         cur.map(|(_, v, _)| v)
                     }
                     None => None,

@@ -1,0 +1,87 @@
+//! What the change log (issue 18) costs a writer: puts of 100-byte values over 100,000 keys in
+//! a store without a change log and in one with a 64 MiB log, interleaved rounds, one
+//! process; medians of ns per put, and the ratio. A second thread reads the log meanwhile as
+//! kvhost's replication feed does (`--reader`), or nobody reads it (the default).
+//!
+//! `cargo run --release -p kvshm-benches --bin changelog_cost [ROUNDS] [--reader]`
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kvshm::{ChangeRead, Client, Config, Host};
+
+const KEYS: u32 = 100_000;
+const PUTS: u32 = 1_000_000;
+
+fn round(c: &Client, value: &[u8]) -> f64 {
+    let t = Instant::now();
+    for i in 0..PUTS {
+        c.put(&(i % KEYS).to_le_bytes(), value).expect("put");
+    }
+    t.elapsed().as_nanos() as f64 / PUTS as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let with_reader = args.iter().any(|a| a == "--reader");
+    kvshm_benches::print_machine();
+    let pid = std::process::id();
+    let off = Host::create(&format!("clog-off-{pid}"), &Config::default()).expect("create");
+    let on = Host::create(
+        &format!("clog-on-{pid}"),
+        &Config::default().changelog(
+            std::env::var("CLOG")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64 << 20),
+        ),
+    )
+    .expect("create");
+    let value = vec![7u8; 100];
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = with_reader.then(|| {
+        let stop = stop.clone();
+        let name = format!("clog-on-{pid}");
+        std::thread::spawn(move || {
+            let c = Client::open(&name).expect("attach");
+            let mut pos = c.changelog_head().expect("head");
+            let mut out = Vec::new();
+            let mut read = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                out.clear();
+                match c.read_changes(pos, 512, &mut out).expect("read") {
+                    ChangeRead::UpTo { next } | ChangeRead::Waiting { next } => pos = next,
+                    ChangeRead::Lost { oldest } => pos = oldest,
+                }
+                read += out.len() as u64;
+                if out.is_empty() {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+            read
+        })
+    });
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        a.push(round(&off, &value));
+        b.push(round(&on, &value));
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(r) = reader {
+        println!("reader took {} transactions", r.join().expect("reader"));
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.partial_cmp(y).expect("numbers"));
+        v[v.len() / 2]
+    };
+    let (ma, mb) = (med(&mut a), med(&mut b));
+    println!(
+        "put, 100 B values, {KEYS} keys, {rounds} interleaved rounds of {PUTS}: without a change log {ma:.0} ns, with one {mb:.0} ns ({:+.1}%){}",
+        (mb / ma - 1.0) * 100.0,
+        if with_reader { ", log read meanwhile" } else { "" }
+    );
+    off.release().expect("release");
+    on.release().expect("release");
+}
