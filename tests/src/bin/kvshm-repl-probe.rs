@@ -5,6 +5,10 @@
 //!   kvshm-repl-probe lag DIR_P NAME_P DIR_R NAME_R N RATE   replication lag of N writes
 //!   kvshm-repl-probe load DIR_P NAME_P ACK_FILE              write until killed, logging acks
 //!   kvshm-repl-probe missing DIR_R NAME_R ACK_FILE           acknowledged writes the replica lacks
+//!   kvshm-repl-probe fill DIR NAME N                         N keys of 100 bytes
+//!   kvshm-repl-probe resp-lag PORT_P PORT_R N RATE           lag over RESP (any primary and
+//!                                                            replica, Redis too): SET on one,
+//!                                                            GET polled on the other
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +30,8 @@ fn main() {
         Some("lag") if a.len() == 8 => lag(&a[2], &a[3], &a[4], &a[5], &a[6], &a[7]),
         Some("load") if a.len() == 5 => load(&a[2], &a[3], &a[4]),
         Some("missing") if a.len() == 5 => missing(&a[2], &a[3], &a[4]),
+        Some("fill") if a.len() == 5 => fill(&a[2], &a[3], &a[4]),
+        Some("resp-lag") if a.len() == 6 => resp_lag(&a[2], &a[3], &a[4], &a[5]),
         _ => {
             eprintln!("usage: see the source's header");
             std::process::exit(2)
@@ -126,5 +132,112 @@ fn missing(dr: &str, nr: &str, ack_file: &str) {
         "acked={acked} missing={missing} first_missing={} tail={}",
         first.map_or("none".to_string(), |f| f.to_string()),
         if tail { "yes" } else { "no" }
+    );
+}
+
+fn fill(dir: &str, name: &str, n: &str) {
+    let n: u64 = n.parse().expect("N");
+    let c = open(dir, name);
+    let value = vec![b'f'; 100];
+    let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(256);
+    for i in 0..n {
+        batch.push((format!("key:{i:012}").into_bytes(), value.clone()));
+        if batch.len() == 256 || i + 1 == n {
+            c.put_many(&batch).expect("put_many");
+            batch.clear();
+        }
+    }
+    println!("filled {n}");
+}
+
+/// A blocking RESP connection: send a command, read one reply line (and a bulk's body).
+struct Resp {
+    r: std::io::BufReader<std::net::TcpStream>,
+    w: std::net::TcpStream,
+}
+
+impl Resp {
+    fn new(port: &str) -> Resp {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port")))
+            .expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        Resp {
+            r: std::io::BufReader::new(s.try_clone().expect("clone")),
+            w: s,
+        }
+    }
+
+    /// Send `args`, return the reply's first line, and a bulk's body if any.
+    fn cmd(&mut self, args: &[&[u8]]) -> (String, Option<Vec<u8>>) {
+        use std::io::{BufRead, Read};
+        let mut f = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            f.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            f.extend_from_slice(a);
+            f.extend_from_slice(b"\r\n");
+        }
+        self.w.write_all(&f).expect("send");
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("reply");
+        let line = line.trim_end().to_string();
+        if let Some(n) = line.strip_prefix('$') {
+            let n: i64 = n.parse().expect("bulk length");
+            if n >= 0 {
+                let mut b = vec![0u8; n as usize + 2];
+                self.r.read_exact(&mut b).expect("bulk");
+                b.truncate(n as usize);
+                return (line, Some(b));
+            }
+        }
+        (line, None)
+    }
+}
+
+fn resp_lag(port_p: &str, port_r: &str, n: &str, rate: &str) {
+    let n: usize = n.parse().expect("N");
+    let rate: u64 = rate.parse().expect("RATE");
+    let start = Instant::now();
+    let written: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let w2 = written.clone();
+    let pr = port_r.to_string();
+    let reader = std::thread::spawn(move || {
+        let mut r = Resp::new(&pr);
+        let mut lags = Vec::with_capacity(n);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for (i, w) in w2.iter().enumerate() {
+            let key = format!("rlag-{i}");
+            loop {
+                let at = w.load(Ordering::Acquire);
+                if at != 0 && r.cmd(&[b"GET", key.as_bytes()]).1.is_some() {
+                    lags.push((start.elapsed().as_nanos() as u64).saturating_sub(at));
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{key} never reached the replica");
+            }
+        }
+        lags
+    });
+    let mut p = Resp::new(port_p);
+    let gap = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let value = vec![b'v'; 100];
+    for (i, w) in written.iter().enumerate() {
+        let due = gap * i as u32;
+        while start.elapsed() < due {
+            std::hint::spin_loop();
+        }
+        let (ok, _) = p.cmd(&[b"SET", format!("rlag-{i}").as_bytes(), &value]);
+        assert_eq!(ok, "+OK");
+        w.store(start.elapsed().as_nanos() as u64, Ordering::Release);
+    }
+    let wrote = start.elapsed();
+    let mut lags = reader.join().expect("reader");
+    lags.sort_unstable();
+    let q = |f: f64| lags[((lags.len() as f64 * f) as usize).min(lags.len() - 1)] / 1000;
+    println!(
+        "resp-lag writes={n} rate={:.0}/s p50_us={} p99_us={} max_us={}",
+        n as f64 / wrote.as_secs_f64(),
+        q(0.50),
+        q(0.99),
+        lags[lags.len() - 1] / 1000
     );
 }
