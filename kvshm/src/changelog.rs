@@ -111,6 +111,8 @@ struct Control<'a> {
     head: &'a AtomicU64,
     tail: &'a AtomicU64,
     next_seq: &'a AtomicU64,
+    waiters: &'a AtomicU32,
+    changes: &'a AtomicU32,
 }
 
 impl Region {
@@ -121,6 +123,8 @@ impl Region {
             head: &w[(CLOG_HEAD / 8) as usize],
             tail: &w[(CLOG_TAIL / 8) as usize],
             next_seq: &w[(CLOG_NEXT_SEQ / 8) as usize],
+            waiters: mem.lock_word(self.off + CLOG_WAITERS)?,
+            changes: mem.lock_word(self.off + CLOG_CHANGES)?,
         })
     }
 
@@ -270,7 +274,12 @@ pub(crate) fn append<'a>(
     crash_point!("clog.written");
     c.next_seq.store(seq + 1, R);
     c.head.store(head + size, REL);
+    // A reader asleep for new entries (one load when none is).
+    let wake = crate::sync::change::notice_locked(c.waiters, c.changes);
     drop(_lock);
+    if wake {
+        crate::sync::change::wake_all(c.changes);
+    }
     crash_point!("clog.appended");
     Ok(Some(Pending { word: &w[0], seq }))
 }
@@ -462,6 +471,24 @@ impl crate::Client {
         out: &mut Vec<ChangeBatch>,
     ) -> Result<ChangeRead> {
         read(&self.st, self.region()?, from, max, out)
+    }
+
+    /// Sleep until the change log's head moves past `from` (returns at once if it has), at
+    /// most `timeout` (and spuriously: check again). No polling: a writer that appends wakes
+    /// the sleeper (`sync::change`'s protocol, under the log lock). A writable client only.
+    pub fn wait_changes(&self, from: u64, timeout: std::time::Duration) -> Result<()> {
+        let region = self.region()?;
+        let sess = self.session()?;
+        let c = region.control(&self.st.mem)?;
+        let seen = {
+            let _g = sess.guard_word(c.lock)?;
+            if c.head.load(ACQ) != from {
+                return Ok(());
+            }
+            crate::sync::change::register_locked(c.waiters, c.changes)
+        };
+        crate::sync::change::sleep(c.changes, seen, timeout);
+        Ok(())
     }
 
     fn region(&self) -> Result<Region> {

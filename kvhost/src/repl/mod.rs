@@ -239,7 +239,6 @@ impl Feed {
         let mut enc = Vec::with_capacity(1 << 16);
         let mut last_traffic = Instant::now();
         let mut waiting_since: Option<Instant> = None;
-        let mut idle_sleep = Duration::from_micros(200);
         while !self.stop.load(Ordering::Relaxed) {
             batches.clear();
             let r = match client.read_changes(pos, 512, &mut batches) {
@@ -276,9 +275,15 @@ impl Feed {
                 }
                 ChangeRead::Waiting { next } => {
                     pos = next;
-                    // A writer between its append and its commit, or a dead one: recovery
-                    // (the host's, or ours after a while) resolves its entry.
+                    // A writer between its append and its commit (microseconds), or a stopped
+                    // or dead one: recovery (the host's, or ours after a while) resolves a
+                    // dead one's entry.
                     let since = *waiting_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < Duration::from_millis(1) {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                     if since.elapsed() > Duration::from_millis(100) {
                         let _ = client.recover_dead_clients();
                         waiting_since = Some(Instant::now());
@@ -298,11 +303,13 @@ impl Feed {
                 self.append(b"*1\r\n$4\r\nPING\r\n");
                 last_traffic = Instant::now();
             }
-            if batches.is_empty() {
-                std::thread::sleep(idle_sleep);
-                idle_sleep = (idle_sleep * 2).min(Duration::from_millis(2));
-            } else {
-                idle_sleep = Duration::from_micros(200);
+            if batches.is_empty() && waiting_since.is_none() {
+                // Asleep until a writer appends (woken by it), at most until the next PING.
+                let left = PING_PERIOD.saturating_sub(last_traffic.elapsed());
+                if let Err(e) = client.wait_changes(pos, left.max(Duration::from_millis(10))) {
+                    log::error!("replication feed: waiting for changes: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
         }
     }

@@ -15,6 +15,11 @@ pub const CLOG_TAIL: u64 = 16;
 pub const CLOG_NEXT_SEQ: u64 = 24;
 /// Bytes of the ring (immutable, `changelog_len - CLOG_CONTROL_SIZE`, a power of two).
 pub const CLOG_CAP: u64 = 32;
+/// A reader sleeps for new entries (flag, u32 in the low half; `sync::change`'s protocol
+/// under the log lock).
+pub const CLOG_WAITERS: u64 = 40;
+/// The futex word such a reader sleeps on (u32 in the low half).
+pub const CLOG_CHANGES: u64 = 48;
 
 /// Where a store's change log is: its region's offset and the ring's capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
