@@ -169,6 +169,17 @@ enum Cmd {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// Follow the store's change log (a store made with `kvhost --changelog`): one line per
+    /// committed write of any process, `SEQ set KEY VALUE [expires UNIX_MS]` or `SEQ del KEY`,
+    /// as it happens.
+    Changes {
+        /// Stop after N writes (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Start at the oldest write still in the log instead of now.
+        #[arg(long)]
+        from_oldest: bool,
+    },
     /// Write a snapshot of the store to FILE.
     Dump { file: PathBuf },
     /// Load a snapshot FILE into the store (validated whole first).
@@ -367,6 +378,7 @@ fn run(cli: &Cli) -> kvshm::Result<u8> {
         } => cmd_scan(cli, prefix, *limit, *values),
         Cmd::Stats { json } => cmd_stats(cli, *json),
         Cmd::Watch { count, interval } => watch(cli, *count, *interval).map(|_| 0),
+        Cmd::Changes { count, from_oldest } => cmd_changes(cli, *count, *from_oldest),
         Cmd::Dump { file } => cmd_dump(cli, file),
         Cmd::Load { file, replace } => cmd_load(cli, file, *replace),
         Cmd::Snapshot => cmd_snapshot(cli),
@@ -487,6 +499,65 @@ fn cmd_wait(
                 return Ok(EXIT_TIMEOUT);
             }
             kvshm::WaitResult::Timeout => {}
+        }
+    }
+}
+
+fn cmd_changes(cli: &Cli, count: Option<u64>, from_oldest: bool) -> kvshm::Result<u8> {
+    let c = writable(cli)?;
+    let mut pos = if from_oldest {
+        c.changelog_tail()?
+    } else {
+        c.changelog_head()?
+    };
+    let mut shown = 0u64;
+    let mut batches = Vec::new();
+    loop {
+        batches.clear();
+        let r = c.read_changes(pos, 256, &mut batches)?;
+        for b in &batches {
+            if b.overflow {
+                out(format!("{} overflow (a transaction too big for the log)", b.seq).as_bytes())?;
+            }
+            for ch in &b.changes {
+                let mut line = format!("{} ", b.seq).into_bytes();
+                match &ch.value {
+                    Some(v) => {
+                        line.extend_from_slice(b"set ");
+                        line.extend(show(cli, &ch.key));
+                        line.push(b' ');
+                        line.extend(show_value(cli, v));
+                        if ch.expiry_ms != 0 {
+                            line.extend(format!(" expires {}", ch.expiry_ms).bytes());
+                        }
+                    }
+                    None => {
+                        line.extend_from_slice(b"del ");
+                        line.extend(show(cli, &ch.key));
+                    }
+                }
+                out(&line)?;
+                shown += 1;
+                if count.is_some_and(|n| shown >= n) {
+                    return Ok(0);
+                }
+            }
+        }
+        match r {
+            kvshm::ChangeRead::UpTo { next } => {
+                pos = next;
+                if batches.is_empty() {
+                    c.wait_changes(pos, Duration::from_secs(1))?;
+                }
+            }
+            kvshm::ChangeRead::Waiting { next } => {
+                pos = next;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            kvshm::ChangeRead::Lost { oldest } => {
+                eprintln!("kvcli: fell behind the change log; writes were missed (going on from the oldest kept)");
+                pos = oldest;
+            }
         }
     }
 }

@@ -342,3 +342,44 @@ fn keys_expire_from_the_shell() {
     let j: serde_json::Value = serde_json::from_str(&ok(&t, &["stats", "--json"])).unwrap();
     assert_eq!(j["expired"], 1, "{j}");
 }
+
+/// `kvcli changes` follows the change log live: writes of other processes, one line each,
+/// in order, with removes and expiry times; a store without a log is a clear error.
+#[test]
+fn changes_follows_every_write_as_it_happens() {
+    let t = TestStore::new("cli-changes", Config::default().changelog(1 << 20), CHILD);
+    t.host().put(b"before", b"not shown").unwrap();
+    let mut c = Command::new(workspace_bin("kvcli"));
+    c.args(["--name", &t.name, "--dir"])
+        .arg(&t.dir)
+        .args(["changes", "--from-oldest", "--count", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().expect("run kvcli changes");
+    // From the oldest write on: the one before it started, then these as they come.
+    let h = t.host();
+    h.put(b"a", b"1").unwrap();
+    h.put_with_ttl(b"b\x01", b"2", std::time::Duration::from_secs(100))
+        .unwrap();
+    h.remove(b"a").unwrap();
+    h.incr(b"n", 5).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(' ').skip(1).collect())
+        .collect();
+    assert!(text.starts_with("1 set before not shown\n"), "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0], ["set", "a", "1"]);
+    assert_eq!(&lines[1][..3], ["set", "b\\x01", "2"]);
+    assert_eq!(lines[1][3], "expires");
+    assert_eq!(lines[2], ["del", "a"]);
+    assert_eq!(lines[3], ["set", "n", "5"]);
+    let none = TestStore::new("cli-nochanges", Config::default(), CHILD);
+    let o = kvcli(&none, &["changes", "--count", "1"], None);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--changelog"));
+}
