@@ -230,6 +230,11 @@ pub fn refused_in_multi(spec: &Spec) -> bool {
             | "psync"
             | "sync"
             | "wait"
+            | "subscribe"
+            | "unsubscribe"
+            | "psubscribe"
+            | "punsubscribe"
+            | "replconf"
     )
 }
 
