@@ -116,21 +116,31 @@ struct Control<'a> {
 }
 
 impl Region {
-    fn control<'a>(&self, mem: &'a Mem) -> Result<Control<'a>> {
-        let w = mem.words(self.off, 4)?;
-        Ok(Control {
-            lock: mem.lock_word(self.off + CLOG_LOCK)?,
-            head: &w[(CLOG_HEAD / 8) as usize],
-            tail: &w[(CLOG_TAIL / 8) as usize],
-            next_seq: &w[(CLOG_NEXT_SEQ / 8) as usize],
-            waiters: mem.lock_word(self.off + CLOG_WAITERS)?,
-            changes: mem.lock_word(self.off + CLOG_CHANGES)?,
-        })
+    /// The control words and the ring's words, with one bounds check (positions index the
+    /// ring through [`Region::ix`]).
+    fn parts<'a>(&self, mem: &'a Mem) -> Result<(Control<'a>, &'a [AtomicU64])> {
+        let all = mem.words(self.off, (CLOG_CONTROL_SIZE + self.cap) / 8)?;
+        let (ctl, ring) = all.split_at((CLOG_CONTROL_SIZE / 8) as usize);
+        let w = |off: u64| &ctl[(off / 8) as usize];
+        Ok((
+            Control {
+                lock: crate::mem::low_half(w(CLOG_LOCK)),
+                head: w(CLOG_HEAD),
+                tail: w(CLOG_TAIL),
+                next_seq: w(CLOG_NEXT_SEQ),
+                waiters: crate::mem::low_half(w(CLOG_WAITERS)),
+                changes: crate::mem::low_half(w(CLOG_CHANGES)),
+            },
+            ring,
+        ))
     }
 
-    /// The ring's words (one bounds check; positions index it through [`Region::ix`]).
+    fn control<'a>(&self, mem: &'a Mem) -> Result<Control<'a>> {
+        Ok(self.parts(mem)?.0)
+    }
+
     fn ring<'a>(&self, mem: &'a Mem) -> Result<&'a [AtomicU64]> {
-        mem.words(self.off + CLOG_CONTROL_SIZE, self.cap / 8)
+        Ok(self.parts(mem)?.1)
     }
 
     /// The index in the ring of the word at position `pos`.
@@ -208,8 +218,7 @@ pub(crate) fn append<'a>(
         size = ENTRY_HEADER;
     }
     let st: &'a Store = s.st;
-    let c = region.control(&st.mem)?;
-    let ring = region.ring(&st.mem)?;
+    let (c, ring) = region.parts(&st.mem)?;
     let _lock = s.guard_word(c.lock)?;
     crash_point!("clog.locked");
     let mut head = c.head.load(R);
@@ -257,8 +266,9 @@ pub(crate) fn append<'a>(
                 .get(at..at + 1 + n)
                 .ok_or_else(|| region.bad("a change past its entry".into()))?;
             dst[0].store(kind | item << 8, R);
-            for (d, s) in dst[1..].iter().zip(src) {
-                d.store(s.load(R), R);
+            let (dst, src) = (&dst[1..], &src[..n]);
+            for i in 0..n {
+                dst[i].store(src[i].load(R), R);
             }
             if kind == DEL {
                 // Only the key was copied: the lens say so.

@@ -164,16 +164,6 @@ impl Mem {
         Ok(&self.words(off, 1)?[0])
     }
 
-    /// The lock word (`sync::lock`) in the low half of the word at `off` (checked): lock words
-    /// outside a struct, such as the change log's.
-    #[inline]
-    pub fn lock_word(&self, off: u64) -> Result<&AtomicU32> {
-        let w = self.word(off)?;
-        // SAFETY: `w` is an 8-aligned word inside the mapping (checked by `words`); its first 4
-        // bytes are 4-aligned and live as long as `&self`; `AtomicU32` has no invalid values.
-        Ok(unsafe { &*(w.as_ptr() as *const AtomicU32) })
-    }
-
     /// Stripe `i` (`i < stripe_count`, checked by the caller's masking; asserted here).
     #[inline]
     pub fn stripe(&self, i: usize) -> &Stripe {
@@ -209,6 +199,16 @@ impl Mem {
         // atomics with alignment 8.
         Ok(unsafe { &*(w.as_ptr() as *const Slot) })
     }
+}
+
+/// The low half of a word of the mapping as the `AtomicU32` a lock or futex word is (for a
+/// word already looked up, e.g. in a slice of control words).
+#[inline]
+pub(crate) fn low_half(w: &AtomicU64) -> &AtomicU32 {
+    // SAFETY: `w` is an 8-aligned word (an `AtomicU64` of the mapping, so inside it); its first
+    // 4 bytes are 4-aligned and live as long as `w`; `AtomicU32` has no invalid values and the
+    // layout gives these 4 bytes to a 32-bit word that is only accessed atomically.
+    unsafe { &*(w.as_ptr() as *const AtomicU32) }
 }
 
 /// Copies at least this long use one `rep movsb` (x86-64); shorter ones a loop of word loads
