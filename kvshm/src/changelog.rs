@@ -180,11 +180,11 @@ impl Region {
     }
 }
 
-/// A logged entry of a transaction, PENDING until [`mark`]: its status word (in the ring)
-/// and sequence number.
+/// A logged entry of a transaction, PENDING until [`mark`]: the segment offset of its status
+/// word and its sequence number.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Pending<'a> {
-    word: &'a AtomicU64,
+pub(crate) struct Pending {
+    off: u64,
     seq: u64,
 }
 
@@ -200,11 +200,11 @@ pub(crate) fn change_size(kind: u64, klen: usize, vlen: usize) -> u64 {
 /// intact until the transaction finishes) as a PENDING entry. The caller holds the stripe
 /// locks of every changed key and has not committed yet. Measured per put (callgrind,
 /// `ops_driver put` with `KVSHM_CHANGELOG`): see docs/PERFORMANCE.md.
-pub(crate) fn append<'a>(
-    s: &Session<'a>,
+pub(crate) fn append(
+    s: &Session<'_>,
     region: Region,
     changes: &[(u64, u64, u64)],
-) -> Result<Option<Pending<'a>>> {
+) -> Result<Option<Pending>> {
     if changes.is_empty() {
         return Ok(None);
     }
@@ -217,8 +217,7 @@ pub(crate) fn append<'a>(
     if overflow {
         size = ENTRY_HEADER;
     }
-    let st: &'a Store = s.st;
-    let (c, ring) = region.parts(&st.mem)?;
+    let (c, ring) = region.parts(mem)?;
     let _lock = s.guard_word(c.lock)?;
     crash_point!("clog.locked");
     let mut head = c.head.load(R);
@@ -291,16 +290,17 @@ pub(crate) fn append<'a>(
         crate::sync::change::wake_all(c.changes);
     }
     crash_point!("clog.appended");
-    Ok(Some(Pending { word: &w[0], seq }))
+    let off = region.off + CLOG_CONTROL_SIZE + (head & (region.cap - 1));
+    Ok(Some(Pending { off, seq }))
 }
 
 /// After the commit (or a rollback): the entry becomes COMMITTED (or ABORTED), unless the
 /// ring already overwrote it.
-pub(crate) fn mark(s: &Session<'_>, p: Pending<'_>, committed: bool) {
+pub(crate) fn mark(s: &Session<'_>, p: Pending, committed: bool) {
     let status = if committed { COMMITTED } else { ABORTED };
-    let _ = p
-        .word
-        .compare_exchange(p.seq << 2 | PENDING, p.seq << 2 | status, REL, R);
+    if let Ok(w) = s.st.mem.word(p.off) {
+        let _ = w.compare_exchange(p.seq << 2 | PENDING, p.seq << 2 | status, REL, R);
+    }
     crash_point!("clog.marked");
     s.slot.clog_pending.store(0, REL);
 }
