@@ -247,20 +247,11 @@ fn count_replies(b: &[u8]) -> usize {
     n
 }
 
-#[test]
-fn random_commands_never_panic_and_always_reply_once() {
-    let name = format!("fuzz-resp-{}", std::process::id());
-    let cfg = kvshm::Config::default()
-        .max_value_len(64 * 1024)
-        .max_size(256 << 20);
-    let store = Store {
-        host: Some(kvshm::Host::create(&name, &cfg).expect("create")),
-        name: name.clone(),
-    };
-    let client = kvshm::Client::open(&store.name).expect("attach");
+/// The server state the commands run against, for store `name` (no listeners).
+fn shared_for(name: &str) -> Shared {
     let opts = Options {
         dir: kvshm::default_dir(),
-        name: store.name.clone(),
+        name: name.to_string(),
         tcp: Vec::new(),
         unix: Vec::new(),
         requirepass: None,
@@ -279,7 +270,21 @@ fn random_commands_never_panic_and_always_reply_once() {
         snapshot: None,
         snapshot_every: None,
     };
-    let shared = Shared::new(opts, Arc::new(Control::default()));
+    Shared::new(opts, Arc::new(Control::default()))
+}
+
+#[test]
+fn random_commands_never_panic_and_always_reply_once() {
+    let name = format!("fuzz-resp-{}", std::process::id());
+    let cfg = kvshm::Config::default()
+        .max_value_len(64 * 1024)
+        .max_size(256 << 20);
+    let store = Store {
+        host: Some(kvshm::Host::create(&name, &cfg).expect("create")),
+        name: name.clone(),
+    };
+    let client = kvshm::Client::open(&store.name).expect("attach");
+    let shared = shared_for(&store.name);
     let handle = Arc::new(ClientHandle::new(1, "fuzz:0".into(), "fuzz:0".into()));
     let mut c = Conn::new(handle, true);
     let mut r = Rng(seed() ^ 0xabcdef);
@@ -350,28 +355,7 @@ fn the_commands_that_do_not_reply_once_reply_as_redis_does() {
         name: name.clone(),
     };
     let client = kvshm::Client::open(&store.name).expect("attach");
-    let opts = Options {
-        dir: kvshm::default_dir(),
-        name: store.name.clone(),
-        tcp: Vec::new(),
-        unix: Vec::new(),
-        requirepass: None,
-        protected: true,
-        max_clients: 10,
-        timeout: None,
-        threads: 1,
-        spin: std::time::Duration::ZERO,
-        max_query_buffer: 1 << 20,
-        repl_backlog: 1 << 20,
-        replica_of: None,
-        masterauth: None,
-        output_chunk: 64 * 1024,
-        http: Vec::new(),
-        http_token: None,
-        snapshot: None,
-        snapshot_every: None,
-    };
-    let shared = Shared::new(opts, Arc::new(Control::default()));
+    let shared = shared_for(&store.name);
     let handle = Arc::new(ClientHandle::new(1, "fuzz:0".into(), "fuzz:0".into()));
     let mut c = Conn::new(handle, true);
     let mut run = |args: &[&str]| {
