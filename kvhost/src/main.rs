@@ -248,11 +248,20 @@ fn run(a: &RunArgs) -> ExitCode {
         }
         // The host's own upkeep (expiry passes, compaction) goes on in a replica store.
         host.set_replication_applier(true);
-    } else if host.is_replica() {
-        if let Err(e) = host.set_replica(false) {
-            return fail("cannot make the store writable", &e);
+    } else {
+        if host.is_replica() {
+            if let Err(e) = host.set_replica(false) {
+                return fail("cannot make the store writable", &e);
+            }
+            log::warn!("the store was left a replica by an earlier run; without --replica-of it is writable (a primary) now");
         }
-        log::warn!("the store was left a replica by an earlier run; without --replica-of it is writable (a primary) now");
+        // A primary's writes diverge from any stream it followed: a later --replica-of
+        // must not resume from where that stream was.
+        if host.has_changelog() {
+            if let Err(e) = host.set_replication_position(None) {
+                return fail("cannot clear the replication position", &e);
+            }
+        }
     }
     let st = host.stats();
     println!(

@@ -501,6 +501,71 @@ impl crate::Client {
         Ok(())
     }
 
+    /// Where this store stands as a replica, if recorded ([`Client::set_replication_position`]):
+    /// the primary's replication id and the offset of the stream the store holds everything
+    /// up to. A replica restarted from it resumes with a partial resync. Stores with a change
+    /// log only (the position lives in its control page).
+    pub fn replication_position(&self) -> Result<Option<(String, u64)>> {
+        let region = self.region()?;
+        let w = self
+            .st
+            .mem
+            .words(region.off + CLOG_REPL_VALID, 2 + CLOG_REPL_ID_LEN / 8)?;
+        if w[0].load(ACQ) != 1 {
+            return Ok(None);
+        }
+        let offset = w[1].load(R);
+        let id: Vec<u8> = w[2..]
+            .iter()
+            .flat_map(|x| x.load(R).to_le_bytes())
+            .collect();
+        // Checked again: a writer may have cleared it meanwhile.
+        fence(ACQ);
+        if w[0].load(R) != 1 || !id.iter().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(None);
+        }
+        Ok(Some((String::from_utf8_lossy(&id).into_owned(), offset)))
+    }
+
+    /// Record where this store stands as a replica (`None`: nowhere, e.g. while a full
+    /// resynchronisation rebuilds it, or after a promotion). The id must be 40 ASCII
+    /// alphanumerics. Only the replication's applier writes it.
+    pub fn set_replication_position(&self, pos: Option<(&str, u64)>) -> Result<()> {
+        self.not_forked()?;
+        let region = self.region()?;
+        let w = self
+            .st
+            .mem
+            .words(region.off + CLOG_REPL_VALID, 2 + CLOG_REPL_ID_LEN / 8)?;
+        w[0].store(0, REL);
+        let Some((id, offset)) = pos else {
+            return Ok(());
+        };
+        let b = id.as_bytes();
+        if b.len() != CLOG_REPL_ID_LEN as usize || !b.iter().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(Error::InvalidArgument(format!(
+                "replication id {id:?}: 40 ASCII letters and digits"
+            )));
+        }
+        for (x, chunk) in w[2..].iter().zip(b.chunks(8)) {
+            x.store(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), R);
+        }
+        w[1].store(offset, R);
+        w[0].store(1, REL);
+        Ok(())
+    }
+
+    /// Move the recorded replica offset (after applying the stream up to it); nothing if no
+    /// position is recorded.
+    pub fn set_replication_offset(&self, offset: u64) -> Result<()> {
+        let region = self.region()?;
+        self.st
+            .mem
+            .word(region.off + CLOG_REPL_OFFSET)?
+            .store(offset, REL);
+        Ok(())
+    }
+
     fn region(&self) -> Result<Region> {
         self.st.clog.ok_or_else(|| {
             Error::InvalidArgument("this store has no change log (kvhost --changelog SIZE)".into())
@@ -662,6 +727,33 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert!(b[0].overflow && b[0].changes.is_empty());
         assert!(t.host().verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_replica_position_is_recorded_whole_or_not_at_all() {
+        let t = TestStore::new("clog-pos", Config::default().stripes(4).changelog(1 << 20));
+        let c = t.client();
+        assert_eq!(c.replication_position().unwrap(), None);
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        c.set_replication_position(Some((id, 77))).unwrap();
+        assert_eq!(
+            c.replication_position().unwrap(),
+            Some((id.to_string(), 77))
+        );
+        c.set_replication_offset(1234).unwrap();
+        assert_eq!(
+            t.client().replication_position().unwrap(),
+            Some((id.to_string(), 1234))
+        );
+        assert!(c.set_replication_position(Some(("short", 1))).is_err());
+        assert_eq!(
+            c.replication_position().unwrap(),
+            None,
+            "a refused id clears it"
+        );
+        c.set_replication_position(Some((id, 5))).unwrap();
+        c.set_replication_position(None).unwrap();
+        assert_eq!(c.replication_position().unwrap(), None);
     }
 
     #[test]

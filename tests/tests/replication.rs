@@ -334,13 +334,46 @@ fn a_kvhost_replica_follows_is_read_only_and_takes_over_after_the_primary_is_kil
         p.local().get(b"after-failover").unwrap().as_deref(),
         Some(&b"1"[..])
     );
-    // A restart of the replica keeps its data and it catches up again.
+    // A restart of the replica keeps its data and it catches up again, from where its store
+    // stood (recorded in the store: a partial resync, not a full one).
+    let fulls = |h: &RespHost| {
+        std::fs::read_to_string(&h.log)
+            .unwrap()
+            .matches("full resync at offset")
+            .count()
+    };
+    let partials = |h: &RespHost| {
+        std::fs::read_to_string(&h.log)
+            .unwrap()
+            .matches("partial resync from offset")
+            .count()
+    };
+    let (f0, p0) = (fulls(&r), partials(&r));
     r.local().put(b"while-restarting", b"3").unwrap();
     p.restart(&as_strs(&flags));
     wait_for("the replica's link after its restart", LIMIT, || {
         link_up(&p)
     });
     wait_same(&r, &p);
+    assert_eq!(fulls(&r), f0, "a restarted replica was sent a full sync");
+    assert_eq!(
+        partials(&r),
+        p0 + 1,
+        "no partial resync after the replica's restart"
+    );
+    // Killed (-9) while writes go on: it resumes from what it had recorded.
+    for i in 0..500u32 {
+        r.local()
+            .put(format!("during-{i}").as_bytes(), b"x")
+            .unwrap();
+        if i == 250 {
+            p.kill9();
+        }
+    }
+    p.restart(&as_strs(&flags));
+    wait_for("the replica's link after a kill", LIMIT, || link_up(&p));
+    wait_same(&r, &p);
+    assert_eq!(fulls(&r), f0, "a killed replica was sent a full sync");
 }
 
 /// A Redis Sentinel (`redis-server --sentinel`) on a free loopback port, monitoring `port`.
@@ -438,4 +471,119 @@ fn redis_sentinel_fails_over_from_a_killed_kvhost_primary_to_its_kvhost_replica(
         || link_up(&p),
     );
     wait_same(&r, &p);
+}
+
+/// Reads one RESP command (a multibulk) from a replica, as text.
+fn read_command(r: &mut std::io::BufReader<std::net::TcpStream>) -> Vec<String> {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let n: usize = line
+        .trim()
+        .trim_start_matches('*')
+        .parse()
+        .unwrap_or_else(|_| panic!("{line:?}"));
+    (0..n)
+        .map(|_| {
+            let mut h = String::new();
+            r.read_line(&mut h).unwrap();
+            let len: usize = h.trim().trim_start_matches('$').parse().unwrap();
+            let mut b = vec![0u8; len + 2];
+            r.read_exact(&mut b).unwrap();
+            String::from_utf8_lossy(&b[..len]).into_owned()
+        })
+        .collect()
+}
+
+/// A scripted primary: answers a replica's handshake and returns its PSYNC arguments.
+fn handshake(
+    l: &std::net::TcpListener,
+) -> (
+    std::io::BufReader<std::net::TcpStream>,
+    std::net::TcpStream,
+    Vec<String>,
+) {
+    use std::io::Write;
+    let (s, _) = l.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(s);
+    loop {
+        let c = read_command(&mut r);
+        match c[0].to_ascii_lowercase().as_str() {
+            "ping" => w.write_all(b"+PONG\r\n").unwrap(),
+            "replconf" => w.write_all(b"+OK\r\n").unwrap(),
+            "psync" => return (r, w, c),
+            other => panic!("unexpected {other} in the handshake"),
+        }
+    }
+}
+
+/// A replica whose link drops inside a MULTI block resumes from before the MULTI: the
+/// transaction is neither lost nor half applied (the offset it asks to continue from counts
+/// only what it applied).
+#[test]
+fn a_replica_resumes_before_a_transaction_its_link_lost_halfway() {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let r = RespHost::start(
+        "repl-multi",
+        &[
+            "--changelog",
+            "1MiB",
+            "--stripes",
+            "16",
+            "--replica-of",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    let id = "a".repeat(40);
+    // First connection: a full sync of an empty RDB at offset 100, then half a transaction.
+    let (_r1, mut w1, psync) = handshake(&l);
+    assert_eq!(psync[1..], ["?", "-1"]);
+    let mut rdb = b"REDIS0009\xfe\x00\xff".to_vec();
+    rdb.extend_from_slice(&[0; 8]); // no checksum
+    w1.write_all(format!("+FULLRESYNC {id} 100\r\n${}\r\n", rdb.len()).as_bytes())
+        .unwrap();
+    w1.write_all(&rdb).unwrap();
+    let set_a = b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n";
+    let set_b = b"*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n2\r\n";
+    let multi = b"*1\r\n$5\r\nMULTI\r\n";
+    let exec = b"*1\r\n$4\r\nEXEC\r\n";
+    w1.write_all(set_a).unwrap();
+    w1.write_all(multi).unwrap();
+    w1.write_all(set_b).unwrap();
+    // Give the replica time to read all of it, then drop the link mid-transaction.
+    wait_for("the first write applied", LIMIT, || {
+        r.local().get(b"a").unwrap().is_some()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    drop(w1);
+    drop(_r1);
+    // It comes back asking for the byte after SET a: not after the MULTI's part.
+    let (_r2, mut w2, psync) = handshake(&l);
+    assert_eq!(psync[1], id);
+    assert_eq!(
+        psync[2],
+        (100 + set_a.len() + 1).to_string(),
+        "the replica resumes after what it applied"
+    );
+    assert_eq!(
+        r.local().get(b"b").unwrap(),
+        None,
+        "half a transaction applied"
+    );
+    w2.write_all(format!("+CONTINUE {id}\r\n").as_bytes())
+        .unwrap();
+    w2.write_all(multi).unwrap();
+    w2.write_all(set_b).unwrap();
+    w2.write_all(exec).unwrap();
+    wait_for("the transaction applied", LIMIT, || {
+        r.local().get(b"b").unwrap().is_some()
+    });
+    let want = 100 + set_a.len() + multi.len() + set_b.len() + exec.len();
+    wait_for("the replica's offset", LIMIT, || {
+        info_field(&r.cli(&["info", "replication"]), "slave_repl_offset") == Some(want.to_string())
+    });
 }

@@ -114,13 +114,22 @@ pub fn start(
     let client = Client::open_in(&dir, &name)?;
     client.set_replication_applier(true);
     client.set_replica(true)?;
+    // Where an earlier run left the store (a store with a change log records it): a partial
+    // resync from there instead of a full one.
+    let (replid, offset) = match client.replication_position() {
+        Ok(Some((id, off))) => {
+            log::info!("the store holds {id} up to offset {off}: asking to continue from there");
+            (id, off)
+        }
+        _ => ("?".to_string(), 0),
+    };
     let link = Arc::new(Link {
         host,
         port,
         stop: AtomicBool::new(false),
         state: Mutex::new("connect"),
-        replid: Mutex::new("?".into()),
-        offset: AtomicU64::new(0),
+        replid: Mutex::new(replid),
+        offset: AtomicU64::new(offset),
         last_io: Mutex::new(Instant::now()),
         full_syncs: AtomicU64::new(0),
         partial_syncs: AtomicU64::new(0),
@@ -231,9 +240,16 @@ fn session(link: &Link, client: &Client, my_port: u16, auth: Option<&str>) -> Re
         Some("+FULLRESYNC") if words.len() == 3 => {
             let off: u64 = words[2].parse().map_err(|_| format!("bad reply {reply}"))?;
             let t = Instant::now();
+            if client.has_changelog() {
+                // Rebuilding: a restart in the middle must not resume from the old position.
+                client
+                    .set_replication_position(None)
+                    .map_err(|e| e.to_string())?;
+            }
             let keys = full_sync(&mut r, client)?;
             *link.replid.lock().unwrap_or_else(|e| e.into_inner()) = words[1].to_string();
             link.offset.store(off, Ordering::Relaxed);
+            remember(client, words[1], off);
             link.full_syncs.fetch_add(1, Ordering::Relaxed);
             log::info!(
                 "full resync from {}:{}: {keys} keys in {:?}, offset {off}",
@@ -245,6 +261,7 @@ fn session(link: &Link, client: &Client, my_port: u16, auth: Option<&str>) -> Re
         Some("+CONTINUE") => {
             if let Some(id) = words.get(1) {
                 *link.replid.lock().unwrap_or_else(|e| e.into_inner()) = id.to_string();
+                remember(client, id, offset);
             }
             link.partial_syncs.fetch_add(1, Ordering::Relaxed);
             log::info!(
@@ -258,6 +275,15 @@ fn session(link: &Link, client: &Client, my_port: u16, auth: Option<&str>) -> Re
     link.set_state("connected");
     *link.last_io.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     stream(link, client, &mut r, &mut w)
+}
+
+/// Record the position in the store (one with a change log), so that a restart resumes.
+fn remember(client: &Client, id: &str, offset: u64) {
+    if client.has_changelog() {
+        if let Err(e) = client.set_replication_position(Some((id, offset))) {
+            log::warn!("cannot record the replication position: {e}");
+        }
+    }
 }
 
 /// Read `$len\r\n` + payload (after any keepalive newlines) and apply it.
@@ -403,6 +429,10 @@ fn stream(
     r.consume(held);
     let limits = Limits { max_bulk: 1 << 30 };
     let mut multi: Option<Vec<(Vec<u8>, KvWrite)>> = None;
+    // Bytes of a MULTI block read but not applied yet: the offset moves past them only when
+    // its EXEC applied them (a link lost in between resumes before the MULTI).
+    let mut in_multi = 0u64;
+    let persist = client.has_changelog();
     let mut last_ack = Instant::now();
     let mut chunk = vec![0u8; 1 << 16];
     loop {
@@ -431,17 +461,27 @@ fn stream(
                                 continue;
                             }
                         }
-                        "multi" => multi = Some(Vec::new()),
-                        "exec" => apply(client, multi.take().unwrap_or_default())?,
+                        "multi" => {
+                            multi = Some(Vec::new());
+                            in_multi = len as u64;
+                            continue;
+                        }
+                        "exec" => {
+                            apply(client, multi.take().unwrap_or_default())?;
+                            link.offset.fetch_add(in_multi, Ordering::Relaxed);
+                            in_multi = 0;
+                        }
                         "flushall" | "flushdb" => {
                             client.clear().map_err(|e| e.to_string())?;
                         }
                         _ => {
                             let writes = as_write(&args)?;
-                            match multi.as_mut() {
-                                Some(m) => m.extend(writes),
-                                None => apply(client, writes)?,
+                            if let Some(m) = multi.as_mut() {
+                                m.extend(writes);
+                                in_multi += len as u64;
+                                continue;
                             }
+                            apply(client, writes)?;
                         }
                     }
                     link.offset.fetch_add(len as u64, Ordering::Relaxed);
@@ -459,6 +499,13 @@ fn stream(
             }
         }
         buf.drain(..consumed);
+        if persist && consumed > 0 {
+            // Where the store stands, for a restart to resume from (after what it applied:
+            // replaying a little twice is harmless, the stream's writes are absolute).
+            client
+                .set_replication_offset(link.offset.load(Ordering::Relaxed))
+                .map_err(|e| e.to_string())?;
+        }
         if last_ack.elapsed() >= Duration::from_secs(1) {
             ack(link, w)?;
             last_ack = Instant::now();

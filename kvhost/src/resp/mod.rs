@@ -248,6 +248,10 @@ impl Shared {
                     c.set_replica(false)?;
                     log::warn!("the store is no longer a replica: writable (a primary now)");
                 }
+                if c.has_changelog() {
+                    // A primary now: its writes diverge from the old primary's stream.
+                    c.set_replication_position(None)?;
+                }
             }
         }
         Ok(())

@@ -20,6 +20,15 @@ pub const CLOG_CAP: u64 = 32;
 pub const CLOG_WAITERS: u64 = 40;
 /// The futex word such a reader sleeps on (u32 in the low half).
 pub const CLOG_CHANGES: u64 = 48;
+/// Where a replica's copy stands (written only by the replication's applier, kvhost
+/// `--replica-of`): 1 when the two fields below are valid (cleared first, set last).
+pub const CLOG_REPL_VALID: u64 = 64;
+/// The primary's replication offset this store holds everything up to.
+pub const CLOG_REPL_OFFSET: u64 = 72;
+/// The primary's replication id: 40 ASCII bytes.
+pub const CLOG_REPL_ID: u64 = 80;
+/// Bytes of the replication id.
+pub const CLOG_REPL_ID_LEN: u64 = 40;
 
 /// Where a store's change log is: its region's offset and the ring's capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
