@@ -177,6 +177,25 @@ fn status(name: &str, dir: Option<PathBuf>) -> ExitCode {
         "eviction: {} ({} evicted, {} expired)",
         s.eviction, s.evicted, s.expired
     );
+    match c.changelog_capacity() {
+        Some(cap) => println!(
+            "log:      change log of {}, {} written since creation, the oldest kept at {}",
+            kvshm::human_bytes(cap),
+            kvshm::human_bytes(c.changelog_head().unwrap_or(0)),
+            c.changelog_tail().unwrap_or(0)
+        ),
+        None => println!("log:      none (a store made with --changelog SIZE can be replicated)"),
+    }
+    if c.is_replica() {
+        match c.replication_position() {
+            Ok(Some((id, off))) => println!(
+                "role:     replica (read-only for local writers), holding {id} up to offset {off}"
+            ),
+            _ => println!("role:     replica (read-only for local writers)"),
+        }
+    } else {
+        println!("role:     primary (writable)");
+    }
     println!("clients:  {}", s.clients.len());
     for cl in &s.clients {
         println!(

@@ -464,6 +464,11 @@ impl crate::Client {
         head(&self.st, self.region()?)
     }
 
+    /// Bytes of the change log's ring (`None`: the store has none).
+    pub fn changelog_capacity(&self) -> Option<u64> {
+        self.st.clog.map(|r| r.cap)
+    }
+
     /// The oldest position still in the change log.
     pub fn changelog_tail(&self) -> Result<u64> {
         let region = self.region()?;

@@ -282,6 +282,22 @@ fn a_kvhost_replica_follows_is_read_only_and_takes_over_after_the_primary_is_kil
     assert!(r.conn().cmds(&["SET", "x", "1"]).starts_with("-READONLY"));
     let role = r.cli(&["role"]);
     assert!(role.starts_with("slave\n127.0.0.1\n"), "{role}");
+    // `kvhost status` tells from the store alone (no server asked).
+    let status = |h: &RespHost| {
+        let o = std::process::Command::new(kvshm_tests::workspace_bin("kvhost"))
+            .args(["status", &h.store.name, "--dir"])
+            .arg(&h.store.dir)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let st = status(&r);
+    assert!(
+        st.contains("role:     replica (read-only for local writers), holding "),
+        "{st}"
+    );
+    assert!(st.contains("log:      change log of 16.0 MiB"), "{st}");
+    assert!(status(&p).contains("role:     primary (writable)"));
 
     // The primary is killed while a local process writes; every write it saw acknowledged by
     // WAIT is on the replica, and what is missing is at most what came after the last WAIT.
