@@ -520,7 +520,20 @@ fn handshake(
     Vec<String>,
 ) {
     use std::io::Write;
-    let (s, _) = l.accept().unwrap();
+    // Never an endless wait: a replica that does not come back fails the test.
+    l.set_nonblocking(true).unwrap();
+    let t = std::time::Instant::now();
+    let s = loop {
+        match l.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(t.elapsed() < LIMIT, "the replica did not connect again");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    s.set_nonblocking(false).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut w = s.try_clone().unwrap();
     let mut r = std::io::BufReader::new(s);
@@ -602,4 +615,73 @@ fn a_replica_resumes_before_a_transaction_its_link_lost_halfway() {
     wait_for("the replica's offset", LIMIT, || {
         info_field(&r.cli(&["info", "replication"]), "slave_repl_offset") == Some(want.to_string())
     });
+}
+
+/// A primary that sends garbage (a huge RDB length, an unknown command, a bulk longer than
+/// the store's limits, an endless line) never takes the replica down or makes it buffer
+/// without bound: each breaks the link with an error, and the replica connects again and
+/// follows a good stream afterwards.
+#[test]
+fn a_replica_fed_garbage_by_its_primary_drops_the_link_and_recovers() {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let r = RespHost::start(
+        "repl-garbage",
+        &[
+            "--changelog",
+            "1MiB",
+            "--stripes",
+            "16",
+            "--replica-of",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    let id = "b".repeat(40);
+    let mut empty_rdb = b"REDIS0009\xfe\x00\xff".to_vec();
+    empty_rdb.extend_from_slice(&[0; 8]);
+    // 1. An RDB length far beyond the store: refused before anything is allocated.
+    let (_r1, mut w1, _) = handshake(&l);
+    w1.write_all(format!("+FULLRESYNC {id} 0\r\n$99999999999999\r\n").as_bytes())
+        .unwrap();
+    // 2. A good sync, then a command no primary sends.
+    let (_r2, mut w2, _) = handshake(&l);
+    w2.write_all(format!("+FULLRESYNC {id} 0\r\n${}\r\n", empty_rdb.len()).as_bytes())
+        .unwrap();
+    w2.write_all(&empty_rdb).unwrap();
+    w2.write_all(b"\x00garbage \xff\xfe\r\n").unwrap();
+    // 3. A bulk longer than the store's longest key or value.
+    let (_r3, mut w3, psync) = handshake(&l);
+    assert_eq!(
+        psync[1..],
+        [id.clone(), "1".into()],
+        "it resumes at offset 0"
+    );
+    w3.write_all(
+        format!("+CONTINUE {id}\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$999999999\r\n").as_bytes(),
+    )
+    .unwrap();
+    // 4. A reply line that never ends.
+    let (_r4, mut w4, _) = handshake(&l);
+    let _ = w4.write_all(&vec![b'x'; 200 << 10]);
+    // 5. A good stream: applied.
+    let (_r5, mut w5, psync) = handshake(&l);
+    assert_eq!(psync[1..], [id.clone(), "1".into()]);
+    w5.write_all(
+        format!("+CONTINUE {id}\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nok\r\n").as_bytes(),
+    )
+    .unwrap();
+    wait_for("the good write applied", LIMIT, || {
+        r.local().get(b"k").unwrap().as_deref() == Some(&b"ok"[..])
+    });
+    assert_eq!(r.cli(&["ping"]).trim(), "PONG");
+    let log = std::fs::read_to_string(&r.log).unwrap();
+    for what in [
+        "more than this store can hold",
+        "in the stream is not supported",
+        "bad stream from the primary",
+        "a reply line of the primary over",
+    ] {
+        assert!(log.contains(what), "no {what:?} in the replica's log");
+    }
 }

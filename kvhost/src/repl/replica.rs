@@ -180,11 +180,22 @@ fn frame(args: &[&[u8]]) -> Vec<u8> {
     f
 }
 
+/// Longest reply line of the handshake (a primary's lines are short; this bounds what a
+/// broken one can make us buffer).
+const LINE_MAX: u64 = 64 << 10;
+
 fn line(r: &mut BufReader<TcpStream>) -> Res<String> {
     let mut l = Vec::new();
-    let n = r.read_until(b'\n', &mut l).map_err(|e| e.to_string())?;
+    let n = r
+        .by_ref()
+        .take(LINE_MAX)
+        .read_until(b'\n', &mut l)
+        .map_err(|e| e.to_string())?;
     if n == 0 {
         return Err("the primary closed the connection".into());
+    }
+    if !l.ends_with(b"\n") {
+        return Err(format!("a reply line of the primary over {LINE_MAX} bytes"));
     }
     Ok(String::from_utf8_lossy(&l).trim_end().to_string())
 }
@@ -298,6 +309,13 @@ fn full_sync(r: &mut BufReader<TcpStream>, client: &Client) -> Res<u64> {
         .strip_prefix('$')
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("expected the RDB's length, got {header:?}"))?;
+    // Checked before it sizes anything: an RDB longer than the store can ever be is refused.
+    let limit = client.stats().max_bytes;
+    if len as u64 > limit {
+        return Err(format!(
+            "an RDB of {len} bytes: more than this store can hold ({limit} bytes)"
+        ));
+    }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload)
         .map_err(|e| format!("reading the RDB: {e}"))?;
@@ -427,7 +445,12 @@ fn stream(
     buf.extend_from_slice(r.buffer());
     let held = r.buffer().len();
     r.consume(held);
-    let limits = Limits { max_bulk: 1 << 30 };
+    // No argument longer than the store's longest key or value can be applied: a longer bulk
+    // is refused by the parser before it is buffered.
+    let (max_key, max_value) = client.limits();
+    let limits = Limits {
+        max_bulk: max_key.max(max_value),
+    };
     let mut multi: Option<Vec<(Vec<u8>, KvWrite)>> = None;
     // Bytes of a MULTI block read but not applied yet: the offset moves past them only when
     // its EXEC applied them (a link lost in between resumes before the MULTI).
