@@ -36,16 +36,17 @@ use kvshm::{ChangeBatch, ChangeRead, Client};
 /// `repl-ping-replica-period`): replicas time out without traffic.
 const PING_PERIOD: Duration = Duration::from_secs(10);
 
-/// A new random replication id (40 hex characters).
+/// A new random id of 40 hex characters, as Redis's replication and run ids are (also the
+/// server's INFO `run_id`).
 pub fn new_replid() -> String {
     let mut s = String::with_capacity(40);
     for _ in 0..5 {
-        let _ = write!(s, "{:08x}", kvshm_random_u32());
+        let _ = write!(s, "{:08x}", random_u32());
     }
     s
 }
 
-fn kvshm_random_u32() -> u32 {
+fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -267,13 +267,7 @@ impl Shared {
 
     /// The shared state of a server with `opts` (also what tests run commands with).
     pub fn new(opts: Options, control: Arc<Control>) -> Shared {
-        let run_id: String = (0..40)
-            .map(|i| {
-                let x = kvshm::now_ms() ^ (u64::from(std::process::id()) << 20) ^ (i * 0x9e37_79b9);
-                let x = x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> ((i % 8) * 4 + 20);
-                char::from_digit((x & 15) as u32, 16).unwrap_or('0')
-            })
-            .collect();
+        let run_id = crate::repl::new_replid();
         Shared {
             requirepass: Mutex::new(opts.requirepass.clone()),
             max_clients: AtomicUsize::new(opts.max_clients),

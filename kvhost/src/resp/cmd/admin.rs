@@ -1011,9 +1011,7 @@ pub fn replicaof(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
 }
 
 pub fn subscribe(cx: &mut Ctx<'_, '_>, a: &[&[u8]]) {
-    if cx.conn.multi.is_some() {
-        return cx.out.error("ERR Command not allowed inside a transaction");
-    }
+    // Never inside MULTI: refused while queueing (`conn::refused_in_multi`).
     let ps = cx.shared.pubsub.clone();
     for ch in &a[1..] {
         cx.conn.subs.subscribe(&ps, ch, cx.out);
