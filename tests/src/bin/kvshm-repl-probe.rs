@@ -39,41 +39,46 @@ fn main() {
     }
 }
 
-fn lag(dp: &str, np: &str, dr: &str, nr: &str, n: &str, rate: &str) {
+/// Write `n` keys (`write(i)`) at `rate` per second on this thread while another thread
+/// waits until each is seen on the other side (`seen(i)`, polled), and print the time from
+/// each write's acknowledgement to its first sighting as `TAG writes= rate= p50_us= ...`.
+fn measure_lag<W, S, M>(tag: &str, n: &str, rate: &str, mut write: W, make_seen: M)
+where
+    W: FnMut(usize),
+    S: FnMut(usize) -> bool,
+    M: FnOnce() -> S + Send + 'static,
+{
     let n: usize = n.parse().expect("N");
     let rate: u64 = rate.parse().expect("RATE");
-    let p = open(dp, np);
     let start = Instant::now();
     let written: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let w2 = written.clone();
-    let (dr, nr) = (dr.to_string(), nr.to_string());
     let reader = std::thread::spawn(move || {
-        let r = open(&dr, &nr);
+        let mut seen = make_seen();
         let mut lags = Vec::with_capacity(n);
         let deadline = Instant::now() + Duration::from_secs(120);
         for (i, w) in w2.iter().enumerate() {
-            let key = format!("lag-{i}");
             loop {
                 let at = w.load(Ordering::Acquire);
-                if at != 0 && r.get(key.as_bytes()).ok().flatten().is_some() {
-                    let now = start.elapsed().as_nanos() as u64;
-                    lags.push(now.saturating_sub(at));
+                if at != 0 && seen(i) {
+                    lags.push((start.elapsed().as_nanos() as u64).saturating_sub(at));
                     break;
                 }
-                assert!(Instant::now() < deadline, "{key} never reached the replica");
-                std::thread::sleep(Duration::from_micros(20));
+                assert!(
+                    Instant::now() < deadline,
+                    "write {i} never reached the replica"
+                );
             }
         }
         lags
     });
     let gap = Duration::from_nanos(1_000_000_000 / rate.max(1));
-    let value = vec![b'v'; 100];
     for (i, w) in written.iter().enumerate() {
         let due = gap * i as u32;
         while start.elapsed() < due {
             std::hint::spin_loop();
         }
-        p.put(format!("lag-{i}").as_bytes(), &value).expect("put");
+        write(i);
         w.store(start.elapsed().as_nanos() as u64, Ordering::Release);
     }
     let wrote = start.elapsed();
@@ -81,11 +86,37 @@ fn lag(dp: &str, np: &str, dr: &str, nr: &str, n: &str, rate: &str) {
     lags.sort_unstable();
     let q = |f: f64| lags[((lags.len() as f64 * f) as usize).min(lags.len() - 1)] / 1000;
     println!(
-        "lag writes={n} rate={:.0}/s p50_us={} p99_us={} max_us={}",
+        "{tag} writes={n} rate={:.0}/s p50_us={} p99_us={} max_us={}",
         n as f64 / wrote.as_secs_f64(),
         q(0.50),
         q(0.99),
         lags[lags.len() - 1] / 1000
+    );
+}
+
+fn lag(dp: &str, np: &str, dr: &str, nr: &str, n: &str, rate: &str) {
+    let p = open(dp, np);
+    let value = vec![b'v'; 100];
+    let (dr, nr) = (dr.to_string(), nr.to_string());
+    measure_lag(
+        "lag",
+        n,
+        rate,
+        |i| p.put(format!("lag-{i}").as_bytes(), &value).expect("put"),
+        move || {
+            let r = open(&dr, &nr);
+            move |i: usize| {
+                let hit = r
+                    .get(format!("lag-{i}").as_bytes())
+                    .ok()
+                    .flatten()
+                    .is_some();
+                if !hit {
+                    std::thread::sleep(Duration::from_micros(20));
+                }
+                hit
+            }
+        },
     );
 }
 
@@ -194,50 +225,20 @@ impl Resp {
 }
 
 fn resp_lag(port_p: &str, port_r: &str, n: &str, rate: &str) {
-    let n: usize = n.parse().expect("N");
-    let rate: u64 = rate.parse().expect("RATE");
-    let start = Instant::now();
-    let written: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    let w2 = written.clone();
-    let pr = port_r.to_string();
-    let reader = std::thread::spawn(move || {
-        let mut r = Resp::new(&pr);
-        let mut lags = Vec::with_capacity(n);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        for (i, w) in w2.iter().enumerate() {
-            let key = format!("rlag-{i}");
-            loop {
-                let at = w.load(Ordering::Acquire);
-                if at != 0 && r.cmd(&[b"GET", key.as_bytes()]).1.is_some() {
-                    lags.push((start.elapsed().as_nanos() as u64).saturating_sub(at));
-                    break;
-                }
-                assert!(Instant::now() < deadline, "{key} never reached the replica");
-            }
-        }
-        lags
-    });
     let mut p = Resp::new(port_p);
-    let gap = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let value = vec![b'v'; 100];
-    for (i, w) in written.iter().enumerate() {
-        let due = gap * i as u32;
-        while start.elapsed() < due {
-            std::hint::spin_loop();
-        }
-        let (ok, _) = p.cmd(&[b"SET", format!("rlag-{i}").as_bytes(), &value]);
-        assert_eq!(ok, "+OK");
-        w.store(start.elapsed().as_nanos() as u64, Ordering::Release);
-    }
-    let wrote = start.elapsed();
-    let mut lags = reader.join().expect("reader");
-    lags.sort_unstable();
-    let q = |f: f64| lags[((lags.len() as f64 * f) as usize).min(lags.len() - 1)] / 1000;
-    println!(
-        "resp-lag writes={n} rate={:.0}/s p50_us={} p99_us={} max_us={}",
-        n as f64 / wrote.as_secs_f64(),
-        q(0.50),
-        q(0.99),
-        lags[lags.len() - 1] / 1000
+    let pr = port_r.to_string();
+    measure_lag(
+        "resp-lag",
+        n,
+        rate,
+        |i| {
+            let (ok, _) = p.cmd(&[b"SET", format!("rlag-{i}").as_bytes(), &value]);
+            assert_eq!(ok, "+OK");
+        },
+        move || {
+            let mut r = Resp::new(&pr);
+            move |i: usize| r.cmd(&[b"GET", format!("rlag-{i}").as_bytes()]).1.is_some()
+        },
     );
 }
