@@ -701,6 +701,58 @@ pub fn check_model(c: &kvshm::Client, model: &HashMap<String, HashSet<Option<u64
     model.len()
 }
 
+/// A store's keys and values (or what a change log says they are).
+pub type Contents = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Every live key of the store with its value, one consistent view per stripe.
+pub fn store_contents(c: &kvshm::Client) -> Contents {
+    let mut m = Contents::new();
+    for s in 0..c.stripes() {
+        c.scan_stripe(s, |k, v, _| {
+            m.insert(k.to_vec(), v.to_vec());
+        })
+        .expect("scan");
+    }
+    m
+}
+
+/// Apply committed change log batches to `model` in order; an overflow mark is an error.
+pub fn apply_batches(model: &mut Contents, batches: &[kvshm::ChangeBatch]) -> Result<(), String> {
+    for b in batches {
+        if b.overflow {
+            return Err(format!("transaction {} overflowed the log", b.seq));
+        }
+        for ch in &b.changes {
+            match &ch.value {
+                Some(v) => model.insert(ch.key.clone(), v.clone()),
+                None => model.remove(&ch.key),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// The first (at most 5) keys whose values differ between `a` and `b`, with both values
+/// shortened: a failure message that does not print whole stores.
+pub fn differing_keys(a: &Contents, b: &Contents) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&Vec<u8>> = a.keys().chain(b.keys()).collect();
+    let show = |v: Option<&Vec<u8>>| {
+        v.map(|v| String::from_utf8_lossy(&v[..v.len().min(40)]).into_owned())
+    };
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .take(5)
+        .map(|k| {
+            format!(
+                "{}: {:?} vs {:?}",
+                String::from_utf8_lossy(k),
+                show(a.get(k)),
+                show(b.get(k))
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kvshm::Config;
-use kvshm_tests::{killed_by, process_state, signal, wait_for, TestStore};
+use kvshm_tests::{
+    apply_batches, differing_keys, killed_by, process_state, signal, store_contents, wait_for,
+    Contents, TestStore,
+};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
 
@@ -303,14 +306,10 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
     }
 }
 
-fn run_point(point: &str, scenario: &str) {
-    eprintln!("crash point {point} (scenario {scenario})");
-    let mut cfg = Config::default().stripes(4).initial_size(0);
-    if ["reclass", "evict", "evict-chunk"].contains(&scenario) {
-        cfg = cfg.max_size(6 << 20); // a store it can fill
-    }
-    let t = TestStore::new("crash", cfg, CHILD);
-    setup(&t);
+/// Set the store up, let a child run `scenario` until it is SIGKILLed at `point`, then
+/// verify (recovering it) and check what the scenario promises ([`check_after`]).
+fn kill_at(t: &TestStore, point: &str, scenario: &str) {
+    setup(t);
     let mut c = t.spawn("crash", &[scenario], &[("KVSHM_CRASH_AT", point)]);
     let st = c.wait_limit(Duration::from_secs(60));
     let acked = c.stdout_lines();
@@ -321,7 +320,17 @@ fn run_point(point: &str, scenario: &str) {
     );
     let report = t.assert_verified();
     assert!(report.recovered >= 1, "{point}: dead child not recovered");
-    check_after(&t, scenario, &acked, committed(point));
+    check_after(t, scenario, &acked, committed(point));
+}
+
+fn run_point(point: &str, scenario: &str) {
+    eprintln!("crash point {point} (scenario {scenario})");
+    let mut cfg = Config::default().stripes(4).initial_size(0);
+    if ["reclass", "evict", "evict-chunk"].contains(&scenario) {
+        cfg = cfg.max_size(6 << 20); // a store it can fill
+    }
+    let t = TestStore::new("crash", cfg, CHILD);
+    kill_at(&t, point, scenario);
     // Fully usable afterwards, from this process and a new one.
     t.host().put(b"crash-key", b"after").unwrap();
     assert_eq!(t.run("get", &["crash-key"]), vec!["after"]);
@@ -374,21 +383,13 @@ const LOGGED: &[(&str, &str)] = &[
 /// What the change log says the store holds: every committed batch from the start, replayed.
 /// Fails if a batch is still waiting (a dead writer's entry left unresolved by recovery).
 fn replay_log(c: &kvshm::Client) -> Contents {
-    let mut m = std::collections::BTreeMap::new();
+    let mut m = Contents::new();
     let mut p = c.changelog_tail().unwrap();
     assert_eq!(p, 0, "the test's log must still hold everything");
     loop {
         let mut out = Vec::new();
         let r = c.read_changes(p, 1000, &mut out).unwrap();
-        for b in &out {
-            assert!(!b.overflow, "seq {} overflowed", b.seq);
-            for ch in &b.changes {
-                match &ch.value {
-                    Some(v) => m.insert(ch.key.clone(), v.clone()),
-                    None => m.remove(&ch.key),
-                };
-            }
-        }
+        apply_batches(&mut m, &out).unwrap();
         match r {
             kvshm::ChangeRead::UpTo { next } if next == p && out.is_empty() => return m,
             kvshm::ChangeRead::UpTo { next } => p = next,
@@ -397,42 +398,13 @@ fn replay_log(c: &kvshm::Client) -> Contents {
     }
 }
 
-type Contents = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
-
-/// The log's replay equals the store; else the first keys that differ (not both maps).
+/// The log's replay equals the store; else the first keys that differ (log vs store).
 fn assert_same(log: &Contents, store: &Contents, what: &str) {
-    let keys: std::collections::BTreeSet<&Vec<u8>> = log.keys().chain(store.keys()).collect();
-    let show = |v: Option<&Vec<u8>>| {
-        v.map(|v| String::from_utf8_lossy(&v[..v.len().min(40)]).into_owned())
-    };
-    let differ: Vec<String> = keys
-        .into_iter()
-        .filter(|k| log.get(*k) != store.get(*k))
-        .take(5)
-        .map(|k| {
-            format!(
-                "{}: log {:?}, store {:?}",
-                String::from_utf8_lossy(k),
-                show(log.get(k)),
-                show(store.get(k))
-            )
-        })
-        .collect();
+    let differ = differing_keys(log, store);
     assert!(
         differ.is_empty(),
-        "{what}: the change log disagrees with the store: {differ:?}"
+        "{what}: the change log disagrees with the store (log vs store): {differ:?}"
     );
-}
-
-fn store_contents(c: &kvshm::Client) -> Contents {
-    let mut m = std::collections::BTreeMap::new();
-    for s in 0..c.stripes() {
-        c.scan_stripe(s, |k, v, _| {
-            m.insert(k.to_vec(), v.to_vec());
-        })
-        .unwrap();
-    }
-    m
 }
 
 /// A writer killed at any step of appending to the change log, or around its commit: after
@@ -447,18 +419,7 @@ fn the_change_log_holds_exactly_the_committed_writes_after_a_kill_anywhere() {
             .initial_size(0)
             .changelog(4 << 20);
         let t = TestStore::new("clog-crash", cfg, CHILD);
-        setup(&t);
-        let mut c = t.spawn("crash", &[scenario], &[("KVSHM_CRASH_AT", point)]);
-        let st = c.wait_limit(Duration::from_secs(60));
-        let acked = c.stdout_lines();
-        assert_eq!(
-            killed_by(&st),
-            Some(libc::SIGKILL),
-            "{point}: scenario {scenario} did not reach it ({st:?})"
-        );
-        let report = t.assert_verified();
-        assert!(report.recovered >= 1, "{point}: dead child not recovered");
-        check_after(&t, scenario, &acked, committed(point));
+        kill_at(&t, point, scenario);
         let h = t.host();
         assert_same(
             &replay_log(h),

@@ -165,7 +165,7 @@ struct Follower {
     thread: Option<std::thread::JoinHandle<(Model, u64, u64)>>,
 }
 
-type Model = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+type Model = kvshm_tests::Contents;
 
 /// Apply the committed batches the log has from `pos` on; returns the new position, or an
 /// error if the log moved past it (the follower fell behind: the storm's log is big enough
@@ -178,18 +178,8 @@ fn follow(c: &kvshm::Client, mut pos: u64, model: &mut Model, n: &mut u64) -> Re
         let r = c
             .read_changes(pos, 512, &mut out)
             .map_err(|e| e.to_string())?;
-        for b in &out {
-            if b.overflow {
-                return Err(format!("transaction {} overflowed the log", b.seq));
-            }
-            *n += 1;
-            for ch in &b.changes {
-                match &ch.value {
-                    Some(v) => model.insert(ch.key.clone(), v.clone()),
-                    None => model.remove(&ch.key),
-                };
-            }
-        }
+        kvshm_tests::apply_batches(model, &out)?;
+        *n += out.len() as u64;
         match r {
             kvshm::ChangeRead::UpTo { next } => {
                 pos = next;
@@ -245,21 +235,10 @@ impl Follower {
         let (mut model, mut n, pos) = self.thread.take().unwrap().join().expect("follower");
         let end = follow(h, pos, &mut model, &mut n).unwrap_or_else(|e| panic!("follower: {e}"));
         assert_eq!(end, h.changelog_head().unwrap(), "the log ends at its head");
-        let mut store = Model::new();
-        for s in 0..h.stripes() {
-            h.scan_stripe(s, |k, v, _| {
-                store.insert(k.to_vec(), v.to_vec());
-            })
-            .unwrap();
-        }
-        let keys: std::collections::BTreeSet<&Vec<u8>> = model.keys().chain(store.keys()).collect();
-        let differ = keys
-            .into_iter()
-            .filter(|k| model.get(*k) != store.get(*k))
-            .take(5)
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .collect();
-        (n, differ)
+        (
+            n,
+            kvshm_tests::differing_keys(&model, &kvshm_tests::store_contents(h)),
+        )
     }
 }
 
