@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Primary/backup across two "machines": each a network namespace with its own address on a
-# private veth link (10.78.x), each with its own kvhost, store directory and snapshot file.
+# private veth link between them (10.78.0.x), each with its own kvhost, store directory and
+# snapshot file.
 # Local processes write the primary's store through shared memory; the replica follows over
 # RESP replication (AUTH on both). Then the primary is killed (-9) under load, the replica
 # promoted, the acknowledged writes it lacks counted, the old primary brought back as the new
@@ -30,33 +31,26 @@ declare -A pid=()
 cleanup() {
   for p in "${pid[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for p in "${pid[@]}"; do wait "$p" 2>/dev/null || true; done
-  for m in a b; do
-    ip netns del "${tag}$m" 2>/dev/null || true
-    ip link del "${tag}h$m" 2>/dev/null || true
-  done
+  # Deleting a namespace deletes the veth end in it, and with it the pair.
+  for m in a b; do ip netns del "${tag}$m" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-addr_a=10.78.1.2
-addr_b=10.78.2.2
-echo "== two 'machines': namespaces ${tag}a ($addr_a) and ${tag}b ($addr_b), routed through the host"
-i=0
+addr_a=10.78.0.1
+addr_b=10.78.0.2
+echo "== two 'machines': namespaces ${tag}a ($addr_a) and ${tag}b ($addr_b) on one private link"
+# One veth pair between the two namespaces: nothing of the host's network is touched.
+ip netns add "${tag}a"
+ip netns add "${tag}b"
+ip link add "${tag}va" netns "${tag}a" type veth peer name "${tag}vb" netns "${tag}b"
 for m in a b; do
-  i=$((i + 1))
-  ns="${tag}$m"
-  ip netns add "$ns"
-  ip link add "${tag}h$m" type veth peer name "${tag}p$m"
-  ip link set "${tag}p$m" netns "$ns"
-  ip addr add "10.78.$i.1/24" dev "${tag}h$m"
-  ip link set "${tag}h$m" up
-  ip netns exec "$ns" ip addr add "10.78.$i.2/24" dev "${tag}p$m"
-  ip netns exec "$ns" ip link set "${tag}p$m" up
-  ip netns exec "$ns" ip link set lo up
-  ip netns exec "$ns" ip route add default via "10.78.$i.1"
+  addr_var="addr_$m"
+  ip netns exec "${tag}$m" ip addr add "${!addr_var}/24" dev "${tag}v$m"
+  ip netns exec "${tag}$m" ip link set "${tag}v$m" up
+  ip netns exec "${tag}$m" ip link set lo up
   mkdir -p "$work/$m"
 done
-sysctl -qw net.ipv4.ip_forward=1
 
 # kvhost on machine $1 ($2 = its address), more flags after.
 start() {
