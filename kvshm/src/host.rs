@@ -48,8 +48,8 @@ impl Host {
     /// store get its name, with a rename that never replaces an existing file
     /// (`AlreadyExists` if another store took the name meanwhile). A client therefore sees
     /// either no store or the whole of it, never a store half loaded. If `fill` fails or the
-    /// process dies, the hidden file is removed (by the next call for this name, if the
-    /// process died: a leftover nobody hosts).
+    /// process dies, the hidden file is removed (by the next call for this name or the next
+    /// `open_existing` of it, if the process died: a leftover nobody hosts).
     pub fn create_filled<T>(
         name: &str,
         cfg: &Config,
@@ -96,6 +96,9 @@ impl Host {
     /// [`Host::open_existing`] in `dir`.
     pub fn open_existing_in(dir: impl AsRef<Path>, name: &str) -> Result<Host> {
         let path = segment::store_path(dir.as_ref(), name)?;
+        // A load that died between the two steps of its rename leaves a second name of this
+        // very file: drop it (before we hold the host lock, which would hide it as unowned).
+        remove_abandoned_loads(dir.as_ref(), name);
         let host = Host::adopt(Store::attach(&path, true)?)?;
         let n = host.client.recover_dead_clients()?;
         if n > 0 {

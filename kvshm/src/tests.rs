@@ -1175,6 +1175,16 @@ fn a_store_created_filled_appears_only_whole() {
 
     drop(c);
     let mut t = t;
+    // A load killed between the link and the unlink of its rename: the store has a second,
+    // hidden name. The next host drops that name and keeps the store.
+    let host = t.host.take().unwrap();
+    drop(host);
+    let second = dir().join(format!(".kvshm.{name}.loading-9-0badf00d"));
+    std::fs::hard_link(&path, &second).unwrap();
+    let _cleanup2 = RemoveOnDrop(vec![second.clone()]);
+    t.host = Some(Host::open_existing_in(dir(), &name).unwrap());
+    assert!(!second.exists(), "the second name of a half-renamed load was kept");
+    assert_eq!(t.client().len(), n);
     t.host.take().unwrap().release().unwrap();
     assert!(!path.exists());
 }
