@@ -1183,7 +1183,10 @@ fn a_store_created_filled_appears_only_whole() {
     std::fs::hard_link(&path, &second).unwrap();
     let _cleanup2 = RemoveOnDrop(vec![second.clone()]);
     t.host = Some(Host::open_existing_in(dir(), &name).unwrap());
-    assert!(!second.exists(), "the second name of a half-renamed load was kept");
+    assert!(
+        !second.exists(),
+        "the second name of a half-renamed load was kept"
+    );
     assert_eq!(t.client().len(), n);
     t.host.take().unwrap().release().unwrap();
     assert!(!path.exists());

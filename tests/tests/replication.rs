@@ -223,6 +223,22 @@ fn redis_cli_ok(port: u16, args: &[&str]) -> bool {
         .is_empty()
 }
 
+/// PSYNC's offset comes from the network: the extremes of an i64 get a full resync.
+#[test]
+fn psync_with_extreme_offsets_gets_a_full_resync() {
+    let p = primary("repl-psync-edge", "1MiB");
+    for off in ["-9223372036854775808", "9223372036854775807", "0"] {
+        let mut c = p.conn();
+        c.send(&kvshm_tests::resp::frame(&[b"PSYNC", b"?", off.as_bytes()]));
+        let r = c.reply();
+        assert!(
+            String::from_utf8_lossy(&r).starts_with("+FULLRESYNC "),
+            "PSYNC ? {off}: {r:?}"
+        );
+    }
+    assert_eq!(p.cli(&["ping"]).trim(), "PONG");
+}
+
 #[test]
 fn a_store_without_a_change_log_refuses_psync_clearly() {
     let p = RespHost::start("repl-none", &["--stripes", "16"]);
@@ -664,8 +680,15 @@ fn a_replica_fed_garbage_by_its_primary_drops_the_link_and_recovers() {
     // 4. A reply line that never ends.
     let (_r4, mut w4, _) = handshake(&l);
     let _ = w4.write_all(&vec![b'x'; 200 << 10]);
-    // 5. A good stream: applied.
-    let (_r5, mut w5, psync) = handshake(&l);
+    // 5. A time that overflows when made absolute (EX of u64::MAX seconds).
+    let (_r5, mut w5, _) = handshake(&l);
+    w5.write_all(
+        format!("+CONTINUE {id}\r\n*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nEX\r\n$20\r\n18446744073709551615\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    // 6. A good stream: applied.
+    let (_r6, mut w5, psync) = handshake(&l);
     assert_eq!(psync[1..], [id.clone(), "1".into()]);
     w5.write_all(
         format!("+CONTINUE {id}\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nok\r\n").as_bytes(),

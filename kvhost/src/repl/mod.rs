@@ -489,7 +489,8 @@ where
     let generation = feed.generation.load(Ordering::Relaxed);
     let replid = feed.replid();
     let (first, hist, _) = feed.backlog_info();
-    let want = (req.offset - 1).max(0) as u64;
+    // From the network: any i64 (i64::MIN must not overflow).
+    let want = req.offset.saturating_sub(1).max(0) as u64;
     let mut cursor;
     if req.replid == replid && req.offset >= 1 && want >= first && want <= first + hist {
         cursor = want;

@@ -404,12 +404,17 @@ fn as_write(args: &[Vec<u8>]) -> Res<Vec<(Vec<u8>, KvWrite)>> {
                 let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
                 match opt.as_str() {
                     "pxat" if i + 1 < args.len() => expires_at = Some(num(&args[i + 1])?),
-                    "exat" if i + 1 < args.len() => expires_at = Some(num(&args[i + 1])? * 1000),
+                    // From the network: saturating, an absurd time is refused by the store.
+                    "exat" if i + 1 < args.len() => {
+                        expires_at = Some(num(&args[i + 1])?.saturating_mul(1000))
+                    }
                     "px" if i + 1 < args.len() => {
-                        expires_at = Some(kvshm::now_ms() + num(&args[i + 1])?)
+                        expires_at = Some(kvshm::now_ms().saturating_add(num(&args[i + 1])?))
                     }
                     "ex" if i + 1 < args.len() => {
-                        expires_at = Some(kvshm::now_ms() + num(&args[i + 1])? * 1000)
+                        expires_at = Some(
+                            kvshm::now_ms().saturating_add(num(&args[i + 1])?.saturating_mul(1000)),
+                        )
                     }
                     _ => return Err(format!("SET option {opt} in the stream is not supported")),
                 }
