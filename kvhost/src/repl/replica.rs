@@ -148,7 +148,20 @@ fn run(link: &Link, client: &Client, my_port: u16, auth: Option<&str>) {
     let mut backoff = Duration::from_millis(100);
     while !link.stop.load(Ordering::Relaxed) {
         link.set_state("connecting");
-        match session(link, client, my_port, auth) {
+        // A panic (a bug) must not end replication for good: it ends this connection, like
+        // an error (the client recovered its own locks and transaction as the panic left it).
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            session(link, client, my_port, auth)
+        }))
+        .unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!("panicked: {what}"))
+        });
+        match r {
             Ok(()) => {}
             Err(e) => {
                 if !link.stop.load(Ordering::Relaxed) {
