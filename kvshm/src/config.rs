@@ -108,8 +108,8 @@ impl Config {
     /// committed write of every process is appended to it, in one total order, for a reader
     /// such as kvhost's replication (`Client::read_changes`). At least [`MIN_CHANGELOG`]
     /// bytes, rounded up to a power of two (plus a 4 KiB control page); the region comes out
-    /// of `max_size`. A store with a change log has `layout_version` 5, which older builds
-    /// refuse.
+    /// of `max_size`. A store with a change log has its own `layout_version` (7), which
+    /// older builds refuse.
     pub fn changelog(mut self, bytes: u64) -> Self {
         self.changelog = bytes;
         self

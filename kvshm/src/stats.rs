@@ -237,7 +237,11 @@ impl Client {
         let free_chunks = map
             .iter()
             .take(committed_chunks as usize)
-            .filter(|e| crate::reclaim::claimable(e.load(R)))
+            .filter(|e| {
+                let e = e.load(R);
+                // A draining chunk's blocks are all free and left the class's count.
+                crate::reclaim::claimable(e) || draining_class(e).is_some()
+            })
             .count() as u64;
         s.free_bytes = free
             .saturating_add(free_chunks * CHUNK_SIZE)

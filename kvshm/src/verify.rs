@@ -276,6 +276,8 @@ impl Checker<'_> {
         let committed = st.mem.committed();
         let chunk_off = |i: usize| st.chunk_base + i as u64 * CHUNK_SIZE;
         let mut free_tags = vec![0u64; NUM_CLASSES];
+        // Draining chunks (alloc/drain.rs): chunk -> blocks its entry says are on the list.
+        let mut draining: std::collections::BTreeMap<usize, u32> = Default::default();
         let mut span_chunks = 0u64;
         let mut i = 0;
         while i < map.len() {
@@ -314,6 +316,23 @@ impl Checker<'_> {
                 continue;
             } else if e == CHUNK_SPAN_CONT {
                 self.problem(off, "span continuation without a head");
+            } else if let Some(c) = draining_class(e) {
+                let n = e & CHUNK_DRAINING_COUNT;
+                let size = CLASS_SIZES.get(c).map_or(0, |&s| s as u64);
+                if size == 0 || n == 0 || n as u64 > CHUNK_SIZE / size {
+                    self.problem(off, format!("draining chunk {i}: entry {e:#x}"));
+                } else {
+                    let busy = (0..CHUNK_SIZE / size)
+                        .filter(|b| self.tag(off + b * size).map(|t| t.state) != Some(TAG_FREE))
+                        .count();
+                    if busy > 0 {
+                        self.problem(
+                            off,
+                            format!("draining chunk {i} holds {busy} blocks in use"),
+                        );
+                    }
+                    draining.insert(i, n);
+                }
             } else if e & CHUNK_SLOT_PAGE != 0 {
                 let p = (e & !CHUNK_SLOT_PAGE) as usize;
                 let first = h.slot_pages.get(p).map(|w| w.load(R));
@@ -339,15 +358,25 @@ impl Checker<'_> {
             let want = cls.free_count.load(R);
             let mut b = cls.head.load(R);
             let mut n = 0u64;
+            // Blocks of this class's draining chunks met on the list, per chunk.
+            let mut seen_draining: std::collections::BTreeMap<usize, u32> = Default::default();
+            let draining_here: u64 = draining
+                .iter()
+                .filter(|(&i, _)| draining_class(map[i].load(R)) == Some(c))
+                .map(|(_, &k)| k as u64)
+                .sum();
             // Bounded by what this check counted itself (free tags in the class's chunks),
             // never by `free_count` read from the segment: a self-linked list must end.
-            while b != 0 && n <= free_tags[c] {
+            while b != 0
+                && n + seen_draining.values().map(|&k| k as u64).sum::<u64>()
+                    <= free_tags[c] + draining_here
+            {
                 let chunk = b
                     .checked_sub(st.chunk_base)
                     .map(|d| (d >> CHUNK_SHIFT) as usize);
-                let ok_chunk = chunk
-                    .and_then(|i| map.get(i))
-                    .is_some_and(|e| e.load(R) == CHUNK_CLASS_BASE + c as u32);
+                let entry = chunk.and_then(|i| map.get(i)).map(|e| e.load(R));
+                let is_draining = entry.and_then(draining_class) == Some(c);
+                let ok_chunk = entry == Some(CHUNK_CLASS_BASE + c as u32) || is_draining;
                 if !ok_chunk || (b - chunk_off(chunk.unwrap_or(0))) % size != 0 {
                     self.problem(b, format!("class {c}: free list points outside its chunks"));
                     break;
@@ -356,8 +385,24 @@ impl Checker<'_> {
                     self.problem(b, format!("class {c}: free list holds a non-free block"));
                     break;
                 }
-                n += 1;
+                if is_draining {
+                    *seen_draining.entry(chunk.unwrap_or(0)).or_default() += 1;
+                } else {
+                    n += 1;
+                }
                 b = st.mem.word(b + 8).map(|w| w.load(R)).unwrap_or(0);
+            }
+            for (&i, &k) in draining
+                .iter()
+                .filter(|(&i, _)| draining_class(map[i].load(R)) == Some(c))
+            {
+                let on_list = seen_draining.get(&i).copied().unwrap_or(0);
+                if on_list != k {
+                    self.problem(
+                        chunk_off(i),
+                        format!("draining chunk {i}: {on_list} blocks on the list, entry says {k}"),
+                    );
+                }
             }
             if b != 0 {
                 self.problem(

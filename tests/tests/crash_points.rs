@@ -20,6 +20,11 @@ const MATRIX: &[(&str, &str)] = &[
     ("alloc.chunk_claimed", "fill"),
     ("alloc.chunk_zeroed", "reclass"),
     ("alloc.chunk_released", "reclass"),
+    // Giving a chunk back in bounded steps (alloc/drain.rs): killed while marking, between
+    // two holds of the class lock (draining chunks and no lock owner), while unlinking.
+    ("alloc.drain_marked@2", "reclass"),
+    ("alloc.drain_paused", "reclass"),
+    ("alloc.drain_unlinked@300", "reclass"),
     ("span.recorded", "big"),
     ("span.free_tagged", "big"),
     ("span.head_cleared", "big"),

@@ -60,9 +60,9 @@ impl<'a> Allocator<'a> {
         let h = self.s.st.mem.header();
         let cls = &h.classes[c];
         for _ in cache.count(c)..REFILL - 1 {
-            let head = cls.head.load(R);
             let Some(e) = cache.empty_entry() else { break };
-            if head == 0 {
+            let (head, draining) = self.skip_draining_head(c, super::drain::DISCARD_MAX)?;
+            if head == 0 || draining {
                 break;
             }
             let words = self.s.st.mem.words(head, 2)?;

@@ -20,6 +20,7 @@ use crate::session::Session;
 use crate::store::Store;
 
 mod cache;
+mod drain;
 pub(crate) use cache::release_slot_cache;
 
 const R: Ordering = Ordering::Relaxed;
@@ -211,57 +212,27 @@ impl<'a> Allocator<'a> {
         min_chunks: u64,
     ) -> Result<u64> {
         let h = self.s.st.mem.header();
+        let pending = drain::classes_draining(self.s.st.mem.chunk_map());
         let mut released = 0;
-        for d in (0..NUM_CLASSES).filter(|&d| d != except) {
+        for d in 0..NUM_CLASSES {
+            if d == except {
+                // Its own free blocks are about to be used: only what a walker that died left
+                // draining is finished.
+                if pending[d] {
+                    released += self.drain_walk(d)?;
+                }
+                continue;
+            }
             let cls = &h.classes[d];
-            if cls.free_count.load(R) < min_chunks * (CHUNK_SIZE / CLASS_SIZES[d] as u64) {
+            if !pending[d]
+                && cls.free_count.load(R) < min_chunks * (CHUNK_SIZE / CLASS_SIZES[d] as u64)
+            {
                 continue; // not enough free blocks to empty a chunk
             }
-            let _g = self.s.guard_word(&cls.lock)?;
-            released += self.release_class_chunks_locked(d)?;
+            released += self.release_class_chunks(d, pending[d])?;
         }
         if released > 0 {
             log::debug!("store full: {released} all-free class chunk(s) returned to the pool");
-        }
-        Ok(released)
-    }
-
-    /// Caller holds class `d`'s lock. Each all-free chunk is zeroed, then marked free, then
-    /// the class list is rebuilt without it. A crash anywhere in between leaves the class
-    /// lock with a dead owner, whose recovery rebuilds the list from the tags (zeroed blocks
-    /// read as FREE), and nobody uses class `d`'s list before that.
-    fn release_class_chunks_locked(&self, d: usize) -> Result<u64> {
-        let map = self.s.st.mem.chunk_map();
-        let entry = CHUNK_CLASS_BASE + d as u32;
-        let size = CLASS_SIZES[d] as u64;
-        let committed = (self
-            .s
-            .st
-            .mem
-            .committed()
-            .saturating_sub(self.s.st.chunk_base))
-            / CHUNK_SIZE;
-        let mut released = 0;
-        for idx in 0..committed.min(map.len() as u64) {
-            if map[idx as usize].load(R) != entry {
-                continue;
-            }
-            let base = self.chunk_offset(idx);
-            let all_free = (0..CHUNK_SIZE / size).all(|b| {
-                self.word(base + b * size)
-                    .is_ok_and(|w| Tag::from_word(w.load(R)).state == TAG_FREE)
-            });
-            if !all_free {
-                continue;
-            }
-            self.zero_chunks(idx, 1)?;
-            crash_point!("alloc.chunk_zeroed");
-            map[idx as usize].store(CHUNK_FREE, REL);
-            crash_point!("alloc.chunk_released");
-            released += 1;
-        }
-        if released > 0 {
-            self.rebuild_class(d)?;
         }
         Ok(released)
     }
@@ -292,7 +263,16 @@ impl<'a> Allocator<'a> {
         record: impl FnOnce(u64),
     ) -> Result<u64> {
         let cls = &self.s.st.mem.header().classes[c];
-        let mut head = cls.head.load(R);
+        // Blocks of a chunk being given back are unlinked, not handed out (`drain.rs`); after
+        // DISCARD_MAX of them a fresh chunk goes in front, if one is free without growing.
+        let (mut head, draining) = self.skip_draining_head(c, drain::DISCARD_MAX)?;
+        if draining {
+            match self.refill_class(c, pool, false) {
+                Ok(h) => head = h,
+                Err(Error::StoreFull { .. }) => head = self.skip_draining_head(c, u32::MAX)?.0,
+                Err(e) => return Err(e),
+            }
+        }
         if head == 0 {
             head = self.refill_class(c, pool, grow)?;
         }
@@ -322,7 +302,7 @@ impl<'a> Allocator<'a> {
             .then(|| (e - CHUNK_CLASS_BASE) as usize)
     }
 
-    /// Claim a free chunk for class `c` and carve it onto the (empty) free list.
+    /// Claim a free chunk for class `c` and carve it onto the front of its free list.
     fn refill_class(&self, c: usize, pool: Pool, grow: bool) -> Result<u64> {
         let e = CHUNK_CLASS_BASE + c as u32;
         let idx = self.s.st.claim_chunks(1, e, e, pool, grow)?;
@@ -330,14 +310,15 @@ impl<'a> Allocator<'a> {
         let size = CLASS_SIZES[c] as u64;
         let base = self.chunk_offset(idx);
         let n = CHUNK_SIZE / size;
-        // The chunk is zero: every block is already FREE(0). Link them in address order.
-        let mut head = 0;
+        // The chunk is zero: every block is already FREE(0). Link them in address order, in
+        // front of what the list holds.
+        let cls = &self.s.st.mem.header().classes[c];
+        let mut head = cls.head.load(R);
         for b in (0..n).rev() {
             let off = base + b * size;
             self.s.st.mem.word(off + 8)?.store(head, R);
             head = off;
         }
-        let cls = &self.s.st.mem.header().classes[c];
         cls.head.store(head, REL);
         cls.free_count.fetch_add(n, R);
         cls.chunks.fetch_add(1, R);
@@ -446,7 +427,9 @@ impl<'a> Allocator<'a> {
     }
 
     /// Rebuild the free list of class `c` from the block tags (caller holds the class lock).
+    /// Chunks that were being given back (draining) are given back first.
     pub(crate) fn rebuild_class(&self, c: usize) -> Result<()> {
+        self.free_draining_chunks(c)?;
         let cls = &self.s.st.mem.header().classes[c];
         let size = CLASS_SIZES[c] as u64;
         let map = self.s.st.mem.chunk_map();

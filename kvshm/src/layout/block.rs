@@ -201,6 +201,33 @@ pub const CHUNK_PUNCHED: u32 = 0x1000_0001;
 /// left behind by a holder that died (its OFD lock went with it) is punched again and made
 /// PUNCHED by the next holder.
 pub const CHUNK_RECLAIMING: u32 = 0x1000_0002;
+/// Chunk-map entry of a class chunk being given back (`CHUNK_DRAINING | class << 16 | n`):
+/// every block is FREE, `n` (>= 1) of them are still on the class's free list. No block of it
+/// is handed out again; each one unlinked from the list lowers `n`, and the last one makes the
+/// chunk zero and FREE (`alloc/drain.rs`). Only changed under the class's lock.
+pub const CHUNK_DRAINING: u32 = 0x0800_0000;
+/// Mask of the count of a [`CHUNK_DRAINING`] entry.
+pub const CHUNK_DRAINING_COUNT: u32 = 0xffff;
+const _: () =
+    assert!(super::CHUNK_SIZE / super::MIN_CLASS_SIZE as u64 <= CHUNK_DRAINING_COUNT as u64);
+const _: () = assert!(((super::NUM_CLASSES as u32) << 16) < CHUNK_DRAINING);
+
+/// The [`CHUNK_DRAINING`] entry of class `c` with `n` blocks on the free list.
+#[inline]
+pub const fn chunk_draining(c: usize, n: u32) -> u32 {
+    CHUNK_DRAINING | (c as u32) << 16 | n
+}
+
+/// The class of a [`CHUNK_DRAINING`] entry, `None` for any other entry.
+#[inline]
+pub const fn draining_class(e: u32) -> Option<usize> {
+    if e & 0xf800_0000 == CHUNK_DRAINING {
+        Some(((e >> 16) & 0x7ff) as usize)
+    } else {
+        None
+    }
+}
+
 /// Mask of the length of a span head entry.
 pub const CHUNK_SPAN_LEN_MASK: u32 = 0x3fff_ffff;
 

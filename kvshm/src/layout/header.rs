@@ -76,7 +76,8 @@ pub struct Header {
     pub chunk_base: AtomicU64,
     pub created_unix: AtomicU64,
     /// Offset of the change log region (`changelog.rs`; 0 = none: a store without a change
-    /// log, `layout_version` 4). Set only in stores of [`super::LAYOUT_VERSION_CHANGELOG`].
+    /// log, [`super::LAYOUT_VERSION`]). Set only in stores of
+    /// [`super::LAYOUT_VERSION_CHANGELOG`].
     pub changelog_offset: AtomicU64,
     /// Bytes of the change log region (control block and ring).
     pub changelog_len: AtomicU64,

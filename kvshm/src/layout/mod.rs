@@ -34,12 +34,14 @@ pub use stripe::*;
 pub const CACHE_LINE: usize = 128;
 
 /// Bumped on any change to a segment type; attach refuses a different version.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// The `layout_version` of a store with a change log: the same types as [`LAYOUT_VERSION`]
-/// plus the change log region. A build that knows only version 4 refuses such a store, so no
-/// older writer can change it without logging the change.
-pub const LAYOUT_VERSION_CHANGELOG: u32 = 5;
+/// plus the change log region. A build that knows only [`LAYOUT_VERSION`] refuses such a store,
+/// so no older writer can change it without logging the change. (Versions 4 and 5 were the
+/// same pair before chunk-map entries could say [`CHUNK_DRAINING`], which those builds would
+/// take for a damaged free list.)
+pub const LAYOUT_VERSION_CHANGELOG: u32 = 7;
 
 /// `b"KVSHMSEG"` read as a little-endian word. Written last when a store is formatted.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"KVSHMSEG");
@@ -161,7 +163,8 @@ pub const fn layout_signature() -> u64 {
     h
 }
 
-/// The layout signature of LAYOUT_VERSION 4 (see the test `signature_is_pinned`).
+/// The layout signature of LAYOUT_VERSION 6 (the same types as 4; see the test
+/// `signature_is_pinned`).
 #[cfg(test)]
 const PINNED_SIGNATURE: u64 = 0x91cf_3953_bbbe_6abf;
 
