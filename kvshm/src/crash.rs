@@ -16,6 +16,8 @@ pub const CRASH_POINTS: &[&str] = &[
     "alloc.drain_marked",
     "alloc.drain_unlinked",
     "alloc.drain_paused",
+    "evacuate.marked",
+    "evacuate.moved",
     "span.recorded",
     "span.free_tagged",
     "span.head_cleared",

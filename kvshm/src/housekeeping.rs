@@ -55,7 +55,9 @@ impl Client {
     /// One reclaim pass (what the host runs once per [`RECLAIM_PERIOD`]): free chunks marked
     /// by the previous pass and claimed by nobody since give their pages back to the OS;
     /// size-class chunks whose blocks are all free go back to the chunk pool (classes with
-    /// at least two chunks' worth of free blocks); free chunks beyond `keep_bytes` are marked
+    /// at least two chunks' worth of free blocks), and such classes move the records out of
+    /// their sparsest chunks (at most a quarter used) so those follow; free chunks beyond
+    /// `keep_bytes` are marked
     /// for the next pass. Calling it more often than the host does shortens the time between
     /// marking and punching, which protects readers that still hold an offset into a freed
     /// chunk (see docs/ARCHITECTURE.md, "Memory back to the OS").
@@ -70,11 +72,14 @@ impl Client {
             let sess = self.session_w(&g)?;
             Allocator::new(&sess).release_free_class_chunks_above(usize::MAX, 2)?
         };
+        // Sparse chunks: their records move out, then they go back too.
+        let moved = self.evacuate_pass()?.moved;
         let marked = self.st.mark_cooling(keep_bytes / CHUNK_SIZE);
         Ok(ReclaimPass {
             punched,
             released,
             marked,
+            moved,
         })
     }
 

@@ -337,6 +337,40 @@ pub(crate) fn find_record(
     Ok(find(txn, tw, hash, key)?.hit.map(|(_, rec)| rec))
 }
 
+/// Point `key`'s entry in stripe `s` at `new`, a copy of its record `old` (caller holds the
+/// stripe lock): the compaction of a sparse chunk (`client/evacuate.rs`). The key's version,
+/// value, expiry and the stripe's counts stay; nothing is noted for the change log (no key
+/// changed); `old` is freed after the commit. Returns false, changing nothing, if the key's
+/// record is not `old` any more.
+pub(crate) fn relocate(
+    txn: &Txn<'_, '_>,
+    s: usize,
+    hash: u64,
+    key: &[u8],
+    old: u64,
+    new: u64,
+) -> Result<bool> {
+    let st = txn.session().st;
+    let tw = st.mem.stripe(s).table.load(R);
+    let Some((i, rec)) = find(txn, tw, hash, key)?.hit else {
+        return Ok(false);
+    };
+    if rec != old {
+        return Ok(false);
+    }
+    let entry = (tw & TABLE_OFFSET_MASK) + TABLE_HEADER_SIZE + i * TABLE_ENTRY_SIZE;
+    txn.set(s, entry, table_entry(hash, new))?;
+    crash_point!("evacuate.moved");
+    txn.defer_free(old)?;
+    Ok(true)
+}
+
+/// Rebuild stripe `s`'s table in a new block (caller holds the stripe lock): the compaction of
+/// a sparse chunk that holds the table.
+pub(crate) fn relocate_table(txn: &Txn<'_, '_>, s: usize) -> Result<bool> {
+    compact(txn, s)
+}
+
 /// Remove `key` from stripe `s`. Returns whether it was there (an expired record is removed
 /// too, but was not there for the caller).
 pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Result<bool> {

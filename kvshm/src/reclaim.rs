@@ -46,6 +46,9 @@ pub struct ReclaimPass {
     pub released: u64,
     /// Free chunks marked for the next pass.
     pub marked: u64,
+    /// Records (and tables) moved out of sparse chunks, which then go back to the pool
+    /// (`client/evacuate.rs`).
+    pub moved: u64,
 }
 
 /// Chunks punched per hold of the grow lock.

@@ -240,7 +240,7 @@ impl Client {
             .filter(|e| {
                 let e = e.load(R);
                 // A draining chunk's blocks are all free and left the class's count.
-                crate::reclaim::claimable(e) || draining_class(e).is_some()
+                crate::reclaim::claimable(e) || (draining_class(e).is_some() && !is_evacuating(e))
             })
             .count() as u64;
         s.free_bytes = free

@@ -25,6 +25,11 @@ const MATRIX: &[(&str, &str)] = &[
     ("alloc.drain_marked@2", "reclass"),
     ("alloc.drain_paused", "reclass"),
     ("alloc.drain_unlinked@300", "reclass"),
+    // Compaction of sparse chunks: killed marking a chunk evacuating, in a record's move
+    // (before its commit: rolled back), and at a move's deferred free (after it).
+    ("evacuate.marked@2", "evacuate"),
+    ("evacuate.moved@50", "evacuate"),
+    ("txn.freeing@7400", "evacuate"),
     ("span.recorded", "big"),
     ("span.free_tagged", "big"),
     ("span.head_cleared", "big"),
@@ -271,6 +276,21 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
                 let v = h.get(k.as_bytes()).unwrap().expect("acknowledged key lost");
                 assert_eq!(v, vec![(i % 251) as u8; 1000]);
             }
+        }
+        "evacuate" => {
+            // Records moved or not, every kept one reads back whole; the removed stay gone.
+            if acked.iter().any(|l| l == "ack kept") {
+                for i in 0..8000u32 {
+                    let v = h.get(format!("ev-{i}").as_bytes()).unwrap();
+                    if i % 10 == 0 {
+                        assert_eq!(v, Some(vec![(i % 251) as u8; 200]), "ev-{i} lost or torn");
+                    } else {
+                        assert_eq!(v, None, "ev-{i} back");
+                    }
+                }
+            }
+            // Another pass finishes what the killed one started.
+            h.reclaim_pass(0).unwrap();
         }
         "evict" | "evict-chunk" => {
             // An acknowledged key is there whole, or was evicted whole: never torn.

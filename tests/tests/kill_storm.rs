@@ -44,7 +44,20 @@ fn sigkill_storm_loses_nothing_and_never_tears() {
             .changelog(64 << 20),
         CHILD,
     );
+    // Sparse chunks from the start, in the size classes the writers use: 200,000 records of
+    // 8-320 bytes, 9 in 10 removed. The writers' records then land in their free blocks, and
+    // the compactor moves them while they are written, read and killed.
+    let h = t.host();
+    for i in 0..200_000u64 {
+        h.put(format!("fill-{i}").as_bytes(), &kvshm_tests::pattern(i))
+            .unwrap();
+    }
+    // (Every size kept alike: one run of 40 sizes in ten.)
+    for i in (0..200_000u64).filter(|i| (i / 40) % 10 != 0) {
+        h.remove(format!("fill-{i}").as_bytes()).unwrap();
+    }
     let follower = Follower::start(&t);
+    let compactor = Compactor::start(&t);
     let dir = tempdir("storm");
     let ack = |w: u64| dir.join(format!("ack-{w}"));
     let spawn_writer = |w: u64| t.spawn("writer", &[&w.to_string(), ack(w).to_str().unwrap()], &[]);
@@ -101,6 +114,7 @@ fn sigkill_storm_loses_nothing_and_never_tears() {
     for w in &mut writers {
         w.kill();
     }
+    let (passes, moved) = compactor.finish();
     for r in &mut readers {
         let st = r.wait_limit(Duration::from_secs(secs + 60));
         let lines = r.stdout_lines();
@@ -126,6 +140,10 @@ fn sigkill_storm_loses_nothing_and_never_tears() {
             e.reads.extend(h.reads);
         }
     }
+    for i in (0..200_000u64).filter(|i| (i / 40) % 10 == 0) {
+        let v = h.get(format!("fill-{i}").as_bytes()).unwrap();
+        assert_eq!(v, Some(kvshm_tests::pattern(i)), "fill-{i}");
+    }
     let (problems, shared_reads) = check_shared(h, &shared);
     assert!(problems.is_empty(), "shared keys: {problems:#?}");
     let (batches, differ) = follower.finish(h);
@@ -142,7 +160,7 @@ fn sigkill_storm_loses_nothing_and_never_tears() {
          ({ambiguous} in flight at a kill); every acknowledged write to a writer's own key \
          checked against the store ({checkpoints} writer starts checked all {own_keys} own keys), \
          {} shared keys and {shared_reads} reads of them checked against the real-time order, {} keys, {} recoveries, verify \
-         recovered {}",
+         recovered {}; {passes} reclaim passes moved {moved} records out of sparse chunks meanwhile",
         shared.len(),
         s.keys,
         s.recoveries,
@@ -239,6 +257,47 @@ impl Follower {
             n,
             kvshm_tests::differing_keys(&model, &kvshm_tests::store_contents(h)),
         )
+    }
+}
+
+/// A thread running reclaim passes (as the host does, but every 20 ms) through the storm:
+/// records are moved out of sparse chunks (`client/evacuate.rs`) while writers write and are
+/// killed and readers check every value.
+struct Compactor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl Compactor {
+    fn start(t: &TestStore) -> Compactor {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (dir, name, s) = (t.dir.clone(), t.name.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let c = kvshm::Client::open_in(&dir, &name).expect("attach");
+            let (mut passes, mut moved) = (0u64, 0u64);
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                moved += c.reclaim_pass(0).expect("reclaim pass").moved;
+                passes += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (passes, moved)
+        });
+        Compactor {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop; how many passes ran and records they moved.
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().expect("compactor")
+    }
+}
+
+impl Drop for Compactor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -92,6 +92,10 @@ impl<'a> Allocator<'a> {
         let Some(cache) = self.cache_to_fill(c) else {
             return self.free_block(block, expect);
         };
+        if self.in_evacuating_chunk(block) {
+            // Not to be handed out again: freed where it is (`drain.rs`).
+            return self.free_block(block, expect);
+        }
         let tag = self.s.word(block)?;
         if !tag_is(tag.load(R), expect) {
             return Ok(false);

@@ -80,6 +80,19 @@ impl Allocator<'_> {
         self.drain_walk(d)
     }
 
+    /// Whether `block` lies in an evacuating chunk.
+    #[inline]
+    pub(super) fn in_evacuating_chunk(&self, block: u64) -> bool {
+        self.chunk_of(block)
+            .is_some_and(|i| is_evacuating(self.s.st.mem.chunk_map()[i as usize].load(R)))
+    }
+
+    /// Unlink the listed blocks of class `d`'s draining and evacuating chunks (after marking
+    /// some). Returns how many chunks became free.
+    pub(crate) fn drain_class(&self, d: usize) -> Result<u64> {
+        self.drain_walk(d)
+    }
+
     /// Chunks of class `d` whose tags all read FREE, read without the lock (candidates only).
     fn all_free_chunks(&self, d: usize) -> Result<Vec<u64>> {
         let map = self.s.st.mem.chunk_map();
@@ -127,6 +140,34 @@ impl Allocator<'_> {
         let cls = &self.s.st.mem.header().classes[d];
         cls.free_count
             .store(cls.free_count.load(R).saturating_sub(n), R);
+        cls.chunks.store(cls.chunks.load(R).saturating_sub(1), R);
+        Ok(true)
+    }
+
+    /// Caller holds class `d`'s lock: make chunk `idx` EVACUATING if it still is a chunk of the
+    /// class with at least one block in use: its free blocks (all on the list) leave the
+    /// class's count, and no block of it is handed out or linked again. Returns whether it did.
+    pub(crate) fn mark_evacuating(&self, d: usize, idx: u64) -> Result<bool> {
+        let map = self.s.st.mem.chunk_map();
+        if map[idx as usize].load(R) != CHUNK_CLASS_BASE + d as u32 {
+            return Ok(false);
+        }
+        let size = CLASS_SIZES[d] as u64;
+        let base = self.chunk_offset(idx);
+        let mut free = 0u64;
+        for b in 0..CHUNK_SIZE / size {
+            if Tag::from_word(self.word(base + b * size)?.load(R)).state == TAG_FREE {
+                free += 1;
+            }
+        }
+        if free == CHUNK_SIZE / size {
+            return self.mark_draining(d, idx);
+        }
+        map[idx as usize].store(chunk_draining(d, free as u32) | CHUNK_EVACUATING, REL);
+        crash_point!("evacuate.marked");
+        let cls = &self.s.st.mem.header().classes[d];
+        cls.free_count
+            .store(cls.free_count.load(R).saturating_sub(free), R);
         cls.chunks.store(cls.chunks.load(R).saturating_sub(1), R);
         Ok(true)
     }
@@ -212,6 +253,30 @@ impl Allocator<'_> {
             e.store(v - 1, REL);
             return Ok(false);
         }
+        if is_evacuating(v) {
+            // None left on the list; the chunk goes back once its last block in use is freed.
+            e.store(v & !CHUNK_DRAINING_COUNT, REL);
+            return self.evacuated_one(idx);
+        }
+        self.release_drained(idx)
+    }
+
+    /// Caller holds the class lock: a block of evacuating chunk `idx` was freed (not linked)
+    /// or its last listed block unlinked. When nothing of it is on the list and every block is
+    /// free, the chunk is zeroed and FREE. Returns whether it was.
+    pub(super) fn evacuated_one(&self, idx: u64) -> Result<bool> {
+        let v = self.s.st.mem.chunk_map()[idx as usize].load(R);
+        let Some(c) = draining_class(v) else {
+            return Ok(false);
+        };
+        if v & CHUNK_DRAINING_COUNT != 0 || c >= NUM_CLASSES || !self.chunk_all_free(c, idx)? {
+            return Ok(false);
+        }
+        self.release_drained(idx)
+    }
+
+    fn release_drained(&self, idx: u64) -> Result<bool> {
+        let e = &self.s.st.mem.chunk_map()[idx as usize];
         self.zero_chunks(idx, 1)?;
         crash_point!("alloc.chunk_zeroed");
         e.store(CHUNK_FREE, REL);
@@ -242,12 +307,17 @@ impl Allocator<'_> {
     }
 
     /// Caller holds class `c`'s lock (recovery, a damaged list): zero and free every draining
-    /// chunk of the class (every block of one is free). Returns how many.
+    /// chunk of the class (every block of one is free), and make every evacuating one an
+    /// ordinary chunk of the class again (the rebuild relinks its free blocks). Returns how
+    /// many chunks were freed.
     pub(super) fn free_draining_chunks(&self, c: usize) -> Result<u64> {
         let map = self.s.st.mem.chunk_map();
         let mut n = 0;
         for (i, e) in map.iter().enumerate() {
-            if draining_class(e.load(R)) == Some(c) {
+            let v = e.load(R);
+            if is_evacuating(v) && draining_class(v) == Some(c) {
+                e.store(CHUNK_CLASS_BASE + c as u32, REL);
+            } else if draining_class(v) == Some(c) {
                 self.zero_chunks(i as u64, 1)?;
                 e.store(CHUNK_FREE, REL);
                 n += 1;

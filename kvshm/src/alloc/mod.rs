@@ -70,12 +70,16 @@ impl<'a> Allocator<'a> {
             }
             return Ok(None);
         }
-        let Some(c) = self.chunk_class(off) else {
+        // A draining chunk's class too: an evacuating chunk's blocks in use get freed.
+        let Some(c) = self.chunk_class(off).or(draining_class(e)) else {
             return Err(Error::corrupt(
                 off,
                 format!("block in a chunk with map entry {e:#x}"),
             ));
         };
+        if c >= NUM_CLASSES {
+            return Err(Error::corrupt(off, format!("chunk map entry {e:#x}")));
+        }
         if (off - self.chunk_offset(idx)) % CLASS_SIZES[c] as u64 != 0 {
             return Err(Error::corrupt(off, "misaligned block"));
         }
@@ -377,6 +381,13 @@ impl<'a> Allocator<'a> {
             return Ok(false);
         }
         crash_point!("free.tagged");
+        if let Some(idx) = self.chunk_of(block) {
+            if is_evacuating(self.s.st.mem.chunk_map()[idx as usize].load(R)) {
+                // Not linked: the chunk is being emptied (`drain.rs`).
+                self.evacuated_one(idx)?;
+                return Ok(true);
+            }
+        }
         words[1].store(cls.head.load(R), R);
         cls.head.store(block, REL);
         cls.free_count.fetch_add(1, R);

@@ -381,7 +381,11 @@ impl Client {
                 },
                 None if e == CHUNK_SPAN_CONT => Some(0),
                 // A draining chunk is all free: the allocator gives it back (`reclaim_chunks_for`).
-                None if crate::reclaim::claimable(e) || draining_class(e).is_some() => Some(0),
+                None if crate::reclaim::claimable(e)
+                    || (draining_class(e).is_some() && !is_evacuating(e)) =>
+                {
+                    Some(0)
+                }
                 None => None,
             });
         }

@@ -26,6 +26,7 @@ use crate::slots::{self, slot_list, SlotRef};
 use crate::store::Store;
 
 mod entry;
+mod evacuate;
 mod evict;
 mod expiry;
 mod read;

@@ -210,7 +210,13 @@ pub const CHUNK_DRAINING: u32 = 0x0800_0000;
 pub const CHUNK_DRAINING_COUNT: u32 = 0xffff;
 const _: () =
     assert!(super::CHUNK_SIZE / super::MIN_CLASS_SIZE as u64 <= CHUNK_DRAINING_COUNT as u64);
-const _: () = assert!(((super::NUM_CLASSES as u32) << 16) < CHUNK_DRAINING);
+const _: () = assert!(super::NUM_CLASSES < 0x80);
+
+/// Flag of a [`CHUNK_DRAINING`] entry whose chunk still holds blocks in use, being moved out
+/// (EVACUATING, `client/evacuate.rs`): its blocks freed meanwhile are not linked to the list;
+/// when none is on the list (`n` = 0) and every block is free, the chunk goes back. A rebuild
+/// of the class (recovery) makes it an ordinary chunk of the class again.
+pub const CHUNK_EVACUATING: u32 = 1 << 23;
 
 /// The [`CHUNK_DRAINING`] entry of class `c` with `n` blocks on the free list.
 #[inline]
@@ -218,14 +224,20 @@ pub const fn chunk_draining(c: usize, n: u32) -> u32 {
     CHUNK_DRAINING | (c as u32) << 16 | n
 }
 
-/// The class of a [`CHUNK_DRAINING`] entry, `None` for any other entry.
+/// The class of a [`CHUNK_DRAINING`] entry (evacuating or not), `None` for any other entry.
 #[inline]
 pub const fn draining_class(e: u32) -> Option<usize> {
     if e & 0xf800_0000 == CHUNK_DRAINING {
-        Some(((e >> 16) & 0x7ff) as usize)
+        Some(((e >> 16) & 0x7f) as usize)
     } else {
         None
     }
+}
+
+/// Whether a chunk-map entry is an evacuating chunk's.
+#[inline]
+pub const fn is_evacuating(e: u32) -> bool {
+    draining_class(e).is_some() && e & CHUNK_EVACUATING != 0
 }
 
 /// Mask of the length of a span head entry.

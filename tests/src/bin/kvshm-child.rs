@@ -181,6 +181,22 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
                 out(format!("ack nw-{i}"));
             }
         }
+        "evacuate" => {
+            // Nine in ten of 8,000 records removed: every chunk of their class a tenth used.
+            // Reclaim passes move the survivors together (`client/evacuate.rs`).
+            for i in 0..8000u32 {
+                c.put(format!("ev-{i}").as_bytes(), &[(i % 251) as u8; 200])
+                    .unwrap();
+            }
+            for i in (0..8000u32).filter(|i| i % 10 != 0) {
+                c.remove(format!("ev-{i}").as_bytes()).unwrap();
+            }
+            out("ack kept");
+            for _ in 0..8 {
+                let p = c.reclaim_pass(0).unwrap();
+                out(format!("ack moved {}", p.moved));
+            }
+        }
         "get-many" => {
             let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("batch-{i}").into_bytes()).collect();
             let vals = c.get_many(&keys).unwrap();
