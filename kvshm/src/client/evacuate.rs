@@ -321,7 +321,11 @@ mod tests {
             }
         }
         // Each survivor moves about once (a move never lands in a chunk being emptied).
-        assert!(moved <= u64::from(n / 10), "{moved} moves for {} records", n / 10);
+        assert!(
+            moved <= u64::from(n / 10),
+            "{moved} moves for {} records",
+            n / 10
+        );
         let after = chunks_of(&c, class);
         assert!(
             after * 3 <= before,
