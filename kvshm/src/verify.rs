@@ -319,23 +319,24 @@ impl Checker<'_> {
             } else if let Some(c) = draining_class(e) {
                 let n = e & CHUNK_DRAINING_COUNT;
                 let size = CLASS_SIZES.get(c).map_or(0, |&s| s as u64);
-                let evacuating = is_evacuating(e);
-                if size == 0 || (n == 0 && !evacuating) || n as u64 > CHUNK_SIZE / size {
+                if size == 0 || n == 0 || n as u64 > CHUNK_SIZE / size {
                     self.problem(off, format!("draining chunk {i}: entry {e:#x}"));
-                } else if evacuating {
-                    // Blocks in use are being moved out: each checked as anywhere else; its
-                    // free blocks are on no list but the `n` the entry counts.
+                } else if is_evacuating(e) {
+                    // Blocks in use are being moved out: each checked as anywhere else. The
+                    // count is the blocks in use plus the free ones still on the list.
                     let mut free = 0u64;
                     for b in 0..CHUNK_SIZE / size {
                         self.check_tag(off + b * size, &mut free);
                     }
-                    if free < n as u64 {
+                    let busy = CHUNK_SIZE / size - free;
+                    if busy > n as u64 {
                         self.problem(
                             off,
-                            format!("evacuating chunk {i}: {free} free, {n} listed"),
+                            format!("evacuating chunk {i}: {busy} in use, count {n}"),
                         );
+                    } else {
+                        draining.insert(i, n - busy as u32);
                     }
-                    draining.insert(i, n);
                 } else {
                     let busy = (0..CHUNK_SIZE / size)
                         .filter(|b| self.tag(off + b * size).map(|t| t.state) != Some(TAG_FREE))

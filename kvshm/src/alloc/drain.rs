@@ -146,7 +146,9 @@ impl Allocator<'_> {
 
     /// Caller holds class `d`'s lock: make chunk `idx` EVACUATING if it still is a chunk of the
     /// class with at least one block in use: its free blocks (all on the list) leave the
-    /// class's count, and no block of it is handed out or linked again. Returns whether it did.
+    /// class's count, and no block of it is handed out or linked again. Its entry counts every
+    /// block not yet accounted for: one less per listed block unlinked and per block in use
+    /// freed; the last one frees the chunk (no scan of its tags). Returns whether it did.
     pub(crate) fn mark_evacuating(&self, d: usize, idx: u64) -> Result<bool> {
         let map = self.s.st.mem.chunk_map();
         if map[idx as usize].load(R) != CHUNK_CLASS_BASE + d as u32 {
@@ -163,7 +165,10 @@ impl Allocator<'_> {
         if free == CHUNK_SIZE / size {
             return self.mark_draining(d, idx);
         }
-        map[idx as usize].store(chunk_draining(d, free as u32) | CHUNK_EVACUATING, REL);
+        // The count: blocks still to be accounted for, listed free ones (the walk unlinks
+        // them) and those in use (freed later, not linked): all of them.
+        let n = (CHUNK_SIZE / size) as u32;
+        map[idx as usize].store(chunk_draining(d, n) | CHUNK_EVACUATING, REL);
         crash_point!("evacuate.marked");
         let cls = &self.s.st.mem.header().classes[d];
         cls.free_count
@@ -244,8 +249,9 @@ impl Allocator<'_> {
         }
     }
 
-    /// Caller holds the class lock and just unlinked a block of draining chunk `idx`: count it;
-    /// the last one zeroes the chunk and frees it. Returns whether it did.
+    /// Caller holds the class lock and just unlinked a block of draining chunk `idx`, or freed
+    /// (without linking it) a block of evacuating chunk `idx`: count it; the last one zeroes
+    /// the chunk and frees it. Returns whether it did.
     pub(super) fn drained_one(&self, idx: u64) -> Result<bool> {
         let e = &self.s.st.mem.chunk_map()[idx as usize];
         let v = e.load(R);
@@ -253,30 +259,6 @@ impl Allocator<'_> {
             e.store(v - 1, REL);
             return Ok(false);
         }
-        if is_evacuating(v) {
-            // None left on the list; the chunk goes back once its last block in use is freed.
-            e.store(v & !CHUNK_DRAINING_COUNT, REL);
-            return self.evacuated_one(idx);
-        }
-        self.release_drained(idx)
-    }
-
-    /// Caller holds the class lock: a block of evacuating chunk `idx` was freed (not linked)
-    /// or its last listed block unlinked. When nothing of it is on the list and every block is
-    /// free, the chunk is zeroed and FREE. Returns whether it was.
-    pub(super) fn evacuated_one(&self, idx: u64) -> Result<bool> {
-        let v = self.s.st.mem.chunk_map()[idx as usize].load(R);
-        let Some(c) = draining_class(v) else {
-            return Ok(false);
-        };
-        if v & CHUNK_DRAINING_COUNT != 0 || c >= NUM_CLASSES || !self.chunk_all_free(c, idx)? {
-            return Ok(false);
-        }
-        self.release_drained(idx)
-    }
-
-    fn release_drained(&self, idx: u64) -> Result<bool> {
-        let e = &self.s.st.mem.chunk_map()[idx as usize];
         self.zero_chunks(idx, 1)?;
         crash_point!("alloc.chunk_zeroed");
         e.store(CHUNK_FREE, REL);

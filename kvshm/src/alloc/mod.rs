@@ -384,7 +384,7 @@ impl<'a> Allocator<'a> {
         if let Some(idx) = self.chunk_of(block) {
             if is_evacuating(self.s.st.mem.chunk_map()[idx as usize].load(R)) {
                 // Not linked: the chunk is being emptied (`drain.rs`).
-                self.evacuated_one(idx)?;
+                self.drained_one(idx)?;
                 return Ok(true);
             }
         }
