@@ -344,6 +344,16 @@ fn run(a: &RunArgs) -> ExitCode {
                 if hk.compacted > 0 {
                     log::debug!("compacted {} stripe(s)", hk.compacted);
                 }
+                let r = hk.reclaim;
+                if r.released + r.punched + r.moved > 0 {
+                    log::debug!(
+                        "reclaim: {} chunk(s) back to the pool, {} given back to the OS, {} \
+                         record(s) moved out of sparse chunks",
+                        r.released,
+                        r.punched,
+                        r.moved
+                    );
+                }
                 if hk.expired > 0 {
                     log::debug!("freed {} expired key(s)", hk.expired);
                 }

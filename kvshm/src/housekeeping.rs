@@ -67,6 +67,22 @@ impl Client {
         // Writers flush their block caches at their next write, so that chunks their cached
         // blocks keep from being all-free can go at a later pass; this client's go now.
         self.st.mem.header().cache_flush.fetch_add(1, R);
+        let compacted = self.compact_pass()?;
+        let marked = self.st.mark_cooling(keep_bytes / CHUNK_SIZE);
+        Ok(ReclaimPass {
+            punched,
+            marked,
+            ..compacted
+        })
+    }
+
+    /// The part of a reclaim pass that needs nothing of the OS (what the host runs where the
+    /// file system cannot punch holes): all-free chunks of size classes with at least two
+    /// chunks' worth of free blocks go back to the chunk pool, and such classes move the
+    /// records out of their sparsest chunks so those follow. The chunks are reused by any
+    /// size class; none is given back to the OS.
+    pub fn compact_pass(&self) -> Result<ReclaimPass> {
+        self.session()?;
         let released = {
             let g = self.guard();
             let sess = self.session_w(&g)?;
@@ -74,12 +90,10 @@ impl Client {
         };
         // Sparse chunks: their records move out, then they go back too.
         let moved = self.evacuate_pass()?.moved;
-        let marked = self.st.mark_cooling(keep_bytes / CHUNK_SIZE);
         Ok(ReclaimPass {
-            punched,
             released,
-            marked,
             moved,
+            ..ReclaimPass::default()
         })
     }
 
@@ -166,7 +180,8 @@ impl Host {
             match self.reclaim_pass(keep) {
                 Ok(p) => out.reclaim = p,
                 // A file system that cannot punch holes (`--dir` elsewhere than tmpfs): say
-                // so once and stop trying; free chunks are still reused before growing.
+                // so once and stop trying; free chunks are still reused before growing, and
+                // compacted (below).
                 Err(crate::Error::Io(e)) if crate::segment::is_unsupported(&e) => {
                     self.reclaim_unsupported.store(true, R);
                     log::warn!(
@@ -175,6 +190,12 @@ impl Host {
                     );
                 }
                 Err(e) => out.problems.push(format!("reclaim: {e}")),
+            }
+        }
+        if due && self.reclaim_unsupported.load(R) {
+            match self.compact_pass() {
+                Ok(p) => out.reclaim = p,
+                Err(e) => out.problems.push(format!("compaction: {e}")),
             }
         }
         out.snapshot_requested = self.st.mem.header().snapshot_request.swap(0, R) != 0;

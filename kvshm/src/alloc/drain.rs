@@ -540,7 +540,7 @@ mod tests {
         }
         assert!(!draining(&c).is_empty());
         assert_verifies(&c);
-        c.reclaim_pass(u64::MAX).unwrap();
+        c.compact_pass().unwrap();
         assert!(draining(&c).is_empty());
         assert_verifies(&c);
     }

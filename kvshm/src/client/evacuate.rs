@@ -313,7 +313,8 @@ mod tests {
         let h = t.client();
         let mut moved = 0;
         for _ in 0..40 {
-            let p = h.reclaim_pass(0).unwrap();
+            // (Not `reclaim_pass`: no hole punching under Wine, where this test runs too.)
+            let p = h.compact_pass().unwrap();
             assert_verifies(&c);
             moved += p.moved;
             if p.moved == 0 {
