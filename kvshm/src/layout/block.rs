@@ -213,9 +213,10 @@ const _: () =
 const _: () = assert!(super::NUM_CLASSES < 0x80);
 
 /// Flag of a [`CHUNK_DRAINING`] entry whose chunk still holds blocks in use, being moved out
-/// (EVACUATING, `client/evacuate.rs`): its blocks freed meanwhile are not linked to the list;
-/// when none is on the list (`n` = 0) and every block is free, the chunk goes back. A rebuild
-/// of the class (recovery) makes it an ordinary chunk of the class again.
+/// (EVACUATING, `client/evacuate.rs`): its blocks freed meanwhile are not linked to the list.
+/// Its `n` counts the blocks in use plus the free ones still on the list; each unlink and
+/// each free lowers it, and at 0 the chunk goes back. A rebuild of the class (recovery) makes
+/// it an ordinary chunk of the class again.
 pub const CHUNK_EVACUATING: u32 = 1 << 23;
 
 /// The [`CHUNK_DRAINING`] entry of class `c` with `n` blocks on the free list.
