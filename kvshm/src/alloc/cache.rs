@@ -86,16 +86,15 @@ impl<'a> Allocator<'a> {
     /// Free `block` if its tag still equals `expect`, into this client's cache when it takes
     /// the block's class (the deferred frees of a transaction). Returns whether it was freed.
     pub(crate) fn free_block_cached(&self, block: u64, expect: u64) -> Result<bool> {
-        let Some(c) = self.class_block(block)? else {
+        let (class, entry) = self.class_block_entry(block)?;
+        // A span's head, or a block of a chunk being emptied (not to be handed out again:
+        // freed where it is, `drain.rs`), goes back uncached.
+        let Some(c) = class.filter(|_| !is_evacuating(entry)) else {
             return self.free_block(block, expect);
         };
         let Some(cache) = self.cache_to_fill(c) else {
             return self.free_block(block, expect);
         };
-        if self.in_evacuating_chunk(block) {
-            // Not to be handed out again: freed where it is (`drain.rs`).
-            return self.free_block(block, expect);
-        }
         let tag = self.s.word(block)?;
         if !tag_is(tag.load(R), expect) {
             return Ok(false);

@@ -80,13 +80,6 @@ impl Allocator<'_> {
         self.drain_walk(d)
     }
 
-    /// Whether `block` lies in an evacuating chunk.
-    #[inline]
-    pub(super) fn in_evacuating_chunk(&self, block: u64) -> bool {
-        self.chunk_of(block)
-            .is_some_and(|i| is_evacuating(self.s.st.mem.chunk_map()[i as usize].load(R)))
-    }
-
     /// Unlink the listed blocks of class `d`'s draining and evacuating chunks (after marking
     /// some). Returns how many chunks became free.
     pub(crate) fn drain_class(&self, d: usize) -> Result<u64> {
@@ -349,6 +342,23 @@ mod tests {
         assert!(r.is_ok(), "{:#?}", r.problems);
     }
 
+    /// Run `f` with an allocator of `c`'s, holding `class`'s lock, given the class's all-free
+    /// chunks (found before the lock).
+    fn under_class_lock<T>(
+        c: &Client,
+        class: usize,
+        f: impl FnOnce(&Allocator, Vec<u64>) -> T,
+    ) -> T {
+        let g = c.guard();
+        let s = c.session_w(&g).unwrap();
+        let a = Allocator::new(&s);
+        let candidates = a.all_free_chunks(class).unwrap();
+        let _l = s
+            .guard_word(&c.st.mem.header().classes[class].lock)
+            .unwrap();
+        f(&a, candidates)
+    }
+
     /// `n` records of one class written and removed, the writer's cache flushed: the class's
     /// chunks are all free. Returns the class.
     fn emptied_class(c: &Client, n: u32) -> usize {
@@ -373,24 +383,17 @@ mod tests {
         let c = t.client();
         let class = emptied_class(&c, 30_000);
         let chunks_before = c.st.mem.header().classes[class].chunks.load(super::R);
-        let marked = {
-            let g = c.guard();
-            let s = c.session_w(&g).unwrap();
-            let a = Allocator::new(&s);
-            let candidates = a.all_free_chunks(class).unwrap();
+        let marked = under_class_lock(&c, class, |a, candidates| {
             assert!(
                 candidates.len() >= 10,
                 "{} all-free chunks",
                 candidates.len()
             );
-            let _l = s
-                .guard_word(&c.st.mem.header().classes[class].lock)
-                .unwrap();
             for &i in &candidates {
                 assert!(a.mark_draining(class, i).unwrap());
             }
             candidates
-        };
+        });
         assert_eq!(
             draining(&c),
             marked.iter().map(|&i| i as usize).collect::<Vec<_>>()
@@ -489,14 +492,7 @@ mod tests {
         let t = TestStore::new("drainrebuild", Config::default().stripes(4));
         let c = t.client();
         let class = emptied_class(&c, 20_000);
-        {
-            let g = c.guard();
-            let s = c.session_w(&g).unwrap();
-            let a = Allocator::new(&s);
-            let candidates = a.all_free_chunks(class).unwrap();
-            let _l = s
-                .guard_word(&c.st.mem.header().classes[class].lock)
-                .unwrap();
+        under_class_lock(&c, class, |a, candidates| {
             for &i in &candidates[..candidates.len() / 2] {
                 assert!(a.mark_draining(class, i).unwrap());
             }
@@ -504,7 +500,7 @@ mod tests {
             a.skip_draining_head(class, 500).unwrap();
             assert!(!draining(&c).is_empty());
             a.rebuild_class(class).unwrap();
-        }
+        });
         assert!(draining(&c).is_empty());
         assert_verifies(&c);
         c.put(b"after", &[3u8; 100]).unwrap();
@@ -519,18 +515,11 @@ mod tests {
         let t = TestStore::new("drainleft", Config::default().stripes(4));
         let c = t.client();
         let class = emptied_class(&c, 20_000);
-        {
-            let g = c.guard();
-            let s = c.session_w(&g).unwrap();
-            let a = Allocator::new(&s);
-            let candidates = a.all_free_chunks(class).unwrap();
-            let _l = s
-                .guard_word(&c.st.mem.header().classes[class].lock)
-                .unwrap();
+        under_class_lock(&c, class, |a, candidates| {
             for &i in &candidates {
                 assert!(a.mark_draining(class, i).unwrap());
             }
-        }
+        });
         // Every all-free chunk is draining: the class's usable free blocks are few (below the
         // pass's threshold of two chunks' worth). A few writes meanwhile.
         let cls = &c.st.mem.header().classes[class];

@@ -60,6 +60,11 @@ impl<'a> Allocator<'a> {
     /// The class of the class-chunk block at `off` (checked: inside a class chunk, on a block
     /// boundary), or `None` for the head of a span.
     pub(crate) fn class_block(&self, off: u64) -> Result<Option<usize>> {
+        Ok(self.class_block_entry(off)?.0)
+    }
+
+    /// [`Allocator::class_block`], and the chunk-map entry it read.
+    pub(super) fn class_block_entry(&self, off: u64) -> Result<(Option<usize>, u32)> {
         let idx = self
             .chunk_of(off)
             .ok_or_else(|| Error::corrupt(off, "block outside chunks"))?;
@@ -68,10 +73,10 @@ impl<'a> Allocator<'a> {
             if self.chunk_offset(idx) != off {
                 return Err(Error::corrupt(off, "a span at a non-chunk offset"));
             }
-            return Ok(None);
+            return Ok((None, e));
         }
         // A draining chunk's class too: an evacuating chunk's blocks in use get freed.
-        let Some(c) = self.chunk_class(off).or(draining_class(e)) else {
+        let Some(c) = entry_class(e).or(draining_class(e)) else {
             return Err(Error::corrupt(
                 off,
                 format!("block in a chunk with map entry {e:#x}"),
@@ -83,7 +88,7 @@ impl<'a> Allocator<'a> {
         if (off - self.chunk_offset(idx)) % CLASS_SIZES[c] as u64 != 0 {
             return Err(Error::corrupt(off, "misaligned block"));
         }
-        Ok(Some(c))
+        Ok((Some(c), e))
     }
 
     fn chunk_offset(&self, idx: u64) -> u64 {
@@ -300,10 +305,7 @@ impl<'a> Allocator<'a> {
 
     /// Class of the chunk holding `off`, if it is a class chunk.
     fn chunk_class(&self, off: u64) -> Option<usize> {
-        let e = self.s.st.mem.chunk_map()[self.chunk_of(off)? as usize].load(R);
-        (CHUNK_CLASS_BASE..CHUNK_CLASS_BASE + NUM_CLASSES as u32)
-            .contains(&e)
-            .then(|| (e - CHUNK_CLASS_BASE) as usize)
+        entry_class(self.s.st.mem.chunk_map()[self.chunk_of(off)? as usize].load(R))
     }
 
     /// Claim a free chunk for class `c` and carve it onto the front of its free list.
@@ -509,6 +511,14 @@ impl<'a> Allocator<'a> {
     fn word(&self, off: u64) -> Result<&'a AtomicU64> {
         self.s.st.mem.word(off)
     }
+}
+
+/// The class of a chunk-map entry that says "carved into a class" (not draining).
+#[inline]
+fn entry_class(e: u32) -> Option<usize> {
+    (CHUNK_CLASS_BASE..CHUNK_CLASS_BASE + NUM_CLASSES as u32)
+        .contains(&e)
+        .then(|| (e - CHUNK_CLASS_BASE) as usize)
 }
 
 /// Replace a block's tag by `new` if it still is `expect` ([`tag_is`]: a LIVE tag may have

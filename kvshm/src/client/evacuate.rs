@@ -194,22 +194,7 @@ impl Client {
     /// Move the record at `off` to a new block. Returns whether it did (false: no record of
     /// the index is there).
     fn move_record(&self, off: u64) -> Result<bool> {
-        let mut key = Vec::new();
-        // Read without a lock: the block may be anything. Only what the index says under the
-        // stripe lock decides; a key that cannot be read is no record.
-        if self.st.read_key(off, &mut key).is_err() || key.len() > self.st.max_key {
-            return Ok(false);
-        }
-        let hash = self.st.hash(&key);
-        let s = self.st.stripe_of(hash);
-        let g = self.guard();
-        let sess = self.session_w(&g)?;
-        let txn = Txn::begin(&sess, txn::log_entries_single())?;
-        let mut moved = false;
-        self.apply_locked(&sess, txn, &[s], WriteOp::Many, |txn| {
-            if index::find_record(txn, s, hash, &key)? != Some(off) {
-                return Ok(());
-            }
+        self.with_record_at(off, |txn, s, hash, key| {
             let (klen, vlen) = self.st.record_lens(off)?;
             let size = record_size(klen as u64, vlen as u64);
             let new = txn.alloc(size)?;
@@ -219,13 +204,11 @@ impl Client {
                 self.st.mem.words(off + 8, words)?,
                 self.st.mem.words(new + 8, words)?,
             );
-            for (d, s) in dst.iter().zip(src) {
-                d.store(s.load(R), R);
+            for (d, w) in dst.iter().zip(src) {
+                d.store(w.load(R), R);
             }
-            moved = index::relocate(txn, s, hash, &key, off, new)?;
-            Ok(())
-        })?;
-        Ok(moved)
+            index::relocate(txn, s, hash, key, off, new)
+        })
     }
 
     /// Rebuild stripe `s`'s table (at `off`) elsewhere. Returns whether it moved.

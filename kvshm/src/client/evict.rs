@@ -483,29 +483,13 @@ impl Client {
     /// Evict the record in block `off` if it is one (its key's index entry points at it, seen
     /// under the stripe lock) and the policy allows it. Returns whether it did.
     fn evict_block(&self, policy: Policy, off: u64) -> Result<bool> {
-        let mut key = Vec::new();
-        // Read without a lock: the block may be anything. Only what the index says under the
-        // stripe lock decides; a key that cannot be read is no record.
-        if self.st.read_key(off, &mut key).is_err() || key.len() > self.st.max_key {
-            return Ok(false);
-        }
-        let hash = self.st.hash(&key);
-        let s = self.st.stripe_of(hash);
-        let g = self.guard();
-        let sess = self.session_w(&g)?;
-        let txn = Txn::begin(&sess, txn::log_entries_single())?;
-        let mut evicted = false;
-        self.apply_locked(&sess, txn, &[s], WriteOp::Many, |txn| {
-            if index::find_record(txn, s, hash, &key)? != Some(off) {
-                return Ok(());
-            }
+        let evicted = self.with_record_at(off, |txn, s, hash, key| {
             if policy.volatile_only() && self.st.record_meta(off)? & META_EXPIRY_MASK == 0 {
-                return Ok(());
+                return Ok(false);
             }
-            index::remove(txn, s, hash, &key)?;
-            evicted = true;
+            index::remove(txn, s, hash, key)?;
             crash_point!("evict.removed_one");
-            Ok(())
+            Ok(true)
         })?;
         self.counted_evictions(u64::from(evicted));
         Ok(evicted)

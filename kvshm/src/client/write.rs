@@ -256,6 +256,35 @@ impl Client {
         Ok(removed)
     }
 
+    /// Run `f(txn, stripe, hash, key)` in a one-key transaction if block `off` holds a record
+    /// of the index: its key is read without a lock (the block may be anything; a key that
+    /// cannot be read is no record), and only if the key's index entry points at `off` under
+    /// the stripe lock does `f` run (eviction and compaction act on blocks, not keys). Returns
+    /// what `f` returned, false when it did not run.
+    pub(crate) fn with_record_at(
+        &self,
+        off: u64,
+        f: impl FnOnce(&Txn<'_, '_>, usize, u64, &[u8]) -> Result<bool>,
+    ) -> Result<bool> {
+        let mut key = Vec::new();
+        if self.st.read_key(off, &mut key).is_err() || key.len() > self.st.max_key {
+            return Ok(false);
+        }
+        let hash = self.st.hash(&key);
+        let s = self.st.stripe_of(hash);
+        let g = self.guard();
+        let sess = self.session_w(&g)?;
+        let txn = Txn::begin(&sess, txn::log_entries_single())?;
+        let mut done = false;
+        self.apply_locked(&sess, txn, &[s], WriteOp::Many, |txn| {
+            if index::find_record(txn, s, hash, &key)? == Some(off) {
+                done = f(txn, s, hash, &key)?;
+            }
+            Ok(())
+        })?;
+        Ok(done)
+    }
+
     /// Lock `stripes` (ascending) for writing and log their words, run `apply`, and commit;
     /// or, on any error, roll everything back. Then publish and unlock each stripe, and do the
     /// deferred frees. The caller holds the write mutex and opened `txn`.
