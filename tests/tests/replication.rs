@@ -564,16 +564,13 @@ fn handshake(
     }
 }
 
-/// A replica whose link drops inside a MULTI block resumes from before the MULTI: the
-/// transaction is neither lost nor half applied (the offset it asks to continue from counts
-/// only what it applied).
-#[test]
-fn a_replica_resumes_before_a_transaction_its_link_lost_halfway() {
-    use std::io::Write;
+/// A kvhost replica of a primary this test scripts itself: the listener the replica connects
+/// to, and the replica.
+fn scripted_replica(tag: &str) -> (std::net::TcpListener, RespHost) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let r = RespHost::start(
-        "repl-multi",
+        tag,
         &[
             "--changelog",
             "1MiB",
@@ -583,6 +580,16 @@ fn a_replica_resumes_before_a_transaction_its_link_lost_halfway() {
             &format!("127.0.0.1:{port}"),
         ],
     );
+    (l, r)
+}
+
+/// A replica whose link drops inside a MULTI block resumes from before the MULTI: the
+/// transaction is neither lost nor half applied (the offset it asks to continue from counts
+/// only what it applied).
+#[test]
+fn a_replica_resumes_before_a_transaction_its_link_lost_halfway() {
+    use std::io::Write;
+    let (l, r) = scripted_replica("repl-multi");
     let id = "a".repeat(40);
     // First connection: a full sync of an empty RDB at offset 100, then half a transaction.
     let (_r1, mut w1, psync) = handshake(&l);
@@ -640,19 +647,7 @@ fn a_replica_resumes_before_a_transaction_its_link_lost_halfway() {
 #[test]
 fn a_replica_fed_garbage_by_its_primary_drops_the_link_and_recovers() {
     use std::io::Write;
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let r = RespHost::start(
-        "repl-garbage",
-        &[
-            "--changelog",
-            "1MiB",
-            "--stripes",
-            "16",
-            "--replica-of",
-            &format!("127.0.0.1:{port}"),
-        ],
-    );
+    let (l, r) = scripted_replica("repl-garbage");
     let id = "b".repeat(40);
     let mut empty_rdb = b"REDIS0009\xfe\x00\xff".to_vec();
     empty_rdb.extend_from_slice(&[0; 8]);
