@@ -110,7 +110,6 @@ struct Control<'a> {
     lock: &'a AtomicU32,
     head: &'a AtomicU64,
     tail: &'a AtomicU64,
-    next_seq: &'a AtomicU64,
     waiters: &'a AtomicU32,
     changes: &'a AtomicU32,
 }
@@ -119,7 +118,11 @@ impl Region {
     /// The control words and the ring's words, with one bounds check (positions index the
     /// ring through [`Region::ix`]).
     fn parts<'a>(&self, mem: &'a Mem) -> Result<(Control<'a>, &'a [AtomicU64])> {
-        let all = mem.words(self.off, (CLOG_CONTROL_SIZE + self.cap) / 8)?;
+        // Validated once, at attach (`Mem::set_changelog`).
+        let all = mem.changelog_words();
+        if all.len() as u64 != (CLOG_CONTROL_SIZE + self.cap) / 8 {
+            return Err(self.bad(format!("region of {} words", all.len())));
+        }
         let (ctl, ring) = all.split_at((CLOG_CONTROL_SIZE / 8) as usize);
         let w = |off: u64| &ctl[(off / 8) as usize];
         Ok((
@@ -127,7 +130,6 @@ impl Region {
                 lock: crate::mem::low_half(w(CLOG_LOCK)),
                 head: w(CLOG_HEAD),
                 tail: w(CLOG_TAIL),
-                next_seq: w(CLOG_NEXT_SEQ),
                 waiters: crate::mem::low_half(w(CLOG_WAITERS)),
                 changes: crate::mem::low_half(w(CLOG_CHANGES)),
             },
@@ -180,11 +182,11 @@ impl Region {
     }
 }
 
-/// A logged entry of a transaction, PENDING until [`mark`]: the segment offset of its status
-/// word and its sequence number.
+/// A logged entry of a transaction, PENDING until [`mark`]: the index in the ring of its
+/// status word and its sequence number.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Pending {
-    off: u64,
+    ix: usize,
     seq: u64,
 }
 
@@ -196,110 +198,134 @@ pub(crate) fn change_size(kind: u64, klen: usize, vlen: usize) -> u64 {
     CHANGE_HEADER + pad8(klen as u64) + value
 }
 
+/// Words of the control block.
+const CTL_WORDS: usize = (CLOG_CONTROL_SIZE / 8) as usize;
+const W_HEAD: usize = (CLOG_HEAD / 8) as usize;
+const W_TAIL: usize = (CLOG_TAIL / 8) as usize;
+const W_NEXT_SEQ: usize = (CLOG_NEXT_SEQ / 8) as usize;
+
+/// The control block and the ring of the store's change log, validated at attach
+/// ([`Mem::set_changelog`], [`Region`]'s checks): the write path's view, with no check per
+/// call beyond the split. The ring's length in words is a power of two.
+#[inline]
+fn control_and_ring(mem: &Mem) -> Result<(&[AtomicU64; CTL_WORDS], &[AtomicU64])> {
+    let all = mem.changelog_words();
+    match all.split_first_chunk::<CTL_WORDS>() {
+        Some((ctl, ring)) if ring.len().is_power_of_two() => Ok((ctl, ring)),
+        _ => Err(Error::corrupt(0, "change log: no region")),
+    }
+}
+
 /// Append the changes of the caller's transaction (`(kind, record, size)`; the records are
 /// intact until the transaction finishes) as a PENDING entry. The caller holds the stripe
 /// locks of every changed key and has not committed yet. Measured per put (callgrind,
-/// `ops_driver put` with `KVSHM_CHANGELOG`): see docs/PERFORMANCE.md.
-pub(crate) fn append(
-    s: &Session<'_>,
-    region: Region,
-    changes: &[(u64, u64, u64)],
-) -> Result<Option<Pending>> {
+/// `ops_driver put` with `KVSHM_CHANGELOG`): see docs/PERFORMANCE.md. Kept tight: the
+/// change log's whole cost on a put is this function and [`mark`].
+pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64, u64)]) -> Result<Option<Pending>> {
     if changes.is_empty() {
         return Ok(None);
     }
     let mem = &s.st.mem;
+    let (ctl, ring) = control_and_ring(mem)?;
+    let cap = (ring.len() * 8) as u64;
+    let mask = cap - 1;
     let mut size = ENTRY_HEADER;
     for &(_, _, item) in changes {
-        size += item;
+        size = size.saturating_add(item);
     }
-    let overflow = size > region.cap / 2 || changes.len() as u64 > u32::MAX as u64;
+    let overflow = size > cap / 2 || changes.len() as u64 > u32::MAX as u64;
     if overflow {
         size = ENTRY_HEADER;
     }
-    let (c, ring) = region.parts(mem)?;
-    let _lock = s.guard_word(c.lock)?;
+    let lock = crate::mem::low_half(&ctl[(CLOG_LOCK / 8) as usize]);
+    let _lock = s.guard_word(lock)?;
     crash_point!("clog.locked");
-    let mut head = c.head.load(R);
-    let mut tail = c.tail.load(R);
-    if tail > head || head - tail > region.cap || head % 8 != 0 {
+    let mut head = ctl[W_HEAD].load(R);
+    let mut tail = ctl[W_TAIL].load(R);
+    if tail > head || head - tail > cap || head % 8 != 0 {
         // Damaged control words: start the log afresh (readers find themselves lost).
         log::error!("change log control words damaged (head {head}, tail {tail}); reset");
         tail = head.next_multiple_of(8);
         head = tail;
     }
-    let phys = head & (region.cap - 1);
-    let pad = if phys + size > region.cap {
-        region.cap - phys
-    } else {
-        0
-    };
+    let phys = head & mask;
+    let pad = if phys + size > cap { cap - phys } else { 0 };
     let end = head + pad + size;
-    let mut moved = false;
-    while end - tail > region.cap {
-        tail += region.entry_len(ring, tail)?;
-        moved = true;
-    }
-    if moved {
+    if end - tail > cap {
+        let region = Region { off: 0, cap };
+        while end - tail > cap {
+            tail += region.entry_len(ring, tail)?;
+        }
         // As a seqlock writer: the new tail is visible before any byte of what it gave up is
         // overwritten (a reader that copied such bytes then sees the tail past its entry).
-        c.tail.store(tail, R);
+        ctl[W_TAIL].store(tail, R);
         fence(REL);
     }
     if pad > 0 {
-        ring[region.ix(head)].store(pad << 2 | PAD, R);
+        ring[((head & mask) / 8) as usize].store(pad << 2 | PAD, R);
         head += pad;
     }
-    let seq = c.next_seq.load(R);
-    let w = region.span(ring, head, size)?;
+    let seq = ctl[W_NEXT_SEQ].load(R);
+    let ix = ((head & mask) / 8) as usize;
+    let w = ring
+        .get(ix..ix + (size / 8) as usize)
+        .ok_or_else(|| Error::corrupt(0, "change log: an entry crosses the ring's end"))?;
+    let [w0, w1, w2, w3, rest @ ..] = w else {
+        return Err(Error::corrupt(0, "change log: a short entry"));
+    };
     let flags = if overflow { OVERFLOW } else { 0 };
-    w[1].store(size | (changes.len() as u64) << 32, R);
-    w[2].store(s.me as u64 | flags << 32, R);
-    w[3].store(0, R);
+    w1.store(size | (changes.len() as u64) << 32, R);
+    w2.store(s.me as u64 | flags << 32, R);
+    w3.store(0, R);
     if !overflow {
-        let mut at = (ENTRY_HEADER / 8) as usize;
+        let mut dst = rest;
         for &(kind, rec, item) in changes {
             let n = ((item - 8) / 8) as usize;
             let src = mem.words(rec + RECORD_LENS_OFFSET, n as u64)?;
-            let dst = w
-                .get(at..at + 1 + n)
-                .ok_or_else(|| region.bad("a change past its entry".into()))?;
-            dst[0].store(kind | item << 8, R);
-            let (dst, src) = (&dst[1..], &src[..n]);
-            for i in 0..n {
-                dst[i].store(src[i].load(R), R);
+            let Some(([d0], d)) = dst.split_first_chunk::<1>() else {
+                return Err(Error::corrupt(0, "change log: a change past its entry"));
+            };
+            let (d, next) = d.split_at(n.min(d.len()));
+            if d.len() != n {
+                return Err(Error::corrupt(0, "change log: a change past its entry"));
+            }
+            d0.store(kind | item << 8, R);
+            for (d, w) in d.iter().zip(src) {
+                d.store(w.load(R), R);
             }
             if kind == DEL {
                 // Only the key was copied: the lens say so.
-                let lens = dst[1].load(R) & 0xffff_ffff;
-                dst[1].store(lens, R);
+                d[0].store(d[0].load(R) & 0xffff_ffff, R);
             }
-            at += 1 + n;
+            dst = next;
         }
     }
-    w[0].store(seq << 2 | PENDING, R);
+    w0.store(seq << 2 | PENDING, R);
     s.slot.clog_seq.store(seq, R);
     s.slot.clog_pending.store(head + 1, REL);
     crash_point!("clog.written");
-    c.next_seq.store(seq + 1, R);
-    c.head.store(head + size, REL);
+    ctl[W_NEXT_SEQ].store(seq + 1, R);
+    ctl[W_HEAD].store(head + size, REL);
     // A reader asleep for new entries (one load when none is).
-    let wake = crate::sync::change::notice_locked(c.waiters, c.changes);
+    let waiters = crate::mem::low_half(&ctl[(CLOG_WAITERS / 8) as usize]);
+    let changed = crate::mem::low_half(&ctl[(CLOG_CHANGES / 8) as usize]);
+    let wake = crate::sync::change::notice_locked(waiters, changed);
     drop(_lock);
     if wake {
-        crate::sync::change::wake_all(c.changes);
+        crate::sync::change::wake_all(changed);
     }
     crash_point!("clog.appended");
-    let off = region.off + CLOG_CONTROL_SIZE + (head & (region.cap - 1));
-    Ok(Some(Pending { off, seq }))
+    Ok(Some(Pending { ix, seq }))
 }
 
 /// After the commit (or a rollback): the entry becomes COMMITTED (or ABORTED), unless the
 /// ring already overwrote it.
 pub(crate) fn mark(s: &Session<'_>, p: Pending, committed: bool) {
     let status = if committed { COMMITTED } else { ABORTED };
-    if let Ok(w) = s.st.mem.word(p.off) {
-        let _ = w.compare_exchange(p.seq << 2 | PENDING, p.seq << 2 | status, REL, R);
+    if let Ok((_, ring)) = control_and_ring(&s.st.mem) {
+        if let Some(w) = ring.get(p.ix) {
+            let _ = w.compare_exchange(p.seq << 2 | PENDING, p.seq << 2 | status, REL, R);
+        }
     }
     crash_point!("clog.marked");
     s.slot.clog_pending.store(0, REL);
@@ -689,6 +715,34 @@ mod tests {
         );
         assert_eq!(replay(&batches), contents(&c));
         assert!(t.host().verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_removal_is_logged_with_the_whole_version_of_the_removed_record() {
+        // Versions are `revision << 16 | stripe`: past 65,536 writes to a stripe they need more
+        // than 32 bits (a DEL entry once kept only the low 32 bits of its version).
+        let t = TestStore::new(
+            "clog-del-version",
+            Config::default().stripes(1).changelog(1 << 20),
+        );
+        let c = t.client();
+        let batch: Vec<(Vec<u8>, Vec<u8>)> = (0..1024u32)
+            .map(|i| (i.to_le_bytes().to_vec(), b"v".to_vec()))
+            .collect();
+        let pairs: Vec<(&[u8], &[u8])> = batch.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        for _ in 0..65 {
+            c.put_many(&pairs).unwrap();
+        }
+        c.put(b"gone", b"value").unwrap();
+        let version = c.get_versioned(b"gone").unwrap().unwrap().1;
+        assert!(version > u32::MAX as u64, "{version:#x}");
+        let start = c.changelog_head().unwrap();
+        assert!(c.remove(b"gone").unwrap());
+        let (batches, _) = logged(&c, start);
+        assert_eq!(batches.len(), 1);
+        let del = &batches[0].changes[0];
+        assert_eq!((&del.key[..], del.value.as_ref()), (&b"gone"[..], None));
+        assert_eq!(del.version, version);
     }
 
     #[test]

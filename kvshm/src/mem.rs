@@ -29,6 +29,9 @@ pub struct Mem {
     stripe_count: u64,
     chunk_map_offset: u64,
     chunk_count: u64,
+    /// The change log's region (offset, words; 0 words: none), checked at attach.
+    clog_offset: u64,
+    clog_words: u64,
 }
 
 impl Mem {
@@ -42,6 +45,8 @@ impl Mem {
             stripe_count: 0,
             chunk_map_offset: 0,
             chunk_count: 0,
+            clog_offset: 0,
+            clog_words: 0,
         }
     }
 
@@ -92,6 +97,35 @@ impl Mem {
         self.chunk_map_offset = chunk_map_offset;
         self.chunk_count = chunk_count;
         Ok(())
+    }
+
+    /// Record the change log's region (`len` bytes at `off`) after validating it against the
+    /// committed length: [`Mem::changelog_words`] then needs no check per call.
+    pub(crate) fn set_changelog(&mut self, off: u64, len: u64) -> Result<()> {
+        let end = off.checked_add(len);
+        if off % 8 != 0 || len % 8 != 0 || end.is_none_or(|e| e > self.committed()) {
+            return Err(Error::corrupt(
+                off,
+                "the change log lies outside the committed segment",
+            ));
+        }
+        self.clog_offset = off;
+        self.clog_words = len / 8;
+        Ok(())
+    }
+
+    /// The change log's region (empty if the store has none).
+    #[inline]
+    pub fn changelog_words(&self) -> &[AtomicU64] {
+        // SAFETY: checked by `set_changelog` to lie in the committed segment (which never
+        // shrinks), 8-aligned; lives as long as `&self`. Zero words: an empty slice at a
+        // valid, aligned address (the mapping's start).
+        unsafe {
+            std::slice::from_raw_parts(
+                self.at(self.clog_offset) as *const AtomicU64,
+                self.clog_words as usize,
+            )
+        }
     }
 
     /// Address and length of the mapping (for the fork handler, `segment::register_fork_fd`).

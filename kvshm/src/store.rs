@@ -317,6 +317,9 @@ impl Store {
         segment::register_fork_fd(&mem_file, None);
         mem.set_file(mem_file);
         let clog = changelog_region(&mem)?;
+        if let Some(r) = clog {
+            mem.set_changelog(r.off, CLOG_CONTROL_SIZE + r.cap)?;
+        }
         let h = mem.header();
         let r = Ordering::Relaxed;
         Ok(Store {

@@ -343,9 +343,9 @@ impl<'s, 'a> Txn<'s, 'a> {
     /// Append what this transaction changed to the change log (if the store has one): the
     /// last step before [`Txn::commit`], under the stripe locks.
     pub(crate) fn log_changes(&self) -> Result<()> {
-        if let (Some(region), Some(c)) = (self.s.st.clog, &self.changes) {
+        if let Some(c) = &self.changes {
             let mut c = c.borrow_mut();
-            c.logged = crate::changelog::append(self.s, region, c.as_slice())?;
+            c.logged = crate::changelog::append(self.s, c.as_slice())?;
         }
         Ok(())
     }
