@@ -211,19 +211,62 @@ pub(crate) fn put(
     value_len: usize,
 ) -> Result<bool> {
     ensure_room(txn, s, 1)?;
+    let tw = txn.session().st.mem.stripe(s).table.load(R);
+    let f = find(txn, tw, hash, key)?;
+    put_found(txn, s, hash, key.len(), rec, value_len, f)
+}
+
+/// Store `key` -> `value` (with `meta`) in stripe `s` under its lock: the live record is
+/// rewritten in its own block if the value fits it ([`update_in_place`]), else a new record
+/// from `alloc` replaces it or is inserted. Returns true for a replace. One probe either
+/// way; the allocation (usually from the client's block cache) happens under the lock.
+pub(crate) fn put_value(
+    txn: &Txn<'_, '_>,
+    s: usize,
+    hash: u64,
+    key: &[u8],
+    value: &[u8],
+    meta: u64,
+    alloc: impl FnOnce() -> Result<u64>,
+) -> Result<bool> {
+    ensure_room(txn, s, 1)?;
+    let st = txn.session().st;
+    let tw = st.mem.stripe(s).table.load(R);
+    let f = find(txn, tw, hash, key)?;
+    if let Some((_, old)) = f.hit {
+        if update_in_place(txn, s, old, value, meta)? {
+            return Ok(true);
+        }
+    }
+    let rec = alloc()?;
+    write_record(st, rec, key, value, meta)?;
+    crash_point!("put.prepared");
+    put_found(txn, s, hash, key.len(), rec, value.len(), f)
+}
+
+/// [`put`] once the key's place in the table is known (`f`, found under the lock after
+/// `ensure_room`).
+fn put_found(
+    txn: &Txn<'_, '_>,
+    s: usize,
+    hash: u64,
+    klen: usize,
+    rec: u64,
+    value_len: usize,
+    f: Found,
+) -> Result<bool> {
     let st = txn.session().st;
     let stripe = st.mem.stripe(s);
     let tw = stripe.table.load(R);
     let toff = tw & TABLE_OFFSET_MASK;
     let entry_off = |i: u64| toff + TABLE_HEADER_SIZE + i * TABLE_ENTRY_SIZE;
-    let f = find(txn, tw, hash, key)?;
     let vb = stripe.value_bytes.load(R);
     // The record is still ours alone (RESERVED): its version is set before it is published.
     st.mem
         .word(rec + RECORD_VERSION_OFFSET)?
         .store(st.next_version(s), R);
     note_expiry(st, s, st.record_meta(rec)?);
-    txn.note_change(crate::changelog::SET, rec, key.len(), value_len);
+    txn.note_change(crate::changelog::SET, rec, klen, value_len);
     if let Some((i, old)) = f.hit {
         let (_, old_len) = st.record_lens(old)?;
         let vb = adjust(st, s, "value bytes", vb, value_len as u64, old_len as u64)?;
@@ -250,11 +293,14 @@ pub(crate) fn put(
 }
 
 /// Replace the value and meta of the live record `rec` of stripe `s` (caller holds the lock,
-/// `seq` odd) in its own block, if the new record fits the block's size class and the value
-/// is at most [`IN_PLACE_WORDS`] words: every word changed is undo-logged first, so a kill
-/// at any point rolls back (or, after the commit, has it all). Readers see the old or the new
-/// record (the seqlock); the key's version moves as with a new record; no block is allocated
-/// or freed (Redis's INCR changes its integer in place too). Returns false, changing nothing,
+/// `seq` odd) in its own block, if the new record belongs to the block's size class (a
+/// smaller value keeps no bigger block than a new record would get) and key and value take at
+/// most [`IN_PLACE_WORDS`] words: every word changed is undo-logged first (one log range for the
+/// value, one for lengths, version and meta), so a kill at any point rolls back (or, after
+/// the commit, has it all). Readers see the old or the new record (the seqlock); the key's
+/// version moves as with a new record; no block is allocated or freed (Redis's SET of a
+/// same-size string and its INCR rewrite in place too). Under an LRU policy the write
+/// references the record, as a new one starts referenced. Returns false, changing nothing,
 /// when it does not fit.
 pub(crate) fn update_in_place(
     txn: &Txn<'_, '_>,
@@ -269,10 +315,17 @@ pub(crate) fn update_in_place(
         return Ok(false);
     }
     let (klen, old_len) = st.record_lens(rec)?;
+    // The log range below covers the key's words too: a long key takes a new record.
+    let kw = pad8(klen as u64) / 8;
+    if kw + words > IN_PLACE_WORDS {
+        return Ok(false);
+    }
     let Some(c) = crate::alloc::Allocator::new(txn.session()).class_block(rec)? else {
         return Ok(false); // a span
     };
-    if record_size(klen as u64, value.len() as u64) > CLASS_SIZES[c] as u64 {
+    // The class a new record of this size would get (`class_for`), without its search.
+    let size = record_size(klen as u64, value.len() as u64);
+    if size > CLASS_SIZES[c] as u64 || (c > 0 && size <= CLASS_SIZES[c - 1] as u64) {
         return Ok(false);
     }
     let stripe = st.mem.stripe(s);
@@ -284,21 +337,17 @@ pub(crate) fn update_in_place(
         value.len() as u64,
         old_len as u64,
     )?;
-    let start = rec + RECORD_HEADER_SIZE + pad8(klen as u64);
-    for (i, chunk) in value.chunks(8).enumerate() {
-        let mut b = [0u8; 8];
-        b[..chunk.len()].copy_from_slice(chunk);
-        txn.set(s, start + 8 * i as u64, u64::from_le_bytes(b))?;
-    }
+    // One log range from the lengths to the new value's end (the key's words, unchanged,
+    // come along: cheaper than a second range).
+    let all = txn.log_range(s, rec + RECORD_LENS_OFFSET, (3 + kw + words) as usize)?;
+    crate::mem::copy_words_in(&all[3 + kw as usize..], value);
     crash_point!("modify.in_place");
-    let lens = klen as u64 | (value.len() as u64) << 32;
-    txn.set(s, rec + RECORD_LENS_OFFSET, lens)?;
-    txn.set(s, rec + RECORD_VERSION_OFFSET, st.next_version(s))?;
-    if st.record_meta(rec)? != meta {
-        txn.set(s, rec + RECORD_META_OFFSET, meta)?;
-        note_expiry(st, s, meta);
-    }
+    all[0].store(klen as u64 | (value.len() as u64) << 32, REL);
+    all[1].store(st.next_version(s), REL);
+    all[2].store(meta, REL);
+    note_expiry(st, s, meta);
     stripe.value_bytes.store(vb, REL);
+    st.reference(rec);
     txn.note_change(crate::changelog::SET, rec, klen, value.len());
     Ok(true)
 }

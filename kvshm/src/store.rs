@@ -620,7 +620,7 @@ impl Store {
     /// freed or reused meanwhile the word differs (or the bit lands on the record now there,
     /// a harmless hint). Nothing is written once the bit is set, nor by read-only clients.
     #[inline]
-    fn reference(&self, rec: u64) {
+    pub(crate) fn reference(&self, rec: u64) {
         if !self.writable || !eviction_is_lru(self.mem.header().eviction.load(Ordering::Relaxed)) {
             return;
         }

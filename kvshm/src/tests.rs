@@ -1222,3 +1222,58 @@ fn a_replica_store_refuses_writes_but_those_of_its_applier() {
     b.put(b"k", b"promoted").unwrap();
     assert!(t.host().verify().unwrap().is_ok());
 }
+
+/// A put whose new record keeps the old one's size class rewrites it in its own block (same
+/// offset, a new version, the TTL cleared as by any put without one, the stripe's value bytes
+/// right); another class, or key and value over `IN_PLACE_WORDS`, take a new record. A long
+/// key with a short value is stored either way (its words would overflow the log range).
+#[test]
+fn a_put_that_keeps_its_size_class_rewrites_the_record_in_place() {
+    use crate::layout::{class_for, record_size};
+    let t = TestStore::new("putinplace", Config::default().stripes(4));
+    let c = t.client();
+    let rec_of = |k: &[u8]| {
+        let hash = c.st.hash(k);
+        let tw =
+            c.st.mem
+                .stripe(c.st.stripe_of(hash))
+                .table
+                .load(std::sync::atomic::Ordering::Relaxed);
+        c.st.probe_raw(tw, hash, k).unwrap().expect("the record")
+    };
+    c.put_with_ttl(b"k", b"first value", std::time::Duration::from_secs(60))
+        .unwrap();
+    let mut old_len = 11u64;
+    let mut in_place = 0;
+    for len in [11usize, 9, 13, 5, 24, 100, 240, 248, 300, 17] {
+        let (rec, v0) = (rec_of(b"k"), c.version(b"k").unwrap().unwrap());
+        let value = vec![len as u8; len];
+        c.put(b"k", &value).unwrap();
+        let same_class =
+            class_for(record_size(1, len as u64)) == class_for(record_size(1, old_len));
+        let fits = (len as u64).div_ceil(8) < crate::txn::IN_PLACE_WORDS; // plus the key's word
+        assert_eq!(
+            rec_of(b"k") == rec,
+            same_class && fits,
+            "a value of {len} bytes"
+        );
+        in_place += usize::from(same_class && fits);
+        assert!(c.version(b"k").unwrap().unwrap() > v0);
+        assert_eq!(c.get(b"k").unwrap(), Some(value));
+        assert_eq!(c.ttl(b"k").unwrap(), crate::Ttl::Persistent);
+        assert_eq!(c.stats().value_bytes, len as u64);
+        old_len = len as u64;
+    }
+    assert!(in_place >= 3, "only {in_place} puts were in place");
+    let long = vec![b'L'; 300];
+    for v in [&b"a"[..], b"b", b"c"] {
+        c.put(&long, v).unwrap();
+        assert_eq!(c.get(&long).unwrap().as_deref(), Some(v));
+    }
+    let long_ctr = vec![b'C'; 1000];
+    for n in 1..4 {
+        assert_eq!(c.incr(&long_ctr, 1).unwrap(), n);
+    }
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+}

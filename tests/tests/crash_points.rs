@@ -50,6 +50,12 @@ const MATRIX: &[(&str, &str)] = &[
     ("put.replaced", "put-update"),
     ("put.inserted", "put-insert"),
     ("put.unlocked", "put-update"),
+    // A put whose value keeps its record's size class rewrites the record in place
+    // (`index::update_in_place`: value, lengths, version and meta undo-logged first).
+    ("put.locked", "put-in-place"),
+    ("modify.in_place", "put-in-place"),
+    ("txn.committed", "put-in-place"),
+    ("put.unlocked", "put-in-place"),
     ("remove.unlinked", "remove"),
     ("remove.unlocked", "remove"),
     ("table.filled", "fill"),
@@ -170,6 +176,23 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
                 } else {
                     b"old"
                 };
+                assert_eq!(
+                    ck.as_deref(),
+                    Some(want),
+                    "update killed (after commit: {c})"
+                );
+            }
+        }
+        "put-in-place" => {
+            assert!(
+                ck.as_deref() == Some(b"old") || ck.as_deref() == Some(b"new"),
+                "crash-key torn: {ck:?}"
+            );
+            if !acked.is_empty() {
+                assert_eq!(ck.as_deref(), Some(&b"new"[..]), "ack lost");
+            }
+            if let Some(c) = after_commit {
+                let want: &[u8] = if c { b"new" } else { b"old" };
                 assert_eq!(
                     ck.as_deref(),
                     Some(want),
@@ -403,6 +426,9 @@ const LOGGED: &[(&str, &str)] = &[
     ("clog.written", "transact"),
     ("clog.marked", "incr"),
     ("clog.appended", "remove"),
+    // A put rewritten in place: the entry copies the record the rollback restores.
+    ("clog.appended", "put-in-place"),
+    ("clog.marked", "put-in-place"),
 ];
 
 /// What the change log says the store holds: every committed batch from the start, replayed.

@@ -6,7 +6,7 @@ use super::Client;
 use crate::crash_point;
 use crate::error::Result;
 use crate::index::{self, write_record};
-use crate::layout::{record_size, Counter};
+use crate::layout::{pad8, record_size, Counter};
 use crate::session::{HeldStripes, Session};
 use crate::store::{backoff, Attempt};
 use crate::sync::change;
@@ -86,8 +86,20 @@ impl Client {
         let sess = self.session_w(&g)?;
         let hash = self.st.hash(key);
         let s = self.st.stripe_of(hash);
+        let size = record_size(key.len() as u64, value.len() as u64);
+        if pad8(key.len() as u64) + pad8(value.len() as u64) <= txn::IN_PLACE_WORDS * 8 {
+            // The key's record may take the value in place (`index::put_value`): decided
+            // under the stripe lock, where a new record is written if it does not.
+            let txn = Txn::begin(&sess, txn::log_entries_modify())?;
+            self.apply_locked(&sess, txn, &[s], WriteOp::Put, |txn| {
+                index::put_value(txn, s, hash, key, value, meta, || txn.alloc(size)).map(|_| ())
+            })?;
+            self.count(&[(Counter::Puts, 1), (Counter::BytesIn, value.len() as u64)]);
+            self.trace("put", key, format_args!("{} bytes", value.len()));
+            return Ok(());
+        }
         let txn = Txn::begin(&sess, txn::log_entries_single())?;
-        let rec = match txn.alloc(record_size(key.len() as u64, value.len() as u64)) {
+        let rec = match txn.alloc(size) {
             Ok(r) => r,
             Err(e) => {
                 txn.cancel()?;
