@@ -5,7 +5,31 @@
 //! readers go on). A read-only client cannot lock: it checks without locks and repeats up to
 //! three times until a run is clean, so a report from it may include changes in flight.
 
-use std::collections::HashSet;
+use std::collections::HashSet as StdHashSet;
+
+/// Sets of block offsets: hashed by one multiply (offsets are distinct 8-aligned numbers, not
+/// attacker-chosen keys: SipHash's cost per insert was most of an incremental stripe check).
+type HashSet<T> = StdHashSet<T, std::hash::BuildHasherDefault<OffsetHasher>>;
+
+/// A multiplicative hasher for `u64` offsets (Fibonacci hashing; the high bits are used).
+#[derive(Default)]
+struct OffsetHasher(u64);
+
+impl std::hash::Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(32);
+    }
+}
 use std::sync::atomic::Ordering;
 
 use crate::client::Client;
@@ -105,11 +129,11 @@ impl Client {
         let _stripe = sess.lock_stripe(s)?;
         let mut c = Checker {
             st: &self.st,
-            pending_free: HashSet::new(),
+            pending_free: HashSet::default(),
             me: Some(sess.me),
             report: Report::default(),
-            referenced: HashSet::new(),
-            own_cache: HashSet::new(),
+            referenced: HashSet::default(),
+            own_cache: HashSet::default(),
         };
         c.check_stripe(s);
         Ok(c.report)
@@ -205,7 +229,19 @@ impl Checker<'_> {
             }
         };
         let (mut live, mut tomb, mut vb) = (0u64, 0u64, 0u64);
+        self.referenced
+            .reserve(count.min(entries.len() as u64) as usize);
+        let mut key = Vec::new();
+        // Records are spread over the segment: a few entries ahead, their first lines are
+        // asked for, so the misses overlap (measured: 235 -> 57-64 us p50 per stripe of ~1,000 records).
+        const AHEAD: usize = 16;
         for (i, e) in entries.iter().enumerate() {
+            if let Some(next) = entries.get(i + AHEAD) {
+                let n = next.load(R);
+                if n != ENTRY_EMPTY && n != ENTRY_TOMBSTONE {
+                    st.mem.prefetch(entry_record(n));
+                }
+            }
             let e = e.load(R);
             if e == ENTRY_EMPTY {
                 continue;
@@ -227,7 +263,7 @@ impl Checker<'_> {
                 Some(t) if t.state == TAG_LIVE => {}
                 t => self.problem(rec, format!("stripe {s} entry {i}: record tag {t:?}")),
             }
-            let mut key = Vec::new();
+            key.clear();
             let lens = st
                 .record_lens(rec)
                 .and_then(|l| st.read_key(rec, &mut key).map(|_| l));
@@ -537,7 +573,7 @@ impl Checker<'_> {
 /// Blocks that COMMITTED transactions still have to free. Stable while the caller holds every
 /// class and span lock: such a writer cannot finish its frees meanwhile.
 fn pending_frees(st: &Store) -> HashSet<u64> {
-    let mut out = HashSet::new();
+    let mut out = HashSet::default();
     for (_, off) in slot_list(st) {
         let Ok(slot) = st.mem.slot_at(off) else {
             continue;
@@ -558,8 +594,8 @@ pub(crate) fn check(st: &Store, me: Option<u32>) -> Report {
         pending_free: pending_frees(st),
         me,
         report: Report::default(),
-        referenced: HashSet::new(),
-        own_cache: HashSet::new(),
+        referenced: HashSet::default(),
+        own_cache: HashSet::default(),
     };
     c.check_own_cache();
     let h = st.mem.header();
