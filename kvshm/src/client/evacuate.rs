@@ -46,18 +46,25 @@ impl Client {
         let mut out = Evacuated::default();
         let mut budget = MOVE_BUDGET;
         let h = self.st.mem.header();
+        // One scan of the chunk map for every class (a pass with nothing to do, the usual
+        // case, costs one load per committed chunk); a class's list is read again only after
+        // it changed.
+        let mut evacuating = self.evacuating_chunks();
         for (d, &size) in CLASS_SIZES.iter().enumerate() {
             let per_chunk = CHUNK_SIZE / size as u64;
             loop {
                 // A chunk can wait long for its last blocks (a block cached by an idle
                 // writer): at most EVAC_BATCH per class at a time.
-                let pending = self.evacuating_chunks(d).len();
+                let pending = evacuating[d].len();
                 let mut started = 0;
                 if pending < EVAC_BATCH && h.classes[d].free_count.load(R) >= 2 * per_chunk {
                     started = self.start_evacuation(d, EVAC_BATCH - pending)?;
+                    if started > 0 {
+                        evacuating[d] = self.evacuating_chunks_of(d);
+                    }
                 }
                 let mut moved = 0;
-                for idx in self.evacuating_chunks(d) {
+                for &idx in &evacuating[d] {
                     moved += self.evacuate_chunk(d, idx, &mut budget)?;
                 }
                 if moved > 0 {
@@ -72,6 +79,7 @@ impl Client {
                 if (started == 0 && moved == 0) || budget == 0 {
                     break;
                 }
+                evacuating[d] = self.evacuating_chunks_of(d);
             }
             if budget == 0 {
                 break;
@@ -87,10 +95,32 @@ impl Client {
         Ok(out)
     }
 
-    /// Chunk indexes of class `d` that are evacuating.
-    fn evacuating_chunks(&self, d: usize) -> Vec<u64> {
+    /// Committed chunks (no chunk past the committed length is in use: the map's tail,
+    /// up to the reserve, is not scanned).
+    fn committed_chunks(&self) -> usize {
+        let committed = self.st.mem.committed().saturating_sub(self.st.chunk_base) / CHUNK_SIZE;
+        (committed as usize).min(self.st.mem.chunk_map().len())
+    }
+
+    /// Evacuating chunks of every class, by class.
+    fn evacuating_chunks(&self) -> Vec<Vec<u64>> {
         let map = self.st.mem.chunk_map();
-        (0..map.len() as u64)
+        let mut out = vec![Vec::new(); NUM_CLASSES];
+        for (i, e) in map[..self.committed_chunks()].iter().enumerate() {
+            let e = e.load(R);
+            if is_evacuating(e) {
+                if let Some(d) = draining_class(e).filter(|&d| d < NUM_CLASSES) {
+                    out[d].push(i as u64);
+                }
+            }
+        }
+        out
+    }
+
+    /// Chunk indexes of class `d` that are evacuating.
+    fn evacuating_chunks_of(&self, d: usize) -> Vec<u64> {
+        let map = self.st.mem.chunk_map();
+        (0..self.committed_chunks() as u64)
             .filter(|&i| {
                 let e = map[i as usize].load(R);
                 is_evacuating(e) && draining_class(e) == Some(d)
