@@ -320,13 +320,18 @@ pub(crate) fn update_in_place(
     if kw + words > IN_PLACE_WORDS {
         return Ok(false);
     }
-    let Some(c) = crate::alloc::Allocator::new(txn.session()).class_block(rec)? else {
-        return Ok(false); // a span
-    };
-    // The class a new record of this size would get (`class_for`), without its search.
+    // A record of the same size keeps its block whatever its class (no lookup: the common
+    // case, a value overwritten by one of its length or a counter keeping its digits). Else
+    // the block's class must be the one a new record of this size would get (`class_for`,
+    // without its search). (Key and value within IN_PLACE_WORDS are never a span.)
     let size = record_size(klen as u64, value.len() as u64);
-    if size > CLASS_SIZES[c] as u64 || (c > 0 && size <= CLASS_SIZES[c - 1] as u64) {
-        return Ok(false);
+    if size != record_size(klen as u64, old_len as u64) {
+        let Some(c) = crate::alloc::Allocator::new(txn.session()).class_block(rec)? else {
+            return Ok(false); // a span
+        };
+        if size > CLASS_SIZES[c] as u64 || (c > 0 && size <= CLASS_SIZES[c - 1] as u64) {
+            return Ok(false);
+        }
     }
     let stripe = st.mem.stripe(s);
     let vb = adjust(
