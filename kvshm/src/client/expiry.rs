@@ -15,7 +15,7 @@ use super::{Client, WriteOp};
 use crate::crash_point;
 use crate::error::{Error, Result};
 use crate::index;
-use crate::layout::META_EXPIRY_MASK;
+use crate::layout::{entry_record, ENTRY_EMPTY, ENTRY_TOMBSTONE, META_EXPIRY_MASK};
 use crate::store::now_ms;
 use crate::txn::{self, Txn};
 
@@ -141,11 +141,18 @@ impl Client {
             if hint == 0 || hint > now {
                 continue;
             }
+            let mut at = Sweep::default();
             loop {
-                let (n, more) = self.expire_stripe(s)?;
+                let (n, more, waiters) = self.expire_stripe(s, &mut at)?;
                 removed += n;
                 if !more {
                     break;
+                }
+                if waiters {
+                    // Somebody waits for this stripe: let it in before the next batch (else
+                    // this thread, still running, takes the lock again before the woken
+                    // waiter does, batch after batch).
+                    std::thread::sleep(Duration::from_micros(20));
                 }
             }
         }
@@ -160,46 +167,90 @@ impl Client {
         Ok(removed)
     }
 
-    /// One transaction on stripe `s`: remove up to [`EXPIRE_BATCH`] expired records, then set
-    /// the stripe's hint (exact when the whole stripe was seen). Returns (removed, more left).
-    fn expire_stripe(&self, s: usize) -> Result<(u64, bool)> {
+    /// One transaction on stripe `s`: remove up to [`EXPIRE_BATCH`] expired records, going on
+    /// through the table from where the previous batch of this sweep stopped (`at`; from the
+    /// start if the table was rebuilt meanwhile), then set the stripe's hint: exact when one
+    /// batch saw the whole table, else "due now" (the next pass sweeps the stripe once more
+    /// and sets it exactly: records before the cursor may have changed between batches).
+    /// Returns (removed, more left, somebody waits for the stripe's lock).
+    fn expire_stripe(&self, s: usize, at: &mut Sweep) -> Result<(u64, bool, bool)> {
         let g = self.guard();
         let sess = self.session_w(&g)?;
         let txn = Txn::begin(&sess, txn::log_entries_remove_many(EXPIRE_BATCH))?;
-        let (mut removed, mut more) = (0u64, false);
+        let (mut removed, mut more, mut waiters) = (0u64, false, false);
         self.apply_locked(&sess, txn, &[s], WriteOp::Many, |txn| {
             let now = now_ms();
-            let mut next = 0u64;
+            let stripe = self.st.mem.stripe(s);
+            let tw = stripe.table.load(std::sync::atomic::Ordering::Relaxed);
+            if at.batches == 0 || tw != at.table {
+                *at = Sweep {
+                    table: tw,
+                    batches: at.batches,
+                    ..Sweep::default()
+                };
+            }
+            at.batches += 1;
             let mut key = Vec::new();
-            for rec in self.st.stripe_records(s)? {
+            let entries = match self.st.table_entries(tw)? {
+                Some((entries, _)) => entries,
+                None => &[],
+            };
+            let mut i = at.from;
+            while i < entries.len() {
+                let e = entries[i].load(std::sync::atomic::Ordering::Relaxed);
+                if e == ENTRY_EMPTY || e == ENTRY_TOMBSTONE {
+                    i += 1;
+                    continue;
+                }
+                let rec = entry_record(e);
                 let exp = self.st.record_meta(rec)? & META_EXPIRY_MASK;
                 if exp == 0 {
+                    i += 1;
                     continue;
                 }
                 if exp > now {
-                    next = if next == 0 { exp } else { next.min(exp) };
+                    at.next = if at.next == 0 { exp } else { at.next.min(exp) };
+                    i += 1;
                     continue;
                 }
                 if removed as usize == EXPIRE_BATCH {
                     more = true;
-                    next = now; // due again at once
-                    continue;
+                    break;
                 }
+                // Removing leaves a tombstone in place (or rebuilds the table, which the
+                // next batch notices): the entries after `i` stay where they are.
                 self.st.read_key(rec, &mut key)?;
                 let hash = self.st.hash(&key);
                 index::remove(txn, s, hash, &key)?;
                 removed += 1;
                 crash_point!("expire.removed_one");
+                i += 1;
             }
-            self.st
-                .mem
-                .stripe(s)
+            at.from = i;
+            let hint = if more || at.batches > 1 { now } else { at.next };
+            stripe
                 .next_expiry
-                .store(next, std::sync::atomic::Ordering::Release);
+                .store(hint, std::sync::atomic::Ordering::Release);
+            waiters = stripe.lock.load(std::sync::atomic::Ordering::Relaxed)
+                & crate::sync::lock::WAITERS
+                != 0;
             Ok(())
         })?;
-        Ok((removed, more))
+        Ok((removed, more, waiters))
     }
+}
+
+/// Where a stripe's sweep by the expiry pass stands between its transactions.
+#[derive(Default)]
+struct Sweep {
+    /// The table word the cursor belongs to.
+    table: u64,
+    /// Next table entry to look at.
+    from: usize,
+    /// Earliest expiry seen so far that is still ahead.
+    next: u64,
+    /// Transactions of this sweep so far.
+    batches: u32,
 }
 
 #[cfg(test)]
