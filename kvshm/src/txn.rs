@@ -318,6 +318,11 @@ impl<'s, 'a> Txn<'s, 'a> {
         }
         self.s.slot.n_undo.store((i + n) as u64, REL);
         self.n_undo.set(i + n);
+        // The caller's stores into `words` may be relaxed (a copy): none of them may be moved
+        // before the count that publishes their undo entries (a kill in between would leave
+        // a changed word that recovery does not restore). A release fence keeps every later
+        // store after the stores above (no instruction on x86, a compiler barrier).
+        std::sync::atomic::fence(REL);
         Ok(words)
     }
 
