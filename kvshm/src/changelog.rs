@@ -226,6 +226,9 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64, u64)]) -> Result<Opt
         return Ok(None);
     }
     let mem = &s.st.mem;
+    let region =
+        s.st.clog
+            .ok_or_else(|| Error::corrupt(0, "change log: no region"))?;
     let (ctl, ring) = control_and_ring(mem)?;
     let cap = (ring.len() * 8) as u64;
     let mask = cap - 1;
@@ -252,7 +255,6 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64, u64)]) -> Result<Opt
     let pad = if phys + size > cap { cap - phys } else { 0 };
     let end = head + pad + size;
     if end - tail > cap {
-        let region = Region { off: 0, cap };
         while end - tail > cap {
             tail += region.entry_len(ring, tail)?;
         }
@@ -269,9 +271,9 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64, u64)]) -> Result<Opt
     let ix = ((head & mask) / 8) as usize;
     let w = ring
         .get(ix..ix + (size / 8) as usize)
-        .ok_or_else(|| Error::corrupt(0, "change log: an entry crosses the ring's end"))?;
+        .ok_or_else(|| region.bad("an entry crosses the ring's end".into()))?;
     let [w0, w1, w2, w3, rest @ ..] = w else {
-        return Err(Error::corrupt(0, "change log: a short entry"));
+        return Err(region.bad("a short entry".into()));
     };
     let flags = if overflow { OVERFLOW } else { 0 };
     w1.store(size | (changes.len() as u64) << 32, R);
@@ -283,11 +285,11 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64, u64)]) -> Result<Opt
             let n = ((item - 8) / 8) as usize;
             let src = mem.words(rec + RECORD_LENS_OFFSET, n as u64)?;
             let Some(([d0], d)) = dst.split_first_chunk::<1>() else {
-                return Err(Error::corrupt(0, "change log: a change past its entry"));
+                return Err(region.bad("a change past its entry".into()));
             };
             let (d, next) = d.split_at(n.min(d.len()));
             if d.len() != n {
-                return Err(Error::corrupt(0, "change log: a change past its entry"));
+                return Err(region.bad("a change past its entry".into()));
             }
             d0.store(kind | item << 8, R);
             for (d, w) in d.iter().zip(src) {
