@@ -210,10 +210,26 @@ pub(crate) fn put(
     rec: u64,
     value_len: usize,
 ) -> Result<bool> {
-    ensure_room(txn, s, 1)?;
-    let tw = txn.session().st.mem.stripe(s).table.load(R);
-    let f = find(txn, tw, hash, key)?;
+    let f = find_for_put(txn, s, hash, key)?;
     put_found(txn, s, hash, key.len(), rec, value_len, f)
+}
+
+/// Find `key` in stripe `s` for a put: a hit (a replace adds no entry) as it is; on a miss,
+/// after [`ensure_room`] for one more key, probing again if that rebuilt the table.
+#[inline(always)]
+fn find_for_put(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Result<Found> {
+    let table = &txn.session().st.mem.stripe(s).table;
+    let tw = table.load(R);
+    let f = find(txn, tw, hash, key)?;
+    if f.hit.is_some() {
+        return Ok(f);
+    }
+    ensure_room(txn, s, 1)?;
+    let now = table.load(R);
+    if now == tw {
+        return Ok(f);
+    }
+    find(txn, now, hash, key)
 }
 
 /// Store `key` -> `value` (with `meta`) in stripe `s` under its lock: the live record is
@@ -229,10 +245,8 @@ pub(crate) fn put_value(
     meta: u64,
     alloc: impl FnOnce() -> Result<u64>,
 ) -> Result<bool> {
-    ensure_room(txn, s, 1)?;
     let st = txn.session().st;
-    let tw = st.mem.stripe(s).table.load(R);
-    let f = find(txn, tw, hash, key)?;
+    let f = find_for_put(txn, s, hash, key)?;
     if let Some((_, old)) = f.hit {
         if update_in_place(txn, s, old, value, meta)? {
             return Ok(true);

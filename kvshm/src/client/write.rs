@@ -332,10 +332,7 @@ impl Client {
                 wake |= 1 << i.min(63);
             }
         }
-        for stripe in held {
-            drop(stripe);
-            op.unlocked_one();
-        }
+        held.release_each(|| op.unlocked_one());
         if wake != 0 {
             for (i, &s) in stripes.iter().enumerate() {
                 if wake & 1 << i.min(63) != 0 {
