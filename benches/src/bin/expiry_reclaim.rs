@@ -4,9 +4,15 @@
 //! next to the same figures from before the first expiry (this VM's own noise: a thread here
 //! loses its vCPU for a scheduler tick, ~4 ms, now and then, whatever it runs).
 //!
-//! `cargo run --release -p kvshm-benches --bin expiry_reclaim [KEYS [hog] [verify=N]]`; with
-//! `hog` the control: no housekeeping runs, a plain busy loop takes its vCPU for the same time
-//! instead; `verify=N`: stripes the host's pass verifies (8, as kvhost; 0 = none).
+//! `cargo run --release -p kvshm-benches --bin expiry_reclaim [KEYS [hog] [verify=N]
+//! [attribute]]`; with `hog` the control: no housekeeping runs, a plain busy loop takes its
+//! vCPU for the same time instead; `verify=N`: stripes the host's pass verifies (8, as kvhost;
+//! 0 = none); `attribute`: the client thread reads its own context-switch and page-fault
+//! counts (getrusage) after every operation, and each operation over 1 ms is put down to what
+//! happened during it: *preempted* (an involuntary switch: the scheduler gave its vCPU to
+//! another thread), *blocked* (a voluntary switch: it slept, e.g. on a lock's futex), both, or
+//! neither (then it ran the whole time: the store's own work, or page faults, counted too).
+//! The extra system call per operation slows the client down; the split is what it is for.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +34,7 @@ fn main() {
                 .map(|n| n.parse().expect("verify=N"))
         })
         .unwrap_or(8);
+    let attribute = std::env::args().skip(2).any(|a| a == "attribute");
     kvshm_benches::print_machine();
     let name = format!("bench-expiry-{}", std::process::id());
     let host = Host::create(&name, &Config::default()).expect("create");
@@ -101,6 +108,7 @@ fn main() {
             let mut phases = [Phase::default(), Phase::default()];
             let mut i = 0u64;
             let mut buf = Vec::new();
+            let mut usage = attribute.then(Usage::now);
             while !stop.load(Ordering::Relaxed) {
                 i = (i + 7919) % 100_000;
                 let k = format!("p{i}");
@@ -112,7 +120,15 @@ fn main() {
                     w.put(k.as_bytes(), &value).unwrap();
                 }
                 let d = t.elapsed();
-                phases[usize::from(t >= first_expiry)].add(get, d);
+                let phase = &mut phases[usize::from(t >= first_expiry)];
+                phase.add(get, d);
+                if let Some(before) = usage.as_mut() {
+                    let now = Usage::now();
+                    if d > Duration::from_millis(1) {
+                        phase.attribute(&now.since(before));
+                    }
+                    *before = now;
+                }
             }
             phases
         });
@@ -158,6 +174,13 @@ fn main() {
                 p.worst_put.as_secs_f64() * 1e6,
                 p.over_1ms
             );
+            if attribute {
+                println!(
+                    "  of those over 1 ms: {} preempted, {} blocked, {} both, {} neither \
+                     ({} with page faults)",
+                    p.preempted, p.blocked, p.both, p.neither, p.faulted
+                );
+            }
         }
     });
     host.release().unwrap();
@@ -171,6 +194,11 @@ struct Phase {
     worst_get: Duration,
     worst_put: Duration,
     over_1ms: u64,
+    preempted: u64,
+    blocked: u64,
+    both: u64,
+    neither: u64,
+    faulted: u64,
 }
 
 impl Phase {
@@ -184,5 +212,52 @@ impl Phase {
         };
         *worst = (*worst).max(d);
         self.over_1ms += u64::from(d > Duration::from_millis(1));
+    }
+}
+
+impl Phase {
+    /// Count a slow operation by what `u` (the counts' change over it) says happened.
+    fn attribute(&mut self, u: &Usage) {
+        match (u.involuntary > 0, u.voluntary > 0) {
+            (true, false) => self.preempted += 1,
+            (false, true) => self.blocked += 1,
+            (true, true) => self.both += 1,
+            (false, false) => self.neither += 1,
+        }
+        self.faulted += u64::from(u.faults > 0);
+    }
+}
+
+/// The calling thread's context switches and page faults so far.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    voluntary: i64,
+    involuntary: i64,
+    faults: i64,
+}
+
+impl Usage {
+    #[cfg(target_os = "linux")]
+    fn now() -> Usage {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let u = getrusage(UsageWho::RUSAGE_THREAD).expect("getrusage");
+        Usage {
+            voluntary: u.voluntary_context_switches(),
+            involuntary: u.involuntary_context_switches(),
+            faults: u.minor_page_faults() + u.major_page_faults(),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn now() -> Usage {
+        Usage::default()
+    }
+
+    fn since(&self, before: &Usage) -> Usage {
+        Usage {
+            voluntary: self.voluntary - before.voluntary,
+            involuntary: self.involuntary - before.involuntary,
+            faults: self.faults - before.faults,
+        }
     }
 }
