@@ -234,8 +234,10 @@ fn find_for_put(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Result<Fo
 
 /// Store `key` -> `value` (with `meta`) in stripe `s` under its lock: the live record is
 /// rewritten in its own block if the value fits it ([`update_in_place`]), else a new record
-/// from `alloc` replaces it or is inserted. Returns true for a replace. One probe either
-/// way; the allocation (usually from the client's block cache) happens under the lock.
+/// from `alloc` replaces it or is inserted. Returns whether it replaced a key, or `None`
+/// when `alloc` had no block to give without waiting long (growth: it returns `None`, see
+/// [`Txn::alloc_quick`]): then the key is untouched and the caller puts a record it makes
+/// outside the lock. One probe either way.
 pub(crate) fn put_value(
     txn: &Txn<'_, '_>,
     s: usize,
@@ -243,19 +245,21 @@ pub(crate) fn put_value(
     key: &[u8],
     value: &[u8],
     meta: u64,
-    alloc: impl FnOnce() -> Result<u64>,
-) -> Result<bool> {
+    alloc: impl FnOnce() -> Result<Option<u64>>,
+) -> Result<Option<bool>> {
     let st = txn.session().st;
     let f = find_for_put(txn, s, hash, key)?;
     if let Some((_, old)) = f.hit {
         if update_in_place(txn, s, old, value, meta)? {
-            return Ok(true);
+            return Ok(Some(true));
         }
     }
-    let rec = alloc()?;
+    let Some(rec) = alloc()? else {
+        return Ok(None);
+    };
     write_record(st, rec, key, value, meta)?;
     crash_point!("put.prepared");
-    put_found(txn, s, hash, key.len(), rec, value.len(), f)
+    put_found(txn, s, hash, key.len(), rec, value.len(), f).map(Some)
 }
 
 /// [`put`] once the key's place in the table is known (`f`, found under the lock after

@@ -274,6 +274,23 @@ impl<'s, 'a> Txn<'s, 'a> {
         Ok(b)
     }
 
+    /// [`Txn::alloc`] for a caller holding a stripe lock ([`Allocator::alloc_quick`]): `None`
+    /// when the block would take growth or reclaim (allocate outside the lock instead).
+    pub(crate) fn alloc_quick(&self, size: u64) -> Result<Option<u64>> {
+        let i = self.n_new.get();
+        if i >= self.limit {
+            return Err(self.full());
+        }
+        let b = Allocator::new(self.s).alloc_quick(size, Pool::Data, |b| {
+            self.log.new[i].store(b, R);
+            self.s.slot.n_new.store(i as u64 + 1, REL);
+        })?;
+        if b.is_some() {
+            self.n_new.set(i + 1);
+        }
+        Ok(b)
+    }
+
     /// Log the current value of the word at `off` (in stripe `stripe`'s data) for undo.
     #[inline]
     pub(crate) fn log_undo(&self, stripe: usize, off: u64, word: &AtomicU64) -> Result<()> {

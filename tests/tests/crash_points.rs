@@ -654,3 +654,51 @@ fn a_dead_writers_cached_blocks_come_back() {
             .is_none());
     }
 }
+
+/// A small put of a new key whose block needs the store to grow takes that block *before* it
+/// locks the key's stripe (growth zeroes megabytes of pages: every reader of the stripe would
+/// wait for it, and for as long as the writer is descheduled). The writer is frozen inside the
+/// growth; a get of the same key from another process must still answer at once.
+#[test]
+fn a_put_that_grows_the_store_holds_no_stripe_lock_meanwhile() {
+    let t = TestStore::new("growlock", Config::default().initial_size(0), CHILD);
+    let mut x = t.spawn(
+        "crash",
+        &["put-until-growth"],
+        &[
+            ("KVSHM_CRASH_AT", "grow.allocated"),
+            ("KVSHM_CRASH_ACTION", "stop"),
+        ],
+    );
+    wait_for(
+        "the writer to stop inside growth",
+        Duration::from_secs(30),
+        || process_state(x.pid()) == 'T',
+    );
+    let key = x
+        .stdout_lines()
+        .last()
+        .and_then(|l| l.strip_prefix("putting ").map(str::to_string))
+        .expect("the writer names its key");
+    let h = t.host();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let _ = tx.send(h.get(key.as_bytes()).map_err(|e| e.to_string()));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        // Unfreeze the writer whatever happened (a get blocked behind it then finishes).
+        signal(&x, libc::SIGCONT);
+        assert_eq!(
+            got.expect("a get waited for a writer frozen while the store grew"),
+            Ok(None)
+        );
+    });
+    assert_eq!(x.wait_limit(Duration::from_secs(120)).code(), Some(3));
+    assert_eq!(x.stdout_lines().last().map(String::as_str), Some("ack"));
+    assert_eq!(
+        h.get(key.as_bytes()).unwrap().as_deref(),
+        Some(&b"small"[..])
+    );
+    t.assert_verified();
+}

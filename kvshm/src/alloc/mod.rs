@@ -116,6 +116,38 @@ impl<'a> Allocator<'a> {
         r
     }
 
+    /// A block of `size` for a caller holding a stripe lock: from this client's block cache or
+    /// its class's free list (a refill from a free chunk included), never by growing the
+    /// store, reclaiming other classes' chunks or evicting. `None`: not to be had that way
+    /// (the caller allocates outside its lock instead: growth zeroes pages for milliseconds,
+    /// and every reader of the stripe would wait for it).
+    pub(crate) fn alloc_quick(
+        &self,
+        size: u64,
+        pool: Pool,
+        record: impl FnOnce(u64),
+    ) -> Result<Option<u64>> {
+        let Some(c) = class_for(size) else {
+            return Ok(None);
+        };
+        let mut record = Some(record);
+        let mut once = |off| {
+            if let Some(f) = record.take() {
+                f(off)
+            }
+        };
+        if pool == Pool::Data {
+            if let Some(b) = self.cache_take(c, &mut once)? {
+                return Ok(Some(b));
+            }
+        }
+        match self.alloc_class(c, pool, false, &mut once) {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::StoreFull { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn alloc_any(&self, size: u64, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
         let mut record = Some(record);
         let mut once = |off| {

@@ -89,14 +89,21 @@ impl Client {
         let size = record_size(key.len() as u64, value.len() as u64);
         if pad8(key.len() as u64) + pad8(value.len() as u64) <= txn::IN_PLACE_WORDS * 8 {
             // The key's record may take the value in place (`index::put_value`): decided
-            // under the stripe lock, where a new record is written if it does not.
+            // under the stripe lock, where a new record is written if it does not, from a
+            // block at hand. If there is none (the store would grow), nothing changed, and
+            // the put goes the way below: the block found before the lock is taken.
             let txn = Txn::begin(&sess, txn::log_entries_modify())?;
+            let mut done = false;
             self.apply_locked(&sess, txn, &[s], WriteOp::Put, |txn| {
-                index::put_value(txn, s, hash, key, value, meta, || txn.alloc(size)).map(|_| ())
+                let r = index::put_value(txn, s, hash, key, value, meta, || txn.alloc_quick(size))?;
+                done = r.is_some();
+                Ok(())
             })?;
-            self.count(&[(Counter::Puts, 1), (Counter::BytesIn, value.len() as u64)]);
-            self.trace("put", key, format_args!("{} bytes", value.len()));
-            return Ok(());
+            if done {
+                self.count(&[(Counter::Puts, 1), (Counter::BytesIn, value.len() as u64)]);
+                self.trace("put", key, format_args!("{} bytes", value.len()));
+                return Ok(());
+            }
         }
         let txn = Txn::begin(&sess, txn::log_entries_single())?;
         let rec = match txn.alloc(size) {

@@ -95,6 +95,15 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
             c.put(b"crash-new", b"new-value").unwrap();
             out("ack");
         }
+        "put-until-growth" => {
+            // New small keys (each may go in place) until one needs the store to grow; each
+            // key is named before its put (the test finds the one frozen in the growth).
+            for i in 0..1_000_000u32 {
+                out(format!("putting grow-{i}"));
+                c.put(format!("grow-{i}").as_bytes(), b"small").unwrap();
+            }
+            out("ack");
+        }
         "put-update" => {
             c.put(b"crash-key", b"new-value-that-is-longer").unwrap();
             out("ack");
