@@ -25,8 +25,16 @@ use crate::sync::seqlock;
 /// "grow by half" took 300 ms at 2 GiB. It also bounds committed-but-unused memory.
 pub const GROW_STEP_MAX: u64 = 8 << 20;
 
-/// Optimistic read attempts before a writable client falls back to the stripe lock.
+/// Optimistic read attempts (spinning, then yielding) before the clock is read.
 pub(crate) const OPTIMISTIC_READS: u32 = 64;
+
+/// How long a read keeps making optimistic attempts (yielding between them) before a writable
+/// client falls back to the stripe lock. Holds of a stripe are short (a write, an expiry
+/// batch, a verify step: well under 1 ms), so a reader that outwaits one this way never
+/// sleeps on the lock's futex, whose wake-up can come milliseconds late on a busy machine
+/// (issue 14: single gets of 1.7-4.8 ms, each put down to a sleep by `expiry_reclaim
+/// attribute`). Waiting costs the holder nothing: a reader writes nothing.
+pub(crate) const READ_PATIENCE: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// An attached segment (one open file description and one mapping).
 #[derive(Debug)]
@@ -671,7 +679,7 @@ impl Store {
     }
 
     /// Lock-free read of `key` from stripe `s` into `out`. `None` when no consistent view was
-    /// had in `tries` attempts (callers pass [`OPTIMISTIC_READS`], or fewer for a quick look).
+    /// had within [`optimistic`]'s patience.
     #[inline]
     pub fn read_optimistic(
         &self,
@@ -679,23 +687,17 @@ impl Store {
         hash: u64,
         key: &[u8],
         out: &mut Vec<u8>,
-        tries: u32,
     ) -> Option<Result<bool>> {
         let st = self.mem.stripe(s);
-        for i in 0..tries {
-            let r = self.attempt(s, || {
+        optimistic(|| {
+            self.attempt(s, || {
                 let tw = st.table.load(Ordering::Relaxed);
                 match self.probe(tw, hash, key)? {
                     Some(rec) => self.read_value(rec, out).map(|_| true),
                     None => Ok(false),
                 }
-            });
-            match r {
-                Attempt::Done(r) => return Some(r),
-                Attempt::Retry => backoff(i),
-            }
-        }
-        None
+            })
+        })
     }
 
     /// Every (record offset) of stripe `s` as seen by the caller's consistent view.
@@ -713,6 +715,26 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Run `attempt` until it is done: [`OPTIMISTIC_READS`] times with [`backoff`], then, yielding
+/// between attempts, until [`READ_PATIENCE`] has passed. `None`: still not done.
+#[inline]
+pub(crate) fn optimistic<T>(mut attempt: impl FnMut() -> Attempt<T>) -> Option<Result<T>> {
+    for i in 0..OPTIMISTIC_READS {
+        match attempt() {
+            Attempt::Done(r) => return Some(r),
+            Attempt::Retry => backoff(i),
+        }
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < READ_PATIENCE {
+        if let Attempt::Done(r) = attempt() {
+            return Some(r);
+        }
+        std::thread::yield_now();
+    }
+    None
 }
 
 /// Wait between optimistic read attempts: spin for the first few (a writer's critical section

@@ -167,12 +167,13 @@ fn main() {
         for (p, what) in phases.iter().zip(["before expiry", second]) {
             println!(
                 "concurrent client, {what}: {} ops in {:.2} s, worst get {:.0} us, worst put {:.0} \
-                 us, {} ops over 1 ms",
+                 us, {} ops over 1 ms ({} gets)",
                 p.ops,
                 p.busy.as_secs_f64(),
                 p.worst_get.as_secs_f64() * 1e6,
                 p.worst_put.as_secs_f64() * 1e6,
-                p.over_1ms
+                p.over_1ms,
+                p.slow_gets
             );
             if attribute {
                 println!(
@@ -194,6 +195,7 @@ struct Phase {
     worst_get: Duration,
     worst_put: Duration,
     over_1ms: u64,
+    slow_gets: u64,
     preempted: u64,
     blocked: u64,
     both: u64,
@@ -212,6 +214,7 @@ impl Phase {
         };
         *worst = (*worst).max(d);
         self.over_1ms += u64::from(d > Duration::from_millis(1));
+        self.slow_gets += u64::from(get && d > Duration::from_millis(1));
     }
 }
 

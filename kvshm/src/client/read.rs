@@ -9,7 +9,7 @@ use super::Client;
 use crate::crash_point;
 use crate::error::{Error, Result};
 use crate::layout::Counter;
-use crate::store::{backoff, Attempt, OPTIMISTIC_READS};
+use crate::store::{optimistic, Attempt};
 
 const R: Ordering = Ordering::Relaxed;
 
@@ -33,7 +33,7 @@ impl Client {
         self.st.check_limits(key, None)?;
         let hash = self.st.hash(key);
         let s = self.st.stripe_of(hash);
-        let found = match self.st.read_optimistic(s, hash, key, out, OPTIMISTIC_READS) {
+        let found = match self.st.read_optimistic(s, hash, key, out) {
             Some(r) => r?,
             None => self.read_slow(&[s], || {
                 let tw = self.st.mem.stripe(s).table.load(R);
@@ -188,18 +188,15 @@ impl Client {
     }
 
     /// Run `f` against a consistent view of `stripes` (sorted, distinct): up to
-    /// [`OPTIMISTIC_READS`] lock-free attempts (spinning, then yielding), then
+    /// Lock-free attempts (spinning, then yielding: [`optimistic`]), then
     /// [`Client::read_slow`].
     pub(super) fn read_consistent<T>(
         &self,
         stripes: &[usize],
         mut f: impl FnMut() -> Result<T>,
     ) -> Result<T> {
-        for i in 0..OPTIMISTIC_READS {
-            if let Attempt::Done(r) = self.st.attempt_all(stripes, &mut f) {
-                return r;
-            }
-            backoff(i);
+        if let Some(r) = optimistic(|| self.st.attempt_all(stripes, &mut f)) {
+            return r;
         }
         self.read_slow(stripes, f)
     }
