@@ -108,8 +108,9 @@ pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> 
     let tw = stripe.table.load(R);
     let count = stripe.count.load(R);
     let tombs = stripe.tombstones.load(R);
+    let quick = crate::alloc::grow_outside();
     if tw == 0 {
-        return rebuild_table(txn, s, log2_for(count.saturating_add(adds)));
+        return rebuild_table(txn, s, log2_for(count.saturating_add(adds)), quick);
     }
     // The table word is segment data: its capacity must be in range (the entries themselves
     // are bounds-checked by `find`, which decodes the same word right after).
@@ -122,7 +123,12 @@ pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> 
     }
     let load = count.saturating_add(tombs).saturating_add(adds);
     if load.saturating_mul(4) > 3 * table_capacity(log2) {
-        return rebuild_table(txn, s, log2_for(count.saturating_add(adds)).max(log2));
+        return rebuild_table(
+            txn,
+            s,
+            log2_for(count.saturating_add(adds)).max(log2),
+            quick,
+        );
     }
     Ok(())
 }
@@ -130,8 +136,11 @@ pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> 
 /// Replace stripe `s`'s table by a fresh one of `2^log2` words holding the same keys. The
 /// keys must fit at most 3/4 full: a table holding more live entries than the stripe's count
 /// (a damaged count) is reported, never placed into a table too small for them (which would
-/// probe forever under the stripe lock).
-fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32) -> Result<()> {
+/// probe forever under the stripe lock). With `quick`, a table block that would take growth is
+/// not allocated here, under the stripe lock (growth zeroes pages for milliseconds, and every
+/// reader of the stripe would wait): `StoreFull { hint: GROW_FIRST }`, and the write's loop
+/// grows the store outside the lock and runs the write again.
+fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32, quick: bool) -> Result<()> {
     if log2 > TABLE_MAX_LOG2 {
         return Err(Error::StoreFull {
             hint: "stripe index at its maximum size",
@@ -140,7 +149,19 @@ fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32) -> Result<()> {
     let sess = txn.session();
     let st = sess.st;
     let stripe = st.mem.stripe(s);
-    let nt = txn.alloc(table_size(log2))?;
+    let nt = if quick {
+        match txn.alloc_quick(table_size(log2))? {
+            Some(b) => b,
+            None => {
+                crate::alloc::note_full(table_size(log2));
+                return Err(Error::StoreFull {
+                    hint: crate::alloc::GROW_FIRST,
+                });
+            }
+        }
+    } else {
+        txn.alloc(table_size(log2))?
+    };
     st.mem.word(nt + 8)?.store(log2 as u64, R);
     let cap = table_capacity(log2);
     let new_entries = st.mem.words(nt + TABLE_HEADER_SIZE, cap)?;
@@ -197,7 +218,7 @@ pub(crate) fn compact(txn: &Txn<'_, '_>, s: usize) -> Result<bool> {
     if tw == 0 {
         return Ok(false);
     }
-    rebuild_table(txn, s, log2_for(stripe.count.load(R)))?;
+    rebuild_table(txn, s, log2_for(stripe.count.load(R)), false)?;
     Ok(true)
 }
 

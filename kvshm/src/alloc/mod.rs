@@ -41,6 +41,35 @@ pub(crate) fn take_full() -> u64 {
 /// The `StoreFull` hint of a claim that would have grown the store but was asked not to.
 pub(crate) const WOULD_GROW: &str = "the store would have to grow";
 
+/// The `StoreFull` hint of a write that needed a block the store must grow for while it held
+/// a stripe lock: nothing changed, and [`crate::Client`]'s write loop (`with_room`) grows the
+/// store outside any lock and runs the write again. Never reaches a caller.
+pub(crate) const GROW_FIRST: &str = "the store must grow before this write (outside its locks)";
+
+thread_local! {
+    /// Whether a write may ask for growth outside its locks (`GROW_FIRST`) instead of growing
+    /// under them: off for the last attempt of a write whose growth lost races (progress).
+    static GROW_OUTSIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether writes on this thread grow the store outside their locks ([`GROW_FIRST`]).
+pub(crate) fn grow_outside() -> bool {
+    GROW_OUTSIDE.with(std::cell::Cell::get)
+}
+
+/// Run `f` with [`grow_outside`] set to `on`.
+pub(crate) fn with_grow_outside<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    let was = GROW_OUTSIDE.with(|c| c.replace(on));
+    let r = f();
+    GROW_OUTSIDE.with(|c| c.set(was));
+    r
+}
+
+/// Note that a write on this thread needs a block of `size` (read by [`take_full`]).
+pub(crate) fn note_full(size: u64) {
+    FULL_AT.with(|c| c.set(size));
+}
+
 /// The allocator, acting as one session (whose slot tags what it reserves and whose lock
 /// waits recover dead lock owners).
 #[derive(Clone, Copy)]
@@ -128,7 +157,12 @@ impl<'a> Allocator<'a> {
         record: impl FnOnce(u64),
     ) -> Result<Option<u64>> {
         let Some(c) = class_for(size) else {
-            return Ok(None);
+            let k = size.div_ceil(CHUNK_SIZE);
+            return match self.alloc_span_grow(k, pool, false, record) {
+                Ok(b) => Ok(Some(b)),
+                Err(Error::StoreFull { .. }) => Ok(None),
+                Err(e) => Err(e),
+            };
         };
         let mut record = Some(record);
         let mut once = |off| {
@@ -364,6 +398,18 @@ impl<'a> Allocator<'a> {
     }
 
     fn alloc_span(&self, k: u64, pool: Pool, record: impl FnOnce(u64)) -> Result<u64> {
+        self.alloc_span_grow(k, pool, true, record)
+    }
+
+    /// [`Allocator::alloc_span`]; without `grow`, a span that needs growth fails with
+    /// `StoreFull { hint: WOULD_GROW }`.
+    fn alloc_span_grow(
+        &self,
+        k: u64,
+        pool: Pool,
+        grow: bool,
+        record: impl FnOnce(u64),
+    ) -> Result<u64> {
         if k > CHUNK_SPAN_LEN_MASK as u64 {
             return Err(Error::StoreFull {
                 hint: "allocation larger than the store",
@@ -374,7 +420,7 @@ impl<'a> Allocator<'a> {
         let idx =
             self.s
                 .st
-                .claim_chunks(k, CHUNK_SPAN_HEAD | k as u32, CHUNK_SPAN_CONT, pool, true)?;
+                .claim_chunks(k, CHUNK_SPAN_HEAD | k as u32, CHUNK_SPAN_CONT, pool, grow)?;
         let off = self.chunk_offset(idx);
         record(off);
         crash_point!("span.recorded");

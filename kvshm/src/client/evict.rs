@@ -167,9 +167,22 @@ impl Client {
     /// running it again is sound, but it may run more than once.
     pub(crate) fn with_room<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
         let mut rounds = 0;
+        let mut grown = 0;
         loop {
             crate::alloc::take_full();
-            match op() {
+            // After two growths lost to other writers, the last attempt grows under its lock.
+            match crate::alloc::with_grow_outside(grown < 2, &mut op) {
+                Err(Error::StoreFull { hint }) if hint == crate::alloc::GROW_FIRST => {
+                    // Nothing changed; grow by what the write needs, holding no lock, and
+                    // run it again (at worst the store is at its maximum: the next attempt,
+                    // growing under its lock, then meets StoreFull as any write would).
+                    grown += 1;
+                    let need = crate::alloc::take_full().next_multiple_of(CHUNK_SIZE);
+                    let to = self.st.mem.committed().saturating_add(need);
+                    if self.st.grow(to).is_err() {
+                        grown = 2;
+                    }
+                }
                 Err(Error::StoreFull { hint }) => {
                     let policy = self.eviction();
                     if policy == Policy::NoEviction {
