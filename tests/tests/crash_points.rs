@@ -655,50 +655,62 @@ fn a_dead_writers_cached_blocks_come_back() {
     }
 }
 
-/// A small put of a new key whose block needs the store to grow takes that block *before* it
-/// locks the key's stripe (growth zeroes megabytes of pages: every reader of the stripe would
-/// wait for it, and for as long as the writer is descheduled). The writer is frozen inside the
-/// growth; a get of the same key from another process must still answer at once.
+/// A small put of a new key whose record or index table needs the store to grow takes that
+/// block *before* it locks the key's stripe (growth zeroes megabytes of pages: every reader of
+/// the stripe would wait for it, and for as long as the writer is descheduled). A writer is
+/// frozen inside each of the store's first eight growths in turn (one stripe: its table doubles
+/// between them, and some growths are the table's); a get of the key it is putting, from
+/// another process, must answer at once every time.
 #[test]
 fn a_put_that_grows_the_store_holds_no_stripe_lock_meanwhile() {
-    let t = TestStore::new("growlock", Config::default().initial_size(0), CHILD);
-    let mut x = t.spawn(
-        "crash",
-        &["put-until-growth"],
-        &[
-            ("KVSHM_CRASH_AT", "grow.allocated"),
-            ("KVSHM_CRASH_ACTION", "stop"),
-        ],
+    let t = TestStore::new(
+        "growlock",
+        Config::default().initial_size(0).stripes(1),
+        CHILD,
     );
-    wait_for(
-        "the writer to stop inside growth",
-        Duration::from_secs(30),
-        || process_state(x.pid()) == 'T',
-    );
-    let key = x
-        .stdout_lines()
-        .last()
-        .and_then(|l| l.strip_prefix("putting ").map(str::to_string))
-        .expect("the writer names its key");
     let h = t.host();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            let _ = tx.send(h.get(key.as_bytes()).map_err(|e| e.to_string()));
-        });
-        let got = rx.recv_timeout(Duration::from_secs(20));
-        // Unfreeze the writer whatever happened (a get blocked behind it then finishes).
-        signal(&x, libc::SIGCONT);
-        assert_eq!(
-            got.expect("a get waited for a writer frozen while the store grew"),
-            Ok(None)
+    let mut first = 0u32;
+    for round in 1..=8 {
+        let from = first.to_string();
+        let mut x = t.spawn(
+            "crash",
+            &["put-until-growth"],
+            &[
+                ("KVSHM_CRASH_AT", "grow.allocated"),
+                ("KVSHM_CRASH_ACTION", "stop"),
+                ("KVSHM_TEST_FIRST", &from),
+            ],
         );
-    });
-    assert_eq!(x.wait_limit(Duration::from_secs(120)).code(), Some(3));
-    assert_eq!(x.stdout_lines().last().map(String::as_str), Some("ack"));
-    assert_eq!(
-        h.get(key.as_bytes()).unwrap().as_deref(),
-        Some(&b"small"[..])
-    );
+        wait_for("the writer to stop inside growth", Duration::from_secs(60), || {
+            process_state(x.pid()) == 'T'
+        });
+        let key = x
+            .stdout_lines()
+            .last()
+            .and_then(|l| l.strip_prefix("putting ").map(str::to_string))
+            .expect("the writer names its key");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let _ = tx.send(h.get(key.as_bytes()).map_err(|e| e.to_string()));
+            });
+            let got = rx.recv_timeout(Duration::from_secs(20));
+            // Unfreeze the writer whatever happened (a get blocked behind it then finishes).
+            signal(&x, libc::SIGCONT);
+            assert_eq!(
+                got.unwrap_or_else(|_| panic!(
+                    "growth {round}: a get of {key} waited for its frozen writer"
+                )),
+                Ok(None)
+            );
+        });
+        // The writer finishes that put; stop it there (its later keys are not needed).
+        wait_for("the frozen put to finish", Duration::from_secs(30), || {
+            h.get(key.as_bytes()).unwrap().is_some()
+        });
+        x.kill();
+        assert_eq!(h.get(key.as_bytes()).unwrap().as_deref(), Some(&b"small"[..]));
+        first = key["grow-".len()..].parse::<u32>().unwrap() + 1;
+    }
     t.assert_verified();
 }

@@ -98,7 +98,12 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
         "put-until-growth" => {
             // New small keys (each may go in place) until one needs the store to grow; each
             // key is named before its put (the test finds the one frozen in the growth).
-            for i in 0..1_000_000u32 {
+            // KVSHM_TEST_FIRST: the first key's number (a run continuing an earlier one).
+            let first: u32 = std::env::var("KVSHM_TEST_FIRST")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            for i in first..first + 1_000_000 {
                 out(format!("putting grow-{i}"));
                 c.put(format!("grow-{i}").as_bytes(), b"small").unwrap();
             }
