@@ -108,9 +108,8 @@ pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> 
     let tw = stripe.table.load(R);
     let count = stripe.count.load(R);
     let tombs = stripe.tombstones.load(R);
-    let quick = crate::alloc::grow_outside();
     if tw == 0 {
-        return rebuild_table(txn, s, log2_for(count.saturating_add(adds)), quick);
+        return rebuild_table(txn, s, log2_for(count.saturating_add(adds)), true);
     }
     // The table word is segment data: its capacity must be in range (the entries themselves
     // are bounds-checked by `find`, which decodes the same word right after).
@@ -123,12 +122,7 @@ pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> 
     }
     let load = count.saturating_add(tombs).saturating_add(adds);
     if load.saturating_mul(4) > 3 * table_capacity(log2) {
-        return rebuild_table(
-            txn,
-            s,
-            log2_for(count.saturating_add(adds)).max(log2),
-            quick,
-        );
+        return rebuild_table(txn, s, log2_for(count.saturating_add(adds)).max(log2), true);
     }
     Ok(())
 }
@@ -136,11 +130,10 @@ pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> 
 /// Replace stripe `s`'s table by a fresh one of `2^log2` words holding the same keys. The
 /// keys must fit at most 3/4 full: a table holding more live entries than the stripe's count
 /// (a damaged count) is reported, never placed into a table too small for them (which would
-/// probe forever under the stripe lock). With `quick`, a table block that would take growth is
-/// not allocated here, under the stripe lock (growth zeroes pages for milliseconds, and every
-/// reader of the stripe would wait): `StoreFull { hint: GROW_FIRST }`, and the write's loop
-/// grows the store outside the lock and runs the write again.
-fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32, quick: bool) -> Result<()> {
+/// probe forever under the stripe lock). With `in_write` (a write inside `Client::with_room`),
+/// the new table's block comes from [`Txn::alloc_locked`]: never by growth under the stripe
+/// lock (growth zeroes pages for milliseconds, and every reader of the stripe would wait).
+fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32, in_write: bool) -> Result<()> {
     if log2 > TABLE_MAX_LOG2 {
         return Err(Error::StoreFull {
             hint: "stripe index at its maximum size",
@@ -149,16 +142,8 @@ fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32, quick: bool) -> Result<
     let sess = txn.session();
     let st = sess.st;
     let stripe = st.mem.stripe(s);
-    let nt = if quick {
-        match txn.alloc_quick(table_size(log2))? {
-            Some(b) => b,
-            None => {
-                crate::alloc::note_full(table_size(log2));
-                return Err(Error::StoreFull {
-                    hint: crate::alloc::GROW_FIRST,
-                });
-            }
-        }
+    let nt = if in_write {
+        txn.alloc_locked(table_size(log2))?
     } else {
         txn.alloc(table_size(log2))?
     };

@@ -291,6 +291,25 @@ impl<'s, 'a> Txn<'s, 'a> {
         Ok(b)
     }
 
+    /// A block for a write that holds stripe locks, inside `Client::with_room`: one at hand
+    /// ([`Txn::alloc_quick`]), or, if only growth would give one, `StoreFull { hint:
+    /// GROW_FIRST }` (the write changes nothing, and its loop grows the store outside every
+    /// lock and runs it again); growing here only when that loop says so (its last attempt).
+    pub(crate) fn alloc_locked(&self, size: u64) -> Result<u64> {
+        if !crate::alloc::grow_outside() {
+            return self.alloc(size);
+        }
+        match self.alloc_quick(size)? {
+            Some(b) => Ok(b),
+            None => {
+                crate::alloc::note_full(size);
+                Err(Error::StoreFull {
+                    hint: crate::alloc::GROW_FIRST,
+                })
+            }
+        }
+    }
+
     /// Log the current value of the word at `off` (in stripe `stripe`'s data) for undo.
     #[inline]
     pub(crate) fn log_undo(&self, stripe: usize, off: u64, word: &AtomicU64) -> Result<()> {

@@ -681,9 +681,11 @@ fn a_put_that_grows_the_store_holds_no_stripe_lock_meanwhile() {
                 ("KVSHM_TEST_FIRST", &from),
             ],
         );
-        wait_for("the writer to stop inside growth", Duration::from_secs(60), || {
-            process_state(x.pid()) == 'T'
-        });
+        wait_for(
+            "the writer to stop inside growth",
+            Duration::from_secs(60),
+            || process_state(x.pid()) == 'T',
+        );
         let key = x
             .stdout_lines()
             .last()
@@ -709,7 +711,10 @@ fn a_put_that_grows_the_store_holds_no_stripe_lock_meanwhile() {
             h.get(key.as_bytes()).unwrap().is_some()
         });
         x.kill();
-        assert_eq!(h.get(key.as_bytes()).unwrap().as_deref(), Some(&b"small"[..]));
+        assert_eq!(
+            h.get(key.as_bytes()).unwrap().as_deref(),
+            Some(&b"small"[..])
+        );
         first = key["grow-".len()..].parse::<u32>().unwrap() + 1;
     }
     t.assert_verified();

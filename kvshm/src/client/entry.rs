@@ -290,7 +290,8 @@ impl Client {
                 let s = self.st.stripe_of(h);
                 match w {
                     Write::Put { value, expires_at } => {
-                        let rec = txn.alloc(record_size(k.len() as u64, value.len() as u64))?;
+                        let rec =
+                            txn.alloc_locked(record_size(k.len() as u64, value.len() as u64))?;
                         write_record(&self.st, rec, k, value, meta_of(*expires_at)?)?;
                         index::put(txn, s, h, k, rec, value.len())?;
                         puts += 1;

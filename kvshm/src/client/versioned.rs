@@ -430,7 +430,7 @@ impl Client {
                             return Ok(());
                         }
                     }
-                    let rec = txn.alloc(record_size(key.len() as u64, v.len() as u64))?;
+                    let rec = txn.alloc_locked(record_size(key.len() as u64, v.len() as u64))?;
                     write_record(&self.st, rec, key, v, meta)?;
                     index::put(txn, s, hash, key, rec, v.len())?;
                     counts[0].1 = 1;
