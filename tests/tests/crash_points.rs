@@ -719,3 +719,54 @@ fn a_put_that_grows_the_store_holds_no_stripe_lock_meanwhile() {
     }
     t.assert_verified();
 }
+
+/// The same for a read-modify-write (APPEND): its new record is allocated under the stripe
+/// lock (the value depends on what is there), but never by growing there: frozen inside the
+/// growth, the writer holds no stripe, and a get of the key answers with the value before.
+#[test]
+fn an_append_that_grows_the_store_holds_no_stripe_lock_meanwhile() {
+    let t = TestStore::new("growappend", Config::default().initial_size(0), CHILD);
+    let mut x = t.spawn(
+        "crash",
+        &["append-until-growth"],
+        &[
+            ("KVSHM_CRASH_AT", "grow.allocated"),
+            ("KVSHM_CRASH_ACTION", "stop"),
+        ],
+    );
+    wait_for(
+        "the writer to stop inside growth",
+        Duration::from_secs(60),
+        || process_state(x.pid()) == 'T',
+    );
+    let done: usize = x
+        .stdout_lines()
+        .last()
+        .and_then(|l| l.strip_prefix("appending ")?.parse().ok())
+        .expect("the writer names its append");
+    let h = t.host();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let _ = tx.send(
+                h.get(b"grow-log")
+                    .map(|v| v.map(|v| v.len()))
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        signal(&x, libc::SIGCONT);
+        let want = if done == 0 { None } else { Some(done * 100) };
+        assert_eq!(
+            got.expect("a get waited for an appender frozen while the store grew"),
+            Ok(want)
+        );
+    });
+    wait_for(
+        "the frozen append to finish",
+        Duration::from_secs(30),
+        || h.get(b"grow-log").unwrap().map(|v| v.len()) > Some(done * 100),
+    );
+    x.kill();
+    t.assert_verified();
+}

@@ -109,6 +109,15 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
             }
             out("ack");
         }
+        "append-until-growth" => {
+            // One key appended to until an append's new record needs the store to grow (a
+            // read-modify-write: the record is allocated under the stripe lock).
+            for i in 0..1_000_000u32 {
+                out(format!("appending {i}"));
+                c.append(b"grow-log", &[b'x'; 100]).unwrap();
+            }
+            out("ack");
+        }
         "put-update" => {
             c.put(b"crash-key", b"new-value-that-is-longer").unwrap();
             out("ack");
