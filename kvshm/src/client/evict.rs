@@ -170,8 +170,14 @@ impl Client {
         let mut grown = 0;
         loop {
             crate::alloc::take_full();
-            // After two growths lost to other writers, the last attempt grows under its lock.
-            match crate::alloc::with_grow_outside(grown < 2, &mut op) {
+            // After two growths lost to other writers, the last attempt grows under its lock
+            // (the thread-local is touched only then: this loop is on every write's path).
+            let r = if grown < 2 {
+                op()
+            } else {
+                crate::alloc::with_grow_outside(false, &mut op)
+            };
+            match r {
                 Err(Error::StoreFull { hint }) if hint == crate::alloc::GROW_FIRST => {
                     // Nothing changed; grow by what the write needs, holding no lock, and
                     // run it again (at worst the store is at its maximum: the next attempt,
