@@ -57,12 +57,17 @@ pub(crate) fn grow_outside() -> bool {
     GROW_OUTSIDE.with(std::cell::Cell::get)
 }
 
-/// Run `f` with [`grow_outside`] set to `on`.
+/// Run `f` with [`grow_outside`] set to `on` (restored afterwards, also if `f` panics: a
+/// caller may catch the panic and keep using the thread).
 pub(crate) fn with_grow_outside<T>(on: bool, f: impl FnOnce() -> T) -> T {
-    let was = GROW_OUTSIDE.with(|c| c.replace(on));
-    let r = f();
-    GROW_OUTSIDE.with(|c| c.set(was));
-    r
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GROW_OUTSIDE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(GROW_OUTSIDE.with(|c| c.replace(on)));
+    f()
 }
 
 /// Note that a write on this thread needs a block of `size` (read by [`take_full`]).
@@ -733,5 +738,25 @@ impl Store {
             return false;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside a write's last attempt (caught by the caller) must not leave the thread
+    /// growing under its locks for good.
+    #[test]
+    fn grow_outside_is_restored_after_a_panic() {
+        assert!(grow_outside());
+        let r = std::panic::catch_unwind(|| {
+            with_grow_outside(false, || {
+                assert!(!grow_outside());
+                panic!("inside the last attempt")
+            })
+        });
+        assert!(r.is_err());
+        assert!(grow_outside());
     }
 }
