@@ -31,13 +31,21 @@ pub fn tool(name: &str) -> PathBuf {
 }
 
 fn wait_port(port: u16, child: &mut ChildGuard, what: &str) {
+    if let Err(e) = try_wait_port(port, child, what) {
+        panic!("{e}");
+    }
+}
+
+/// [`wait_port`], with a server that exited before listening as an `Err` (e.g. it lost its
+/// port to another test between [`free_port`] and its bind).
+fn try_wait_port(port: u16, child: &mut ChildGuard, what: &str) -> Result<(), String> {
     let t = Instant::now();
     loop {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(st)) = child.child.try_wait() {
-            panic!("{what} exited before listening: {st}");
+            return Err(format!("{what} exited before listening: {st}"));
         }
         assert!(
             t.elapsed() < Duration::from_secs(30),
@@ -63,20 +71,39 @@ pub struct RespHost {
 }
 
 impl RespHost {
-    /// Start one; `extra` are more kvhost flags.
+    /// Start one; `extra` are more kvhost flags. A kvhost that exits before it listens (its
+    /// free port taken by another test meanwhile) is started again on another port, twice.
     pub fn start(tag: &str, extra: &[&str]) -> RespHost {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match RespHost::try_start(tag, extra) {
+                Ok(h) => return h,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
+    }
+
+    /// [`RespHost::start`] once: `Err` (with the end of kvhost's log) if it exited before
+    /// listening.
+    pub fn try_start(tag: &str, extra: &[&str]) -> Result<RespHost, String> {
         let store = StoreName::new(tag);
         let port = free_port();
         let sock = std::env::temp_dir().join(format!("{}.sock", store.name));
         let log = std::env::temp_dir().join(format!("{}.log", store.name));
-        let child = RespHost::spawn(&store, port, &sock, &log, extra);
-        RespHost {
+        let mut child = RespHost::command(&store, port, &sock, &log, extra);
+        if let Err(e) = try_wait_port(port, &mut child, "kvhost") {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            return Err(format!("{e}; its log ends: {tail:?}"));
+        }
+        Ok(RespHost {
             store,
             child,
             port,
             sock,
             log,
-        }
+        })
     }
 
     /// Kill this kvhost with SIGKILL (the store stays, as after a crash).
@@ -98,6 +125,19 @@ impl RespHost {
         log: &std::path::Path,
         extra: &[&str],
     ) -> ChildGuard {
+        let mut child = RespHost::command(store, port, sock, log, extra);
+        wait_port(port, &mut child, "kvhost");
+        child
+    }
+
+    /// kvhost started with these settings (not waited for).
+    fn command(
+        store: &StoreName,
+        port: u16,
+        sock: &std::path::Path,
+        log: &std::path::Path,
+        extra: &[&str],
+    ) -> ChildGuard {
         let mut c = Command::new(workspace_bin("kvhost"));
         c.args(["--name", &store.name, "--dir"])
             .arg(&store.dir)
@@ -110,9 +150,7 @@ impl RespHost {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let mut child = ChildGuard::new(c.spawn().expect("start kvhost"));
-        wait_port(port, &mut child, "kvhost");
-        child
+        ChildGuard::new(c.spawn().expect("start kvhost"))
     }
 
     /// A raw connection.
