@@ -292,6 +292,18 @@ pub fn process_state(pid: i32) -> char {
         .unwrap_or('?')
 }
 
+/// Print the last `lines` lines of the log at `path` to stderr, headed by `what` (for a
+/// failing test: its servers' logs go with their temp files).
+pub fn print_tail(what: &str, path: &std::path::Path, lines: usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("({e})"));
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    eprintln!("--- the end of {what}'s log ({}):", path.display());
+    for l in &all[from..] {
+        eprintln!("{l}");
+    }
+}
+
 /// Poll `f` until it returns true, failing after `limit`.
 pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();

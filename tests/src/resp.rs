@@ -172,6 +172,13 @@ impl RespHost {
 impl Drop for RespHost {
     fn drop(&mut self) {
         self.child.kill();
+        if std::thread::panicking() {
+            crate::print_tail(
+                &format!("kvhost {} (port {})", self.store.name, self.port),
+                &self.log,
+                40,
+            );
+        }
         let _ = std::fs::remove_file(&self.sock);
         let _ = std::fs::remove_file(&self.log);
     }
