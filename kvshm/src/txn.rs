@@ -262,14 +262,8 @@ impl<'s, 'a> Txn<'s, 'a> {
 
     /// Reserve a new block for this transaction (rolled back unless committed).
     pub(crate) fn alloc(&self, size: u64) -> Result<u64> {
-        let i = self.n_new.get();
-        if i >= self.limit {
-            return Err(self.full());
-        }
-        let b = Allocator::new(self.s).alloc(size, Pool::Data, |b| {
-            self.log.new[i].store(b, R);
-            self.s.slot.n_new.store(i as u64 + 1, REL);
-        })?;
+        let (i, record) = self.new_entry()?;
+        let b = Allocator::new(self.s).alloc(size, Pool::Data, record)?;
         self.n_new.set(i + 1);
         Ok(b)
     }
@@ -277,18 +271,28 @@ impl<'s, 'a> Txn<'s, 'a> {
     /// [`Txn::alloc`] for a caller holding a stripe lock ([`Allocator::alloc_quick`]): `None`
     /// when the block would take growth or reclaim (allocate outside the lock instead).
     pub(crate) fn alloc_quick(&self, size: u64) -> Result<Option<u64>> {
-        let i = self.n_new.get();
-        if i >= self.limit {
-            return Err(self.full());
-        }
-        let b = Allocator::new(self.s).alloc_quick(size, Pool::Data, |b| {
-            self.log.new[i].store(b, R);
-            self.s.slot.n_new.store(i as u64 + 1, REL);
-        })?;
+        let (i, record) = self.new_entry()?;
+        let b = Allocator::new(self.s).alloc_quick(size, Pool::Data, record)?;
         if b.is_some() {
             self.n_new.set(i + 1);
         }
         Ok(b)
+    }
+
+    /// The next entry of the log's list of new blocks, and what records a block there: the
+    /// allocator calls it before it hands the block out, so a recovery of this slot frees a
+    /// block the transaction got but never used. The caller counts the entry as used
+    /// (`n_new`) once it has the block.
+    #[inline(always)]
+    fn new_entry(&self) -> Result<(usize, impl FnOnce(u64) + '_)> {
+        let i = self.n_new.get();
+        if i >= self.limit {
+            return Err(self.full());
+        }
+        Ok((i, move |b| {
+            self.log.new[i].store(b, R);
+            self.s.slot.n_new.store(i as u64 + 1, REL);
+        }))
     }
 
     /// A block for a write that holds stripe locks, inside `Client::with_room`: one at hand
