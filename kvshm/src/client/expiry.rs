@@ -433,4 +433,70 @@ mod tests {
         let r = c.verify().unwrap();
         assert!(r.is_ok(), "{:#?}", r.problems);
     }
+
+    /// One transaction of the sweep is bounded (issue 14: each bound replaced a stripe held
+    /// for milliseconds): it reads at most `EXPIRE_SCAN` records' expiry and removes at most
+    /// `EXPIRE_BATCH`, and the next one goes on from where it stopped until the stripe is
+    /// swept. (The 100 us hold bound can end a transaction sooner; never later.)
+    #[test]
+    fn one_sweep_transaction_reads_and_removes_a_bounded_number_of_records() {
+        use super::{Sweep, EXPIRE_BATCH, EXPIRE_SCAN};
+        use crate::layout::{ENTRY_EMPTY, ENTRY_TOMBSTONE};
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = TestStore::new("ttl-bounds", Config::default().stripes(1));
+        let c = t.client();
+        let n = 1000u32;
+        for i in 0..n {
+            c.put_with_ttl(&i.to_le_bytes(), b"v", Duration::from_secs(3600))
+                .unwrap();
+        }
+        // Live entries of the stripe's table before index `to`: the records a transaction
+        // that stopped there read.
+        let live_before = |to: usize| {
+            let tw = c.st.mem.stripe(0).table.load(Relaxed);
+            let (entries, _) = c.st.table_entries(tw).unwrap().unwrap();
+            entries[..to]
+                .iter()
+                .filter(|e| !matches!(e.load(Relaxed), ENTRY_EMPTY | ENTRY_TOMBSTONE))
+                .count()
+        };
+        let mut at = Sweep::default();
+        let (removed, more, _) = c.expire_stripe(0, &mut at).unwrap();
+        assert_eq!(removed, 0, "nothing is due");
+        assert!(more, "one transaction read all {n} records");
+        let read = live_before(at.from);
+        assert!(
+            (1..=EXPIRE_SCAN).contains(&read),
+            "one transaction read {read} records"
+        );
+        // Every key due now.
+        for i in 0..n {
+            c.put_with_ttl(&i.to_le_bytes(), b"v", Duration::from_millis(1))
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let mut at = Sweep::default();
+        let (first, more, _) = c.expire_stripe(0, &mut at).unwrap();
+        assert!(
+            (1..=EXPIRE_BATCH as u64).contains(&first),
+            "one transaction removed {first} records"
+        );
+        assert!(more);
+        assert_eq!(c.st.mem.stripe(0).count.load(Relaxed), u64::from(n) - first);
+        let (mut total, mut txns) = (first, 1u64);
+        loop {
+            let (r, more, _) = c.expire_stripe(0, &mut at).unwrap();
+            assert!(r <= EXPIRE_BATCH as u64);
+            total += r;
+            txns += 1;
+            if !more {
+                break;
+            }
+            assert!(txns < 10 * u64::from(n), "the sweep does not end");
+        }
+        assert_eq!(total, u64::from(n), "the sweep removed every due key");
+        assert_eq!(c.st.mem.stripe(0).count.load(Relaxed), 0);
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:#?}", r.problems);
+    }
 }
