@@ -130,10 +130,11 @@ pub(crate) fn ensure_room(txn: &Txn<'_, '_>, s: usize, adds: u64) -> Result<()> 
 /// Replace stripe `s`'s table by a fresh one of `2^log2` words holding the same keys. The
 /// keys must fit at most 3/4 full: a table holding more live entries than the stripe's count
 /// (a damaged count) is reported, never placed into a table too small for them (which would
-/// probe forever under the stripe lock). With `in_write` (a write inside `Client::with_room`),
-/// the new table's block comes from [`Txn::alloc_locked`]: never by growth under the stripe
-/// lock (growth zeroes pages for milliseconds, and every reader of the stripe would wait).
-fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32, in_write: bool) -> Result<()> {
+/// probe forever under the stripe lock). With `no_growth` (a write inside
+/// `Client::with_room`, or a compaction), the new table's block comes from
+/// [`Txn::alloc_locked`]: never by growth under the stripe lock (growth zeroes pages for
+/// milliseconds, and every reader of the stripe would wait).
+fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32, no_growth: bool) -> Result<()> {
     if log2 > TABLE_MAX_LOG2 {
         return Err(Error::StoreFull {
             hint: "stripe index at its maximum size",
@@ -142,7 +143,7 @@ fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32, in_write: bool) -> Resu
     let sess = txn.session();
     let st = sess.st;
     let stripe = st.mem.stripe(s);
-    let nt = if in_write {
+    let nt = if no_growth {
         txn.alloc_locked(table_size(log2))?
     } else {
         txn.alloc(table_size(log2))?
@@ -196,15 +197,23 @@ fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32, in_write: bool) -> Resu
 }
 
 /// Rebuild stripe `s`'s table at the size its live keys need, dropping tombstones (and
-/// shrinking an oversized table). Returns whether it rebuilt.
+/// shrinking an oversized table). Returns whether it rebuilt: not when the new table's block
+/// would take growth (a compaction is never worth growing the store under the stripe lock;
+/// the host grows ahead of the clients, and the next pass tries again).
 pub(crate) fn compact(txn: &Txn<'_, '_>, s: usize) -> Result<bool> {
     let stripe = txn.session().st.mem.stripe(s);
     let tw = stripe.table.load(R);
     if tw == 0 {
         return Ok(false);
     }
-    rebuild_table(txn, s, log2_for(stripe.count.load(R)), false)?;
-    Ok(true)
+    match rebuild_table(txn, s, log2_for(stripe.count.load(R)), true) {
+        Ok(()) => Ok(true),
+        Err(Error::StoreFull { hint }) if hint == crate::alloc::GROW_FIRST => {
+            log::debug!("stripe {s}: table compaction skipped (it would grow the store)");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Insert or replace `key` -> record `rec` in stripe `s`. Returns true for a replace.

@@ -1280,3 +1280,60 @@ fn a_put_that_keeps_its_size_class_rewrites_the_record_in_place() {
     let r = c.verify().unwrap();
     assert!(r.is_ok(), "{:#?}", r.problems);
 }
+
+/// A table compaction never grows the store under the stripe lock: when its new table's
+/// block is not at hand it leaves the stripe as it is (the next pass tries again). Here the
+/// store cannot grow at all and holds no free block of the table's size (a table of 2^15
+/// entries is a whole chunk, and no chunk is free): the compaction is skipped, not an error,
+/// and the store stays whole.
+#[test]
+fn a_compaction_without_a_block_at_hand_is_skipped() {
+    use crate::layout::TABLE_LOG2_SHIFT;
+    use std::sync::atomic::Ordering::Relaxed;
+    let max = 4 << 20;
+    let t = TestStore::new(
+        "compact-full",
+        Config::default().initial_size(max).max_size(max).stripes(1),
+    );
+    let c = t.client();
+    // 90% of what a table of 2^15 entries takes (at most half full after sizing): a third of
+    // them removed, the rest still need that size.
+    let n = (1u32 << 14) / 10 * 9;
+    for k in 0..n {
+        c.put(&k.to_le_bytes(), b"small").unwrap();
+    }
+    let stripe = c.st.mem.stripe(0);
+    assert_eq!(stripe.table.load(Relaxed) >> TABLE_LOG2_SHIFT, 15);
+    // Then big values until the store is full: no free chunk is left.
+    let big = vec![9u8; 60_000];
+    let mut fillers = 0u32;
+    loop {
+        match c.put(format!("big-{fillers}").as_bytes(), &big) {
+            Ok(()) => fillers += 1,
+            Err(Error::StoreFull { .. }) => break,
+            Err(e) => panic!("filler {fillers}: {e}"),
+        }
+    }
+    // Every third small key: tombstones over a third of the used entries, and no chunk of
+    // records empties (an all-free chunk would be a block at hand).
+    let mut keys = (0..n).step_by(3).chain((1..n).step_by(3));
+    while {
+        let (count, tombs) = (stripe.count.load(Relaxed), stripe.tombstones.load(Relaxed));
+        tombs < 8 || tombs * 3 < count + tombs
+    } {
+        let k = keys.next().expect("keys to remove");
+        assert!(c.remove(&k.to_le_bytes()).unwrap());
+    }
+    let committed = c.stats().committed_bytes;
+    assert!(!c.compact_stripe(0).unwrap(), "compacted without a block");
+    assert_eq!(stripe.table.load(Relaxed) >> TABLE_LOG2_SHIFT, 15);
+    assert!(stripe.tombstones.load(Relaxed) > 0);
+    assert_eq!(c.stats().committed_bytes, committed);
+    let r = c.verify().unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+    assert_eq!(
+        c.get(&(n - 1).to_le_bytes()).unwrap().as_deref(),
+        Some(&b"small"[..])
+    );
+    assert!(fillers > 0 && c.get(b"big-0").unwrap() == Some(big));
+}
