@@ -465,6 +465,12 @@ impl<'s, 'a> Txn<'s, 'a> {
                 }
             }
         }
+        // Every new block is LIVE now: a recovery of this slot must not settle them again.
+        // `finish` may free one of them (a batch's record of a key the same batch gave again)
+        // into this client's block cache, RESERVED by this slot once more; a recovery that
+        // then read the list would make it LIVE with nothing pointing at it (a leak; crash
+        // point `txn.freeing@3` of scenario `put-many-dup`).
+        self.s.slot.n_new.store(0, REL);
     }
 
     /// After commit and unlock: the deferred frees, then IDLE.

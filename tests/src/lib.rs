@@ -206,9 +206,55 @@ impl TestStore {
 
     /// Assert the store verifies clean (recovering dead clients first); returns the report.
     pub fn assert_verified(&self) -> kvshm::Report {
-        let r = self.host().verify().expect("verify");
+        let h = self.host();
+        let r = h.verify().expect("verify");
+        if !r.is_ok() {
+            for p in r.problems.iter().take(8) {
+                eprintln!("{}", self.describe_block(h, p));
+            }
+        }
         assert!(r.is_ok(), "verify found problems: {:#?}", r.problems);
         r
+    }
+
+    /// For a failing verify: what the block a problem names (`at 0x...`) holds, read from
+    /// the segment file as a record (tag, lengths, version, meta, key, the value's start),
+    /// and what the index holds for that key now.
+    fn describe_block(&self, h: &kvshm::Client, problem: &str) -> String {
+        use kvshm::layout::{RECORD_HEADER_SIZE, RECORD_LENS_OFFSET};
+        use std::os::unix::fs::FileExt;
+        let Some(off) = problem
+            .strip_prefix("at 0x")
+            .and_then(|r| r.split(':').next())
+            .and_then(|x| u64::from_str_radix(x, 16).ok())
+        else {
+            return format!("{problem}: (no block offset)");
+        };
+        let Ok(f) = std::fs::File::open(self.path()) else {
+            return format!("{problem}: (segment file not readable)");
+        };
+        let mut head = [0u8; RECORD_HEADER_SIZE as usize];
+        if f.read_exact_at(&mut head, off).is_err() {
+            return format!("{problem}: (beyond the file)");
+        }
+        let word =
+            |i: u64| u64::from_le_bytes(head[i as usize..i as usize + 8].try_into().unwrap());
+        let lens = word(RECORD_LENS_OFFSET);
+        let (klen, vlen) = (lens & 0xffff_ffff, lens >> 32);
+        let mut body = vec![0u8; klen.min(256) as usize + vlen.min(32) as usize];
+        let _ = f.read_exact_at(&mut body, off + RECORD_HEADER_SIZE);
+        let key = &body[..klen.min(256) as usize];
+        let now = h
+            .get_versioned(key)
+            .map(|v| v.map(|(val, ver)| (String::from_utf8_lossy(&val).into_owned(), ver)));
+        format!(
+            "{problem}: tag {:#x} klen {klen} vlen {vlen} version {} meta {:#x} key {:?} value starts {:?}; the index has {now:?}",
+            word(0),
+            word(16),
+            word(24),
+            String::from_utf8_lossy(key),
+            String::from_utf8_lossy(&body[key.len()..]),
+        )
     }
 }
 

@@ -62,6 +62,9 @@ const MATRIX: &[(&str, &str)] = &[
     ("table.published", "fill"),
     ("txn.committed", "put-update"),
     ("txn.freeing", "put-update"),
+    // A batch that gives one key twice: its first record is made and freed by one
+    // transaction, killed after that free (the third of the batch's deferred frees).
+    ("txn.freeing@3", "put-many-dup"),
     ("put_many.prepared", "put-many"),
     ("put_many.applied_one@10", "put-many"),
     ("remove_many.applied_one@5", "remove-many"),
@@ -239,6 +242,18 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
             assert!(ck.is_none() || ck.as_deref() == Some(b"old"), "{ck:?}");
             if let Some(c) = after_commit {
                 assert_eq!(ck.is_none(), c, "remove killed (after commit: {c}): {ck:?}");
+            }
+        }
+        "put-many-dup" => {
+            let state = (ck.as_deref(), h.get(b"batch-0").unwrap());
+            let before = state == (Some(&b"old"[..]), Some(b"old".to_vec()));
+            let after = state == (Some(&b"second"[..]), Some(b"new".to_vec()));
+            assert!(before || after, "batch half applied: {state:?}");
+            if !acked.is_empty() {
+                assert!(after, "acknowledged batch lost: {state:?}");
+            }
+            if let Some(c) = after_commit {
+                assert_eq!(after, c, "batch killed (after commit: {c}): {state:?}");
             }
         }
         "put-many" | "remove-many" => {

@@ -183,6 +183,17 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
             }
             out("ack");
         }
+        "put-many-dup" => {
+            // A key given twice: the batch's first record of it is replaced, and freed, by the
+            // same transaction that made it; batch-0's old record is freed after it.
+            let items: Vec<(&[u8], &[u8])> = vec![
+                (b"crash-key", b"first"),
+                (b"crash-key", b"second"),
+                (b"batch-0", b"new"),
+            ];
+            c.put_many(&items).unwrap();
+            out("ack");
+        }
         "put-many" => {
             let items: Vec<(Vec<u8>, Vec<u8>)> = (0..40)
                 .map(|i| (format!("batch-{i}").into_bytes(), b"new".to_vec()))
