@@ -41,7 +41,9 @@ fn sigkill_storm_loses_nothing_and_never_tears() {
         Config::default()
             .stripes(8)
             .initial_size(0)
-            .changelog(64 << 20),
+            // The follower must never fall a whole ring behind: at 64 MiB it did once (a
+            // release storm with builds running beside it, 2026-12-01: "fell behind the log").
+            .changelog(256 << 20),
         CHILD,
     );
     // Sparse chunks from the start, in the size classes the writers use: 200,000 records of
