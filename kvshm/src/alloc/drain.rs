@@ -222,12 +222,10 @@ impl Allocator<'_> {
                     }
                 }
             }
-            let waiters = cls.lock.load(R) & crate::sync::lock::WAITERS != 0;
+            let waiters = crate::sync::lock::has_waiters(cls.lock.load(R));
             drop(g);
             if waiters {
-                // Let the waiter in before the next hold (as the expiry pass does): this
-                // thread, still running, would take the lock again first.
-                std::thread::sleep(std::time::Duration::from_micros(20));
+                crate::sync::lock::let_waiters_in();
             }
         }
     }

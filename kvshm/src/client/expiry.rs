@@ -163,10 +163,8 @@ impl Client {
                     break;
                 }
                 if waiters {
-                    // Somebody waits for this stripe: let it in before the next batch (else
-                    // this thread, still running, takes the lock again before the woken
-                    // waiter does, batch after batch).
-                    std::thread::sleep(Duration::from_micros(20));
+                    // Somebody waits for this stripe: let it in before the next batch.
+                    crate::sync::lock::let_waiters_in();
                 }
             }
         }
@@ -254,9 +252,9 @@ impl Client {
             stripe
                 .next_expiry
                 .store(hint, std::sync::atomic::Ordering::Release);
-            waiters = stripe.lock.load(std::sync::atomic::Ordering::Relaxed)
-                & crate::sync::lock::WAITERS
-                != 0;
+            waiters = crate::sync::lock::has_waiters(
+                stripe.lock.load(std::sync::atomic::Ordering::Relaxed),
+            );
             Ok(())
         })?;
         Ok((removed, more, waiters))

@@ -21,6 +21,19 @@ const SPINS: u32 = 64;
 #[cfg(kvshm_loom)]
 const SPINS: u32 = 0;
 
+/// Whether a process may be sleeping on a lock word holding `word`.
+#[inline]
+pub fn has_waiters(word: u32) -> bool {
+    word & WAITERS != 0
+}
+
+/// For a thread doing a long job in bounded holds of one lock, after a hold that ended with
+/// waiters on the lock: pause before the next hold, long enough for the woken waiter to take
+/// the lock first (the releasing thread, still running, would win the race every time).
+pub fn let_waiters_in() {
+    std::thread::sleep(Duration::from_micros(20));
+}
+
 /// The slot that holds the lock, if any.
 #[inline]
 pub fn owner(word: u32) -> Option<u32> {
