@@ -338,14 +338,21 @@ pub fn process_state(pid: i32) -> char {
         .unwrap_or('?')
 }
 
+/// The last `lines` lines of the log at `path` (or why it cannot be read).
+pub fn log_tail(path: &std::path::Path, lines: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("({e})"));
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
 /// Print the last `lines` lines of the log at `path` to stderr, headed by `what` (for a
 /// failing test: its servers' logs go with their temp files).
 pub fn print_tail(what: &str, path: &std::path::Path, lines: usize) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("({e})"));
-    let all: Vec<&str> = text.lines().collect();
-    let from = all.len().saturating_sub(lines);
     eprintln!("--- the end of {what}'s log ({}):", path.display());
-    for l in &all[from..] {
+    for l in log_tail(path, lines) {
         eprintln!("{l}");
     }
 }

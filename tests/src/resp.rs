@@ -55,6 +55,20 @@ fn try_wait_port(port: u16, child: &mut ChildGuard, what: &str) -> Result<(), St
     }
 }
 
+/// Run `start` (a server on ports picked by [`free_port`]) up to three times while it fails:
+/// another test may take a picked port before the server binds it, and the server exits.
+/// Panics with the last error.
+pub fn on_free_ports<T>(mut start: impl FnMut() -> Result<T, String>) -> T {
+    let mut last = String::new();
+    for _ in 0..3 {
+        match start() {
+            Ok(t) => return t,
+            Err(e) => last = e,
+        }
+    }
+    panic!("{last}");
+}
+
 /// A kvhost hosting its own store with RESP on a loopback port (and a Unix socket).
 #[derive(Debug)]
 pub struct RespHost {
@@ -74,14 +88,7 @@ impl RespHost {
     /// Start one; `extra` are more kvhost flags. A kvhost that exits before it listens (its
     /// free port taken by another test meanwhile) is started again on another port, twice.
     pub fn start(tag: &str, extra: &[&str]) -> RespHost {
-        let mut last = String::new();
-        for _ in 0..3 {
-            match RespHost::try_start(tag, extra) {
-                Ok(h) => return h,
-                Err(e) => last = e,
-            }
-        }
-        panic!("{last}");
+        on_free_ports(|| RespHost::try_start(tag, extra))
     }
 
     /// [`RespHost::start`] once: `Err` (with the end of kvhost's log) if it exited before
@@ -93,9 +100,7 @@ impl RespHost {
         let log = std::env::temp_dir().join(format!("{}.log", store.name));
         let mut child = RespHost::command(&store, port, &sock, &log, extra);
         if let Err(e) = try_wait_port(port, &mut child, "kvhost") {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(5).collect();
-            return Err(format!("{e}; its log ends: {tail:?}"));
+            return Err(format!("{e}; its log ends: {:?}", crate::log_tail(&log, 5)));
         }
         Ok(RespHost {
             store,
@@ -115,19 +120,8 @@ impl RespHost {
     /// Start kvhost again on the same store, port and log, with `extra` flags.
     pub fn restart(&mut self, extra: &[&str]) {
         self.kill9();
-        self.child = RespHost::spawn(&self.store, self.port, &self.sock, &self.log, extra);
-    }
-
-    fn spawn(
-        store: &StoreName,
-        port: u16,
-        sock: &std::path::Path,
-        log: &std::path::Path,
-        extra: &[&str],
-    ) -> ChildGuard {
-        let mut child = RespHost::command(store, port, sock, log, extra);
-        wait_port(port, &mut child, "kvhost");
-        child
+        self.child = RespHost::command(&self.store, self.port, &self.sock, &self.log, extra);
+        wait_port(self.port, &mut self.child, "kvhost");
     }
 
     /// kvhost started with these settings (not waited for).

@@ -6,28 +6,20 @@
 
 use std::process::{Command, Stdio};
 
-use kvshm_tests::resp::{free_port, http, RespHost};
+use kvshm_tests::resp::{free_port, http, on_free_ports, RespHost};
 
 fn host(tag: &str, extra: &[&str]) -> (RespHost, u16) {
-    // Ports are picked free and bound by kvhost a moment later: another test may take one in
-    // between, and kvhost then exits; start again on other ports (twice).
-    let mut last = String::new();
-    for _ in 0..3 {
+    let (h, p) = on_free_ports(|| {
         let p = free_port();
         let addr = format!("127.0.0.1:{p}");
         let mut args = vec!["--http", addr.as_str()];
         args.extend_from_slice(extra);
-        match RespHost::try_start(tag, &args) {
-            Ok(h) => {
-                kvshm_tests::wait_for("the HTTP port", std::time::Duration::from_secs(30), || {
-                    std::net::TcpStream::connect(("127.0.0.1", p)).is_ok()
-                });
-                return (h, p);
-            }
-            Err(e) => last = e,
-        }
-    }
-    panic!("{last}");
+        RespHost::try_start(tag, &args).map(|h| (h, p))
+    });
+    kvshm_tests::wait_for("the HTTP port", std::time::Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", p)).is_ok()
+    });
+    (h, p)
 }
 
 #[test]
