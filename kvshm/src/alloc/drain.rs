@@ -39,11 +39,6 @@ const MARK_BATCH: usize = 8;
 /// Free-list nodes visited per hold of the class lock while draining (each a likely cache
 /// miss: tens of microseconds per hold).
 const WALK_BATCH: u64 = 256;
-/// A hold of the walk ends after the node at hand once it has lasted this long. Measured
-/// (issue 14, a timer around class-lock holds, not committed): 256 nodes, with the chunks
-/// that became free zeroed under the lock, held it 0.4-0.6 ms and up to 2.2 ms in a mass
-/// expiry, while the puts of that class waited.
-const WALK_HOLD: std::time::Duration = std::time::Duration::from_micros(100);
 /// Draining blocks an allocation unlinks from the head of its list before it carves a new
 /// chunk instead (when one is free without growing).
 pub(super) const DISCARD_MAX: u32 = 256;
@@ -183,8 +178,7 @@ impl Allocator<'_> {
         let bound = self.s.st.mem.chunk_map().len() as u64 * (CHUNK_SIZE / CLASS_SIZES[d] as u64);
         let (mut cursor, mut walked, mut freed, mut restarts) = (0u64, 0u64, 0u64, 0u32);
         loop {
-            let g = self.s.guard_word(&cls.lock)?;
-            let held = std::time::Instant::now();
+            let _g = self.s.guard_word(&cls.lock)?;
             if cursor != 0 && !matches!(self.listed(d, cursor, true), Listed::Kept) {
                 // Our place was handed out since the last hold: from the head again.
                 restarts += 1;
@@ -193,10 +187,7 @@ impl Allocator<'_> {
                 }
                 (cursor, walked) = (0, 0);
             }
-            for n in 0..WALK_BATCH {
-                if n > 0 && held.elapsed() > WALK_HOLD {
-                    break;
-                }
+            for _ in 0..WALK_BATCH {
                 let link = if cursor == 0 {
                     &cls.head
                 } else {
@@ -221,11 +212,6 @@ impl Allocator<'_> {
                         return Ok(freed + pending);
                     }
                 }
-            }
-            let waiters = crate::sync::lock::has_waiters(cls.lock.load(R));
-            drop(g);
-            if waiters {
-                crate::sync::lock::let_waiters_in();
             }
         }
     }
