@@ -252,12 +252,13 @@ fn retire_slot(s: &Session<'_>, ds: &Slot, dead: u32, state: u64) -> Result<()> 
     let h = s.st.mem.header();
     ds.txn_state.store(TXN_IDLE, REL);
     release_log_ext(s, ds, dead)?;
-    for (i, c) in ds.counters.iter().enumerate() {
-        h.folded[i].fetch_add(c.swap(0, R), R);
+    for (i, f) in h.folded.iter().enumerate() {
+        f.fetch_add(ds.take_counter(i), R);
     }
     ds.state.store(SLOT_FREE, REL);
     h.recoveries.fetch_add(1, R);
-    s.slot.counters[Counter::Recoveries as usize].fetch_add(1, R);
+    // The shared lane: the recoverer may be any thread of its client (`Client::count`).
+    s.slot.counters_shared[Counter::Recoveries as usize].fetch_add(1, R);
     log::warn!(
         "recovered dead client {} (pid {}, slot {dead}): transaction {}",
         ds.client_id.load(R),

@@ -99,7 +99,7 @@ pub(crate) fn claim_slot(st: &Store) -> Result<SlotRef> {
                     recovery::recover_slot(&session(st, r)?, idx)?;
                 }
                 let h = st.mem.header();
-                for c in &slot.counters {
+                for c in slot.counters.iter().chain(&slot.counters_shared) {
                     c.store(0, R);
                 }
                 slot.txn_state.store(TXN_IDLE, R);

@@ -202,9 +202,9 @@ impl Client {
             if slot.state.load(R) != SLOT_ALIVE {
                 continue;
             }
-            let c = |k: Counter| slot.counters[k as usize].load(R);
+            let c = |k: Counter| slot.counter(k as usize);
             for (i, t) in totals.iter_mut().enumerate() {
-                *t = t.saturating_add(slot.counters[i].load(R));
+                *t = t.saturating_add(slot.counter(i));
             }
             let waiting = slot.waiting_on.load(R);
             s.clients.push(ClientInfo {

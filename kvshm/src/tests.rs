@@ -421,6 +421,37 @@ fn op_counters_are_exact() {
     assert_eq!((s.bytes_in, s.bytes_out), (8, 5));
 }
 
+/// One thread of a client counts with plain stores, the others atomically in a second lane
+/// (`Client::count`): threads sharing one client lose no count, the per-client figures and
+/// the totals add both lanes, and a detached client's counts stay in the totals.
+#[test]
+fn op_counters_stay_exact_when_threads_share_a_client() {
+    let t = TestStore::new("counters-mt", Config::default());
+    let c = t.client();
+    c.put(b"k", b"value").unwrap();
+    const THREADS: u64 = 4;
+    const GETS: u64 = 20_000;
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                for _ in 0..GETS {
+                    assert!(c.get(b"k").unwrap().is_some());
+                }
+            });
+        }
+    });
+    let gets = THREADS * GETS;
+    let s = c.stats();
+    assert_eq!((s.gets, s.hits, s.puts), (gets, gets, 1));
+    assert_eq!(s.bytes_out, gets * 5);
+    let id = c.client_id().expect("a writable client has an id");
+    let me = s.clients.iter().find(|i| i.id == id).expect("this client");
+    assert_eq!((me.gets, me.puts), (gets, 1));
+    drop(c);
+    let s = t.client().stats();
+    assert_eq!((s.gets, s.hits, s.puts), (gets, gets, 1));
+}
+
 /// Regression (CI run after session 1): a client killed between verify's recovery pass and
 /// its check left an attached slot with no live owner; verify called that damage and a
 /// restarting kvhost refused a healthy store. Such a slot holds no lock (verify holds them

@@ -72,6 +72,21 @@ pub struct Client {
     pid: u64,
     /// This client applies a replication stream: it may write a replica store.
     applier: std::sync::atomic::AtomicBool,
+    /// The thread that counts in the slot's `counters` with plain stores ([`thread_token`]
+    /// of the first thread that counted; 0 = none yet). Other threads count with `fetch_add`
+    /// in `counters_shared`.
+    counting_thread: std::sync::atomic::AtomicUsize,
+}
+
+/// A number for the calling thread, unique among the threads alive (the address of a
+/// thread-local; a thread started later may reuse that of one that ended, which then counts
+/// no more).
+#[inline]
+fn thread_token() -> usize {
+    thread_local! {
+        static TOKEN: u8 = const { 0 };
+    }
+    TOKEN.with(|t| t as *const u8 as usize)
 }
 
 impl Client {
@@ -107,6 +122,7 @@ impl Client {
             fork_generation: segment::fork_generation(),
             pid: segment::pid(),
             applier: std::sync::atomic::AtomicBool::new(false),
+            counting_thread: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -173,15 +189,34 @@ impl Client {
 
     /// Add to this client's counters; the slot is looked up once per operation. Read-only
     /// clients count nothing (they never write to the segment).
-    #[inline]
+    ///
+    /// One thread (the first that counts) adds with a plain load and store: a locked
+    /// read-modify-write costs ~5 ns on this project's machines, and a get counted three
+    /// (gets, hits, bytes out; ~10% of a cached get). Concurrent threads of the same client
+    /// would lose each other's counts that way, so every other thread adds atomically, in
+    /// the slot's second lane; readers add the two ([`Slot::counter`]).
+    #[inline(always)]
     fn count(&self, adds: &[(Counter, u64)]) {
         let Some(r) = self.slot else { return };
         let Ok(s) = self.st.mem.slot_at(r.off) else {
             return;
         };
-        for &(c, n) in adds {
-            if n != 0 {
-                s.counters[c as usize].fetch_add(n, R);
+        let me = thread_token();
+        let owner = self.counting_thread.load(R);
+        let plain = owner == me
+            || (owner == 0 && self.counting_thread.compare_exchange(0, me, R, R).is_ok());
+        if plain {
+            for &(c, n) in adds {
+                if n != 0 {
+                    let w = &s.counters[c as usize];
+                    w.store(w.load(R).wrapping_add(n), R);
+                }
+            }
+        } else {
+            for &(c, n) in adds {
+                if n != 0 {
+                    s.counters_shared[c as usize].fetch_add(n, R);
+                }
             }
         }
     }
@@ -348,8 +383,8 @@ impl Drop for Client {
             log::error!("client slot {}: block cache not flushed: {e}", sess.me);
             return;
         }
-        for (i, c) in s.counters.iter().enumerate() {
-            h.folded[i].fetch_add(c.swap(0, R), R);
+        for (i, f) in h.folded.iter().enumerate() {
+            f.fetch_add(s.take_counter(i), R);
         }
         log::info!(
             "client {} (pid {}, slot {}) detached",

@@ -118,6 +118,7 @@ fn structs() -> Vec<(&'static str, Fields)> {
                 waiting_on,
                 clog_pending,
                 clog_seq,
+                counters_shared,
                 _pad0,
                 undo,
                 new_blocks,

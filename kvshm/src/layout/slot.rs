@@ -96,6 +96,9 @@ pub struct Slot {
     /// Diagnostics only: liveness is the byte lock, never the pid.
     pub pid: AtomicU64,
     pub start_unix: AtomicU64,
+    /// The owner's counters ([`Counter`]), written by one thread at a time with plain
+    /// stores (`Client::count`: the thread that counted first); read with
+    /// [`Slot::counter`], which adds [`Slot::counters_shared`].
     pub counters: [AtomicU64; COUNTERS],
     /// [`TXN_IDLE`], [`TXN_ACTIVE`] or [`TXN_COMMITTED`].
     pub txn_state: AtomicU64,
@@ -112,7 +115,10 @@ pub struct Slot {
     pub clog_pending: AtomicU64,
     /// The sequence number of that entry.
     pub clog_seq: AtomicU64,
-    pub _pad0: [AtomicU64; 12],
+    /// The same counters as `counters`, counted by the owner's other threads and by
+    /// recovery (`fetch_add`: any number of writers). Zero in stores made before it existed.
+    pub counters_shared: [AtomicU64; COUNTERS],
+    pub _pad0: [AtomicU64; 4],
     pub undo: [UndoEntry; INLINE_LOG_CAP],
     pub new_blocks: [AtomicU64; INLINE_LOG_CAP],
     pub frees: [FreeEntry; INLINE_LOG_CAP],
@@ -136,11 +142,31 @@ assert_offsets!(Slot {
     waiting_on: 136,
     clog_pending: 144,
     clog_seq: 152,
+    counters_shared: 160,
     undo: 256,
     new_blocks: 2816,
     frees: 4096,
     cache: 6656,
 });
+
+impl Slot {
+    /// Counter `c` of this slot: both lanes (a racy sum, as every reader of counters).
+    #[inline]
+    pub fn counter(&self, c: usize) -> u64 {
+        let r = std::sync::atomic::Ordering::Relaxed;
+        self.counters[c]
+            .load(r)
+            .wrapping_add(self.counters_shared[c].load(r))
+    }
+
+    /// Take counter `c` (both lanes) and zero it: the slot's owner is gone (detach, recovery).
+    pub fn take_counter(&self, c: usize) -> u64 {
+        let r = std::sync::atomic::Ordering::Relaxed;
+        self.counters[c]
+            .swap(0, r)
+            .wrapping_add(self.counters_shared[c].swap(0, r))
+    }
+}
 
 /// A log extension block: `[tag][capacity]` then `undo[cap]`, `new[cap]`, `frees[cap]`.
 pub const LOG_EXT_HEADER_SIZE: u64 = 16;
