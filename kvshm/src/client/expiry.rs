@@ -16,7 +16,7 @@ use crate::crash_point;
 use crate::error::{Error, Result};
 use crate::index;
 use crate::layout::{entry_record, ENTRY_EMPTY, ENTRY_TOMBSTONE, META_EXPIRY_MASK};
-use crate::store::now_ms;
+use crate::store::{now_ms, Attempt};
 use crate::txn::{self, Txn};
 
 use super::write::expiry_of;
@@ -180,21 +180,63 @@ impl Client {
     }
 
     /// One transaction on stripe `s`: remove up to [`EXPIRE_BATCH`] expired records (reading
-    /// at most [`EXPIRE_SCAN`] records' expiry), going on
-    /// through the table from where the previous batch of this sweep stopped (`at`; from the
-    /// start if the table was rebuilt meanwhile), then set the stripe's hint: exact when one
-    /// batch saw the whole table, else "due now" (the next pass sweeps the stripe once more
-    /// and sets it exactly: records before the cursor may have changed between batches).
-    /// Returns (removed, more left, somebody waits for the stripe's lock).
+    /// at most [`EXPIRE_SCAN`] records' expiry), going on through the table from where the
+    /// previous batch of this sweep stopped (`at`; from the start if the table was rebuilt
+    /// meanwhile), then set the stripe's hint: exact when one batch saw the whole table and
+    /// nothing was written between its look and its lock, else "due now" (the next pass
+    /// sweeps the stripe once more and sets it exactly: records before the cursor may have
+    /// changed between batches).
+    ///
+    /// The records are read before the lock, in a consistent lock-free view (as a get reads):
+    /// in a mass expiry nearly every record read is a cache miss, and reading them under the
+    /// lock made each batch hold the stripe ~100 us, long enough for a stall of the sweeping
+    /// thread (the VM's) to land inside a hold and make the stripe's users wait for it
+    /// (issue 14). Under the lock each candidate is checked again (still the key's record,
+    /// still expired) and removed. Without a consistent view after a few tries, the batch
+    /// reads under the lock as before. Returns (removed, more left, somebody waits for the
+    /// stripe's lock).
     fn expire_stripe(&self, s: usize, at: &mut Sweep) -> Result<(u64, bool, bool)> {
+        let now = now_ms();
+        let seen = self.look_for_due(s, at, now);
+        self.expire_seen(s, at, now, seen)
+    }
+
+    /// [`Client::expire_stripe`]'s look before the lock: the table word, the stripe's `seq`
+    /// and what [`Client::scan_due`] found, from one consistent view (`None`: none in 4 tries).
+    fn look_for_due(&self, s: usize, at: &Sweep, now: u64) -> Option<(u64, u64, Due)> {
+        let stripe = self.st.mem.stripe(s);
+        (0..4).find_map(|_| {
+            let seq = stripe.seq.load(std::sync::atomic::Ordering::Acquire);
+            match self.st.attempt(s, || {
+                let tw = stripe.table.load(std::sync::atomic::Ordering::Relaxed);
+                let from = if at.batches == 0 || tw != at.table {
+                    0
+                } else {
+                    at.from
+                };
+                self.scan_due(tw, from, now, None).map(|d| (tw, seq, d))
+            }) {
+                Attempt::Done(Ok(v)) => Some(v),
+                _ => None,
+            }
+        })
+    }
+
+    /// [`Client::expire_stripe`] under the lock, given its look (`seen`).
+    fn expire_seen(
+        &self,
+        s: usize,
+        at: &mut Sweep,
+        now: u64,
+        seen: Option<(u64, u64, Due)>,
+    ) -> Result<(u64, bool, bool)> {
+        let stripe = self.st.mem.stripe(s);
         let g = self.guard();
         let sess = self.session_w(&g)?;
         let txn = Txn::begin(&sess, txn::log_entries_remove_many(EXPIRE_BATCH))?;
         let (mut removed, mut more, mut waiters) = (0u64, false, false);
         self.apply_locked(&sess, txn, &[s], WriteOp::Many, |txn| {
             let held = Instant::now();
-            let now = now_ms();
-            let stripe = self.st.mem.stripe(s);
             let tw = stripe.table.load(std::sync::atomic::Ordering::Relaxed);
             if at.batches == 0 || tw != at.table {
                 *at = Sweep {
@@ -204,51 +246,49 @@ impl Client {
                 };
             }
             at.batches += 1;
-            let mut key = Vec::new();
-            let entries = match self.st.table_entries(tw)? {
-                Some((entries, _)) => entries,
-                None => &[],
+            // The look before the lock counts if it was of this table from this cursor;
+            // nothing was written since if `seq` moved only by our own lock (odd now).
+            let (due, quiet) = match seen {
+                Some((t, seq, due)) if t == tw && due.from == at.from => {
+                    let quiet = stripe.seq.load(std::sync::atomic::Ordering::Relaxed) == seq + 1;
+                    (due, quiet)
+                }
+                _ => (self.scan_due(tw, at.from, now, Some(held))?, true),
             };
-            let mut i = at.from;
-            let mut scanned = 0usize;
-            while i < entries.len() {
-                let e = entries[i].load(std::sync::atomic::Ordering::Relaxed);
-                if e == ENTRY_EMPTY || e == ENTRY_TOMBSTONE {
-                    i += 1;
-                    continue;
-                }
-                if scanned == EXPIRE_SCAN || (scanned % 32 == 31 && held.elapsed() > EXPIRE_HOLD) {
+            at.from = due.to;
+            more = due.more;
+            if due.next != 0 {
+                at.next = if at.next == 0 {
+                    due.next
+                } else {
+                    at.next.min(due.next)
+                };
+            }
+            for (j, c) in due.records.iter().enumerate() {
+                if j > 0 && held.elapsed() > EXPIRE_HOLD {
+                    at.from = c.entry;
                     more = true;
                     break;
                 }
-                scanned += 1;
-                let rec = entry_record(e);
-                let exp = self.st.record_meta(rec)? & META_EXPIRY_MASK;
-                if exp == 0 {
-                    i += 1;
+                // Still the key's record, and still expired (a write may have come between).
+                if index::find_record(txn, s, c.hash, &c.key)? != Some(c.rec) {
                     continue;
                 }
-                if exp > now {
-                    at.next = if at.next == 0 { exp } else { at.next.min(exp) };
-                    i += 1;
+                let exp = self.st.record_meta(c.rec)? & META_EXPIRY_MASK;
+                if exp == 0 || exp > now {
                     continue;
-                }
-                if removed as usize == EXPIRE_BATCH || (removed > 0 && held.elapsed() > EXPIRE_HOLD)
-                {
-                    more = true;
-                    break;
                 }
                 // Removing leaves a tombstone in place (or rebuilds the table, which the
-                // next batch notices): the entries after `i` stay where they are.
-                self.st.read_key(rec, &mut key)?;
-                let hash = self.st.hash(&key);
-                index::remove(txn, s, hash, &key)?;
+                // next batch notices): the entries after this one stay where they are.
+                index::remove(txn, s, c.hash, &c.key)?;
                 removed += 1;
                 crash_point!("expire.removed_one");
-                i += 1;
             }
-            at.from = i;
-            let hint = if more || at.batches > 1 { now } else { at.next };
+            let hint = if more || at.batches > 1 || !quiet {
+                now
+            } else {
+                at.next
+            };
             stripe
                 .next_expiry
                 .store(hint, std::sync::atomic::Ordering::Release);
@@ -259,6 +299,85 @@ impl Client {
         })?;
         Ok((removed, more, waiters))
     }
+
+    /// Read table `tw` from entry `from` on: the records due at `now` (at most
+    /// [`EXPIRE_BATCH`]), reading at most [`EXPIRE_SCAN`] records' expiry, and under a lock
+    /// (`held`: since when) not past [`EXPIRE_HOLD`] (checked every 32 records).
+    fn scan_due(&self, tw: u64, from: usize, now: u64, held: Option<Instant>) -> Result<Due> {
+        let mut due = Due {
+            from,
+            ..Due::default()
+        };
+        let entries = match self.st.table_entries(tw)? {
+            Some((entries, _)) => entries,
+            None => &[],
+        };
+        let mut i = from;
+        let mut scanned = 0usize;
+        while i < entries.len() {
+            let e = entries[i].load(std::sync::atomic::Ordering::Relaxed);
+            if e == ENTRY_EMPTY || e == ENTRY_TOMBSTONE {
+                i += 1;
+                continue;
+            }
+            let late = || held.is_some_and(|h| h.elapsed() > EXPIRE_HOLD);
+            if scanned == EXPIRE_SCAN || (scanned % 32 == 31 && late()) {
+                due.more = true;
+                break;
+            }
+            scanned += 1;
+            let rec = entry_record(e);
+            let exp = self.st.record_meta(rec)? & META_EXPIRY_MASK;
+            if exp == 0 {
+                i += 1;
+                continue;
+            }
+            if exp > now {
+                due.next = if due.next == 0 {
+                    exp
+                } else {
+                    due.next.min(exp)
+                };
+                i += 1;
+                continue;
+            }
+            if due.records.len() == EXPIRE_BATCH {
+                due.more = true;
+                break;
+            }
+            let mut key = Vec::new();
+            self.st.read_key(rec, &mut key)?;
+            let hash = self.st.hash(&key);
+            due.records.push(DueRecord {
+                entry: i,
+                rec,
+                key,
+                hash,
+            });
+            i += 1;
+        }
+        due.to = i;
+        Ok(due)
+    }
+}
+
+/// What [`Client::scan_due`] found: the records due (in table order), the earliest expiry
+/// still ahead among the records read (0: none), and where the next batch starts.
+#[derive(Default)]
+struct Due {
+    from: usize,
+    to: usize,
+    more: bool,
+    next: u64,
+    records: Vec<DueRecord>,
+}
+
+struct DueRecord {
+    /// Its table entry's index.
+    entry: usize,
+    rec: u64,
+    key: Vec<u8>,
+    hash: u64,
 }
 
 /// Where a stripe's sweep by the expiry pass stands between its transactions.
@@ -494,6 +613,71 @@ mod tests {
         }
         assert_eq!(total, u64::from(n), "the sweep removed every due key");
         assert_eq!(c.st.mem.stripe(0).count.load(Relaxed), 0);
+        let r = c.verify().unwrap();
+        assert!(r.is_ok(), "{:#?}", r.problems);
+    }
+    /// The sweep reads records before it takes the stripe's lock (issue 14): a write between
+    /// that look and the lock must win. A key put again without a TTL (in place: the same
+    /// record, its expiry cleared; or a new record of another size) is not removed, a key
+    /// that stayed expired is, and a write that gave a key an earlier expiry meanwhile keeps
+    /// the stripe's hint at or before it.
+    #[test]
+    fn a_write_between_the_sweeps_look_and_its_lock_wins() {
+        use super::{now_ms, Sweep};
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = TestStore::new("ttl-look", Config::default().stripes(1));
+        let c = t.client();
+        for k in [&b"in-place"[..], b"resized", b"expired"] {
+            c.put_with_ttl(k, b"12345678", Duration::from_millis(1))
+                .unwrap();
+        }
+        c.put_with_ttl(b"later", b"v", Duration::from_secs(3600))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let at = Sweep::default();
+        let now = now_ms();
+        let seen = c
+            .look_for_due(0, &at, now)
+            .expect("a quiet stripe gives a view");
+        assert_eq!(seen.2.records.len(), 3, "three keys were due at the look");
+        // Between the look and the lock:
+        let rec = |k: &[u8]| {
+            let s = c.st.mem.stripe(0);
+            c.st.probe_raw(s.table.load(Relaxed), c.st.hash(k), k)
+                .unwrap()
+                .unwrap()
+        };
+        let before = rec(b"in-place");
+        c.put(b"in-place", b"87654321").unwrap();
+        assert_eq!(
+            rec(b"in-place"),
+            before,
+            "a same-size put rewrote the record in place"
+        );
+        c.put(b"resized", &[9u8; 300]).unwrap();
+        let soon = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert!(c.expire(b"later", Duration::from_secs(60)).unwrap());
+        // (No key was added: the table is the one the look read, so the look is used.)
+        assert_eq!(c.st.mem.stripe(0).table.load(Relaxed), seen.0);
+        let mut at = at;
+        let (removed, more, _) = c.expire_seen(0, &mut at, now, Some(seen)).unwrap();
+        assert_eq!((removed, more), (1, false));
+        assert_eq!(
+            c.get(b"in-place").unwrap().as_deref(),
+            Some(&b"87654321"[..])
+        );
+        assert_eq!(c.get(b"resized").unwrap().as_deref(), Some(&[9u8; 300][..]));
+        assert_eq!(c.get(b"expired").unwrap(), None);
+        assert_eq!(c.stats().keys, 3);
+        let hint = c.st.mem.stripe(0).next_expiry.load(Relaxed);
+        let soon_ms = soon
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            hint != 0 && hint <= soon_ms,
+            "the hint ({hint}) passed the expiry written meanwhile ({soon_ms})"
+        );
         let r = c.verify().unwrap();
         assert!(r.is_ok(), "{:#?}", r.problems);
     }
