@@ -27,6 +27,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "cache.given",
     "cache.flushed",
     "grow.allocated",
+    "attach.length_read",
     "reclaim.punching",
     "reclaim.backing",
     "slots.page_claimed",

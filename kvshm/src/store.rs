@@ -239,8 +239,15 @@ impl Store {
         if file_len < HEADER_SIZE {
             return incompatible(format!("file is {file_len} bytes, shorter than a header"));
         }
+        crate::crash_point!("attach.length_read");
         let mut buf = vec![0u8; HEADER_SIZE as usize];
         segment::read_at(&file, &mut buf, 0)?;
+        // The length again, after the header: a growth extends the file before it raises
+        // `committed_len` (`Store::grow`), and the file never shrinks, so a header read first
+        // never claims more than the length read after it. (With only the length read above,
+        // a store growing meanwhile was refused as truncated: a client killed and restarted
+        // in a storm once failed to attach so.)
+        let file_len = file.metadata()?.len();
         use core::mem::offset_of as off;
         let magic = header_u64(&buf, off!(Header, magic));
         if magic == 0 {

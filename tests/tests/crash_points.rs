@@ -785,3 +785,41 @@ fn an_append_that_grows_the_store_holds_no_stripe_lock_meanwhile() {
     x.kill();
     t.assert_verified();
 }
+
+/// A client that attaches while the store grows attaches (session 14: a TTL storm writer's
+/// `Client::open` failed once with "committed length beyond ... the file (truncated?)").
+/// Frozen after reading the file's length, the child attaches once the store has grown
+/// meanwhile: attach must read the length again after the header.
+#[test]
+fn a_client_attaching_while_the_store_grows_attaches() {
+    let t = TestStore::new("attachgrow", Config::default().initial_size(0), CHILD);
+    let h = t.host();
+    let mut x = t.spawn(
+        "put",
+        &["late", "joiner"],
+        &[
+            ("KVSHM_CRASH_AT", "attach.length_read"),
+            ("KVSHM_CRASH_ACTION", "stop"),
+        ],
+    );
+    wait_for(
+        "the child to stop inside attach",
+        Duration::from_secs(60),
+        || process_state(x.pid()) == 'T',
+    );
+    let grown = h.stats().growths;
+    let mut i = 0u32;
+    while h.stats().growths < grown + 2 {
+        h.put(&i.to_le_bytes(), &[1u8; 1000]).unwrap();
+        i += 1;
+    }
+    signal(&x, libc::SIGCONT);
+    let st = x.wait_limit(Duration::from_secs(30));
+    assert!(
+        st.success(),
+        "the child failed to attach to a store that grew: {:?}",
+        x.stdout_lines()
+    );
+    assert_eq!(h.get(b"late").unwrap().as_deref(), Some(&b"joiner"[..]));
+    t.assert_verified();
+}
