@@ -28,6 +28,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "cache.flushed",
     "grow.allocated",
     "attach.length_read",
+    "format.created",
     "reclaim.punching",
     "reclaim.backing",
     "slots.page_claimed",

@@ -167,6 +167,7 @@ impl Store {
         segment::check_dir(&cfg.dir)?;
         let geo = Geometry::new(cfg.stripes, cfg.max_size, cfg.changelog)?;
         let file = segment::create_file(&path, cfg.mode)?;
+        crate::crash_point!("format.created");
         let made = (|| {
             let committed = geo.initial_committed(cfg.initial_size);
             segment::allocate(&file, 0, committed)?;
@@ -228,31 +229,50 @@ impl Store {
         }
     }
 
+    /// How long attach waits for a store file whose creation may be under way (see
+    /// [`Store::attach`]).
+    pub const CREATION_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1000);
+
     /// Attach to an existing store file, validating everything before mapping it.
     pub fn attach(path: &Path, writable: bool) -> Result<Store> {
         if let Some(dir) = path.parent() {
             segment::check_dir(dir)?;
         }
         let file = segment::open_file(path, writable)?;
-        let file_len = file.metadata()?.len();
         let incompatible = |what: String| Err(Error::Incompatible { what });
-        if file_len < HEADER_SIZE {
-            return incompatible(format!("file is {file_len} bytes, shorter than a header"));
-        }
-        crate::crash_point!("attach.length_read");
+        use core::mem::offset_of as off;
+        // A store being created has its name before its header is whole (`Store::format`
+        // sizes the file, then publishes `magic` last): a client started with its host may
+        // open it in between. Such a file gets `CREATION_PATIENCE` to become a store before it
+        // is called unformatted.
+        let patience = std::time::Instant::now() + Store::CREATION_PATIENCE;
         let mut buf = vec![0u8; HEADER_SIZE as usize];
-        segment::read_at(&file, &mut buf, 0)?;
+        let file_len = loop {
+            let file_len = file.metadata()?.len();
+            let formatted = file_len >= HEADER_SIZE && {
+                crate::crash_point!("attach.length_read");
+                segment::read_at(&file, &mut buf, 0)?;
+                header_u64(&buf, off!(Header, magic)) != 0
+            };
+            if formatted {
+                break file_len;
+            }
+            if std::time::Instant::now() >= patience {
+                return if file_len < HEADER_SIZE {
+                    incompatible(format!("file is {file_len} bytes, shorter than a header"))
+                } else {
+                    incompatible("not formatted (creation interrupted?)".into())
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
         // The length again, after the header: a growth extends the file before it raises
         // `committed_len` (`Store::grow`), and the file never shrinks, so a header read first
-        // never claims more than the length read after it. (With only the length read above,
-        // a store growing meanwhile was refused as truncated: a client killed and restarted
-        // in a storm once failed to attach so.)
-        let file_len = file.metadata()?.len();
-        use core::mem::offset_of as off;
+        // never claims more than the length read after it. (With only a length read before
+        // the header, a store growing meanwhile was refused as truncated: a client killed and
+        // restarted in a storm once failed to attach so.)
+        let file_len = file_len.max(file.metadata()?.len());
         let magic = header_u64(&buf, off!(Header, magic));
-        if magic == 0 {
-            return incompatible("not formatted (creation interrupted?)".into());
-        }
         if magic != MAGIC {
             return incompatible("not a kvshm store (bad magic)".into());
         }

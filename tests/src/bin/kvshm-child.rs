@@ -49,6 +49,13 @@ fn main() {
                 }));
             }
         }
+        // Create store `rest[0]` in `dir` and host it until killed.
+        "create" => {
+            let cfg = kvshm::Config::default().dir(dir);
+            let _h = kvshm::Host::create(&rest[0], &cfg).expect("create");
+            out("created");
+            std::thread::sleep(Duration::from_secs(3600));
+        }
         "hold" => {
             let _c = open();
             out("attached");
