@@ -188,6 +188,27 @@ impl TestStore {
         ChildGuard::spawn_captured(&mut c)
     }
 
+    /// Start `kvshm-child <cmd> ...` (with extra environment `env`) so that it stops itself
+    /// (SIGSTOP) at crash point `point`, and wait until it has: a frozen process at a chosen
+    /// step, resumed with [`signal`]`(child, SIGCONT)`.
+    pub fn spawn_stopped(
+        &self,
+        cmd: &str,
+        args: &[&str],
+        point: &str,
+        env: &[(&str, &str)],
+    ) -> ChildGuard {
+        let mut all = vec![("KVSHM_CRASH_AT", point), ("KVSHM_CRASH_ACTION", "stop")];
+        all.extend_from_slice(env);
+        let c = self.spawn(cmd, args, &all);
+        wait_for(
+            &format!("kvshm-child {cmd} to stop at {point}"),
+            Duration::from_secs(60),
+            || process_state(c.pid()) == 'T',
+        );
+        c
+    }
+
     /// Run a child to completion and return its stdout lines (panics on failure).
     pub fn run(&self, cmd: &str, args: &[&str]) -> Vec<String> {
         let mut c = self.spawn(cmd, args, &[]);

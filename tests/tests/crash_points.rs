@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use kvshm::Config;
 use kvshm_tests::{
-    apply_batches, differing_keys, killed_by, process_state, signal, store_contents, wait_for,
-    Contents, TestStore,
+    apply_batches, differing_keys, killed_by, signal, store_contents, wait_for, Contents, TestStore,
 };
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
@@ -640,17 +639,7 @@ fn a_block_freed_by_a_killed_recoverer_and_reserved_again_is_not_freed_twice() {
         "the recoverer should die after freeing the dead writer's new block"
     );
     // Same key and value size: it takes the block just freed (the free list's head).
-    let mut x = t.spawn(
-        "crash",
-        &["put-update"],
-        &[
-            ("KVSHM_CRASH_AT", "put.prepared"),
-            ("KVSHM_CRASH_ACTION", "stop"),
-        ],
-    );
-    wait_for("the writer to stop", Duration::from_secs(30), || {
-        process_state(x.pid()) == 'T'
-    });
+    let mut x = t.spawn_stopped("crash", &["put-update"], "put.prepared", &[]);
     let n = t.host().recover_dead_clients().unwrap();
     assert_eq!(n, 2, "the dead writer and the dead recoverer");
     signal(&x, libc::SIGCONT);
@@ -704,19 +693,11 @@ fn a_put_that_grows_the_store_holds_no_stripe_lock_meanwhile() {
     let mut first = 0u32;
     for round in 1..=8 {
         let from = first.to_string();
-        let mut x = t.spawn(
+        let mut x = t.spawn_stopped(
             "crash",
             &["put-until-growth"],
-            &[
-                ("KVSHM_CRASH_AT", "grow.allocated"),
-                ("KVSHM_CRASH_ACTION", "stop"),
-                ("KVSHM_TEST_FIRST", &from),
-            ],
-        );
-        wait_for(
-            "the writer to stop inside growth",
-            Duration::from_secs(60),
-            || process_state(x.pid()) == 'T',
+            "grow.allocated",
+            &[("KVSHM_TEST_FIRST", &from)],
         );
         let key = x
             .stdout_lines()
@@ -758,19 +739,7 @@ fn a_put_that_grows_the_store_holds_no_stripe_lock_meanwhile() {
 #[test]
 fn an_append_that_grows_the_store_holds_no_stripe_lock_meanwhile() {
     let t = TestStore::new("growappend", Config::default().initial_size(0), CHILD);
-    let mut x = t.spawn(
-        "crash",
-        &["append-until-growth"],
-        &[
-            ("KVSHM_CRASH_AT", "grow.allocated"),
-            ("KVSHM_CRASH_ACTION", "stop"),
-        ],
-    );
-    wait_for(
-        "the writer to stop inside growth",
-        Duration::from_secs(60),
-        || process_state(x.pid()) == 'T',
-    );
+    let mut x = t.spawn_stopped("crash", &["append-until-growth"], "grow.allocated", &[]);
     let done: usize = x
         .stdout_lines()
         .last()
@@ -811,19 +780,7 @@ fn an_append_that_grows_the_store_holds_no_stripe_lock_meanwhile() {
 fn a_client_attaching_while_the_store_grows_attaches() {
     let t = TestStore::new("attachgrow", Config::default().initial_size(0), CHILD);
     let h = t.host();
-    let mut x = t.spawn(
-        "put",
-        &["late", "joiner"],
-        &[
-            ("KVSHM_CRASH_AT", "attach.length_read"),
-            ("KVSHM_CRASH_ACTION", "stop"),
-        ],
-    );
-    wait_for(
-        "the child to stop inside attach",
-        Duration::from_secs(60),
-        || process_state(x.pid()) == 'T',
-    );
+    let mut x = t.spawn_stopped("put", &["late", "joiner"], "attach.length_read", &[]);
     let grown = h.stats().growths;
     let mut i = 0u32;
     while h.stats().growths < grown + 2 {
@@ -855,19 +812,7 @@ fn a_client_started_with_its_host_attaches_once_the_store_is_made() {
         }
     }
     let _made = Remove(t.dir.join(format!("kvshm.{name}")));
-    let mut creator = t.spawn(
-        "create",
-        &[&name],
-        &[
-            ("KVSHM_CRASH_AT", "format.created"),
-            ("KVSHM_CRASH_ACTION", "stop"),
-        ],
-    );
-    wait_for(
-        "the creator to stop with the store file still empty",
-        Duration::from_secs(60),
-        || process_state(creator.pid()) == 'T',
-    );
+    let mut creator = t.spawn_stopped("create", &[&name], "format.created", &[]);
     std::thread::scope(|s| {
         let attach = s.spawn(|| kvshm::Client::open_in(&t.dir, &name).map(|c| c.len()));
         std::thread::sleep(Duration::from_millis(100));

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use kvshm::{Client, Config};
 use kvshm_tests::{
-    check_model, check_pattern, pattern, process_state, replay, signal, wait_for, workspace_bin,
-    ChildGuard, StoreName, TestStore,
+    check_model, check_pattern, pattern, replay, signal, wait_for, workspace_bin, ChildGuard,
+    StoreName, TestStore,
 };
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
@@ -43,17 +43,7 @@ fn stopped_holder(tag: &str) -> StoppedHolder {
     let t = TestStore::new(tag, Config::default().stripes(8), CHILD);
     t.host().put(b"crash-key", b"old").unwrap();
     let (same, other) = keys_by_stripe(t.host());
-    let holder = t.spawn(
-        "crash",
-        &["put-update"],
-        &[
-            ("KVSHM_CRASH_AT", "put.replaced"),
-            ("KVSHM_CRASH_ACTION", "stop"),
-        ],
-    );
-    wait_for("the holder to stop", Duration::from_secs(30), || {
-        process_state(holder.pid()) == 'T'
-    });
+    let holder = t.spawn_stopped("crash", &["put-update"], "put.replaced", &[]);
     StoppedHolder {
         t,
         holder,
@@ -360,19 +350,7 @@ fn a_store_filled_under_load_keeps_every_acknowledged_write_and_recovers_room() 
 fn verify_is_exact_while_a_writer_is_between_unlock_and_free() {
     let t = TestStore::new("pendingfree", Config::default().stripes(8), CHILD);
     t.host().put(b"crash-key", b"old").unwrap();
-    let mut w = t.spawn(
-        "crash",
-        &["put-update"],
-        &[
-            ("KVSHM_CRASH_AT", "txn.freeing"),
-            ("KVSHM_CRASH_ACTION", "stop"),
-        ],
-    );
-    wait_for(
-        "the writer to stop before its free",
-        Duration::from_secs(30),
-        || process_state(w.pid()) == 'T',
-    );
+    let mut w = t.spawn_stopped("crash", &["put-update"], "txn.freeing", &[]);
     let r = t.host().verify().unwrap();
     assert!(
         r.is_ok(),
@@ -404,19 +382,7 @@ fn a_record_replaced_while_its_writer_is_being_recovered_is_freed() {
         kvshm_tests::killed_by(&w1.wait_limit(Duration::from_secs(30))),
         Some(libc::SIGKILL)
     );
-    let mut rec = t.spawn(
-        "crash",
-        &["recover"],
-        &[
-            ("KVSHM_CRASH_AT", "recover.stripes_released"),
-            ("KVSHM_CRASH_ACTION", "stop"),
-        ],
-    );
-    wait_for(
-        "the recoverer to stop after releasing",
-        Duration::from_secs(30),
-        || process_state(rec.pid()) == 'T',
-    );
+    let mut rec = t.spawn_stopped("crash", &["recover"], "recover.stripes_released", &[]);
     let mut w4 = t.spawn("put", &["crash-key", "replaced"], &[]);
     assert!(w4.wait_limit(Duration::from_secs(30)).success());
     signal(&rec, libc::SIGCONT);
@@ -442,17 +408,7 @@ fn verify_beside_a_frozen_writer(
     let t = TestStore::new(tag, Config::default().stripes(4), CHILD);
     t.host().put(b"big", &[1u8; 6000]).unwrap();
     t.host().put(b"small", b"0123456789").unwrap();
-    let writer = t.spawn(
-        "crash",
-        &["put-two-sizes"],
-        &[
-            ("KVSHM_CRASH_AT", "free.tagged"),
-            ("KVSHM_CRASH_ACTION", "stop"),
-        ],
-    );
-    wait_for("the writer to stop", Duration::from_secs(30), || {
-        process_state(writer.pid()) == 'T'
-    });
+    let writer = t.spawn_stopped("crash", &["put-two-sizes"], "free.tagged", &[]);
     let (dir, name) = (t.dir.clone(), t.name.clone());
     let verify = std::thread::spawn(move || {
         let c = Client::open_in(&dir, &name).unwrap();

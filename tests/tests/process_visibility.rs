@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use kvshm::Config;
-use kvshm_tests::{pattern, process_state, signal, wait_for, ChildGuard, TestStore};
+use kvshm_tests::{pattern, signal, wait_for, ChildGuard, TestStore};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_kvshm-child");
 
@@ -194,19 +194,7 @@ fn get_many_is_one_snapshot_when_a_put_many_lands_between_its_keys() {
         h.put(k.as_bytes(), b"A").unwrap();
     }
     let args: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
-    let mut reader = t.spawn(
-        "get-many",
-        &args,
-        &[
-            ("KVSHM_CRASH_AT", "get_many.key_read@2"),
-            ("KVSHM_CRASH_ACTION", "stop"),
-        ],
-    );
-    wait_for(
-        "the reader to stop between two keys",
-        Duration::from_secs(30),
-        || process_state(reader.pid()) == 'T',
-    );
+    let mut reader = t.spawn_stopped("get-many", &args, "get_many.key_read@2", &[]);
     h.put_many(&[
         (keys[1].as_bytes(), &b"B"[..]),
         (keys[2].as_bytes(), &b"B"[..]),
