@@ -192,10 +192,11 @@ pub(crate) struct HeldStripes<'a> {
 }
 
 impl<'a> HeldStripes<'a> {
-    pub(crate) fn new() -> HeldStripes<'a> {
+    /// Room for `n` stripes without a reallocation (a batch's locks).
+    pub(crate) fn with_capacity(n: usize) -> HeldStripes<'a> {
         HeldStripes {
             first: None,
-            rest: Vec::new(),
+            rest: Vec::with_capacity(n.saturating_sub(1)),
         }
     }
 

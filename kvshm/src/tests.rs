@@ -210,6 +210,45 @@ fn batches_are_atomic() {
     assert!(c.verify().unwrap().is_ok());
 }
 
+/// A batch of short values is applied under its locks (in place, or from blocks at hand);
+/// when a pair finds no block without growing the store, the batch is rolled back and done
+/// again with its records made first. Either way it lands whole, and a key given twice takes
+/// its last value.
+#[test]
+fn a_batch_of_short_values_that_needs_the_store_to_grow_lands_whole() {
+    let t = TestStore::new("batch-grow", Config::default().initial_size(0).stripes(4));
+    let c = t.client();
+    for i in 0..20u32 {
+        c.put(format!("old-{i}").as_bytes(), b"before").unwrap();
+    }
+    let before = c.stats().growths;
+    let mut batch: Vec<(Vec<u8>, Vec<u8>)> = (0..20u32)
+        .map(|i| (format!("old-{i}").into_bytes(), b"after!".to_vec()))
+        .collect();
+    batch.extend((0..5000u32).map(|i| (format!("new-{i}").into_bytes(), i.to_le_bytes().to_vec())));
+    batch.push((b"old-0".to_vec(), b"last".to_vec()));
+    c.put_many(&batch).unwrap();
+    assert!(
+        c.stats().growths > before,
+        "the store did not grow"
+    );
+    assert_eq!(c.len(), 5020);
+    assert_eq!(c.get(b"old-0").unwrap().as_deref(), Some(&b"last"[..]));
+    for i in 1..20u32 {
+        assert_eq!(
+            c.get(format!("old-{i}").as_bytes()).unwrap().as_deref(),
+            Some(&b"after!"[..])
+        );
+    }
+    for i in 0..5000u32 {
+        assert_eq!(
+            c.get(format!("new-{i}").as_bytes()).unwrap(),
+            Some(i.to_le_bytes().to_vec())
+        );
+    }
+    assert!(c.verify().unwrap().is_ok());
+}
+
 #[test]
 fn second_host_is_refused_and_release_removes() {
     let t = TestStore::new("hosts", Config::default());

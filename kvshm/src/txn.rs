@@ -62,6 +62,27 @@ pub(crate) const fn log_entries_put_many(n: usize) -> usize {
     (STRIPE_UNDO + 2) * n + 8
 }
 
+/// Log entries of a `put_many` applied under its locks (`Client::put_many_locked`), or
+/// `None` if a pair is too long to be rewritten in place (the batch then makes its records
+/// before the locks: [`log_entries_put_many`]). Per pair its undo-logged record words
+/// (`index::update_in_place`: lengths, version, meta, key and value), or else one table entry
+/// and a new record; per stripe its words; room for one table rebuild per pair (a new and a
+/// freed table, the stripe words already counted).
+pub(crate) fn log_entries_put_many_locked<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    items: &[(K, V)],
+    stripes: usize,
+) -> Option<usize> {
+    let mut need = STRIPE_UNDO * stripes + 8;
+    for (k, v) in items {
+        let words = pad8(k.as_ref().len() as u64) / 8 + pad8(v.as_ref().len() as u64) / 8;
+        if words > IN_PLACE_WORDS {
+            return None;
+        }
+        need += 3 + words as usize;
+    }
+    Some(need)
+}
+
 /// Log entries of a `remove_many` of `n` keys: per key its stripe's words and one table entry
 /// (undo) or one freed record.
 pub(crate) const fn log_entries_remove_many(n: usize) -> usize {

@@ -39,6 +39,7 @@ const MATRIX: &[(&str, &str)] = &[
     ("cache.refilled", "put-update"),
     ("cache.given", "put-update"),
     ("cache.taken", "put-many"),
+    ("cache.taken", "put-many-long"),
     ("cache.flushed@2", "remove-many"),
     ("grow.allocated", "fill"),
     // A client killed inside attach, before it claimed a slot: it leaves nothing.
@@ -66,11 +67,24 @@ const MATRIX: &[(&str, &str)] = &[
     // A batch that gives one key twice: its first record is made and freed by one
     // transaction, killed after that free (the third of the batch's deferred frees).
     ("txn.freeing@3", "put-many-dup"),
-    ("put_many.prepared", "put-many"),
+    // A batch of long values makes its records before the locks ...
+    ("put_many.prepared", "put-many-long"),
+    ("put_many.applied_one@10", "put-many-long"),
+    ("many.locked", "put-many-long"),
+    ("many.unlocked_one@2", "put-many-long"),
+    // ... one of short values is applied under them: pairs rewritten in their own blocks
+    // (the 10th), inserted from blocks at hand (the 30th); one key rewritten in place twice.
     ("put_many.applied_one@10", "put-many"),
-    ("remove_many.applied_one@5", "remove-many"),
+    ("put_many.applied_one@30", "put-many"),
+    ("modify.in_place@5", "put-many"),
+    ("put.prepared@3", "put-many"),
     ("many.locked", "put-many"),
+    ("txn.committed", "put-many"),
     ("many.unlocked_one@2", "put-many"),
+    ("modify.in_place@2", "put-many-dup-small"),
+    ("put_many.applied_one@2", "put-many-dup-small"),
+    ("txn.committed", "put-many-dup-small"),
+    ("remove_many.applied_one@5", "remove-many"),
     // A read-modify-write: decided and applied under the stripe lock (a counter's new value
     // written into its own block: in_place).
     ("modify.locked", "incr"),
@@ -253,10 +267,15 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
                 assert_eq!(ck.is_none(), c, "remove killed (after commit: {c}): {ck:?}");
             }
         }
-        "put-many-dup" => {
+        "put-many-dup" | "put-many-dup-small" => {
             let state = (ck.as_deref(), h.get(b"batch-0").unwrap());
+            let new = if scenario == "put-many-dup" {
+                vec![b'n'; 300]
+            } else {
+                b"new".to_vec()
+            };
             let before = state == (Some(&b"old"[..]), Some(b"old".to_vec()));
-            let after = state == (Some(&b"second"[..]), Some(b"new".to_vec()));
+            let after = state == (Some(&b"second"[..]), Some(new));
             assert!(before || after, "batch half applied: {state:?}");
             if !acked.is_empty() {
                 assert!(after, "acknowledged batch lost: {state:?}");
@@ -265,13 +284,14 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
                 assert_eq!(after, c, "batch killed (after commit: {c}): {state:?}");
             }
         }
-        "put-many" | "remove-many" => {
+        "put-many" | "put-many-long" | "remove-many" => {
             let vals: Vec<Option<Vec<u8>>> = (0..40)
                 .map(|i| h.get(format!("batch-{i}").as_bytes()).unwrap())
                 .collect();
             let before = |i: usize| if i < 20 { Some(b"old".to_vec()) } else { None };
             let after = |_: usize| match scenario {
                 "put-many" => Some(b"new".to_vec()),
+                "put-many-long" => Some(vec![b'n'; 300]),
                 _ => None,
             };
             let all_before = (0..40).all(|i| vals[i] == before(i));

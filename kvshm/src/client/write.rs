@@ -4,7 +4,7 @@
 
 use super::Client;
 use crate::crash_point;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::{self, write_record};
 use crate::layout::{pad8, record_size, Counter};
 use crate::session::{HeldStripes, Session};
@@ -190,6 +190,12 @@ impl Client {
             .map(|(k, _)| self.st.hash(k.as_ref()))
             .collect();
         let stripes = self.stripes_of(&hashes);
+        if let Some(need) = txn::log_entries_put_many_locked(items, stripes.len()) {
+            if self.put_many_locked(&sess, items, meta, &hashes, &stripes, need)? {
+                self.count_put_many(items);
+                return Ok(());
+            }
+        }
         let txn = Txn::begin(&sess, txn::log_entries_put_many(items.len()))?;
         let (txn, recs) = self.new_records(txn, items, meta)?;
         crash_point!("put_many.prepared");
@@ -208,13 +214,59 @@ impl Client {
             }
             Ok(())
         })?;
+        self.count_put_many(items);
+        Ok(())
+    }
+
+    /// A batch of small pairs (`txn::log_entries_put_many_locked`) done the way a single
+    /// put of a small value is, under the batch's stripe locks: a pair whose record keeps its
+    /// size class is rewritten in its own block (`index::update_in_place`), any other one
+    /// written into a block at hand. No record is made before the locks, none freed after.
+    /// Returns false, with nothing changed (the transaction rolled back), when a pair found
+    /// no block at hand (the store would grow): the caller then makes the records outside
+    /// the locks.
+    fn put_many_locked<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        sess: &Session<'_>,
+        items: &[(K, V)],
+        meta: &impl Fn(usize) -> u64,
+        hashes: &[u64],
+        stripes: &[usize],
+        need: usize,
+    ) -> Result<bool> {
+        let txn = Txn::begin(sess, need)?;
+        let mut short = false;
+        let r = self.apply_locked(sess, txn, stripes, WriteOp::Many, |txn| {
+            for (i, (k, v)) in items.iter().enumerate() {
+                let (k, v) = (k.as_ref(), v.as_ref());
+                let s = self.st.stripe_of(hashes[i]);
+                let size = record_size(k.len() as u64, v.len() as u64);
+                let put =
+                    index::put_value(txn, s, hashes[i], k, v, meta(i), || txn.alloc_quick(size))?;
+                if put.is_none() {
+                    short = true;
+                    return Err(Error::StoreFull {
+                        hint: "no block at hand under the lock",
+                    });
+                }
+                crash_point!("put_many.applied_one");
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => Ok(true),
+            Err(_) if short => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn count_put_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, items: &[(K, V)]) {
         let bytes: usize = items.iter().map(|(_, v)| v.as_ref().len()).sum();
         self.count(&[
             (Counter::Puts, items.len() as u64),
             (Counter::BytesIn, bytes as u64),
         ]);
         self.trace("put_many", b"", format_args!("{} pairs", items.len()));
-        Ok(())
     }
 
     /// Reserve and fill one new record per pair of a batch (before any stripe lock), with
@@ -315,7 +367,7 @@ impl Client {
         op: WriteOp,
         apply: impl FnOnce(&Txn<'s, 'a>) -> Result<()>,
     ) -> Result<()> {
-        let mut held = HeldStripes::new();
+        let mut held = HeldStripes::with_capacity(stripes.len());
         let r = (|| {
             for &s in stripes {
                 held.push(sess.write_stripe(s)?);

@@ -192,7 +192,20 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
         }
         "put-many-dup" => {
             // A key given twice: the batch's first record of it is replaced, and freed, by the
-            // same transaction that made it; batch-0's old record is freed after it.
+            // same transaction that made it; batch-0's old record is freed after it. (Its
+            // long value makes the batch's records before the locks.)
+            let long = vec![b'n'; 300];
+            let items: Vec<(&[u8], &[u8])> = vec![
+                (b"crash-key", b"first"),
+                (b"crash-key", b"second"),
+                (b"batch-0", &long),
+            ];
+            c.put_many(&items).unwrap();
+            out("ack");
+        }
+        "put-many-dup-small" => {
+            // The same batch of short values, applied under the locks: crash-key is rewritten
+            // in its own block twice by one transaction.
             let items: Vec<(&[u8], &[u8])> = vec![
                 (b"crash-key", b"first"),
                 (b"crash-key", b"second"),
@@ -201,9 +214,16 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
             c.put_many(&items).unwrap();
             out("ack");
         }
-        "put-many" => {
+        "put-many" | "put-many-long" => {
+            // Short values: applied under the locks (batch-0..19 rewritten in place, 20..39
+            // inserted from blocks at hand); long ones: records made before the locks.
+            let value = if scenario == "put-many" {
+                b"new".to_vec()
+            } else {
+                vec![b'n'; 300]
+            };
             let items: Vec<(Vec<u8>, Vec<u8>)> = (0..40)
-                .map(|i| (format!("batch-{i}").into_bytes(), b"new".to_vec()))
+                .map(|i| (format!("batch-{i}").into_bytes(), value.clone()))
                 .collect();
             c.put_many(&items).unwrap();
             out("ack");
