@@ -225,14 +225,13 @@ fn a_batch_of_short_values_that_needs_the_store_to_grow_lands_whole() {
     let mut batch: Vec<(Vec<u8>, Vec<u8>)> = (0..20u32)
         .map(|i| (format!("old-{i}").into_bytes(), b"after!".to_vec()))
         .collect();
-    batch.extend((0..5000u32).map(|i| (format!("new-{i}").into_bytes(), i.to_le_bytes().to_vec())));
+    batch.extend(
+        (0..100_000u32).map(|i| (format!("new-{i}").into_bytes(), i.to_le_bytes().to_vec())),
+    );
     batch.push((b"old-0".to_vec(), b"last".to_vec()));
     c.put_many(&batch).unwrap();
-    assert!(
-        c.stats().growths > before,
-        "the store did not grow"
-    );
-    assert_eq!(c.len(), 5020);
+    assert!(c.stats().growths > before, "the store did not grow");
+    assert_eq!(c.len(), 100_020);
     assert_eq!(c.get(b"old-0").unwrap().as_deref(), Some(&b"last"[..]));
     for i in 1..20u32 {
         assert_eq!(
@@ -240,7 +239,7 @@ fn a_batch_of_short_values_that_needs_the_store_to_grow_lands_whole() {
             Some(&b"after!"[..])
         );
     }
-    for i in 0..5000u32 {
+    for i in 0..100_000u32 {
         assert_eq!(
             c.get(format!("new-{i}").as_bytes()).unwrap(),
             Some(i.to_le_bytes().to_vec())
