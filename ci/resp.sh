@@ -12,7 +12,8 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet "redis>=5,<7" "prometheus-client>=0.17" pytest
-if ! "$venv/bin/python" -c "import kvshm" 2>/dev/null; then
+# (`import kvshm` alone also finds the repository's kvshm/ directory, a namespace package.)
+if ! "$venv/bin/python" -c "import kvshm; kvshm.Store" 2>/dev/null; then
   "$venv/bin/pip" install --quiet "maturin>=1.5,<2"
   "$venv/bin/pip" install --quiet --force-reinstall --no-deps ./bindings/python
 fi
