@@ -216,12 +216,13 @@ fn control_and_ring(mem: &Mem) -> Result<(&[AtomicU64; CTL_WORDS], &[AtomicU64])
     }
 }
 
-/// Append the changes of the caller's transaction (`(kind, record, size)`; the records are
-/// intact until the transaction finishes) as a PENDING entry. The caller holds the stripe
+/// Append the changes of the caller's transaction (`(kind, record)`; the records are intact
+/// until the transaction finishes) as a PENDING entry. Each change is sized from its record's
+/// lengths now: a record rewritten in place twice by the transaction holds its last value. The caller holds the stripe
 /// locks of every changed key and has not committed yet. Measured per put (callgrind,
 /// `ops_driver put` with `KVSHM_CHANGELOG`): see docs/PERFORMANCE.md. Kept tight: the
 /// change log's whole cost on a put is this function and [`mark`].
-pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64, u64)]) -> Result<Option<Pending>> {
+pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Option<Pending>> {
     if changes.is_empty() {
         return Ok(None);
     }
@@ -232,9 +233,13 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64, u64)]) -> Result<Opt
     let (ctl, ring) = control_and_ring(mem)?;
     let cap = (ring.len() * 8) as u64;
     let mask = cap - 1;
+    let item_of = |kind: u64, rec: u64| -> Result<u64> {
+        let (klen, vlen) = s.st.record_lens(rec)?;
+        Ok(change_size(kind, klen, vlen))
+    };
     let mut size = ENTRY_HEADER;
-    for &(_, _, item) in changes {
-        size = size.saturating_add(item);
+    for &(kind, rec) in changes {
+        size = size.saturating_add(item_of(kind, rec)?);
     }
     let overflow = size > cap / 2 || changes.len() as u64 > u32::MAX as u64;
     if overflow {
@@ -281,7 +286,8 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64, u64)]) -> Result<Opt
     w3.store(0, R);
     if !overflow {
         let mut dst = rest;
-        for &(kind, rec, item) in changes {
+        for &(kind, rec) in changes {
+            let item = item_of(kind, rec)?;
             let n = ((item - 8) / 8) as usize;
             let src = mem.words(rec + RECORD_LENS_OFFSET, n as u64)?;
             let Some(([d0], d)) = dst.split_first_chunk::<1>() else {
@@ -648,6 +654,31 @@ mod tests {
             .unwrap();
         }
         m
+    }
+
+    /// One transaction that rewrites a key's record in place twice, the second time with a
+    /// value of another length (a batch giving the key twice; EXEC's SET, SET): the log copies
+    /// the record as it is at the append, so each change is sized from it, not from what the
+    /// record held when the change was made (the storm's follower once met such an entry:
+    /// "change of kind 1, 6/168 bytes").
+    #[test]
+    fn a_record_rewritten_twice_in_one_transaction_is_logged_whole() {
+        let t = TestStore::new("clog-twice", Config::default().changelog(1 << 20));
+        let c = t.client();
+        for len in 90..200usize {
+            let key = format!("k{len}").into_bytes();
+            c.put(&key, &[1u8; 100]).unwrap();
+            let start = c.changelog_head().unwrap();
+            let (a, b) = (vec![2u8; 100], vec![3u8; len]);
+            c.put_many(&[(&key[..], &a[..]), (&key[..], &b[..])])
+                .unwrap();
+            let (batches, end) = logged(&c, start);
+            assert!(matches!(end, ChangeRead::UpTo { .. }), "{len}: {end:?}");
+            assert_eq!(batches.len(), 1);
+            let last = batches[0].changes.last().unwrap();
+            assert_eq!(last.value.as_deref(), Some(&b[..]), "{len}");
+            assert_eq!(replay(&batches).get(&key), Some(&b), "{len}");
+        }
     }
 
     #[test]

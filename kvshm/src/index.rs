@@ -226,7 +226,7 @@ pub(crate) fn put(
     value_len: usize,
 ) -> Result<bool> {
     let f = find_for_put(txn, s, hash, key)?;
-    put_found(txn, s, hash, key.len(), rec, value_len, f)
+    put_found(txn, s, hash, rec, value_len, f)
 }
 
 /// Find `key` in stripe `s` for a put: a hit (a replace adds no entry) as it is; on a miss,
@@ -274,7 +274,7 @@ pub(crate) fn put_value(
     };
     write_record(st, rec, key, value, meta)?;
     crash_point!("put.prepared");
-    put_found(txn, s, hash, key.len(), rec, value.len(), f).map(Some)
+    put_found(txn, s, hash, rec, value.len(), f).map(Some)
 }
 
 /// [`put`] once the key's place in the table is known (`f`, found under the lock after
@@ -283,7 +283,6 @@ fn put_found(
     txn: &Txn<'_, '_>,
     s: usize,
     hash: u64,
-    klen: usize,
     rec: u64,
     value_len: usize,
     f: Found,
@@ -299,7 +298,7 @@ fn put_found(
         .word(rec + RECORD_VERSION_OFFSET)?
         .store(st.next_version(s), R);
     note_expiry(st, s, st.record_meta(rec)?);
-    txn.note_change(crate::changelog::SET, rec, klen, value_len);
+    txn.note_change(crate::changelog::SET, rec);
     if let Some((i, old)) = f.hit {
         let (_, old_len) = st.record_lens(old)?;
         let vb = adjust(st, s, "value bytes", vb, value_len as u64, old_len as u64)?;
@@ -386,7 +385,7 @@ pub(crate) fn update_in_place(
     note_expiry(st, s, meta);
     stripe.value_bytes.store(vb, REL);
     st.reference(rec);
-    txn.note_change(crate::changelog::SET, rec, klen, value.len());
+    txn.note_change(crate::changelog::SET, rec);
     Ok(true)
 }
 
@@ -483,7 +482,7 @@ pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Resu
     } else {
         ENTRY_TOMBSTONE
     };
-    let (klen, vlen) = st.record_lens(rec)?;
+    let (_, vlen) = st.record_lens(rec)?;
     let count = adjust(st, s, "count", stripe.count.load(R), 0, 1)?;
     let tombs = stripe.tombstones.load(R);
     let tombs = adjust(
@@ -503,7 +502,7 @@ pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Resu
     stripe.value_bytes.store(vb, REL);
     let expired = st.record_expired(rec)?;
     txn.defer_free(rec)?;
-    txn.note_change(crate::changelog::DEL, rec, klen, 0);
+    txn.note_change(crate::changelog::DEL, rec);
     Ok(!expired)
 }
 

@@ -164,9 +164,9 @@ impl<'a> LogView<'a> {
 /// box is reused through a per-thread spare (no allocation per transaction).
 #[derive(Default)]
 pub(crate) struct Changes {
-    inline: [(u64, u64, u64); 2],
+    inline: [(u64, u64); 2],
     n: usize,
-    more: Vec<(u64, u64, u64)>,
+    more: Vec<(u64, u64)>,
     logged: Option<crate::changelog::Pending>,
 }
 
@@ -190,19 +190,19 @@ fn give_back_changes(b: Box<std::cell::RefCell<Changes>>) {
 }
 
 impl Changes {
-    fn push(&mut self, kind: u64, rec: u64, size: u64) {
+    fn push(&mut self, kind: u64, rec: u64) {
         if self.n < self.inline.len() {
-            self.inline[self.n] = (kind, rec, size);
+            self.inline[self.n] = (kind, rec);
             self.n += 1;
         } else {
             if self.more.is_empty() {
                 self.more.extend_from_slice(&self.inline);
             }
-            self.more.push((kind, rec, size));
+            self.more.push((kind, rec));
         }
     }
 
-    fn as_slice(&self) -> &[(u64, u64, u64)] {
+    fn as_slice(&self) -> &[(u64, u64)] {
         if self.more.is_empty() {
             &self.inline[..self.n]
         } else {
@@ -437,14 +437,15 @@ impl<'s, 'a> Txn<'s, 'a> {
         Ok(())
     }
 
-    /// Note that the key of record `rec` (`klen` bytes) now has that record's value of `vlen`
-    /// bytes (`changelog::SET`), or was removed (`changelog::DEL`, `rec` the old record): for
-    /// the change log, if the store keeps one (a no-op otherwise).
+    /// Note that the key of record `rec` now has that record's value (`changelog::SET`), or
+    /// was removed (`changelog::DEL`, `rec` the old record): for the change log, if the store
+    /// keeps one (a no-op otherwise). What is logged is the record as it is at the append
+    /// (one rewritten in place again later in the transaction is logged with its last value,
+    /// sized from its lengths then).
     #[inline]
-    pub(crate) fn note_change(&self, kind: u64, rec: u64, klen: usize, vlen: usize) {
+    pub(crate) fn note_change(&self, kind: u64, rec: u64) {
         if let Some(c) = &self.changes {
-            let size = crate::changelog::change_size(kind, klen, vlen);
-            c.borrow_mut().push(kind, rec, size);
+            c.borrow_mut().push(kind, rec);
         }
     }
 

@@ -408,8 +408,7 @@ impl Client {
                     Some(rec) => {
                         txn.set(s, rec + RECORD_META_OFFSET, meta)?;
                         index::note_expiry(&self.st, s, meta);
-                        let (klen, vlen) = self.st.record_lens(rec)?;
-                        txn.note_change(crate::changelog::SET, rec, klen, vlen);
+                        txn.note_change(crate::changelog::SET, rec);
                         cur.map(|(_, v, _)| v)
                     }
                     None => None,

@@ -187,33 +187,49 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
 }
 
 /// The command called `name` (any case) and its index in [`COMMANDS`]: the name is lowercased
-/// into a stack buffer once and compared only with the few names of the same length and first
-/// letter (comparing every name of the same length case-insensitively cost ~150
-/// instructions per command).
+/// into a 16-byte stack buffer once and compared, as two words, only with the few names of
+/// the same length and first letter (comparing every name of the same length
+/// case-insensitively cost ~150 instructions per command; comparing slices, a `memcmp` call
+/// per candidate, ~80: callgrind of pipelined PINGs, docs/PERFORMANCE.md).
 pub fn lookup_index(name: &[u8]) -> Option<(usize, &'static Spec)> {
     const LONGEST: usize = 16;
-    static BY_LEN_AND_FIRST: OnceLock<Vec<Vec<usize>>> = OnceLock::new();
+    /// Per (length, first letter): each command's index and lowercase name as two words.
+    type Buckets = Vec<Vec<(usize, [u64; 2])>>;
+    static BY_LEN_AND_FIRST: OnceLock<Buckets> = OnceLock::new();
     let slot = |len: usize, first: u8| len * 32 + usize::from(first.to_ascii_lowercase() & 31);
     let table = BY_LEN_AND_FIRST.get_or_init(|| {
         let mut v = vec![Vec::new(); (LONGEST + 1) * 32];
         for (i, s) in COMMANDS.iter().enumerate() {
-            v[slot(s.name.len(), s.name.as_bytes()[0])].push(i);
+            let mut b = [0u8; LONGEST];
+            b[..s.name.len()].copy_from_slice(s.name.as_bytes());
+            v[slot(s.name.len(), s.name.as_bytes()[0])].push((i, words(&b)));
         }
         v
     });
     if name.is_empty() || name.len() > LONGEST {
         return None;
     }
-    // Lowercased once, then compared with plain equality (the table's names are lowercase).
+    // Lowercased once (the table's names are lowercase), zero-padded as the table's are: with
+    // the length fixed by the bucket, equal words are equal names.
     let mut low = [0u8; LONGEST];
     for (d, c) in low.iter_mut().zip(name) {
         *d = c.to_ascii_lowercase();
     }
-    let low = &low[..name.len()];
-    let idx = *table[slot(name.len(), low[0])]
+    let w = words(&low);
+    let idx = table[slot(name.len(), low[0])]
         .iter()
-        .find(|&&i| COMMANDS[i].name.as_bytes() == low)?;
+        .find(|(_, n)| *n == w)?
+        .0;
     Some((idx, &COMMANDS[idx]))
+}
+
+/// A zero-padded name of at most 16 bytes as two words.
+fn words(b: &[u8; 16]) -> [u64; 2] {
+    let (lo, hi) = b.split_at(8);
+    [
+        u64::from_le_bytes(lo.try_into().unwrap_or_default()),
+        u64::from_le_bytes(hi.try_into().unwrap_or_default()),
+    ]
 }
 
 /// Redis's reply to an unknown command.
