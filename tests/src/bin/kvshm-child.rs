@@ -205,10 +205,11 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
         }
         "put-many-dup-small" => {
             // The same batch of short values, applied under the locks: crash-key is rewritten
-            // in its own block twice by one transaction.
+            // in its own block twice by one transaction, the second time longer (one size
+            // class: 56- and 64-byte records).
             let items: Vec<(&[u8], &[u8])> = vec![
                 (b"crash-key", b"first"),
-                (b"crash-key", b"second"),
+                (b"crash-key", b"second-value"),
                 (b"batch-0", b"new"),
             ];
             c.put_many(&items).unwrap();
