@@ -237,9 +237,15 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Option<P
         let (klen, vlen) = s.st.record_lens(rec)?;
         Ok(change_size(kind, klen, vlen))
     };
+    // The first changes' sizes are kept for the copy below (a single-key write has one).
+    let mut items = [0u64; 4];
     let mut size = ENTRY_HEADER;
-    for &(kind, rec) in changes {
-        size = size.saturating_add(item_of(kind, rec)?);
+    for (i, &(kind, rec)) in changes.iter().enumerate() {
+        let item = item_of(kind, rec)?;
+        if let Some(x) = items.get_mut(i) {
+            *x = item;
+        }
+        size = size.saturating_add(item);
     }
     let overflow = size > cap / 2 || changes.len() as u64 > u32::MAX as u64;
     if overflow {
@@ -286,8 +292,11 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Option<P
     w3.store(0, R);
     if !overflow {
         let mut dst = rest;
-        for &(kind, rec) in changes {
-            let item = item_of(kind, rec)?;
+        for (i, &(kind, rec)) in changes.iter().enumerate() {
+            let item = match items.get(i) {
+                Some(&x) => x,
+                None => item_of(kind, rec)?,
+            };
             let n = ((item - 8) / 8) as usize;
             let src = mem.words(rec + RECORD_LENS_OFFSET, n as u64)?;
             let Some(([d0], d)) = dst.split_first_chunk::<1>() else {
