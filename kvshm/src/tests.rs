@@ -490,18 +490,30 @@ fn op_counters_stay_exact_when_threads_share_a_client() {
     let t = TestStore::new("counters-mt", Config::default());
     let c = t.client();
     c.put(b"k", b"value").unwrap();
-    const THREADS: u64 = 4;
-    const GETS: u64 = 20_000;
-    std::thread::scope(|s| {
-        for _ in 0..THREADS {
-            s.spawn(|| {
-                for _ in 0..GETS {
-                    assert!(c.get(b"k").unwrap().is_some());
-                }
-            });
-        }
+    // The threads start together and run for the same 300 ms, so they overlap on any machine
+    // with two CPUs even when it is busy (a fixed count of gets could each finish inside one
+    // time slice: the plain-counter mutant then survived on a loaded machine).
+    const THREADS: usize = 4;
+    let start = std::sync::Barrier::new(THREADS);
+    let gets: u64 = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..THREADS)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    let t = std::time::Instant::now();
+                    let mut n = 0u64;
+                    while t.elapsed() < std::time::Duration::from_millis(300) {
+                        for _ in 0..100 {
+                            assert!(c.get(b"k").unwrap().is_some());
+                        }
+                        n += 100;
+                    }
+                    n
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).sum()
     });
-    let gets = THREADS * GETS;
     let s = c.stats();
     assert_eq!((s.gets, s.hits, s.puts), (gets, gets, 1));
     assert_eq!(s.bytes_out, gets * 5);
