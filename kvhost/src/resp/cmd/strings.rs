@@ -63,6 +63,10 @@ fn set_core(
     exp: Expiry,
     want_old: bool,
 ) -> Result<(bool, Option<Vec<u8>>), Error> {
+    if cond == Cond::Always && matches!(exp, Expiry::Clear) && !want_old {
+        // Nothing to read first: a put (which clears any expiry, as Redis's SET does).
+        return cx.db.set(key, value).map(|()| (true, None));
+    }
     cx.db.modify(key, |cur| {
         let old = if want_old {
             cur.map(|e| e.value.to_vec())
