@@ -306,15 +306,7 @@ impl<'d> Db<'d> {
             Db::Direct(c) => c.put_many(items),
             Db::Multi(..) => {
                 for (k, v) in items {
-                    self.modify(k, |_| {
-                        Ok((
-                            Change::Put {
-                                value: v.to_vec(),
-                                expires_at: None,
-                            },
-                            (),
-                        ))
-                    })?;
+                    self.set(k, v)?;
                 }
                 Ok(())
             }
