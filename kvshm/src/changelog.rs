@@ -27,12 +27,15 @@
 //! past the entries it will overwrite (then a Release fence, as a seqlock writer), writes the
 //! entry with status PENDING and its owner, records position and seq in its slot
 //! (`clog_pending`, `clog_seq`), and publishes it by moving `head` (Release). After its commit
-//! it CASes the status to COMMITTED and clears the slot word. A recoverer of a dead writer
-//! marks a published PENDING entry of it COMMITTED if the transaction had committed, else
-//! ABORTED; an entry the writer did not publish (it died under the log lock) lies beyond
-//! `head` and is overwritten. A reader copies an entry, then (Acquire fence) re-reads `tail`:
-//! if `tail` passed the entry meanwhile the copy may be torn and the reader has lost its place
-//! ([`ChangeRead::Lost`]): it must start over from a full copy of the store.
+//! it clears the slot word, nothing else: the entry is committed implicitly (a reader settles
+//! a PENDING entry through its owner's slot, [`settled`]); a rollback CASes the status to
+//! ABORTED first. A recoverer of a dead writer marks a published PENDING entry of it COMMITTED
+//! if the transaction had committed, else ABORTED; an entry the writer did not publish (it
+//! died under the log lock) lies beyond `head` and is overwritten, and the recoverer makes the
+//! slot stop naming it before it releases the lock ([`release_lock_of`]). A reader copies an
+//! entry, then (Acquire fence) re-reads `tail`: if `tail` passed the entry meanwhile the copy
+//! may be torn and the reader has lost its place ([`ChangeRead::Lost`]): it must start over
+//! from a full copy of the store.
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
@@ -232,16 +235,11 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Option<P
             .ok_or_else(|| Error::corrupt(0, "change log: no region"))?;
     let (ctl, ring) = control_and_ring(mem)?;
     let cap = (ring.len() * 8) as u64;
-    let mask = cap - 1;
-    let item_of = |kind: u64, rec: u64| -> Result<u64> {
-        let (klen, vlen) = s.st.record_lens(rec)?;
-        Ok(change_size(kind, klen, vlen))
-    };
     // The first changes' sizes are kept for the copy below (a single-key write has one).
     let mut items = [0u64; 4];
     let mut size = ENTRY_HEADER;
     for (i, &(kind, rec)) in changes.iter().enumerate() {
-        let item = item_of(kind, rec)?;
+        let item = item_size(s, kind, rec)?;
         if let Some(x) = items.get_mut(i) {
             *x = item;
         }
@@ -252,8 +250,44 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Option<P
         size = ENTRY_HEADER;
     }
     let lock = crate::mem::low_half(&ctl[(CLOG_LOCK / 8) as usize]);
-    let _lock = s.guard_word(lock)?;
+    s.lock_word(lock)?;
     crash_point!("clog.locked");
+    // Under the lock nothing returns early: `write_entry` reports damage after the unlock.
+    let written = write_entry(s, region, ctl, ring, changes, &items, size, overflow);
+    let wake = written.as_ref().is_ok_and(|&(_, wake)| wake);
+    crate::sync::lock::unlock(lock);
+    if wake {
+        let changed = crate::mem::low_half(&ctl[(CLOG_CHANGES / 8) as usize]);
+        crate::sync::change::wake_all(changed);
+    }
+    crash_point!("clog.appended");
+    Ok(Some(written?.0))
+}
+
+/// Bytes the change `(kind, record)` takes in an entry, from the record's lengths now.
+#[inline(always)]
+fn item_size(s: &Session<'_>, kind: u64, rec: u64) -> Result<u64> {
+    let (klen, vlen) = s.st.record_lens(rec)?;
+    Ok(change_size(kind, klen, vlen))
+}
+
+/// [`append`]'s work under the log lock: make room, write the entry PENDING, record it in the
+/// slot, publish it. Returns the entry and whether a reader sleeps for new entries.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn write_entry(
+    s: &Session<'_>,
+    region: Region,
+    ctl: &[AtomicU64; CTL_WORDS],
+    ring: &[AtomicU64],
+    changes: &[(u64, u64)],
+    items: &[u64; 4],
+    size: u64,
+    overflow: bool,
+) -> Result<(Pending, bool)> {
+    let mem = &s.st.mem;
+    let cap = (ring.len() * 8) as u64;
+    let mask = cap - 1;
     let mut head = ctl[W_HEAD].load(R);
     let mut tail = ctl[W_TAIL].load(R);
     if tail > head || head - tail > cap || head % 8 != 0 {
@@ -295,7 +329,7 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Option<P
         for (i, &(kind, rec)) in changes.iter().enumerate() {
             let item = match items.get(i) {
                 Some(&x) => x,
-                None => item_of(kind, rec)?,
+                None => item_size(s, kind, rec)?,
             };
             let n = ((item - 8) / 8) as usize;
             let src = mem.words(rec + RECORD_LENS_OFFSET, n as u64)?;
@@ -327,35 +361,43 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Option<P
     let waiters = crate::mem::low_half(&ctl[(CLOG_WAITERS / 8) as usize]);
     let changed = crate::mem::low_half(&ctl[(CLOG_CHANGES / 8) as usize]);
     let wake = crate::sync::change::notice_locked(waiters, changed);
-    drop(_lock);
-    if wake {
-        crate::sync::change::wake_all(changed);
-    }
-    crash_point!("clog.appended");
-    Ok(Some(Pending { ix, seq }))
+    Ok((Pending { ix, seq }, wake))
 }
 
-/// After the commit (or a rollback): the entry becomes COMMITTED (or ABORTED), unless the
-/// ring already overwrote it.
+/// After the commit (or a rollback): the entry is settled. A committed one stays PENDING in
+/// the ring and is COMMITTED implicitly once the slot no longer names it (readers ask the
+/// slot: [`settled`]), which saves a locked instruction per logged write; an aborted one is
+/// marked ABORTED first (unless the ring already overwrote it).
 pub(crate) fn mark(s: &Session<'_>, p: Pending, committed: bool) {
-    let status = if committed { COMMITTED } else { ABORTED };
-    if let Ok((_, ring)) = control_and_ring(&s.st.mem) {
-        if let Some(w) = ring.get(p.ix) {
-            let _ = w.compare_exchange(p.seq << 2 | PENDING, p.seq << 2 | status, REL, R);
+    if !committed {
+        if let Ok((_, ring)) = control_and_ring(&s.st.mem) {
+            if let Some(w) = ring.get(p.ix) {
+                let _ = w.compare_exchange(p.seq << 2 | PENDING, p.seq << 2 | ABORTED, REL, R);
+            }
         }
     }
     crash_point!("clog.marked");
     s.slot.clog_pending.store(0, REL);
 }
 
-/// Recovery of dead slot `dead` (`ds`): release the log lock if it held it (what it wrote
-/// under the lock lies beyond `head`: nothing to repair).
+/// Recovery of dead slot `dead`: release the log lock if it held it. What it wrote under the
+/// lock and did not publish lies at or beyond `head`, and the next writer takes that position
+/// and sequence number: the slot stops naming it before the lock goes (else [`resolve_dead`],
+/// later in the same recovery, would take the next writer's entry for the dead one's and mark
+/// it ABORTED - a committed write gone from the log).
 pub(crate) fn release_lock_of(st: &Store, dead: u32) -> Result<()> {
     let Some(region) = st.clog else {
         return Ok(());
     };
     let c = region.control(&st.mem)?;
     if crate::sync::lock::owner(c.lock.load(ACQ)) == Some(dead) {
+        if let Some(ds) = st.slot_offset(dead).and_then(|o| st.mem.slot_at(o).ok()) {
+            // `clog_pending` is position + 1: an entry at or beyond `head`.
+            if ds.clog_pending.load(ACQ) > c.head.load(ACQ) {
+                ds.clog_pending.store(0, REL);
+            }
+        }
+        crash_point!("recover.clog_unpublished");
         crate::sync::lock::unlock_all(c.lock);
     }
     Ok(())
@@ -409,14 +451,19 @@ pub(crate) fn read(
         if p == head {
             return Ok(ChangeRead::UpTo { next: p });
         }
-        let w0 = ring[region.ix(p)].load(ACQ);
-        let status = w0 & 3;
+        let mut w0 = ring[region.ix(p)].load(ACQ);
+        let mut status = w0 & 3;
         if status == PENDING {
-            fence(ACQ);
-            if c.tail.load(R) > p {
-                return Ok(ChangeRead::Lost { oldest: tail });
+            match settled(st, ring, region, p, w0) {
+                Some(now) => (w0, status) = (now, now & 3),
+                None => {
+                    fence(ACQ);
+                    if c.tail.load(R) > p {
+                        return Ok(ChangeRead::Lost { oldest: tail });
+                    }
+                    return Ok(ChangeRead::Waiting { next: p });
+                }
             }
-            return Ok(ChangeRead::Waiting { next: p });
         }
         let len = region.entry_len(ring, p);
         // Copy first, check afterwards: bytes read while the ring overwrote them are torn.
@@ -433,7 +480,7 @@ pub(crate) fn read(
             });
         }
         let len = copied?;
-        if status == COMMITTED {
+        if status == COMMITTED || status == PENDING {
             out.push(parse(st, p, p + len, &words)?);
             if out.len() >= max {
                 return Ok(ChangeRead::UpTo { next: p + len });
@@ -442,6 +489,28 @@ pub(crate) fn read(
         p += len;
     }
     Ok(ChangeRead::UpTo { next: p })
+}
+
+/// Whether the PENDING entry at `p` (status word `w0`) is settled: `None` while its writer's
+/// slot still names it (the transaction is in progress, or its writer died and is not
+/// recovered yet); else its status word now, which is COMMITTED (explicitly, or implicitly:
+/// still PENDING) or ABORTED. The slot is read after `head` (Acquire), and a writer names the
+/// entry in its slot before publishing it: a slot that does not name it is done with it. An
+/// ABORTED mark is made before the slot lets go of the entry, so it is seen here. An owner
+/// that is no slot (a torn read of an entry being overwritten, or damage) reads as settled:
+/// the caller's checks after the copy tell the two apart.
+fn settled(st: &Store, ring: &[AtomicU64], region: Region, p: u64, w0: u64) -> Option<u64> {
+    let i = region.ix(p);
+    let owner = ring.get(i + 2)?.load(R) & 0xffff_ffff;
+    let slot = u32::try_from(owner)
+        .ok()
+        .and_then(|o| st.slot_offset(o))
+        .and_then(|off| st.mem.slot_at(off).ok());
+    if slot.is_some_and(|sl| sl.clog_pending.load(ACQ) == p + 1) {
+        return None;
+    }
+    let now = ring[i].load(ACQ);
+    Some(if now & 3 == PAD { w0 } else { now })
 }
 
 /// Decode a copied COMMITTED entry (its words, checked: they are segment data).

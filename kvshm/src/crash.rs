@@ -58,6 +58,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "clog.written",
     "clog.appended",
     "clog.marked",
+    "recover.clog_unpublished",
     "recover.class_rebuilt",
     "recover.undone",
     "recover.stripes_released",

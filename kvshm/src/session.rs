@@ -46,16 +46,24 @@ impl std::fmt::Debug for Session<'_> {
 impl<'a> Session<'a> {
     /// Take a lock word in the segment as this client, recovering a dead owner if need be.
     /// Prefer [`Session::guard_word`], which unlocks on drop.
+    #[inline]
     pub(crate) fn lock_word(&self, w: &AtomicU32) -> Result<()> {
         self.lock_counted(w, &self.st.lock_waits.other)
     }
 
     /// Take `w`; a take that does not succeed at once is counted in `waits` with the time it
     /// took (process-local: the clock is read only on that slow path).
+    #[inline]
     fn lock_counted(&self, w: &AtomicU32, waits: &crate::store::WaitCounter) -> Result<()> {
         if lock::try_lock(w, self.me) {
             return Ok(());
         }
+        self.lock_slow(w, waits)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_slow(&self, w: &AtomicU32, waits: &crate::store::WaitCounter) -> Result<()> {
         let t = std::time::Instant::now();
         let r = lock::lock(w, self.me, |owner| (self.on_stall)(self, owner));
         waits.record(t.elapsed());

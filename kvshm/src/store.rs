@@ -504,10 +504,7 @@ impl Store {
             .load(Ordering::Relaxed);
         let (k, v) = ((lens & 0xffff_ffff) as usize, (lens >> 32) as usize);
         if k > self.max_key || v > self.max_value {
-            return Err(Error::corrupt(
-                off,
-                format!("record lengths {k}/{v} over the limits"),
-            ));
+            return Err(lens_over_limits(off, k, v));
         }
         Ok((k, v))
     }
@@ -823,6 +820,11 @@ pub(crate) fn now_unix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cold]
+fn lens_over_limits(off: u64, k: usize, v: usize) -> Error {
+    Error::corrupt(off, format!("record lengths {k}/{v} over the limits"))
 }
 
 #[cfg(test)]

@@ -106,8 +106,11 @@ const MATRIX: &[(&str, &str)] = &[
 
 /// Crash points with a test of their own instead of a kill in the matrix: `format.created`
 /// (a store being created, its file still empty) in
-/// `a_client_started_with_its_host_attaches_once_the_store_is_made`.
-const OWN_TEST: &[&str] = &["format.created"];
+/// `a_client_started_with_its_host_attaches_once_the_store_is_made`;
+/// `recover.clog_unpublished` (a recoverer between letting go of a dead writer's unpublished
+/// change-log entry and releasing the log lock) in
+/// `a_dead_writers_unpublished_entry_is_not_taken_for_the_next_writers`.
+const OWN_TEST: &[&str] = &["format.created", "recover.clog_unpublished"];
 
 /// Crash points a client reaches before it has a slot (nothing to recover after a kill there).
 const BEFORE_SLOT: &[&str] = &["attach.length_read"];
@@ -540,6 +543,83 @@ fn the_change_log_holds_exactly_the_committed_writes_after_a_kill_anywhere() {
             &store_contents(h),
             &format!("{point}/{scenario}, after"),
         );
+    }
+}
+
+/// A writer killed after writing its change-log entry but before publishing it
+/// (`clog.written`: it holds the log lock), then its recoverer killed after the log lock went
+/// back but before the entry was resolved, then a write by another client: that write takes
+/// the dead writer's position and sequence number. The last recovery must not take it for the
+/// dead writer's entry: since writers leave committed entries PENDING (session 16), it would
+/// have marked a committed write ABORTED, gone from the log, had the first recoverer not let
+/// go of the unpublished entry before releasing the lock (checked: without that, this test
+/// fails with the key missing from the log).
+#[test]
+fn a_dead_writers_unpublished_entry_is_not_taken_for_the_next_writers() {
+    for stage in ["recover.clog_unpublished", "recover.stripes_released"] {
+        let cfg = Config::default()
+            .stripes(4)
+            .initial_size(0)
+            .changelog(4 << 20);
+        let t = TestStore::new("clog-rec", cfg, CHILD);
+        setup(&t);
+        let mut v = t.spawn(
+            "crash",
+            &["put-update"],
+            &[("KVSHM_CRASH_AT", "clog.written")],
+        );
+        assert_eq!(
+            killed_by(&v.wait_limit(Duration::from_secs(60))),
+            Some(libc::SIGKILL)
+        );
+        let mut r = t.spawn("crash", &["recover"], &[("KVSHM_CRASH_AT", stage)]);
+        let st = r.wait_limit(Duration::from_secs(60));
+        assert_eq!(killed_by(&st), Some(libc::SIGKILL), "{stage}: {st:?}");
+        let h = t.host();
+        h.put(b"after-both", b"logged").unwrap();
+        t.assert_verified();
+        let log = replay_log(h);
+        assert_eq!(
+            log.get(b"after-both".as_slice()).map(|v| &v[..]),
+            Some(&b"logged"[..]),
+            "{stage}: a committed write is missing from the change log"
+        );
+        assert_same(&log, &store_contents(h), stage);
+    }
+}
+
+/// A writer killed after publishing its change-log entry and before letting go of it (its
+/// transaction open, or committed and the slot still naming the entry): until recovery
+/// settles the entry, a reader waits at it - it must not take it for committed (the commit
+/// is implicit since session 16: a reader asks the writer's slot), nor skip it.
+#[test]
+fn a_dead_writers_published_entry_waits_for_its_recovery() {
+    for point in ["clog.appended", "txn.committed", "clog.marked"] {
+        let cfg = Config::default()
+            .stripes(4)
+            .initial_size(0)
+            .changelog(4 << 20);
+        let t = TestStore::new("clog-wait", cfg, CHILD);
+        setup(&t);
+        let mut v = t.spawn("crash", &["put-update"], &[("KVSHM_CRASH_AT", point)]);
+        assert_eq!(
+            killed_by(&v.wait_limit(Duration::from_secs(60))),
+            Some(libc::SIGKILL)
+        );
+        let h = t.host();
+        let (mut p, mut out) = (0, Vec::new());
+        let end = loop {
+            match h.read_changes(p, 1000, &mut out).unwrap() {
+                kvshm::ChangeRead::UpTo { next } if next != p => p = next,
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(end, kvshm::ChangeRead::Waiting { .. }),
+            "{point}: before recovery the log read {end:?}"
+        );
+        t.assert_verified();
+        assert_same(&replay_log(h), &store_contents(h), point);
     }
 }
 

@@ -3,7 +3,7 @@
 //! process; medians of ns per put, and the ratio. A second thread reads the log meanwhile as
 //! kvhost's replication feed does (`--reader`), or nobody reads it (the default).
 //!
-//! `cargo run --release -p kvshm-benches --bin changelog_cost [ROUNDS] [--reader]`
+//! `[PUTS=per round] cargo run --release -p kvshm-benches --bin changelog_cost [ROUNDS] [--reader]`
 //!
 //! A third column, the *floor*: puts into the store without a log, each followed by a plain
 //! copy of as many bytes as its log entry takes (176: entry header, change header, key and
@@ -18,14 +18,13 @@ use std::time::Instant;
 use kvshm::{ChangeRead, Client, Config, Host};
 
 const KEYS: u32 = 100_000;
-const PUTS: u32 = 1_000_000;
 
-fn round(c: &Client, value: &[u8]) -> f64 {
+fn round(c: &Client, value: &[u8], puts: u32) -> f64 {
     let t = Instant::now();
-    for i in 0..PUTS {
+    for i in 0..puts {
         c.put(&(i % KEYS).to_le_bytes(), value).expect("put");
     }
-    t.elapsed().as_nanos() as f64 / PUTS as f64
+    t.elapsed().as_nanos() as f64 / puts as f64
 }
 
 /// Bytes of a logged put's entry here: entry header 32, change header 32, key 8, value 104.
@@ -33,11 +32,11 @@ const ENTRY: usize = 176;
 
 /// Puts without a log, each followed by a copy of an entry's bytes into `ring` (see the
 /// module's text).
-fn floor_round(c: &Client, value: &[u8], ring: &mut [u8], pos: &mut usize) -> f64 {
+fn floor_round(c: &Client, value: &[u8], puts: u32, ring: &mut [u8], pos: &mut usize) -> f64 {
     let mut entry = [0u8; ENTRY];
     entry[ENTRY - 104..ENTRY - 4].copy_from_slice(value);
     let t = Instant::now();
-    for i in 0..PUTS {
+    for i in 0..puts {
         c.put(&(i % KEYS).to_le_bytes(), value).expect("put");
         if *pos + ENTRY > ring.len() {
             *pos = 0;
@@ -47,12 +46,18 @@ fn floor_round(c: &Client, value: &[u8], ring: &mut [u8], pos: &mut usize) -> f6
         *pos += ENTRY;
     }
     std::hint::black_box(&ring[..]);
-    t.elapsed().as_nanos() as f64 / PUTS as f64
+    t.elapsed().as_nanos() as f64 / puts as f64
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    // Puts per round and store (`PUTS=`): shorter rounds pair the stores closer in time, so
+    // the per-round ratios see less of the VM's drift.
+    let puts: u32 = std::env::var("PUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let with_reader = args.iter().any(|a| a == "--reader");
     kvshm_benches::print_machine();
     let pid = std::process::id();
@@ -95,11 +100,19 @@ fn main() {
     // Touched once first, as the log's ring is when the store is made.
     let mut ring = vec![1u8; 64 << 20];
     let mut pos = 0;
-    for _ in 0..rounds {
-        a.push(round(&off, &value));
-        b.push(round(&on, &value));
-        f.push(floor_round(&off, &value, &mut ring, &mut pos));
+    for r in 0..rounds {
+        // The order turns each round: no column always runs after the same one.
+        for col in 0..3 {
+            match (col + r) % 3 {
+                0 => a.push(round(&off, &value, puts)),
+                1 => b.push(round(&on, &value, puts)),
+                _ => f.push(floor_round(&off, &value, puts, &mut ring, &mut pos)),
+            }
+        }
     }
+    // Per-round ratios (each round's stores ran within a second of each other).
+    let mut ratio_b: Vec<f64> = a.iter().zip(&b).map(|(x, y)| y / x - 1.0).collect();
+    let mut ratio_f: Vec<f64> = a.iter().zip(&f).map(|(x, y)| y / x - 1.0).collect();
     stop.store(true, Ordering::Relaxed);
     if let Some(r) = reader {
         println!("reader took {} transactions", r.join().expect("reader"));
@@ -109,11 +122,21 @@ fn main() {
         v[v.len() / 2]
     };
     let (ma, mb, mf) = (med(&mut a), med(&mut b), med(&mut f));
+    let quartiles = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.partial_cmp(y).expect("numbers"));
+        let n = v.len();
+        (v[n / 4] * 100.0, v[n / 2] * 100.0, v[(3 * n) / 4] * 100.0)
+    };
+    let (b1, b2, b3) = quartiles(&mut ratio_b);
+    let (f1, f2, f3) = quartiles(&mut ratio_f);
     println!(
-        "put, 100 B values, {KEYS} keys, {rounds} interleaved rounds of {PUTS}: without a change log {ma:.0} ns, with one {mb:.0} ns ({:+.1}%){}; floor (a put and a {ENTRY}-byte copy into a 64 MiB ring) {mf:.0} ns ({:+.1}%)",
+        "put, 100 B values, {KEYS} keys, {rounds} interleaved rounds of {puts}: without a change log {ma:.0} ns, with one {mb:.0} ns ({:+.1}%){}; floor (a put and a {ENTRY}-byte copy into a 64 MiB ring) {mf:.0} ns ({:+.1}%)",
         (mb / ma - 1.0) * 100.0,
         if with_reader { ", log read meanwhile" } else { "" },
         (mf / ma - 1.0) * 100.0,
+    );
+    println!(
+        "per-round cost (median, quartiles): change log {b2:+.1}% ({b1:+.1}% .. {b3:+.1}%), floor {f2:+.1}% ({f1:+.1}% .. {f3:+.1}%)"
     );
     off.release().expect("release");
     on.release().expect("release");

@@ -40,8 +40,9 @@ pub const LAYOUT_VERSION: u32 = 6;
 /// plus the change log region. A build that knows only [`LAYOUT_VERSION`] refuses such a store,
 /// so no older writer can change it without logging the change. (Versions 4 and 5 were the
 /// same pair before chunk-map entries could say [`CHUNK_DRAINING`], which those builds would
-/// take for a damaged free list.)
-pub const LAYOUT_VERSION_CHANGELOG: u32 = 7;
+/// take for a damaged free list; 7 marked every committed entry COMMITTED, where 8 leaves it
+/// PENDING for readers to settle through its writer's slot, which a 7 reader would not do.)
+pub const LAYOUT_VERSION_CHANGELOG: u32 = 8;
 
 /// `b"KVSHMSEG"` read as a little-endian word. Written last when a store is formatted.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"KVSHMSEG");
