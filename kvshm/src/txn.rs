@@ -451,6 +451,7 @@ impl<'s, 'a> Txn<'s, 'a> {
 
     /// Append what this transaction changed to the change log (if the store has one): the
     /// last step before [`Txn::commit`], under the stripe locks.
+    #[inline]
     pub(crate) fn log_changes(&self) -> Result<()> {
         if let Some(c) = &self.changes {
             let mut c = c.borrow_mut();
