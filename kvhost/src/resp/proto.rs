@@ -76,6 +76,10 @@ fn quick_len(buf: &[u8], pos: usize, prefix: u8) -> Option<(usize, usize)> {
     if line.first() != Some(&prefix) {
         return None;
     }
+    // A leading zero (`*01`): the general path refuses it, as Redis does.
+    if line.get(1) == Some(&b'0') && line.get(2) != Some(&b'\r') {
+        return None;
+    }
     let mut n = 0u64;
     for (i, &d) in line.iter().enumerate().skip(1).take(19) {
         match d {
@@ -89,13 +93,18 @@ fn quick_len(buf: &[u8], pos: usize, prefix: u8) -> Option<(usize, usize)> {
     None
 }
 
-/// A header number (`*3`, `$-1`): an optional `-`, then 1 to 19 digits; nothing else.
+/// A header number (`*3`, `$-1`): an optional `-`, then 1 to 19 digits without a leading
+/// zero (`0` alone is zero, `-0` is refused); nothing else. Redis's `string2ll`, which refuses
+/// `*01` and `$04` ("invalid multibulk length", "invalid bulk length").
 fn parse_len(line: &[u8]) -> Option<i64> {
     let (neg, digits) = match line {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, line),
     };
     if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    if digits[0] == b'0' && (neg || digits.len() > 1) {
         return None;
     }
     let mut n: i64 = 0;
@@ -602,6 +611,16 @@ mod tests {
         assert_eq!(e(b"*1\r\n$-1\r\n"), "invalid bulk length");
         assert_eq!(e(b"*99999999\r\n"), "invalid multibulk length");
         assert_eq!(e(b"*x\r\n"), "invalid multibulk length");
+        // Leading zeros are refused as Redis's string2ll refuses them (checked against
+        // redis-server 7.0.15); `0` alone is zero.
+        assert_eq!(e(b"*01\r\n$4\r\nPING\r\n"), "invalid multibulk length");
+        assert_eq!(e(b"*-0\r\n"), "invalid multibulk length");
+        assert_eq!(e(b"*1\r\n$04\r\nPING\r\n"), "invalid bulk length");
+        assert_eq!(e(b"*1\r\n$+4\r\nPING\r\n"), "invalid bulk length");
+        assert_eq!(
+            all(b"*0\r\n*1\r\n$0\r\n\r\n").unwrap(),
+            vec![vec![Vec::<u8>::new()]]
+        );
         assert_eq!(e(b"*1\r\n:3\r\n"), "expected '$', got ':'");
         assert_eq!(e(b"*1\r\nX"), "expected '$', got 'X'");
         assert_eq!(e(b"set a \"b\r\n"), "unbalanced quotes in request");
