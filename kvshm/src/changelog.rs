@@ -222,9 +222,10 @@ fn control_and_ring(mem: &Mem) -> Result<(&[AtomicU64; CTL_WORDS], &[AtomicU64])
 /// Append the changes of the caller's transaction (`(kind, record)`; the records are intact
 /// until the transaction finishes) as a PENDING entry. Each change is sized from its record's
 /// lengths now: a record rewritten in place twice by the transaction holds its last value.
-/// The caller holds the stripe locks of every changed key and has not committed yet. Measured per put (callgrind,
-/// `ops_driver put` with `KVSHM_CHANGELOG`): see docs/PERFORMANCE.md. Kept tight: the
-/// change log's whole cost on a put is this function and [`mark`].
+/// The caller holds the stripe locks of every changed key and has not committed yet.
+/// Measured per put (callgrind, `ops_driver put` with `KVSHM_CHANGELOG`): see
+/// docs/PERFORMANCE.md. Kept tight: the change log's whole cost on a put is this function and
+/// [`mark`].
 pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Option<Pending>> {
     if changes.is_empty() {
         return Ok(None);

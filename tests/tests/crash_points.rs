@@ -401,6 +401,27 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
     }
 }
 
+/// Let a child run `scenario` of the crash child until it is SIGKILLed at `point` (it must
+/// be: a point the scenario stops reaching is a failure too).
+fn kill_child_at(t: &TestStore, scenario: &str, point: &str) {
+    let mut c = t.spawn("crash", &[scenario], &[("KVSHM_CRASH_AT", point)]);
+    let st = c.wait_limit(Duration::from_secs(60));
+    assert_eq!(
+        killed_by(&st),
+        Some(libc::SIGKILL),
+        "{scenario} should die at {point}: {st:?}"
+    );
+}
+
+/// A store with a change log that holds everything a crash-point test writes.
+fn logged_store(tag: &str) -> TestStore {
+    let cfg = Config::default()
+        .stripes(4)
+        .initial_size(0)
+        .changelog(4 << 20);
+    TestStore::new(tag, cfg, CHILD)
+}
+
 /// Set the store up, let a child run `scenario` until it is SIGKILLed at `point`, then
 /// verify (recovering it) and check what the scenario promises ([`check_after`]).
 fn kill_at(t: &TestStore, point: &str, scenario: &str) {
@@ -523,11 +544,7 @@ fn assert_same(log: &Contents, store: &Contents, what: &str) {
 fn the_change_log_holds_exactly_the_committed_writes_after_a_kill_anywhere() {
     for (point, scenario) in LOGGED {
         eprintln!("crash point {point} (scenario {scenario}, change log on)");
-        let cfg = Config::default()
-            .stripes(4)
-            .initial_size(0)
-            .changelog(4 << 20);
-        let t = TestStore::new("clog-crash", cfg, CHILD);
+        let t = logged_store("clog-crash");
         kill_at(&t, point, scenario);
         let h = t.host();
         assert_same(
@@ -557,24 +574,10 @@ fn the_change_log_holds_exactly_the_committed_writes_after_a_kill_anywhere() {
 #[test]
 fn a_dead_writers_unpublished_entry_is_not_taken_for_the_next_writers() {
     for stage in ["recover.clog_unpublished", "recover.stripes_released"] {
-        let cfg = Config::default()
-            .stripes(4)
-            .initial_size(0)
-            .changelog(4 << 20);
-        let t = TestStore::new("clog-rec", cfg, CHILD);
+        let t = logged_store("clog-rec");
         setup(&t);
-        let mut v = t.spawn(
-            "crash",
-            &["put-update"],
-            &[("KVSHM_CRASH_AT", "clog.written")],
-        );
-        assert_eq!(
-            killed_by(&v.wait_limit(Duration::from_secs(60))),
-            Some(libc::SIGKILL)
-        );
-        let mut r = t.spawn("crash", &["recover"], &[("KVSHM_CRASH_AT", stage)]);
-        let st = r.wait_limit(Duration::from_secs(60));
-        assert_eq!(killed_by(&st), Some(libc::SIGKILL), "{stage}: {st:?}");
+        kill_child_at(&t, "put-update", "clog.written");
+        kill_child_at(&t, "recover", stage);
         let h = t.host();
         h.put(b"after-both", b"logged").unwrap();
         t.assert_verified();
@@ -595,17 +598,9 @@ fn a_dead_writers_unpublished_entry_is_not_taken_for_the_next_writers() {
 #[test]
 fn a_dead_writers_published_entry_waits_for_its_recovery() {
     for point in ["clog.appended", "txn.committed", "clog.marked"] {
-        let cfg = Config::default()
-            .stripes(4)
-            .initial_size(0)
-            .changelog(4 << 20);
-        let t = TestStore::new("clog-wait", cfg, CHILD);
+        let t = logged_store("clog-wait");
         setup(&t);
-        let mut v = t.spawn("crash", &["put-update"], &[("KVSHM_CRASH_AT", point)]);
-        assert_eq!(
-            killed_by(&v.wait_limit(Duration::from_secs(60))),
-            Some(libc::SIGKILL)
-        );
+        kill_child_at(&t, "put-update", point);
         let h = t.host();
         let (mut p, mut out) = (0, Vec::new());
         let end = loop {
@@ -660,11 +655,7 @@ fn a_recoverer_killed_mid_recovery_is_recovered_in_turn() {
             } else {
                 "put-update"
             };
-            let mut v = t.spawn("crash", &[scenario], &[("KVSHM_CRASH_AT", victim)]);
-            assert_eq!(
-                killed_by(&v.wait_limit(Duration::from_secs(60))),
-                Some(libc::SIGKILL)
-            );
+            kill_child_at(&t, scenario, victim);
             let mut r = t.spawn("crash", &["recover"], &[("KVSHM_CRASH_AT", stage)]);
             let st = r.wait_limit(Duration::from_secs(60));
             let lines = r.stdout_lines();
@@ -693,15 +684,7 @@ fn a_killed_lock_holder_does_not_block_others() {
     // needs the same stripe must recover it and go on.
     let t = TestStore::new("lockheld", Config::default().stripes(1), CHILD);
     setup(&t);
-    let mut c = t.spawn(
-        "crash",
-        &["put-update"],
-        &[("KVSHM_CRASH_AT", "put.replaced")],
-    );
-    assert_eq!(
-        killed_by(&c.wait_limit(Duration::from_secs(60))),
-        Some(libc::SIGKILL)
-    );
+    kill_child_at(&t, "put-update", "put.replaced");
     let mut w = t.spawn("put", &["crash-key", "from-another-process"], &[]);
     assert!(w.wait_limit(Duration::from_secs(30)).success());
     assert_eq!(
@@ -723,25 +706,9 @@ fn a_killed_lock_holder_does_not_block_others() {
 fn a_block_freed_by_a_killed_recoverer_and_reserved_again_is_not_freed_twice() {
     let t = TestStore::new("rec-reuse", Config::default().stripes(4), CHILD);
     setup(&t);
-    let mut v = t.spawn(
-        "crash",
-        &["put-update"],
-        &[("KVSHM_CRASH_AT", "put.replaced")],
-    );
-    assert_eq!(
-        killed_by(&v.wait_limit(Duration::from_secs(60))),
-        Some(libc::SIGKILL)
-    );
-    let mut r = t.spawn(
-        "crash",
-        &["recover"],
-        &[("KVSHM_CRASH_AT", "recover.blocks_done")],
-    );
-    assert_eq!(
-        killed_by(&r.wait_limit(Duration::from_secs(60))),
-        Some(libc::SIGKILL),
-        "the recoverer should die after freeing the dead writer's new block"
-    );
+    kill_child_at(&t, "put-update", "put.replaced");
+    // The recoverer dies after freeing the dead writer's new block.
+    kill_child_at(&t, "recover", "recover.blocks_done");
     // Same key and value size: it takes the block just freed (the free list's head).
     let mut x = t.spawn_stopped("crash", &["put-update"], "put.prepared", &[]);
     let n = t.host().recover_dead_clients().unwrap();
