@@ -225,26 +225,81 @@ fn control_and_ring(mem: &Mem) -> Result<(&[AtomicU64; CTL_WORDS], &[AtomicU64])
 /// The caller holds the stripe locks of every changed key and has not committed yet.
 /// Measured per put (callgrind, `ops_driver put` with `KVSHM_CHANGELOG`): see
 /// docs/PERFORMANCE.md. Kept tight: the change log's whole cost on a put is this function and
-/// [`mark`].
+/// [`mark`]; a single-key write (one change) takes [`append_one`], without the general
+/// path's loops.
 pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Option<Pending>> {
-    if changes.is_empty() {
-        return Ok(None);
+    match *changes {
+        [] => Ok(None),
+        [(kind, rec)] => append_one(s, kind, rec).map(Some),
+        _ => append_many(s, changes).map(Some),
     }
+}
+
+/// [`append`] of one change: sized, its record's words found, then under the log lock the
+/// room made ([`make_room`]), the entry written and published ([`publish`]).
+#[inline(always)]
+fn append_one(s: &Session<'_>, kind: u64, rec: u64) -> Result<Pending> {
+    let (ctl, ring) = control_and_ring(&s.st.mem)?;
+    let cap = (ring.len() * 8) as u64;
+    let item = item_size(s, kind, rec)?;
+    let size = ENTRY_HEADER + item;
+    if size > cap / 2 {
+        return append_many(s, &[(kind, rec)]); // an OVERFLOW entry
+    }
+    let region = s.st.clog.ok_or_else(no_region)?;
+    let src = s.st.mem.words(rec + RECORD_LENS_OFFSET, (item - 8) / 8)?;
+    let lock = crate::mem::low_half(&ctl[(CLOG_LOCK / 8) as usize]);
+    s.lock_word(lock)?;
+    crash_point!("clog.locked");
+    // Under the lock nothing returns early: damage is reported after the unlock.
+    let written = write_one(s, region, ctl, ring, (kind, item, src), size);
+    finish_append(ctl, lock, written)
+}
+
+/// [`append_one`]'s work under the log lock: make room, write the entry, publish it.
+#[inline(always)]
+fn write_one(
+    s: &Session<'_>,
+    region: Region,
+    ctl: &[AtomicU64; CTL_WORDS],
+    ring: &[AtomicU64],
+    (kind, item, src): (u64, u64, &[AtomicU64]),
+    size: u64,
+) -> Result<(Pending, bool)> {
+    let head = make_room(region, ctl, ring, size)?;
+    let ix = ((head & ((ring.len() * 8) as u64 - 1)) / 8) as usize;
+    let w = ring
+        .get(ix..ix + (size / 8) as usize)
+        .ok_or_else(|| region.bad("an entry crosses the ring's end".into()))?;
+    let [w0, w1, w2, w3, d0, d @ ..] = w else {
+        return Err(region.bad("a short entry".into()));
+    };
+    w1.store(size | 1 << 32, R);
+    w2.store(s.me as u64, R);
+    w3.store(0, R);
+    d0.store(kind | item << 8, R);
+    for (d, w) in d.iter().zip(src) {
+        d.store(w.load(R), R);
+    }
+    if kind == DEL {
+        // Only the key was copied: the lens say so.
+        if let Some(l) = d.first() {
+            l.store(l.load(R) & 0xffff_ffff, R);
+        }
+    }
+    Ok(publish(s, ctl, w0, ix, head, size))
+}
+
+/// [`append`] of any number of changes (or of one too big for the log: an OVERFLOW entry).
+#[inline(never)]
+fn append_many(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Pending> {
     let mem = &s.st.mem;
-    let region =
-        s.st.clog
-            .ok_or_else(|| Error::corrupt(0, "change log: no region"))?;
+    let region = s.st.clog.ok_or_else(no_region)?;
     let (ctl, ring) = control_and_ring(mem)?;
     let cap = (ring.len() * 8) as u64;
-    // The first changes' sizes are kept for the copy below (a single-key write has one).
-    let mut items = [0u64; 4];
     let mut size = ENTRY_HEADER;
-    for (i, &(kind, rec)) in changes.iter().enumerate() {
-        let item = item_size(s, kind, rec)?;
-        if let Some(x) = items.get_mut(i) {
-            *x = item;
-        }
-        size = size.saturating_add(item);
+    for &(kind, rec) in changes {
+        size = size.saturating_add(item_size(s, kind, rec)?);
     }
     let overflow = size > cap / 2 || changes.len() as u64 > u32::MAX as u64;
     if overflow {
@@ -254,7 +309,21 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Option<P
     s.lock_word(lock)?;
     crash_point!("clog.locked");
     // Under the lock nothing returns early: `write_entry` reports damage after the unlock.
-    let written = write_entry(s, region, ctl, ring, changes, &items, size, overflow);
+    let written = write_entry(s, region, ctl, ring, changes, size, overflow);
+    finish_append(ctl, lock, written)
+}
+
+fn no_region() -> Error {
+    Error::corrupt(0, "change log: no region")
+}
+
+/// The end of an append: unlock the log, wake a reader asleep for new entries.
+#[inline(always)]
+fn finish_append(
+    ctl: &[AtomicU64; CTL_WORDS],
+    lock: &AtomicU32,
+    written: Result<(Pending, bool)>,
+) -> Result<Pending> {
     let wake = written.as_ref().is_ok_and(|&(_, wake)| wake);
     crate::sync::lock::unlock(lock);
     if wake {
@@ -262,7 +331,7 @@ pub(crate) fn append(s: &Session<'_>, changes: &[(u64, u64)]) -> Result<Option<P
         crate::sync::change::wake_all(changed);
     }
     crash_point!("clog.appended");
-    Ok(Some(written?.0))
+    Ok(written?.0)
 }
 
 /// Bytes the change `(kind, record)` takes in an entry, from the record's lengths now.
@@ -272,21 +341,16 @@ fn item_size(s: &Session<'_>, kind: u64, rec: u64) -> Result<u64> {
     Ok(change_size(kind, klen, vlen))
 }
 
-/// [`append`]'s work under the log lock: make room, write the entry PENDING, record it in the
-/// slot, publish it. Returns the entry and whether a reader sleeps for new entries.
-#[allow(clippy::too_many_arguments)]
+/// Under the log lock: make room for an entry of `size` bytes at the head (the tail moved past
+/// the entries it overwrites, a filler at the ring's end if the entry would cross it). Returns
+/// the position the entry goes to.
 #[inline(always)]
-fn write_entry(
-    s: &Session<'_>,
+fn make_room(
     region: Region,
     ctl: &[AtomicU64; CTL_WORDS],
     ring: &[AtomicU64],
-    changes: &[(u64, u64)],
-    items: &[u64; 4],
     size: u64,
-    overflow: bool,
-) -> Result<(Pending, bool)> {
-    let mem = &s.st.mem;
+) -> Result<u64> {
     let cap = (ring.len() * 8) as u64;
     let mask = cap - 1;
     let mut head = ctl[W_HEAD].load(R);
@@ -313,8 +377,48 @@ fn write_entry(
         ring[((head & mask) / 8) as usize].store(pad << 2 | PAD, R);
         head += pad;
     }
+    Ok(head)
+}
+
+/// Under the log lock, the entry at `head` (ring index `ix`, status word `w0`) written but for
+/// its status: give it its sequence number, PENDING, record it in the slot, publish it.
+/// Returns it and whether a reader sleeps for new entries.
+#[inline(always)]
+fn publish(
+    s: &Session<'_>,
+    ctl: &[AtomicU64; CTL_WORDS],
+    w0: &AtomicU64,
+    ix: usize,
+    head: u64,
+    size: u64,
+) -> (Pending, bool) {
     let seq = ctl[W_NEXT_SEQ].load(R);
-    let ix = ((head & mask) / 8) as usize;
+    w0.store(seq << 2 | PENDING, R);
+    s.slot.clog_seq.store(seq, R);
+    s.slot.clog_pending.store(head + 1, REL);
+    crash_point!("clog.written");
+    ctl[W_NEXT_SEQ].store(seq + 1, R);
+    ctl[W_HEAD].store(head + size, REL);
+    // A reader asleep for new entries (one load when none is).
+    let waiters = crate::mem::low_half(&ctl[(CLOG_WAITERS / 8) as usize]);
+    let changed = crate::mem::low_half(&ctl[(CLOG_CHANGES / 8) as usize]);
+    let wake = crate::sync::change::notice_locked(waiters, changed);
+    (Pending { ix, seq }, wake)
+}
+
+/// [`append_many`]'s work under the log lock: make room, write the entry, publish it.
+fn write_entry(
+    s: &Session<'_>,
+    region: Region,
+    ctl: &[AtomicU64; CTL_WORDS],
+    ring: &[AtomicU64],
+    changes: &[(u64, u64)],
+    size: u64,
+    overflow: bool,
+) -> Result<(Pending, bool)> {
+    let mem = &s.st.mem;
+    let head = make_room(region, ctl, ring, size)?;
+    let ix = ((head & ((ring.len() * 8) as u64 - 1)) / 8) as usize;
     let w = ring
         .get(ix..ix + (size / 8) as usize)
         .ok_or_else(|| region.bad("an entry crosses the ring's end".into()))?;
@@ -327,11 +431,8 @@ fn write_entry(
     w3.store(0, R);
     if !overflow {
         let mut dst = rest;
-        for (i, &(kind, rec)) in changes.iter().enumerate() {
-            let item = match items.get(i) {
-                Some(&x) => x,
-                None => item_size(s, kind, rec)?,
-            };
+        for &(kind, rec) in changes {
+            let item = item_size(s, kind, rec)?;
             let n = ((item - 8) / 8) as usize;
             let src = mem.words(rec + RECORD_LENS_OFFSET, n as u64)?;
             let Some(([d0], d)) = dst.split_first_chunk::<1>() else {
@@ -352,17 +453,7 @@ fn write_entry(
             dst = next;
         }
     }
-    w0.store(seq << 2 | PENDING, R);
-    s.slot.clog_seq.store(seq, R);
-    s.slot.clog_pending.store(head + 1, REL);
-    crash_point!("clog.written");
-    ctl[W_NEXT_SEQ].store(seq + 1, R);
-    ctl[W_HEAD].store(head + size, REL);
-    // A reader asleep for new entries (one load when none is).
-    let waiters = crate::mem::low_half(&ctl[(CLOG_WAITERS / 8) as usize]);
-    let changed = crate::mem::low_half(&ctl[(CLOG_CHANGES / 8) as usize]);
-    let wake = crate::sync::change::notice_locked(waiters, changed);
-    Ok((Pending { ix, seq }, wake))
+    Ok(publish(s, ctl, w0, ix, head, size))
 }
 
 /// After the commit (or a rollback): the entry is settled. A committed one stays PENDING in
