@@ -946,6 +946,28 @@ mod tests {
         let del = &batches[0].changes[0];
         assert_eq!((&del.key[..], del.value.as_ref()), (&b"gone"[..], None));
         assert_eq!(del.version, version);
+        // The same through the general path (a transaction of several changes).
+        c.put(b"gone 2", b"value").unwrap();
+        c.put(b"gone 3", b"value").unwrap();
+        let v2 = c.get_versioned(b"gone 2").unwrap().unwrap().1;
+        let v3 = c.get_versioned(b"gone 3").unwrap().unwrap().1;
+        let start = c.changelog_head().unwrap();
+        assert_eq!(c.remove_many(&[&b"gone 2"[..], &b"gone 3"[..]]).unwrap(), 2);
+        let (batches, _) = logged(&c, start);
+        assert_eq!(batches.len(), 1);
+        let mut dels: Vec<(Vec<u8>, Option<Vec<u8>>, u64)> = batches[0]
+            .changes
+            .iter()
+            .map(|d| (d.key.clone(), d.value.clone(), d.version))
+            .collect();
+        dels.sort();
+        assert_eq!(
+            dels,
+            [
+                (b"gone 2".to_vec(), None, v2),
+                (b"gone 3".to_vec(), None, v3)
+            ]
+        );
     }
 
     #[test]
