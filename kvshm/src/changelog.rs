@@ -215,7 +215,7 @@ fn control_and_ring(mem: &Mem) -> Result<(&[AtomicU64; CTL_WORDS], &[AtomicU64])
     let all = mem.changelog_words();
     match all.split_first_chunk::<CTL_WORDS>() {
         Some((ctl, ring)) if ring.len().is_power_of_two() => Ok((ctl, ring)),
-        _ => Err(Error::corrupt(0, "change log: no region")),
+        _ => Err(no_region()),
     }
 }
 
@@ -267,26 +267,11 @@ fn write_one(
     size: u64,
 ) -> Result<(Pending, bool)> {
     let head = make_room(region, ctl, ring, size)?;
-    let ix = ((head & ((ring.len() * 8) as u64 - 1)) / 8) as usize;
-    let w = ring
-        .get(ix..ix + (size / 8) as usize)
-        .ok_or_else(|| region.bad("an entry crosses the ring's end".into()))?;
-    let [w0, w1, w2, w3, d0, d @ ..] = w else {
+    let (ix, w0, rest) = start_entry(s, region, ring, head, size, 1, 0)?;
+    let [d0, d @ ..] = rest else {
         return Err(region.bad("a short entry".into()));
     };
-    w1.store(size | 1 << 32, R);
-    w2.store(s.me as u64, R);
-    w3.store(0, R);
-    d0.store(kind | item << 8, R);
-    for (d, w) in d.iter().zip(src) {
-        d.store(w.load(R), R);
-    }
-    if kind == DEL {
-        // Only the key was copied: the lens say so.
-        if let Some(l) = d.first() {
-            l.store(l.load(R) & 0xffff_ffff, R);
-        }
-    }
+    write_change(d0, d, kind, item, src);
     Ok(publish(s, ctl, w0, ix, head, size))
 }
 
@@ -380,6 +365,48 @@ fn make_room(
     Ok(head)
 }
 
+/// Under the log lock: the words of the entry of `size` bytes at `head` (made room for), its
+/// header but the status word written (`count` changes, the writer's slot, `flags`). Returns
+/// its ring index, its status word and the words after the header.
+#[inline(always)]
+fn start_entry<'r>(
+    s: &Session<'_>,
+    region: Region,
+    ring: &'r [AtomicU64],
+    head: u64,
+    size: u64,
+    count: u64,
+    flags: u64,
+) -> Result<(usize, &'r AtomicU64, &'r [AtomicU64])> {
+    let ix = ((head & ((ring.len() * 8) as u64 - 1)) / 8) as usize;
+    let w = ring
+        .get(ix..ix + (size / 8) as usize)
+        .ok_or_else(|| region.bad("an entry crosses the ring's end".into()))?;
+    let [w0, w1, w2, w3, rest @ ..] = w else {
+        return Err(region.bad("a short entry".into()));
+    };
+    w1.store(size | count << 32, R);
+    w2.store(s.me as u64 | flags << 32, R);
+    w3.store(0, R);
+    Ok((ix, w0, rest))
+}
+
+/// One change of an entry: its header word `d0`, then its record's words from the lengths on
+/// (`src`, as many as `d` holds: for a DEL the key's, and its lengths say so).
+#[inline(always)]
+fn write_change(d0: &AtomicU64, d: &[AtomicU64], kind: u64, item: u64, src: &[AtomicU64]) {
+    d0.store(kind | item << 8, R);
+    for (d, w) in d.iter().zip(src) {
+        d.store(w.load(R), R);
+    }
+    if kind == DEL {
+        // Only the key was copied: the lens say so.
+        if let Some(l) = d.first() {
+            l.store(l.load(R) & 0xffff_ffff, R);
+        }
+    }
+}
+
 /// Under the log lock, the entry at `head` (ring index `ix`, status word `w0`) written but for
 /// its status: give it its sequence number, PENDING, record it in the slot, publish it.
 /// Returns it and whether a reader sleeps for new entries.
@@ -418,17 +445,8 @@ fn write_entry(
 ) -> Result<(Pending, bool)> {
     let mem = &s.st.mem;
     let head = make_room(region, ctl, ring, size)?;
-    let ix = ((head & ((ring.len() * 8) as u64 - 1)) / 8) as usize;
-    let w = ring
-        .get(ix..ix + (size / 8) as usize)
-        .ok_or_else(|| region.bad("an entry crosses the ring's end".into()))?;
-    let [w0, w1, w2, w3, rest @ ..] = w else {
-        return Err(region.bad("a short entry".into()));
-    };
     let flags = if overflow { OVERFLOW } else { 0 };
-    w1.store(size | (changes.len() as u64) << 32, R);
-    w2.store(s.me as u64 | flags << 32, R);
-    w3.store(0, R);
+    let (ix, w0, rest) = start_entry(s, region, ring, head, size, changes.len() as u64, flags)?;
     if !overflow {
         let mut dst = rest;
         for &(kind, rec) in changes {
@@ -442,14 +460,7 @@ fn write_entry(
             if d.len() != n {
                 return Err(region.bad("a change past its entry".into()));
             }
-            d0.store(kind | item << 8, R);
-            for (d, w) in d.iter().zip(src) {
-                d.store(w.load(R), R);
-            }
-            if kind == DEL {
-                // Only the key was copied: the lens say so.
-                d[0].store(d[0].load(R) & 0xffff_ffff, R);
-            }
+            write_change(d0, d, kind, item, src);
             dst = next;
         }
     }
