@@ -71,7 +71,12 @@ def start(system, tmp):
                "--dir", tmp]
     proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    wait_port(port, proc)
+    try:
+        wait_port(port, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc, port, sock
 
 
@@ -127,8 +132,10 @@ def main():
             # Both servers run for the whole round (each idle while the other is measured), and
             # each test is measured on one right after the other, the order turning with every
             # test: a pair is seconds apart, so a slow minute of the VM hits both sides of it.
-            servers = {system: start(system, tmp) for system in ("kvhost", "redis")}
+            servers = {}
             try:
+                for system in ("kvhost", "redis"):
+                    servers[system] = start(system, tmp)
                 i = r
                 for transport, pipeline in configs:
                     n = a.requests if pipeline > 1 else a.requests // 4
