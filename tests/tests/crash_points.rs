@@ -508,6 +508,9 @@ const LOGGED: &[(&str, &str)] = &[
     // A put rewritten in place: the entry copies the record the rollback restores.
     ("clog.appended", "put-in-place"),
     ("clog.marked", "put-in-place"),
+    // After the stripe's words changed, before the commit (they are logged at their first
+    // change, `Txn::stripe_mut`): an insert's count, tombstones and value bytes roll back.
+    ("clog.appended", "put-insert"),
 ];
 
 /// What the change log says the store holds: every committed batch from the start, replayed.
