@@ -369,16 +369,9 @@ impl Client {
     ) -> Result<()> {
         let mut held = HeldStripes::with_capacity(stripes.len());
         let r = (|| {
-            if let [s] = *stripes {
-                // One stripe: its words are logged only if the write changes them (a value
-                // rewritten in place at its length does not: `Txn::stripe_mut`).
+            for &s in stripes {
                 held.push(sess.write_stripe(s)?);
-                txn.log_stripe_later(s)?;
-            } else {
-                for &s in stripes {
-                    held.push(sess.write_stripe(s)?);
-                    txn.log_stripe(s)?;
-                }
+                txn.log_stripe(s)?;
             }
             op.locked();
             apply(&txn)?;
