@@ -508,8 +508,8 @@ const LOGGED: &[(&str, &str)] = &[
     // A put rewritten in place: the entry copies the record the rollback restores.
     ("clog.appended", "put-in-place"),
     ("clog.marked", "put-in-place"),
-    // After the stripe's words changed, before the commit (they are logged at their first
-    // change, `Txn::stripe_mut`): an insert's count, tombstones and value bytes roll back.
+    // After the stripe's words changed, before the commit: an insert's count, tombstones and
+    // value bytes roll back (they are undo-logged when the stripe is locked).
     ("clog.appended", "put-insert"),
 ];
 
