@@ -238,6 +238,25 @@ impl TestStore {
         r
     }
 
+    /// A failing test's store, copied into `$KVSHM_KEEP_FAILED` (when set) before it is
+    /// removed: the segment as the failure left it, for `kvcli` and a debugger (a rare failure
+    /// of a long campaign is otherwise gone with its store).
+    fn keep_for_post_mortem(&self) {
+        let Some(dir) = std::env::var_os("KVSHM_KEEP_FAILED") else {
+            return;
+        };
+        // Under the store's own file name: `kvcli --dir $KVSHM_KEEP_FAILED --name <name> ...`
+        // opens it.
+        let path = self.path();
+        let dest = PathBuf::from(dir).join(path.file_name().unwrap_or(self.name.as_ref()));
+        let kept = std::fs::create_dir_all(dest.parent().unwrap_or(Path::new(".")))
+            .and_then(|_| std::fs::copy(&path, &dest));
+        match kept {
+            Ok(_) => eprintln!("failed test's store kept as {}", dest.display()),
+            Err(e) => eprintln!("failed test's store not kept ({}): {e}", dest.display()),
+        }
+    }
+
     /// For a failing verify: what the block a problem names (`at 0x...`) holds, read from
     /// the segment file as a record (tag, lengths, version, meta, key, the value's start),
     /// and what the index holds for that key now.
@@ -281,6 +300,9 @@ impl TestStore {
 
 impl Drop for TestStore {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.keep_for_post_mortem();
+        }
         if let Some(h) = self.host.take() {
             let _ = h.release();
         }

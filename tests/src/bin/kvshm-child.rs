@@ -467,9 +467,13 @@ fn writer(c: Client, id: u64, ack_path: &str) {
                 .collect();
             fail_on(&problems);
         };
+    // A campaign knob (docs/RELIABILITY.md): every operation a batch of own `w` keys, so that
+    // nearly every kill lands in a `put_many` over several stripes.
+    let batches_only = std::env::var_os("KVSHM_STORM_BATCHES_ONLY").is_some();
     loop {
         let ver = (id << 48) | (rng.next_u64() & ((1 << 48) - 1));
-        match rng.below(10) {
+        let pick = if batches_only { 5 } else { rng.below(10) };
+        match pick {
             0..=3 => {
                 let k = format!("w{id}-{}", rng.below(200));
                 check(&c, &model, &[&k]);
@@ -487,7 +491,7 @@ fn writer(c: Client, id: u64, ack_path: &str) {
                 model.insert(k, None);
             }
             5 => {
-                let items: Vec<(String, u64)> = if rng.below(2) == 0 {
+                let items: Vec<(String, u64)> = if !batches_only && rng.below(2) == 0 {
                     // One batch over fixed keys, one version for all: readers in other
                     // processes check with get_many that they never see two batches mixed.
                     (0..BATCH_KEYS)
