@@ -468,7 +468,8 @@ fn writer(c: Client, id: u64, ack_path: &str) {
             fail_on(&problems);
         };
     // A campaign knob (docs/RELIABILITY.md): every operation a batch of own `w` keys, so that
-    // nearly every kill lands in a `put_many` over several stripes.
+    // a kill that lands in an operation (and not in a writer's start-up check) lands in a
+    // `put_many`, mostly over several stripes.
     let batches_only = std::env::var_os("KVSHM_STORM_BATCHES_ONLY").is_some();
     loop {
         let ver = (id << 48) | (rng.next_u64() & ((1 << 48) - 1));
