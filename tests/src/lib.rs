@@ -247,10 +247,9 @@ impl TestStore {
         };
         // Under the store's own file name: `kvcli --dir $KVSHM_KEEP_FAILED --name <name> ...`
         // opens it.
-        let path = self.path();
-        let dest = PathBuf::from(dir).join(path.file_name().unwrap_or(self.name.as_ref()));
-        let kept = std::fs::create_dir_all(dest.parent().unwrap_or(Path::new(".")))
-            .and_then(|_| std::fs::copy(&path, &dest));
+        let (dir, path) = (PathBuf::from(dir), self.path());
+        let dest = dir.join(path.file_name().unwrap_or(self.name.as_ref()));
+        let kept = std::fs::create_dir_all(&dir).and_then(|_| std::fs::copy(&path, &dest));
         match kept {
             Ok(_) => eprintln!("failed test's store kept as {}", dest.display()),
             Err(e) => eprintln!("failed test's store not kept ({}): {e}", dest.display()),

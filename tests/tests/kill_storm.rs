@@ -22,8 +22,7 @@
 //! `KVSHM_STORM_SECS` sets the duration (default 8 s; CI uses the default, long runs more).
 //! `KVSHM_STORM_BATCHES_ONLY=1` makes every writer operation a `put_many` of 1-8 own keys (8 s:
 //! 35 of 114 kills landed in one, the others in writers' start-up checks; a campaign knob, not
-//! in CI), and
-//! `KVSHM_KEEP_FAILED=DIR` keeps a failing run's store there (`TestStore`).
+//! in CI), and `KVSHM_KEEP_FAILED=DIR` keeps a failing run's store there (`TestStore`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
