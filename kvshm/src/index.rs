@@ -188,6 +188,7 @@ fn rebuild_table(txn: &Txn<'_, '_>, s: usize, log2: u32, no_growth: bool) -> Res
         txn.defer_free(old & TABLE_OFFSET_MASK)?;
     }
     crash_point!("table.filled");
+    let stripe = txn.stripe_mut(s)?;
     stripe
         .table
         .store(nt | (log2 as u64) << TABLE_LOG2_SHIFT, REL);
@@ -304,7 +305,7 @@ fn put_found(
         let vb = adjust(st, s, "value bytes", vb, value_len as u64, old_len as u64)?;
         txn.set(s, entry_off(i), table_entry(hash, rec))?;
         crash_point!("put.replaced");
-        stripe.value_bytes.store(vb, REL);
+        txn.stripe_mut(s)?.value_bytes.store(vb, REL);
         txn.defer_free(old)?;
         return Ok(true);
     }
@@ -318,6 +319,7 @@ fn put_found(
     let vb = adjust(st, s, "value bytes", vb, value_len as u64, 0)?;
     txn.set(s, entry_off(i), table_entry(hash, rec))?;
     crash_point!("put.inserted");
+    let stripe = txn.stripe_mut(s)?;
     stripe.count.store(count, REL);
     stripe.tombstones.store(tombs, REL);
     stripe.value_bytes.store(vb, REL);
@@ -383,7 +385,9 @@ pub(crate) fn update_in_place(
     all[1].store(st.next_version(s), REL);
     all[2].store(meta, REL);
     note_expiry(st, s, meta);
-    stripe.value_bytes.store(vb, REL);
+    if vb != stripe.value_bytes.load(R) {
+        txn.stripe_mut(s)?.value_bytes.store(vb, REL);
+    }
     st.reference(rec);
     txn.note_change(crate::changelog::SET, rec);
     Ok(true)
@@ -497,6 +501,7 @@ pub(crate) fn remove(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Resu
     let vb = adjust(st, s, "value bytes", vb, 0, vlen as u64)?;
     txn.set(s, toff + TABLE_HEADER_SIZE + i * TABLE_ENTRY_SIZE, mark)?;
     crash_point!("remove.unlinked");
+    let stripe = txn.stripe_mut(s)?;
     stripe.count.store(count, REL);
     stripe.tombstones.store(tombs, REL);
     stripe.value_bytes.store(vb, REL);

@@ -35,6 +35,8 @@ pub(crate) const MAX_LOG_CAP: u64 = 1 << 24;
 /// Undo entries [`Txn::log_stripe`] takes per locked stripe (its four header words; a table
 /// rebuild writes only those).
 const STRIPE_UNDO: usize = 4;
+/// [`Txn::unlogged_stripe`] when every held stripe's words are logged.
+const NO_STRIPE: usize = usize::MAX;
 
 /// Log entries (of each kind) of a single-key put or remove: the stripe words, one table entry
 /// (undo), the record and a rebuilt table (new), the old record and the old table (frees).
@@ -223,6 +225,11 @@ pub(crate) struct Txn<'s, 'a> {
     n_undo: Cell<usize>,
     n_new: Cell<usize>,
     n_free: Cell<usize>,
+    /// A stripe this transaction holds whose words ([`Txn::log_stripe`]) are not undo-logged
+    /// yet ([`NO_STRIPE`] if none): logged by [`Txn::stripe_mut`] before the first change of
+    /// one of them, so a write that changes none (a value rewritten in place at its length)
+    /// logs none.
+    unlogged_stripe: Cell<usize>,
     /// What this transaction changed, for the change log (`(kind, record)`; only collected in
     /// a store that has one).
     changes: Option<Box<std::cell::RefCell<Changes>>>,
@@ -267,6 +274,7 @@ impl<'s, 'a> Txn<'s, 'a> {
             n_undo: Cell::new(0),
             n_new: Cell::new(0),
             n_free: Cell::new(0),
+            unlogged_stripe: Cell::new(NO_STRIPE),
             changes: s.st.clog.map(|_| take_changes()),
         })
     }
@@ -392,6 +400,28 @@ impl<'s, 'a> Txn<'s, 'a> {
         // store after the stores above (no instruction on x86, a compiler barrier).
         std::sync::atomic::fence(REL);
         Ok(words)
+    }
+
+    /// The words of stripe `s` (held, `seq` odd) are logged when first changed, by
+    /// [`Txn::stripe_mut`], instead of now ([`Txn::log_stripe`]). One stripe at a time.
+    pub(crate) fn log_stripe_later(&self, s: usize) -> Result<()> {
+        if self.unlogged_stripe.get() != NO_STRIPE {
+            return self.log_stripe(s);
+        }
+        self.unlogged_stripe.set(s);
+        Ok(())
+    }
+
+    /// Stripe `s`, held by this transaction, whose words (table, count, tombstones, value
+    /// bytes) the caller is about to change: undo-logged first if [`Txn::log_stripe_later`]
+    /// left them unlogged. Every store to those words under a transaction goes through here.
+    #[inline]
+    pub(crate) fn stripe_mut(&self, s: usize) -> Result<&'a Stripe> {
+        if self.unlogged_stripe.get() == s {
+            self.log_stripe(s)?;
+            self.unlogged_stripe.set(NO_STRIPE);
+        }
+        Ok(self.s.st.mem.stripe(s))
     }
 
     /// Log the stripe words that writes under its lock may change (right after its `seq`

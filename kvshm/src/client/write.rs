@@ -369,9 +369,16 @@ impl Client {
     ) -> Result<()> {
         let mut held = HeldStripes::with_capacity(stripes.len());
         let r = (|| {
-            for &s in stripes {
+            if let [s] = *stripes {
+                // One stripe: its words are logged only if the write changes them (a value
+                // rewritten in place at its length does not: `Txn::stripe_mut`).
                 held.push(sess.write_stripe(s)?);
-                txn.log_stripe(s)?;
+                txn.log_stripe_later(s)?;
+            } else {
+                for &s in stripes {
+                    held.push(sess.write_stripe(s)?);
+                    txn.log_stripe(s)?;
+                }
             }
             op.locked();
             apply(&txn)?;
