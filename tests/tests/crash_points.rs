@@ -212,16 +212,21 @@ fn check_after(t: &TestStore, scenario: &str, acked: &[String], after_commit: Op
                 );
             }
         }
-        "put-in-place" => {
+        "put-in-place" | "put-in-place-longer" => {
+            let new: &[u8] = if scenario == "put-in-place" {
+                b"new"
+            } else {
+                b"newer"
+            };
             assert!(
-                ck.as_deref() == Some(b"old") || ck.as_deref() == Some(b"new"),
+                ck.as_deref() == Some(b"old") || ck.as_deref() == Some(new),
                 "crash-key torn: {ck:?}"
             );
             if !acked.is_empty() {
-                assert_eq!(ck.as_deref(), Some(&b"new"[..]), "ack lost");
+                assert_eq!(ck.as_deref(), Some(new), "ack lost");
             }
             if let Some(c) = after_commit {
-                let want: &[u8] = if c { b"new" } else { b"old" };
+                let want: &[u8] = if c { new } else { b"old" };
                 assert_eq!(
                     ck.as_deref(),
                     Some(want),
@@ -508,6 +513,10 @@ const LOGGED: &[(&str, &str)] = &[
     // A put rewritten in place: the entry copies the record the rollback restores.
     ("clog.appended", "put-in-place"),
     ("clog.marked", "put-in-place"),
+    // The same at another length of the same size class: the stripe's value bytes changed
+    // before the commit, and roll back with the record (a one-stripe transaction logs them at
+    // that change, `Txn::stripe_mut`; verify compares them with the records).
+    ("clog.appended", "put-in-place-longer"),
     // After the stripe's words changed, before the commit: an insert's count, tombstones and
     // value bytes roll back (they are undo-logged when the stripe is locked).
     ("clog.appended", "put-insert"),

@@ -134,6 +134,11 @@ fn crash_scenario(dir: &str, name: &str, scenario: &str) {
             c.put(b"crash-key", b"new").unwrap();
             out("ack");
         }
+        "put-in-place-longer" => {
+            // The same size class, another length: the stripe's value bytes change too.
+            c.put(b"crash-key", b"newer").unwrap();
+            out("ack");
+        }
         "remove" => {
             c.remove(b"crash-key").unwrap();
             out("ack");
