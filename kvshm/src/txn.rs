@@ -598,18 +598,27 @@ impl Drop for Txn<'_, '_> {
     }
 }
 
-/// Free the log extension of `slot` (owned by `owner`) if it still holds one.
+/// Free the log extension of `slot` (owned by `owner`) if it still holds one. Inline: every
+/// transaction ends here, and few have an extension (the freeing path is out of line).
+#[inline]
 pub(crate) fn release_log_ext(s: &Session<'_>, slot: &Slot, owner: u32) -> Result<()> {
     let ext = slot.log_ext.load(ACQ);
     if ext != 0 {
-        if let Ok(w) = s.word(ext) {
-            let t = Tag::from_word(w.load(R));
-            if t.state == TAG_RESERVED && t.owner == owner {
-                Allocator::new(s).free_block(ext, t.word())?;
-            }
-        }
-        slot.log_ext.store(0, REL);
+        return free_log_ext(s, slot, owner, ext);
     }
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn free_log_ext(s: &Session<'_>, slot: &Slot, owner: u32, ext: u64) -> Result<()> {
+    if let Ok(w) = s.word(ext) {
+        let t = Tag::from_word(w.load(R));
+        if t.state == TAG_RESERVED && t.owner == owner {
+            Allocator::new(s).free_block(ext, t.word())?;
+        }
+    }
+    slot.log_ext.store(0, REL);
     Ok(())
 }
 
