@@ -517,8 +517,8 @@ const LOGGED: &[(&str, &str)] = &[
     // before the commit, and roll back with the record (a one-stripe transaction logs them at
     // that change, `Txn::stripe_mut`; verify compares them with the records).
     ("clog.appended", "put-in-place-longer"),
-    // After the stripe's words changed, before the commit: an insert's count, tombstones and
-    // value bytes roll back (they are undo-logged when the stripe is locked).
+    // After the stripe's words changed, before the commit (they are logged at their first
+    // change, `Txn::stripe_mut`): an insert's count, tombstones and value bytes roll back.
     ("clog.appended", "put-insert"),
 ];
 
