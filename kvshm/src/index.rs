@@ -37,6 +37,7 @@ fn log2_for(n: u64) -> u32 {
 /// A stripe total plus or minus `delta`. Totals are read from the segment: one that would
 /// leave the range of a u64 was damaged, and is reported instead of panicking (in debug
 /// builds) or wrapping under the stripe lock.
+#[inline(always)]
 fn adjust(st: &Store, s: usize, what: &str, total: u64, add: u64, sub: u64) -> Result<u64> {
     total
         .checked_add(add)
@@ -69,6 +70,7 @@ pub(crate) fn write_record(
     Ok(())
 }
 
+#[inline(always)]
 fn find(txn: &Txn<'_, '_>, table_word: u64, hash: u64, key: &[u8]) -> Result<Found> {
     let st = txn.session().st;
     let Some((entries, _)) = st.table_entries(table_word)? else {
@@ -254,6 +256,7 @@ fn find_for_put(txn: &Txn<'_, '_>, s: usize, hash: u64, key: &[u8]) -> Result<Fo
 /// when `alloc` had no block to give without waiting long (growth: it returns `None`, see
 /// [`Txn::alloc_quick`]): then the key is untouched and the caller puts a record it makes
 /// outside the lock. One probe either way.
+#[inline(always)]
 pub(crate) fn put_value(
     txn: &Txn<'_, '_>,
     s: usize,
@@ -336,6 +339,7 @@ fn put_found(
 /// same-size string and its INCR rewrite in place too). Under an LRU policy the write
 /// references the record, as a new one starts referenced. Returns false, changing nothing,
 /// when it does not fit.
+#[inline(always)]
 pub(crate) fn update_in_place(
     txn: &Txn<'_, '_>,
     s: usize,
@@ -394,6 +398,7 @@ pub(crate) fn update_in_place(
 }
 
 /// Lower stripe `s`'s `next_expiry` hint to a record's expiry (caller holds the lock).
+#[inline(always)]
 pub(crate) fn note_expiry(st: &Store, s: usize, meta: u64) {
     let exp = meta & META_EXPIRY_MASK;
     if exp != 0 {

@@ -175,7 +175,7 @@ impl Mem {
 
     /// `n` words at `off`, bounds- and alignment-checked. The only way to reach bytes at an
     /// offset that was read from the segment.
-    #[inline]
+    #[inline(always)]
     pub fn words(&self, off: u64, n: u64) -> Result<&[AtomicU64]> {
         let len = n
             .checked_mul(8)
@@ -278,10 +278,13 @@ const BULK_COPY_MIN: usize = 1024;
 /// racing `movs` are defined (each byte is some value that was written). Measured: a 16 KiB
 /// get spent most of its time zero-filling the output and then copying it word by word
 /// (docs/PERFORMANCE.md, issue 12 part 4).
+#[inline(always)]
 pub(crate) fn copy_words_out(words: &[AtomicU64], len: usize, out: &mut Vec<u8>) {
     let len = len.min(words.len() * 8);
     out.clear();
-    out.reserve(len);
+    // Room for whole words: the last one is stored whole too (its bytes past `len` stay
+    // beyond the vector's length).
+    out.reserve(len.next_multiple_of(8));
     let dst = out.spare_capacity_mut();
     #[cfg(target_arch = "x86_64")]
     if len >= BULK_COPY_MIN {
@@ -311,15 +314,16 @@ pub(crate) fn copy_words_out(words: &[AtomicU64], len: usize, out: &mut Vec<u8>)
         // (a byte loop here cost ~8 instructions per byte).
         unsafe { d.as_mut_ptr().cast::<[u8; 8]>().write_unaligned(bytes) };
     }
-    let rest = len % 8;
-    if rest != 0 {
+    if len % 8 != 0 {
         let last = words[full].load(Ordering::Relaxed).to_le_bytes();
-        for (b, &v) in dst[full * 8..len].iter_mut().zip(&last[..rest]) {
-            b.write(v);
-        }
+        let d = &mut dst[full * 8..full * 8 + 8];
+        // SAFETY: as in the loop: 8 bytes of spare capacity (reserved as whole words above),
+        // disjoint from the mapping (a byte loop here cost up to ~50 instructions).
+        unsafe { d.as_mut_ptr().cast::<[u8; 8]>().write_unaligned(last) };
     }
-    // SAFETY: the loops above initialised exactly the first `len` bytes of the spare capacity
-    // (`full` whole words, then `rest` bytes of the next), and `len <= capacity`.
+    // SAFETY: the stores above initialised at least the first `len` bytes of the spare
+    // capacity (`full` whole words, then the next whole word if `len` ends inside it), and
+    // `len <= capacity`.
     unsafe { out.set_len(len) };
 }
 
@@ -327,6 +331,7 @@ pub(crate) fn copy_words_out(words: &[AtomicU64], len: usize, out: &mut Vec<u8>)
 /// stored). The words belong to a block this writer reserved, but a reader that still holds an
 /// older offset into it may read them meanwhile (its seqlock will retry): long copies are one
 /// `rep movsb` for the same reasons as [`copy_words_out`].
+#[inline(always)]
 pub(crate) fn copy_words_in(words: &[AtomicU64], bytes: &[u8]) {
     let bytes = &bytes[..bytes.len().min(words.len() * 8)];
     let full = bytes.len() / 8;
@@ -360,9 +365,28 @@ pub(crate) fn copy_words_in(words: &[AtomicU64], bytes: &[u8]) {
     }
     let rest = &bytes[full * 8..];
     if !rest.is_empty() {
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        words[full].store(u64::from_le_bytes(last), Ordering::Relaxed);
+        words[full].store(tail_word(rest), Ordering::Relaxed);
+    }
+}
+
+/// The 1-7 bytes `rest` as a little-endian word, zero-padded: two overlapping loads of 4, 2
+/// or 1 bytes, no call (a `copy_from_slice` into a zeroed `[u8; 8]` called `memcpy`: ~30
+/// instructions per put of a value whose length is not a multiple of 8, callgrind).
+#[inline]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    debug_assert!((1..8).contains(&n));
+    if n >= 4 {
+        let lo = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
+        let hi = u32::from_le_bytes([rest[n - 4], rest[n - 3], rest[n - 2], rest[n - 1]]) as u64;
+        // The bytes both loads hold sit at the same places in both: OR keeps them.
+        lo | hi << (8 * (n - 4))
+    } else if n >= 2 {
+        let lo = u16::from_le_bytes([rest[0], rest[1]]) as u64;
+        let hi = u16::from_le_bytes([rest[n - 2], rest[n - 1]]) as u64;
+        lo | hi << (8 * (n - 2))
+    } else {
+        rest[0] as u64
     }
 }
 

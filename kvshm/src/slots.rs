@@ -28,6 +28,7 @@ pub(crate) struct SlotRef {
 }
 
 /// The session of slot `r`: lock waits recover dead owners with [`recovery`].
+#[inline(always)]
 pub(crate) fn session(st: &Store, r: SlotRef) -> Result<Session<'_>> {
     Ok(Session {
         st,

@@ -417,7 +417,7 @@ impl Store {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn hash(&self, key: &[u8]) -> u64 {
         xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed)
     }
@@ -542,6 +542,7 @@ impl Store {
     /// not even when a transaction rolls back: that only leaves a gap). Not one global order:
     /// a store-wide counter would put one contended cache line in every write of every
     /// process (docs/ARCHITECTURE.md, "Versions").
+    #[inline(always)]
     pub(crate) fn next_version(&self, s: usize) -> u64 {
         let stripe = self.mem.stripe(s);
         let r = stripe.revision.load(Ordering::Relaxed) + 1;
@@ -550,7 +551,7 @@ impl Store {
     }
 
     /// Whether the record at `off` holds `key`.
-    #[inline]
+    #[inline(always)]
     pub fn record_key_eq(&self, off: u64, key: &[u8]) -> Result<bool> {
         let (klen, _) = self.record_lens(off)?;
         if klen != key.len() {
@@ -573,7 +574,7 @@ impl Store {
     }
 
     /// Copy the value of the record at `off` into `out`.
-    #[inline]
+    #[inline(always)]
     pub fn read_value(&self, off: u64, out: &mut Vec<u8>) -> Result<()> {
         let (klen, vlen) = self.record_lens(off)?;
         let start = off + RECORD_HEADER_SIZE + pad8(klen as u64);
@@ -651,7 +652,7 @@ impl Store {
     /// reference bit if clear. One CAS from exactly the LIVE tag just loaded: if the block was
     /// freed or reused meanwhile the word differs (or the bit lands on the record now there,
     /// a harmless hint). Nothing is written once the bit is set, nor by read-only clients.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn reference(&self, rec: u64) {
         if !self.writable || !eviction_is_lru(self.mem.header().eviction.load(Ordering::Relaxed)) {
             return;

@@ -114,6 +114,7 @@ const _: () = {
 
 impl<'a> LogView<'a> {
     /// The log of the slot at `slot_off`, read through its extension word.
+    #[inline(always)]
     pub(crate) fn of(st: &'a Store, slot: &Slot, slot_off: u64) -> Result<LogView<'a>> {
         let ext = slot.log_ext.load(ACQ);
         if ext == 0 {
@@ -237,6 +238,7 @@ pub(crate) struct Txn<'s, 'a> {
 
 impl<'s, 'a> Txn<'s, 'a> {
     /// Open a transaction of `s` whose log must hold `need` entries of each kind.
+    #[inline(always)]
     pub(crate) fn begin(s: &'s Session<'a>, need: usize) -> Result<Txn<'s, 'a>> {
         let state = s.slot.txn_state.load(R);
         if state != TXN_IDLE {
@@ -369,6 +371,7 @@ impl<'s, 'a> Txn<'s, 'a> {
     /// Undo-log the `n` words at `off` (in stripe `stripe`'s keeping), published by one count
     /// store, and return them for the caller to overwrite: a value rewritten in place. The
     /// same as `n` calls of [`Txn::set`] for recovery, at a fraction of the cost.
+    #[inline(always)]
     pub(crate) fn log_range(
         &self,
         stripe: usize,
@@ -472,7 +475,7 @@ impl<'s, 'a> Txn<'s, 'a> {
     /// keeps one (a no-op otherwise). What is logged is the record as it is at the append
     /// (one rewritten in place again later in the transaction is logged with its last value,
     /// sized from its lengths then).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn note_change(&self, kind: u64, rec: u64) {
         if let Some(c) = &self.changes {
             c.borrow_mut().push(kind, rec);
@@ -492,6 +495,7 @@ impl<'s, 'a> Txn<'s, 'a> {
 
     /// The commit point: from here on, recovery completes instead of rolling back. The caller
     /// then drops its `StripeWrite`s (publish and unlock) and calls [`Txn::finish`].
+    #[inline(always)]
     pub(crate) fn commit(&self) {
         self.s.slot.txn_state.store(TXN_COMMITTED, REL);
         crash_point!("txn.committed");
@@ -527,6 +531,7 @@ impl<'s, 'a> Txn<'s, 'a> {
     }
 
     /// After commit and unlock: the deferred frees, then IDLE.
+    #[inline(always)]
     pub(crate) fn finish(self) -> Result<()> {
         let mut first_err = None;
         let alloc = Allocator::new(self.s);

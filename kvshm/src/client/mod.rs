@@ -154,6 +154,7 @@ impl Client {
     }
 
     /// This client's session (its slot), or an error for a read-only client.
+    #[inline(always)]
     pub(crate) fn session(&self) -> Result<Session<'_>> {
         self.not_forked()?;
         let r = self.slot.ok_or_else(|| {
@@ -223,17 +224,23 @@ impl Client {
 
     /// Per-operation trace log line naming this client (`RUST_LOG=kvshm=trace`). Nothing is
     /// computed unless trace logging is on.
-    #[inline]
+    #[inline(always)]
     fn trace(&self, op: &str, key: &[u8], detail: impl std::fmt::Display) {
         if log::log_enabled!(target: "kvshm::ops", log::Level::Trace) {
-            log::trace!(
-                target: "kvshm::ops",
-                "client {} (pid {}): {op} {} {detail}",
-                self.client_id().unwrap_or(0),
-                std::process::id(),
-                key.escape_ascii()
-            );
+            self.trace_line(op, key, &detail);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn trace_line(&self, op: &str, key: &[u8], detail: &dyn std::fmt::Display) {
+        log::trace!(
+            target: "kvshm::ops",
+            "client {} (pid {}): {op} {} {detail}",
+            self.client_id().unwrap_or(0),
+            std::process::id(),
+            key.escape_ascii()
+        );
     }
 
     /// This attachment's client id (as in logs and `stats`), `None` when read-only.
