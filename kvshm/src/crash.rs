@@ -37,6 +37,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "put.replaced",
     "put.inserted",
     "put.unlocked",
+    "stripe.published",
     "remove.unlinked",
     "remove.unlocked",
     "table.filled",

@@ -202,6 +202,9 @@ impl StripeWrite<'_> {
     pub(crate) fn release(self) {
         if !self.lock.panicked_while_held() {
             stripe_write_end(self.st, self.stripe);
+            // Published, still locked: a writer killed here leaves its lock to recovery and
+            // an even `seq` (the other order would leave readers an odd one and no holder).
+            crate::crash_point!("stripe.published");
             lock::unlock(self.lock.word);
         }
         // Done by hand above: the guards must not run again.

@@ -58,6 +58,11 @@ const MATRIX: &[(&str, &str)] = &[
     ("modify.in_place", "put-in-place"),
     ("txn.committed", "put-in-place"),
     ("put.unlocked", "put-in-place"),
+    // Between a stripe's publishing (`seq` even) and its unlock (`StripeWrite::release`):
+    // the lock goes to recovery, the stripe stays readable.
+    ("stripe.published", "put-in-place"),
+    ("stripe.published", "put-update"),
+    ("stripe.published", "remove"),
     ("remove.unlinked", "remove"),
     ("remove.unlocked", "remove"),
     ("table.filled", "fill"),
@@ -128,9 +133,9 @@ const BEFORE_SLOT: &[&str] = &["attach.length_read"];
 /// roll back: the old value), `None` for scenarios judged otherwise (fill, spans, growth).
 fn committed(point: &str) -> Option<bool> {
     match point.split('@').next().unwrap() {
-        "txn.committed" | "put.unlocked" | "txn.freeing" | "free.tagged" | "remove.unlocked"
-        | "many.unlocked_one" | "cache.given" | "cache.flushed" | "modify.unlocked"
-        | "clog.marked" => Some(true),
+        "txn.committed" | "put.unlocked" | "stripe.published" | "txn.freeing" | "free.tagged"
+        | "remove.unlocked" | "many.unlocked_one" | "cache.given" | "cache.flushed"
+        | "modify.unlocked" | "clog.marked" => Some(true),
         "alloc.recorded"
         | "alloc.tagged"
         | "cache.refilled"
