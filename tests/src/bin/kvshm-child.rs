@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kvshm::Client;
 use kvshm_tests::END;
-use kvshm_tests::{check_pattern, pattern, Rng};
+use kvshm_tests::{check_pattern, fresh_seed, pattern, Rng};
 
 fn out(line: impl std::fmt::Display) {
     let mut o = std::io::stdout().lock();
@@ -445,8 +445,7 @@ fn writer(c: Client, id: u64, ack_path: &str) {
     std::fs::write(format!("{pos_path}.tmp"), offset.to_string()).expect("pos");
     std::fs::rename(format!("{pos_path}.tmp"), &pos_path).expect("pos");
 
-    let mut rng =
-        Rng::new(id ^ std::process::id() as u64 ^ (Instant::now().elapsed().as_nanos() as u64));
+    let mut rng = Rng::new(fresh_seed(id));
     let mut line = |s: String| {
         ack.write_all(s.as_bytes()).expect("ack write");
     };
@@ -726,7 +725,7 @@ fn ttl_writer(c: Client, id: u64, log_path: &str, evicting: bool) {
     if log_torn {
         f.write_all(b"\n").unwrap(); // end the line a kill cut, so ours stand alone
     }
-    let mut rng = Rng::new(std::process::id() as u64 ^ id);
+    let mut rng = Rng::new(fresh_seed(id));
     let mut n = 0u64;
     loop {
         let key = format!("t{id}-{}", rng.below(keys));
@@ -847,7 +846,7 @@ fn reader(c: Client, secs: u64, writers: u64) {
 /// and emptied, so reclaim passes give them back and claims take them again. Exits 1 on a
 /// wrong value.
 fn churn_big(c: Client, prefix: &str) {
-    let mut rng = Rng::new(std::process::id() as u64);
+    let mut rng = Rng::new(fresh_seed(0));
     loop {
         let ver = rng.next_u64() >> 16;
         let keys: Vec<String> = (0..300).map(|j| format!("{prefix}-{j}")).collect();
