@@ -178,10 +178,12 @@ thread_local! {
     static SPARE: Cell<Option<Box<std::cell::RefCell<Changes>>>> = const { Cell::new(None) };
 }
 
+#[inline(always)]
 fn take_changes() -> Box<std::cell::RefCell<Changes>> {
     SPARE.with(|s| s.take()).unwrap_or_default()
 }
 
+#[inline(always)]
 fn give_back_changes(b: Box<std::cell::RefCell<Changes>>) {
     {
         let mut c = b.borrow_mut();
@@ -596,6 +598,7 @@ impl<'s, 'a> Txn<'s, 'a> {
 }
 
 impl Drop for Txn<'_, '_> {
+    #[inline(always)]
     fn drop(&mut self) {
         if let Some(b) = self.changes.take() {
             give_back_changes(b);
