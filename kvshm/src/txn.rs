@@ -6,10 +6,11 @@
 //! 2. reserve new blocks ([`Txn::alloc`]: each recorded in the log before it is tagged) and
 //!    fill them;
 //! 3. lock the stripes (ascending), make each `seq` odd, and log the stripe words
-//!    ([`Txn::log_stripe`]);
+//!    ([`Txn::log_stripe`]; a one-stripe transaction logs them at their first change,
+//!    [`Txn::stripe_mut`]);
 //! 4. every other in-place write is preceded by an undo entry ([`Txn::set`]);
-//! 5. [`Txn::commit`]: state COMMITTED, new blocks LIVE; then `seq` even and unlock (the
-//!    `StripeWrite` guards drop);
+//! 5. [`Txn::commit`]: state COMMITTED, new blocks LIVE; then `seq` even and unlock (each
+//!    `StripeWrite` released: `StripeWrite::release`);
 //! 6. [`Txn::finish`]: deferred frees (blocks unlinked in 4, freed only after their stripe went
 //!    odd), state IDLE.
 //!
@@ -496,7 +497,7 @@ impl<'s, 'a> Txn<'s, 'a> {
     }
 
     /// The commit point: from here on, recovery completes instead of rolling back. The caller
-    /// then drops its `StripeWrite`s (publish and unlock) and calls [`Txn::finish`].
+    /// then releases its `StripeWrite`s (publish, then unlock) and calls [`Txn::finish`].
     #[inline(always)]
     pub(crate) fn commit(&self) {
         self.s.slot.txn_state.store(TXN_COMMITTED, REL);
